@@ -1,0 +1,3 @@
+"""Pollen coordinator: federated learning for browser clients, driven by Flower strategies."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,127 @@
+"""The `pollen` command line: serve, join, simulate, export."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from coordinator.options import with_settings
+from coordinator.settings import Settings
+
+app = typer.Typer(help="Pollen: federated learning with browser clients.", no_args_is_help=True, add_completion=False)
+console = Console(stderr=True)
+
+
+def _logging(level: int) -> None:
+    logging.basicConfig(
+        level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)], force=True
+    )
+    for noisy in ("flwr", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+@app.command()
+@with_settings()
+def serve(settings: Settings) -> None:
+    """Run the coordinator: HTTP and WebSocket on one port, rounds driven by a Flower strategy."""
+    from coordinator.server.app import Coordinator
+    from coordinator.serving import serve_forever
+
+    _logging(logging.INFO)
+    coordinator = Coordinator(settings)
+    console.print(f"[bold green]pollen[/] serving on http://{settings.host}:{settings.port}  (clients: /ws)")
+    serve_forever(coordinator)
+
+
+@app.command()
+def join(
+    url: Annotated[str, typer.Argument(help="Coordinator WebSocket URL, e.g. ws://127.0.0.1:8080/ws")],
+    token: Annotated[str | None, typer.Option(envvar="POLLEN_JOIN_TOKEN", help="Join token.")] = None,
+    shard: Annotated[str, typer.Option(help="Train on MNIST shard K of N (1-based), e.g. 3/10.")] = "1/1",
+    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    data_seed: Annotated[int, typer.Option(help="Seed of the partition (all clients must agree).")] = 0,
+    give_up_after: Annotated[float | None, typer.Option(help="Exit after this many seconds unconnected.")] = None,
+    poison_scale: Annotated[float | None, typer.Option(help="Robustness experiments: scale every delta by this.")] = None,
+    drop_in_round: Annotated[int | None, typer.Option(help="Fault experiments: vanish mid-round in this round.")] = None,
+    quiet: Annotated[bool, typer.Option(help="Log warnings only.")] = False,
+) -> None:
+    """Run one headless Python client against a running coordinator."""
+    import torch
+
+    from coordinator.client.agent import AgentOptions, run_agent
+    from coordinator.client.worker import LocalData, TaskWorker
+    from coordinator.data.mnist import load_split
+    from coordinator.data.partition import partition as split
+
+    _logging(logging.WARNING if quiet else logging.INFO)
+    if threads := int(os.environ.get("POLLEN_TORCH_THREADS", "0")):
+        torch.set_num_threads(threads)
+    try:
+        k, n = (int(v) for v in shard.split("/"))
+        if not 1 <= k <= n:
+            raise ValueError
+    except ValueError:
+        raise typer.BadParameter(f"--shard must be K/N with 1 <= K <= N, got {shard!r}") from None
+    train = load_split("train")
+    idx = split(train.y, n, partition, data_seed)[k - 1]
+    worker = TaskWorker(LocalData(train.x[idx], train.y[idx]), poison_scale=poison_scale)
+    options = AgentOptions(url, token, give_up_after=give_up_after, drop_in_round=drop_in_round)
+    raise typer.Exit(asyncio.run(run_agent(options, worker)))
+
+
+@app.command()
+@with_settings(db=None, port=0)
+def simulate(
+    settings: Settings,
+    clients: Annotated[int, typer.Option(help="Number of client processes.")] = 10,
+    backend: Annotated[str, typer.Option(help="Client implementation: python.")] = "python",
+    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
+    poisoned: Annotated[int, typer.Option(help="How many clients send poisoned deltas.")] = 0,
+    poison_scale: Annotated[float, typer.Option(help="Poisoned clients scale their delta by this.")] = 100.0,
+    dropouts: Annotated[int, typer.Option(help="How many clients vanish mid-round.")] = 0,
+    dropout_round: Annotated[int, typer.Option(help="The round in which they vanish.")] = 2,
+    json_out: Annotated[Path | None, typer.Option(help="Write the run's results here as JSON.")] = None,
+) -> None:
+    """Start a coordinator and N headless clients on this machine and run a federation."""
+    from coordinator.simulation import Population, simulate as run
+
+    _logging(logging.WARNING)
+    if settings.db is None:  # type: ignore[comparison-overlap]
+        settings = Settings.from_dict({**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"})
+    pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round)
+    result = run(settings, pop, json_out, console)
+    console.print(f"final accuracy: [bold]{result['final_accuracy']}[/]  (client logs: {result['client_logs']})")
+
+
+@app.command()
+def export(
+    output: Annotated[Path, typer.Option("-o", "--output", help="model.pt or model.safetensors")],
+    db: Annotated[str, typer.Option(envvar="POLLEN_DB", help="SQLAlchemy URL.")] = "sqlite:///pollen.db",
+    run: Annotated[str | None, typer.Option(help="Run id (default: the newest run).")] = None,
+    round: Annotated[int | None, typer.Option(help="Round (default: the last completed).")] = None,
+) -> None:
+    """Write a run's global model as a file PyTorch's load_state_dict accepts."""
+    from coordinator.models.spec import spec_from_dict
+    from coordinator.models.weights_file import write_weights
+    from coordinator.persistence.store import Store
+    from coordinator.protocol.tensors import decode_tensors
+
+    store = Store(db)
+    try:
+        info = store.get_run(run)
+        got, weights = store.checkpoint(info.id, round)
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    finally:
+        store.close()
+    write_weights(output, spec_from_dict(info.model_spec), decode_tensors(weights))
+    console.print(f"wrote run {info.id} round {got} ({info.model_spec['name']}) to {output}")

@@ -1,0 +1,118 @@
+"""The client's connection loop: join, answer tasks, heartbeat, reconnect with backoff."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from websockets.asyncio.client import ClientConnection as Socket
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
+
+from coordinator.client.worker import TaskWorker
+from coordinator.protocol.session import (
+    ClientConnection,
+    PeerError,
+    TaskReceived,
+    Welcomed,
+)
+
+log = logging.getLogger(__name__)
+
+FATAL_CODES = {"unauthorized", "unsupported_version"}
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    url: str
+    token: str | None = None
+    backend: str = "python"
+    heartbeat_seconds: float = 5.0
+    max_backoff: float = 5.0
+    give_up_after: float | None = None  # seconds without a connection; None retries forever
+    drop_in_round: int | None = None  # test hook: vanish on receiving this round's train task
+
+
+class Exit(Exception):
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+
+
+async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
+    """Returns the process exit code: 0 when the run completed, non-zero on a fatal refusal."""
+    client_id: str | None = None
+    backoff = 0.25
+    loop = asyncio.get_running_loop()
+    last_connected = loop.time()
+    while True:
+        try:
+            async with connect(options.url, max_size=None, compression=None, ping_interval=None) as ws:
+                last_connected = loop.time()
+                backoff = 0.25
+                client_id = await _session(ws, options, worker, client_id)
+            if ws.close_code == 1000:
+                log.info("coordinator closed the connection: %s", ws.close_reason or "done")
+                return 0
+            log.warning("connection closed (%s); reconnecting", ws.close_code)
+        except Exit as exc:
+            log.info("%s", exc)
+            return exc.code
+        except ConnectionClosed as exc:
+            if exc.rcvd is not None and exc.rcvd.code == 1000:
+                log.info("coordinator closed the connection: %s", exc.rcvd.reason or "done")
+                return 0
+            log.warning("connection lost (%s); reconnecting", exc)
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            log.info("cannot reach %s (%s); retrying in %.1f s", options.url, exc, backoff)
+        except InvalidURI as exc:
+            log.error("%s", exc)
+            return 2
+        if options.give_up_after is not None and loop.time() - last_connected > options.give_up_after:
+            log.error("no connection for %.0f s; giving up", options.give_up_after)
+            return 3
+        await asyncio.sleep(backoff)
+        backoff = min(backoff * 2, options.max_backoff)
+
+
+async def _session(ws: Socket, options: AgentOptions, worker: TaskWorker, client_id: str | None) -> str | None:
+    conn = ClientConnection()
+    conn.hello(token=options.token, client_id=client_id, backend=options.backend, agent="pollen-python")
+
+    async def flush() -> None:
+        for frame in conn.data_to_send():
+            await ws.send(frame)
+
+    async def heartbeats() -> None:
+        while True:
+            await asyncio.sleep(options.heartbeat_seconds)
+            conn.heartbeat()
+            await flush()
+
+    await flush()
+    beat = asyncio.create_task(heartbeats())
+    try:
+        async for data in ws:
+            if isinstance(data, str):
+                continue
+            for event in conn.receive(data):
+                if isinstance(event, Welcomed):
+                    client_id = event.welcome.client_id
+                    log.info("joined as node %d", event.welcome.node_id)
+                elif isinstance(event, TaskReceived):
+                    task = event.task
+                    if task.kind == "train" and task.round == options.drop_in_round:
+                        ws.transport.abort()
+                        raise Exit(0, f"dropping out in round {task.round} (test hook)")
+                    reply = await asyncio.to_thread(worker.answer, task)
+                    conn.send(reply)
+                elif isinstance(event, PeerError):
+                    error = event.error
+                    if error.code in FATAL_CODES:
+                        raise Exit(2, f"coordinator refused us: {error.code}: {error.message}")
+                    log.warning("coordinator reports %s: %s", error.code, error.message)
+            await flush()
+    finally:
+        beat.cancel()
+    return client_id

@@ -1,0 +1,59 @@
+"""Answering one task: decode the global weights, train or evaluate locally, encode the reply."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from coordinator.models.local_training import TrainConfig, evaluate, train_delta
+from coordinator.models.spec import spec_from_dict
+from coordinator.models.torch_model import SpecModel, build_module, load_wire_weights
+from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.messages import Error, Result, Task
+from coordinator.protocol.tensors import check_tensors, decode_tensors, encode_tensors
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LocalData:
+    x: np.ndarray
+    y: np.ndarray
+
+
+class TaskWorker:
+    def __init__(self, data: LocalData, *, poison_scale: float | None = None) -> None:
+        self.data = data
+        self.poison_scale = poison_scale
+        self._modules: dict[str, SpecModel] = {}
+
+    def answer(self, task: Task) -> Result | Error:
+        try:
+            return self._answer(task)
+        except ProtocolError as exc:
+            return Error(exc.code.value, exc.message, task.task_id)
+        except (ValueError, FloatingPointError, RuntimeError) as exc:
+            log.warning("task %s failed: %s", task.task_id, exc)
+            return Error(ErrorCode.TRAINING_FAILED.value, f"{type(exc).__name__}: {exc}", task.task_id)
+
+    def _module(self, model: dict[str, object]) -> SpecModel:
+        spec = spec_from_dict(model)
+        key = repr(sorted(spec.raw.items()))
+        if key not in self._modules:
+            self._modules[key] = build_module(spec)
+        return self._modules[key]
+
+    def _answer(self, task: Task) -> Result:
+        module = self._module(task.model)
+        weights = decode_tensors(task.weights)
+        check_tensors(weights, module.spec.wire_shapes())
+        if task.kind == "evaluate":
+            load_wire_weights(module, weights)
+            loss, accuracy = evaluate(module, self.data.x, self.data.y)
+            return Result(task.task_id, len(self.data.x), {"loss": loss, "accuracy": accuracy})
+        delta, metrics = train_delta(module, weights, self.data.x, self.data.y, TrainConfig.from_wire(task.config))
+        if self.poison_scale is not None:
+            delta = {k: v * np.float32(self.poison_scale) for k, v in delta.items()}
+        return Result(task.task_id, len(self.data.x), metrics, encode_tensors(delta))

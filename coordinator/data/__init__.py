@@ -1,0 +1,1 @@
+"""The bundled MNIST digits and their partitioning across clients."""

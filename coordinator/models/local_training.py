@@ -1,0 +1,121 @@
+"""Local training and evaluation in PyTorch: the Python client's trainer and the coordinator's evaluator."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional
+
+from coordinator.models.torch_model import load_wire_weights, wire_weights
+
+BatchCallback = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    local_epochs: int = 5
+    batch_size: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    proximal_mu: float = 0.0
+    clipping_norm: float | None = None
+    seed: int | None = None
+
+    @classmethod
+    def from_wire(cls, config: Mapping[str, Any]) -> TrainConfig:
+        clip = config.get("clipping_norm")
+        seed = config.get("seed")
+        return cls(
+            local_epochs=int(config.get("local-epochs", cls.local_epochs)),
+            batch_size=int(config.get("batch-size", cls.batch_size)),
+            lr=float(config.get("lr", cls.lr)),
+            optimizer=str(config.get("optimizer", cls.optimizer)),
+            momentum=float(config.get("momentum", cls.momentum)),
+            weight_decay=float(config.get("weight-decay", cls.weight_decay)),
+            proximal_mu=float(config.get("proximal-mu", cls.proximal_mu)),
+            clipping_norm=None if clip is None else float(clip),
+            seed=None if seed is None else int(seed),
+        )
+
+
+def _optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd, adam, adamw)")
+
+
+def clip_delta(delta: dict[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], bool]:
+    """Scale the whole delta so its global L2 norm is at most `max_norm` (Flower's fixed clipping)."""
+    norm = math.sqrt(sum(float(np.square(d, dtype=np.float64).sum()) for d in delta.values()))
+    if norm <= max_norm:
+        return delta, False
+    scale = max_norm / norm
+    return {k: (d * scale).astype(np.float32) for k, d in delta.items()}, True
+
+
+def train_delta(
+    module: nn.Module,
+    global_weights: Mapping[str, np.ndarray],
+    x: np.ndarray,
+    y: np.ndarray,
+    cfg: TrainConfig,
+    on_batch: BatchCallback | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Train from the global weights; return (trained − global, metrics)."""
+    load_wire_weights(module, global_weights)
+    start = {k: v.detach().clone() for k, v in module.named_parameters()}
+    optimizer = _optimizer(cfg, module.parameters())
+    generator = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    module.train()
+    total_loss, seen = 0.0, 0
+    for epoch in range(cfg.local_epochs):
+        order = torch.randperm(len(xt), generator=generator)
+        for b, i in enumerate(range(0, len(order), cfg.batch_size)):
+            idx = order[i : i + cfg.batch_size]
+            optimizer.zero_grad()
+            loss = functional.cross_entropy(module(xt[idx]), yt[idx])
+            if cfg.proximal_mu > 0:
+                prox = sum(((p - start[n]) ** 2).sum() for n, p in module.named_parameters())
+                loss = loss + cfg.proximal_mu / 2 * prox
+            loss.backward()
+            optimizer.step()
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(f"training loss became {value} in epoch {epoch + 1}, batch {b + 1}")
+            total_loss += value * len(idx)
+            seen += len(idx)
+            if on_batch is not None:
+                on_batch(epoch, b, value)
+    trained = wire_weights(module)
+    delta = {k: (trained[k] - np.asarray(global_weights[k], dtype=np.float32)) for k in trained}
+    metrics = {"train_loss": total_loss / max(seen, 1)}
+    if cfg.clipping_norm is not None:
+        delta, clipped = clip_delta(delta, cfg.clipping_norm)
+        metrics["norm_bit"] = float(clipped)
+    return delta, metrics
+
+
+@torch.no_grad()
+def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy."""
+    module.eval()
+    loss, correct = 0.0, 0
+    for i in range(0, len(x), batch_size):
+        xb, yb = torch.from_numpy(x[i : i + batch_size]), torch.from_numpy(y[i : i + batch_size]).long()
+        out = module(xb)
+        loss += float(functional.cross_entropy(out, yb, reduction="sum"))
+        correct += int((out.argmax(1) == yb).sum())
+    return loss / len(x), correct / len(x)

@@ -1,0 +1,84 @@
+"""Typer options generated from `Settings`, so `serve` and `simulate` share one definition."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import fields
+from functools import wraps
+from typing import Any, TypeVar
+
+import typer
+
+from coordinator.settings import Settings
+
+HELP = {
+    "host": "Interface to listen on.",
+    "port": "Port for HTTP and WebSocket (/ws).",
+    "db": "SQLAlchemy URL of the database (SQLite or PostgreSQL).",
+    "join_token": "Clients must present this token to join.",
+    "max_frame_bytes": "Largest WebSocket frame accepted; larger messages are chunked.",
+    "heartbeat_seconds": "Heartbeat interval; a client silent for 3x this is dropped.",
+    "new_run": "Start a new run even if the database holds an unfinished one.",
+    "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
+    "rounds": "Number of federated rounds.",
+    "clients_per_round": "Clients sampled per round (0: all connected).",
+    "min_clients": "Clients that must be connected before a round starts.",
+    "round_timeout": "Seconds to wait for replies in each train or evaluate phase.",
+    "init": "Start from a PyTorch .pt state_dict or a .safetensors file.",
+    "seed": "Seed for the initial model.",
+    "fraction_evaluate": "Fraction of clients asked for federated evaluation each round (0: off).",
+    "strategy": "fedavg, fedavgm, fedprox, fedadam, fedmedian, trimmed-mean or krum.",
+    "proximal_mu": "FedProx proximal term mu.",
+    "server_lr": "Server learning rate (fedavgm, fedadam).",
+    "server_momentum": "Server momentum (fedavgm).",
+    "trim_beta": "Fraction trimmed from each end (trimmed-mean).",
+    "byzantine": "Number of malicious clients Krum tolerates.",
+    "local_epochs": "Local epochs per round.",
+    "batch_size": "Local mini-batch size.",
+    "lr": "Local learning rate.",
+    "optimizer": "Local optimizer: sgd, adam or adamw.",
+    "momentum": "Local SGD momentum.",
+    "dp_clip": "Client-side DP: clip each delta's L2 norm to this.",
+    "dp_noise": "Client-side DP: server noise multiplier z (stddev z*C/n).",
+    "dp_delta": "Delta at which epsilon is reported.",
+}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def with_settings(**overrides: Any) -> Callable[[F], F]:
+    """Add one `--flag` per Settings field to a command; it receives them as `settings: Settings`.
+
+    Every flag also reads `POLLEN_<NAME>` from the environment.
+    """
+
+    def decorate(fn: F) -> F:
+        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "settings"]
+        extra = []
+        for f in fields(Settings):
+            default = overrides.get(f.name, f.default)
+            option = typer.Option(
+                default,
+                f"--{f.name.replace('_', '-')}",
+                help=HELP.get(f.name, ""),
+                envvar=f"POLLEN_{f.name.upper()}",
+                rich_help_panel="Run settings",
+            )
+            annotation = f.type if not isinstance(f.type, str) else eval(f.type)  # noqa: S307 - our own annotations
+            extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+
+        @wraps(fn)
+        def wrapper(**kwargs: Any) -> Any:
+            values = {f.name: kwargs.pop(f.name) for f in fields(Settings)}
+            try:
+                settings = Settings(**values)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from None
+            return fn(settings=settings, **kwargs)
+
+        wrapper.__signature__ = inspect.Signature([*own, *extra])  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+

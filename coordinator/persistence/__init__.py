@@ -1,0 +1,1 @@
+"""Runs, rounds, clients and checkpoints in any SQLAlchemy database, migrated by Alembic."""

@@ -1,0 +1,172 @@
+"""The coordinator's durable state: every write a round makes lands in one transaction."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import sessionmaker
+
+from coordinator.persistence.database import connect, migrate
+from coordinator.persistence.tables import CheckpointRow, ClientRow, RoundRow, RunRow
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round: int
+    seconds: float
+    clients: int
+    failures: int
+    accuracy: float | None
+    loss: float | None
+    epsilon: float | None
+    metrics: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "round": self.round,
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "clients": self.clients,
+            "failures": self.failures,
+            "seconds": self.seconds,
+            "epsilon": self.epsilon,
+            "metrics": self.metrics,
+        }
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    id: str
+    state: str
+    model_spec: dict[str, Any]
+    settings: dict[str, Any]
+    num_rounds: int
+    completed_rounds: int
+    created_at: datetime
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine: Engine = connect(url)
+        migrate(self.engine)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # runs
+    def create_run(self, model_spec: dict[str, Any], settings: dict[str, Any], initial_weights: bytes) -> RunInfo:
+        now = _now()
+        row = RunRow(
+            id=uuid.uuid4().hex,
+            created_at=now,
+            updated_at=now,
+            state="running",
+            model_name=model_spec["name"],
+            model_spec=model_spec,
+            settings=settings,
+            num_rounds=settings["rounds"],
+            completed_rounds=0,
+        )
+        with self._session.begin() as s:
+            s.add(row)
+            s.flush()  # no ORM relationship orders the inserts, so the run row must exist first
+            s.add(CheckpointRow(run_id=row.id, round=0, created_at=now, weights=initial_weights))
+        return _info(row)
+
+    def unfinished_run(self) -> RunInfo | None:
+        with self._session() as s:
+            row = s.scalars(select(RunRow).where(RunRow.state == "running").order_by(RunRow.created_at.desc())).first()
+            return None if row is None else _info(row)
+
+    def get_run(self, run_id: str | None = None) -> RunInfo:
+        with self._session() as s:
+            query = select(RunRow).order_by(RunRow.created_at.desc())
+            if run_id is not None:
+                query = query.where(RunRow.id == run_id)
+            row = s.scalars(query).first()
+            if row is None:
+                raise LookupError(f"no run {run_id!r} in the database" if run_id else "the database holds no run")
+            return _info(row)
+
+    def set_state(self, run_id: str, state: str) -> None:
+        with self._session.begin() as s:
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(state=state, updated_at=_now()))
+
+    # rounds
+    def record_round(self, run_id: str, record: RoundRecord, weights: bytes) -> None:
+        """The round's metrics, its checkpoint and the run's progress, atomically."""
+        now = _now()
+        with self._session.begin() as s:
+            s.add(
+                RoundRow(
+                    run_id=run_id,
+                    round=record.round,
+                    finished_at=now,
+                    seconds=record.seconds,
+                    clients=record.clients,
+                    failures=record.failures,
+                    accuracy=record.accuracy,
+                    loss=record.loss,
+                    epsilon=record.epsilon,
+                    metrics=record.metrics,
+                )
+            )
+            s.add(CheckpointRow(run_id=run_id, round=record.round, created_at=now, weights=weights))
+            s.execute(
+                update(RunRow).where(RunRow.id == run_id).values(completed_rounds=record.round, updated_at=now)
+            )
+
+    def rounds(self, run_id: str) -> list[RoundRecord]:
+        with self._session() as s:
+            rows = s.scalars(select(RoundRow).where(RoundRow.run_id == run_id).order_by(RoundRow.round)).all()
+            return [
+                RoundRecord(r.round, r.seconds, r.clients, r.failures, r.accuracy, r.loss, r.epsilon, r.metrics)
+                for r in rows
+            ]
+
+    def checkpoint(self, run_id: str, round: int | None = None) -> tuple[int, bytes]:
+        """The checkpoint of `round`, or the latest one."""
+        with self._session() as s:
+            query = select(CheckpointRow).where(CheckpointRow.run_id == run_id)
+            if round is None:
+                query = query.order_by(CheckpointRow.round.desc())
+            else:
+                query = query.where(CheckpointRow.round == round)
+            row = s.scalars(query).first()
+            if row is None:
+                raise LookupError(f"run {run_id} has no checkpoint for round {round}")
+            return row.round, row.weights
+
+    # clients
+    def register_client(self, client_id: str | None, backend: str, agent: str | None) -> tuple[int, str]:
+        """(node id, client id): a known client keeps its node id; an unknown or absent id gets a new one."""
+        now = _now()
+        with self._session.begin() as s:
+            row = None if client_id is None else s.scalars(select(ClientRow).where(ClientRow.client_id == client_id)).first()
+            if row is None:
+                row = ClientRow(client_id=client_id or uuid.uuid4().hex, backend=backend, first_seen=now)
+                s.add(row)
+            row.backend, row.agent, row.last_seen = backend, agent, now
+            s.flush()
+            return row.id, row.client_id
+
+    def count_clients(self) -> int:
+        with self._session() as s:
+            return int(s.scalar(select(func.count(ClientRow.id))) or 0)
+
+
+def _info(row: RunRow) -> RunInfo:
+    return RunInfo(
+        row.id, row.state, row.model_spec, row.settings, row.num_rounds, row.completed_rounds, row.created_at
+    )
+

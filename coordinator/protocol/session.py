@@ -1,0 +1,247 @@
+"""Sans-I/O protocol state machines for both ends of a connection (SPEC §4).
+
+Feed received bytes to `receive()`; it returns events. Frames to send pile up
+in `data_to_send()`. Neither class touches a socket, a clock or a thread, so the
+same logic runs under Starlette, the `websockets` client and the tests.
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import uuid
+from dataclasses import dataclass
+from enum import Enum, auto
+
+from coordinator.protocol.chunking import Reassembler, split_frame
+from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.frame import decode_frame
+from coordinator.protocol.messages import (
+    PROTOCOL_VERSIONS,
+    Chunk,
+    Error,
+    Heartbeat,
+    Hello,
+    Message,
+    Result,
+    Task,
+    Welcome,
+    encode,
+    parse,
+)
+
+DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
+
+# WebSocket close codes (RFC 6455 §7.4.1).
+CLOSE_PROTOCOL_ERROR = 1002
+CLOSE_POLICY_VIOLATION = 1008
+
+
+class State(Enum):
+    AWAITING_HELLO = auto()
+    OPEN = auto()
+    CLOSED = auto()
+
+
+@dataclass(frozen=True)
+class HelloReceived:
+    hello: Hello
+    version: int
+
+
+@dataclass(frozen=True)
+class ReplyReceived:
+    reply: Result | Error
+
+
+@dataclass(frozen=True)
+class TaskReceived:
+    task: Task
+
+
+@dataclass(frozen=True)
+class Welcomed:
+    welcome: Welcome
+
+
+@dataclass(frozen=True)
+class PeerError:
+    error: Error
+
+
+@dataclass(frozen=True)
+class HeartbeatReceived:
+    seq: int
+
+
+Event = HelloReceived | ReplyReceived | TaskReceived | Welcomed | PeerError | HeartbeatReceived
+
+
+class _Endpoint:
+    def __init__(self, max_frame_bytes: int, max_message_bytes: int) -> None:
+        self.max_frame_bytes = max_frame_bytes
+        self.peer_max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
+        self.state = State.AWAITING_HELLO
+        self.close_code: int | None = None
+        self._outbox: list[bytes] = []
+        self._reassembler = Reassembler(max_message_bytes)
+        self._seq = itertools.count()
+
+    def data_to_send(self) -> list[bytes]:
+        out, self._outbox = self._outbox, []
+        return out
+
+    def send_frame(self, frame: bytes) -> None:
+        """Queue an already-encoded frame, chunked to the peer's limit."""
+        self._outbox.extend(split_frame(frame, self.peer_max_frame_bytes, uuid.uuid4().hex))
+
+    def send(self, message: Message) -> None:
+        self.send_frame(encode(message))
+
+    def heartbeat(self) -> None:
+        self.send(Heartbeat(next(self._seq)))
+
+    def fail(self, exc: ProtocolError, *, fatal: bool, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        self.send(Error.from_exception(exc, fatal=fatal))
+        if fatal:
+            self.state = State.CLOSED
+            self.close_code = close_code
+
+    def _read(self, data: bytes) -> Message | None:
+        """One received WebSocket message → a complete message, or None while chunks gather."""
+        if len(data) > self.max_frame_bytes:
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes exceeds the limit of {self.max_frame_bytes}"
+            )
+        message = parse(decode_frame(data))
+        if isinstance(message, Chunk):
+            whole = self._reassembler.feed(message)
+            if whole is None:
+                return None
+            message = parse(decode_frame(whole))
+            if isinstance(message, Chunk):
+                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "a chunk may not carry another chunk")
+        return message
+
+
+class ServerConnection(_Endpoint):
+    """The coordinator's side of one client connection."""
+
+    def __init__(
+        self,
+        *,
+        join_token: str | None,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        versions: tuple[int, ...] = PROTOCOL_VERSIONS,
+    ) -> None:
+        super().__init__(max_frame_bytes, max_message_bytes)
+        self.join_token = join_token
+        self.versions = versions
+        self.in_flight: set[str] = set()
+        self.hello: Hello | None = None
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        try:
+            message = self._read(data)
+            if message is None:
+                return []
+            return self._handle(message)
+        except ProtocolError as exc:
+            # Before the handshake nothing is trusted, so any violation ends the connection.
+            self.fail(exc, fatal=self.state is State.AWAITING_HELLO)
+            return []
+
+    def _handle(self, message: Message) -> list[Event]:
+        if self.state is State.AWAITING_HELLO:
+            if not isinstance(message, Hello):
+                raise ProtocolError(ErrorCode.NOT_READY, f"expected hello, got {type(message).__name__.lower()}")
+            return self._handshake(message)
+        if isinstance(message, Heartbeat):
+            return [HeartbeatReceived(message.seq)]
+        if isinstance(message, Result | Error):
+            if message.reply_to is None:
+                return [PeerError(message)] if isinstance(message, Error) else []
+            if message.reply_to not in self.in_flight:
+                raise ProtocolError(
+                    ErrorCode.UNKNOWN_TASK, f"no task {message.reply_to!r} is in flight on this connection"
+                )
+            self.in_flight.discard(message.reply_to)
+            return [ReplyReceived(message)]
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"a client may not send {type(message).__name__.lower()}")
+
+    def _handshake(self, hello: Hello) -> list[Event]:
+        common = set(hello.versions) & set(self.versions)
+        if not common:
+            raise_fatal = ProtocolError(
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"client speaks protocol versions {hello.versions}, coordinator speaks {list(self.versions)}",
+            )
+            self.fail(raise_fatal, fatal=True)
+            return []
+        if self.join_token is not None and not hmac.compare_digest(
+            (hello.token or "").encode(), self.join_token.encode()
+        ):
+            self.fail(
+                ProtocolError(ErrorCode.UNAUTHORIZED, "missing or wrong join token"),
+                fatal=True,
+                close_code=CLOSE_POLICY_VIOLATION,
+            )
+            return []
+        self.hello = hello
+        self.peer_max_frame_bytes = hello.max_frame_bytes
+        return [HelloReceived(hello, max(common))]
+
+    def accept(self, welcome: Welcome) -> None:
+        self.send(welcome)
+        self.state = State.OPEN
+
+    def send_task(self, task_id: str, frame: bytes) -> None:
+        """Queue a pre-encoded train/evaluate frame (the round's shared bytes)."""
+        self.in_flight.add(task_id)
+        self.send_frame(frame)
+
+
+class ClientConnection(_Endpoint):
+    """A client's side of the connection."""
+
+    def __init__(
+        self,
+        *,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(max_frame_bytes, max_message_bytes)
+        self.welcome: Welcome | None = None
+
+    def hello(self, *, token: str | None, client_id: str | None, backend: str, agent: str | None = None) -> None:
+        self.send(Hello(list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent))
+
+    def receive(self, data: bytes) -> list[Event]:
+        if self.state is State.CLOSED:
+            return []
+        try:
+            message = self._read(data)
+        except ProtocolError as exc:
+            self.fail(exc, fatal=False)
+            return []
+        if message is None:
+            return []
+        if isinstance(message, Welcome):
+            self.welcome = message
+            self.peer_max_frame_bytes = message.max_frame_bytes
+            self.state = State.OPEN
+            return [Welcomed(message)]
+        if isinstance(message, Task):
+            return [TaskReceived(message)]
+        if isinstance(message, Heartbeat):
+            return [HeartbeatReceived(message.seq)]
+        if isinstance(message, Error):
+            if message.fatal:
+                self.state = State.CLOSED
+            return [PeerError(message)]
+        self.fail(ProtocolError(ErrorCode.INVALID_MESSAGE, f"a coordinator may not send {message.type}"), fatal=False)
+        return []

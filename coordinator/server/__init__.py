@@ -1,0 +1,1 @@
+"""The coordinator service: WebSocket sessions, the Flower grid over them, the run loop and the HTTP API."""

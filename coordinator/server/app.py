@@ -1,0 +1,77 @@
+"""The coordinator's ASGI app: `/ws` for clients, `/healthz` and `/api/status` for people and probes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from coordinator.persistence.store import Store
+from coordinator.server.clients import ClientRegistry
+from coordinator.server.federation import Federation
+from coordinator.server.status import RunStatus
+from coordinator.server.websocket import Hub, serve_connection
+from coordinator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Coordinator:
+    """Owns the pieces of one coordinator process and the thread the run loop lives in."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.store = Store(settings.db)
+        self.clients = ClientRegistry()
+        self.status = RunStatus()
+        self.federation = Federation(settings, self.store, self.clients, self.status)
+        self.hub = Hub(self.federation.settings, self.store, self.clients, self.status, self.federation.grid)
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="pollen-rounds", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.federation.run_rounds()
+        except BaseException as exc:  # noqa: BLE001 - surfaced through status and the CLI
+            log.exception("the run failed")
+            self.error = exc
+            self.store.set_state(self.federation.run.id, "failed")
+            self.status.update(state="failed", message=f"{type(exc).__name__}: {exc}")
+            self.status.finished.set()
+            self.clients.close_all()
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.clients.bind_loop(loop)
+        self._thread.start()
+
+    def app(self) -> Starlette:
+        @asynccontextmanager
+        async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            self.start(asyncio.get_running_loop())
+            yield
+
+        async def healthz(_: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        async def status(_: Request) -> JSONResponse:
+            return JSONResponse({**self.status.snapshot(), "clients_connected": self.clients.count(),
+                                 "clients": self.clients.describe()})
+
+        async def ws(websocket: WebSocket) -> None:
+            await serve_connection(websocket, self.hub)
+
+        return Starlette(
+            routes=[
+                Route("/healthz", healthz),
+                Route("/api/status", status),
+                WebSocketRoute("/ws", ws),
+            ],
+            lifespan=lifespan,
+        )

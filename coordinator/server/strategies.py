@@ -1,0 +1,85 @@
+"""Flower strategies by name, sized from the settings, wrapped for DP when asked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flwr.serverapp import PrivacyConfig, RdpAccountant, SamplingMethod
+from flwr.serverapp.strategy import (
+    DifferentialPrivacyClientSideFixedClipping,
+    FedAdam,
+    FedAvg,
+    FedAvgM,
+    FedMedian,
+    FedProx,
+    FedTrimmedAvg,
+    Krum,
+    Strategy,
+)
+from flwr.supercore.privacy_accounting import NeighboringRelation
+
+from coordinator.settings import Settings
+
+# Make sampling exact: with a tiny fraction, Flower samples max(int(N * f), min_train_nodes) = the cohort size.
+_TINY_FRACTION = 1e-9
+
+
+def sampling(settings: Settings) -> dict[str, Any]:
+    if settings.clients_per_round or settings.dp:
+        train = {"fraction_train": _TINY_FRACTION, "min_train_nodes": settings.cohort_size}
+    else:
+        train = {"fraction_train": 1.0, "min_train_nodes": settings.min_clients}
+    evaluate: dict[str, Any] = {"fraction_evaluate": settings.fraction_evaluate, "min_evaluate_nodes": 0}
+    if settings.fraction_evaluate > 0:
+        evaluate["min_evaluate_nodes"] = settings.min_clients
+    return {**train, **evaluate, "min_available_nodes": max(settings.min_clients, train["min_train_nodes"])}
+
+
+def base_strategy(settings: Settings) -> Strategy:
+    common = sampling(settings)
+    name = settings.strategy
+    if name == "fedavg":
+        return FedAvg(**common)
+    if name == "fedavgm":
+        return FedAvgM(**common, server_learning_rate=settings.server_lr or 1.0, server_momentum=settings.server_momentum)
+    if name == "fedprox":
+        return FedProx(**common, proximal_mu=settings.proximal_mu)
+    if name == "fedadam":
+        return FedAdam(**common, eta=settings.server_lr or 0.01)
+    if name == "fedmedian":
+        return FedMedian(**common)
+    if name == "trimmed-mean":
+        return FedTrimmedAvg(**common, beta=settings.trim_beta)
+    if name == "krum":
+        return Krum(**common, num_malicious_nodes=settings.byzantine)
+    raise ValueError(f"unknown strategy {name!r}")
+
+
+def build_strategy(settings: Settings) -> Strategy:
+    strategy = base_strategy(settings)
+    if not settings.dp:
+        return strategy
+    assert settings.dp_clip is not None and settings.dp_noise is not None
+    accountant = None
+    # Flower's accountant covers plain FedAvg aggregation only; other strategies run DP without an ε readout.
+    if type(strategy) is FedAvg:
+        accountant = RdpAccountant(
+            PrivacyConfig(
+                target_delta=settings.dp_delta,
+                population_size=settings.cohort_size,
+                neighboring_relation=NeighboringRelation.ADD_OR_REMOVE_ONE,
+                sampling_method=SamplingMethod.NO_AMPLIFICATION,
+            )
+        )
+    return DifferentialPrivacyClientSideFixedClipping(
+        strategy,
+        noise_multiplier=settings.dp_noise,
+        clipping_norm=settings.dp_clip,
+        num_sampled_clients=settings.cohort_size,
+        accountant=accountant,
+    )
+
+
+def epsilon(strategy: Strategy) -> float | None:
+    spent = getattr(strategy, "privacy_spent", lambda: None)()
+    return None if spent is None else float(spent.epsilon)

@@ -1,0 +1,54 @@
+"""Running the coordinator's ASGI app under uvicorn, in the foreground or in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import uvicorn
+
+from coordinator.server.app import Coordinator
+
+
+def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
+    settings = coordinator.hub.settings
+    return uvicorn.Config(
+        coordinator.app(),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        # Our protocol enforces max_frame_bytes with a clear error frame; this cap only stops abuse.
+        ws_max_size=4 * settings.max_frame_bytes,
+        ws_ping_interval=None,
+        ws_per_message_deflate=False,
+        lifespan="on",
+    )
+
+
+def serve_forever(coordinator: Coordinator, log_level: str = "info") -> None:
+    uvicorn.Server(_config(coordinator, log_level)).run()
+
+
+class BackgroundServer:
+    """uvicorn in a thread, on a socket bound before start (so port 0 picks a free port)."""
+
+    def __init__(self, coordinator: Coordinator, log_level: str = "warning") -> None:
+        settings = coordinator.hub.settings
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((settings.host, settings.port))
+        self.port = self.sock.getsockname()[1]
+        self.server = uvicorn.Server(_config(coordinator, log_level))
+        self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.sock.getsockname()[0]}:{self.port}/ws"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()

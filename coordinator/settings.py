@@ -1,0 +1,96 @@
+"""Everything a run is configured by; the CLI fills it and the database keeps it for resume."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+
+
+@dataclass(frozen=True)
+class Settings:
+    # serving
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: str = "sqlite:///pollen.db"
+    join_token: str | None = None
+    max_frame_bytes: int = 16 * 1024 * 1024
+    heartbeat_seconds: float = 10.0
+    new_run: bool = False
+    # run
+    model: str = "mnist-mlp"
+    rounds: int = 20
+    clients_per_round: int = 0  # 0: every connected client
+    min_clients: int = 2
+    round_timeout: float = 600.0
+    init: str | None = None
+    seed: int = 0
+    fraction_evaluate: float = 0.0
+    # strategy
+    strategy: str = "fedavg"
+    proximal_mu: float = 0.01
+    server_lr: float | None = None  # None: the strategy's own default
+    server_momentum: float = 0.9
+    trim_beta: float = 0.2
+    byzantine: int = 2
+    # local training
+    local_epochs: int = 5
+    batch_size: int = 10
+    lr: float = 0.05
+    optimizer: str = "sgd"
+    momentum: float = 0.0
+    # privacy
+    dp_clip: float | None = None
+    dp_noise: float | None = None
+    dp_delta: float = 1e-5
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"unknown strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
+        if self.rounds < 1 or self.min_clients < 1 or self.local_epochs < 1 or self.batch_size < 1:
+            raise ValueError("rounds, min-clients, local-epochs and batch-size must be at least 1")
+        if self.clients_per_round < 0 or (0 < self.clients_per_round < self.min_clients):
+            raise ValueError("clients-per-round must be 0 (all) or at least min-clients")
+        if (self.dp_clip is None) != (self.dp_noise is None):
+            raise ValueError("differential privacy needs both --dp-clip and --dp-noise")
+        if self.dp_clip is not None and (self.dp_clip <= 0 or (self.dp_noise or 0) <= 0):
+            raise ValueError("--dp-clip and --dp-noise must be positive")
+        if not 0 < self.dp_delta < 1:
+            raise ValueError("--dp-delta must be in (0, 1)")
+
+    @property
+    def dp(self) -> bool:
+        return self.dp_clip is not None
+
+    @property
+    def cohort_size(self) -> int:
+        """Clients sampled per round when it must be fixed (DP); else the minimum."""
+        return self.clients_per_round or self.min_clients
+
+    def train_config(self) -> dict[str, Any]:
+        """The training keys sent to clients (SPEC §5)."""
+        config: dict[str, Any] = {
+            "local-epochs": self.local_epochs,
+            "batch-size": self.batch_size,
+            "lr": self.lr,
+            "optimizer": self.optimizer,
+            "momentum": self.momentum,
+        }
+        if self.strategy == "fedprox":
+            config["proximal-mu"] = self.proximal_mu
+        return config
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Settings:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    # Options that say where and how to serve, not what to train: a resumed run takes these from the command line.
+    SERVING = ("host", "port", "db", "join_token", "max_frame_bytes", "heartbeat_seconds", "new_run")

@@ -1,0 +1,110 @@
+"""`pollen simulate`: one coordinator and N client processes on this machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from coordinator.server.app import Coordinator
+from coordinator.serving import BackgroundServer
+from coordinator.settings import Settings
+
+
+@dataclass(frozen=True)
+class Population:
+    clients: int
+    backend: str = "python"
+    partition: str = "iid"
+    data_seed: int = 0
+    poisoned: int = 0
+    poison_scale: float = 100.0
+    dropouts: int = 0
+    dropout_round: int = 2
+
+
+def client_command(url: str, index: int, pop: Population, settings: Settings) -> list[str]:
+    if pop.backend != "python":
+        raise ValueError(f"backend {pop.backend!r} is not available yet; use --backend python")
+    cmd = [sys.executable, "-m", "coordinator", "join", url, "--shard", f"{index + 1}/{pop.clients}"]
+    cmd += ["--partition", pop.partition, "--data-seed", str(pop.data_seed), "--quiet"]
+    if settings.join_token:
+        cmd += ["--token", settings.join_token]
+    if index < pop.poisoned:
+        cmd += ["--poison-scale", str(pop.poison_scale)]
+    elif index < pop.poisoned + pop.dropouts:
+        cmd += ["--drop-in-round", str(pop.dropout_round)]
+    return cmd
+
+
+def simulate(settings: Settings, pop: Population, json_out: Path | None, console: Console) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="pollen-sim-"))
+    coordinator = Coordinator(settings)
+    server = BackgroundServer(coordinator)
+    server.start()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "POLLEN_TORCH_THREADS": "1"}
+    procs = []
+    for i in range(pop.clients):
+        log = open(workdir / f"client-{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process below
+        procs.append((subprocess.Popen(client_command(server.url, i, pop, settings), stdout=log, stderr=log, env=env), log))
+    status = coordinator.status
+    try:
+        with Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[info]}"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        ) as progress:
+            task = progress.add_task("rounds", total=coordinator.federation.run.num_rounds, info="", completed=status.current_round)
+            while not status.finished.wait(0.5):
+                if all(proc.poll() is not None for proc, _ in procs):
+                    raise RuntimeError(f"every client exited before the run finished; see the logs in {workdir}")
+                snap = status.snapshot()
+                last = snap["rounds"][-1] if snap["rounds"] else None
+                info = f"{coordinator.clients.count()} clients"
+                if last and last["accuracy"] is not None:
+                    info += f"  acc {last['accuracy']:.4f}"
+                if last and last["epsilon"] is not None:
+                    info += f"  ε {last['epsilon']:.2f}"
+                if snap["state"] == "waiting":
+                    info = snap["message"]
+                progress.update(task, completed=snap["current_round"], info=info)
+            progress.update(task, completed=status.current_round)
+    finally:
+        for proc, _ in procs:
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for _, log in procs:
+            log.close()
+        server.stop()
+        coordinator.store.close()
+    snap = status.snapshot()
+    rounds = [
+        {k: r[k] for k in ("round", "accuracy", "loss", "clients", "seconds", "epsilon")} for r in snap["rounds"]
+    ]
+    result = {
+        "run_id": snap["run_id"],
+        "state": snap["state"],
+        "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
+        "rounds": rounds,
+        "client_logs": str(workdir),
+    }
+    if json_out is not None:
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+    if coordinator.error is not None:
+        raise RuntimeError(f"the run failed: {coordinator.error}") from coordinator.error
+    return result
