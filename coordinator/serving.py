@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 import uvicorn
 
@@ -21,6 +22,7 @@ def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
         ws_max_size=4 * settings.max_frame_bytes,
         ws_ping_interval=None,
         ws_per_message_deflate=False,
+        ws="websockets-sansio",
         lifespan="on",
     )
 
@@ -45,8 +47,13 @@ class BackgroundServer:
     def url(self) -> str:
         return f"ws://{self.sock.getsockname()[0]}:{self.port}/ws"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30) -> None:
         self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the coordinator's HTTP server did not start")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.server.should_exit = True

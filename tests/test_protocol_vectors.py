@@ -1,0 +1,34 @@
+"""The shared `protocol/vectors` must decode, re-encode byte for byte, and fail with the listed codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from coordinator.protocol import ProtocolError, decode, decode_frame, encode, encode_frame
+from coordinator.resources import protocol_dir
+
+VECTORS = json.loads((protocol_dir() / "vectors" / "frames.json").read_text())
+
+
+@pytest.mark.parametrize("case", VECTORS["valid"], ids=lambda c: c["name"])
+def test_valid_vector_round_trips(case: dict) -> None:
+    data = bytes.fromhex(case["frame_hex"])
+    frame = decode_frame(data)
+    assert frame.header == case["header"]
+    assert frame.payload.hex() == case["payload_hex"]
+    assert encode_frame(frame.header, frame.payload) == data
+    assert encode(decode(data)) == data
+
+
+@pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["name"])
+def test_invalid_vector_is_refused_with_its_code(case: dict) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode(bytes.fromhex(case["frame_hex"]))
+    assert info.value.code == case["error"]
+
+
+def test_header_is_canonical_json() -> None:
+    frame = encode_frame({"type": "heartbeat", "seq": 1, "a": 1.0, "b": 1e-05})
+    assert frame[8:] == b'{"a":1,"b":0.00001,"seq":1,"type":"heartbeat"}'

@@ -1,0 +1,131 @@
+"""Bad input over real WebSockets: each gets a clear error frame or close, and the run goes on."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from coordinator.client.agent import AgentOptions, run_agent
+from coordinator.client.worker import LocalData, TaskWorker
+from coordinator.data.mnist import load_split
+from coordinator.protocol import Error, Hello, Result, Task, Welcome, decode, encode, encode_tensors
+from coordinator.protocol.frame import encode_frame
+
+from .conftest import StartCoordinator
+
+TOKEN = "let-me-in"
+
+
+async def join(url: str, *, token: str | None = TOKEN, versions: list[int] | None = None):  # type: ignore[no-untyped-def]
+    ws = await connect(url, max_size=None)
+    await ws.send(encode(Hello(versions or [1], token, None, "python", 1 << 24)))
+    return ws
+
+
+async def next_message(ws, kind: type) -> object:  # type: ignore[no-untyped-def]
+    """The next message of a kind, skipping heartbeats."""
+    while True:
+        message = decode(await asyncio.wait_for(ws.recv(), 30))
+        if isinstance(message, kind):
+            return message
+
+
+@pytest.fixture
+def waiting(start_coordinator: StartCoordinator):  # type: ignore[no-untyped-def]
+    """A coordinator that waits for more clients than will come, so nothing but our frames happens."""
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, max_frame_bytes=1 << 20)
+    return coordinator, server
+
+
+async def test_wrong_token_is_refused_and_closed(waiting) -> None:  # type: ignore[no-untyped-def]
+    ws = await join(waiting[1].url, token="nope")
+    error = await next_message(ws, Error)
+    assert isinstance(error, Error) and error.code == "unauthorized" and error.fatal
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1008
+
+
+async def test_wrong_protocol_version_is_refused(waiting) -> None:  # type: ignore[no-untyped-def]
+    ws = await join(waiting[1].url, versions=[99])
+    error = await next_message(ws, Error)
+    assert isinstance(error, Error) and error.code == "unsupported_version" and "[99]" in error.message
+    with pytest.raises(ConnectionClosed) as info:
+        await ws.recv()
+    assert info.value.rcvd is not None and info.value.rcvd.code == 1002
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (encode_frame({"type": "heartbeat", "seq": 1})[:-3], "truncated"),
+        (encode_frame({"type": "gossip"}), "unknown_type"),
+        (encode(Result("never-sent", 10, {}, b"")), "unknown_task"),
+        (encode(Result("x", 1, {}, b"\0" * (2 << 20))), "frame_too_large"),
+    ],
+)
+async def test_bad_frames_after_joining_get_an_error_and_the_connection_survives(waiting, frame, code) -> None:  # type: ignore[no-untyped-def]
+    coordinator, server = waiting
+    ws = await join(server.url)
+    assert isinstance(await next_message(ws, Welcome), Welcome)
+    await ws.send(frame)
+    error = await next_message(ws, Error)
+    assert isinstance(error, Error) and error.code == code and not error.fatal
+    await ws.send(encode_frame({"type": "heartbeat", "seq": 2}))  # still open
+    assert coordinator.clients.count() == 1
+    async with httpx.AsyncClient() as http:
+        health = await http.get(server.url.replace("ws://", "http://").replace("/ws", "/healthz"))
+    assert health.text == "ok"
+    await ws.close()
+
+
+async def test_text_frames_are_refused(waiting) -> None:  # type: ignore[no-untyped-def]
+    ws = await join(waiting[1].url)
+    await next_message(ws, Welcome)
+    await ws.send("hello?")
+    error = await next_message(ws, Error)
+    assert isinstance(error, Error) and error.code == "invalid_message"
+
+
+def _honest_agent(url: str) -> asyncio.Task[int]:
+    train = load_split("train")
+    worker = TaskWorker(LocalData(train.x[:400], train.y[:400]))
+    return asyncio.create_task(run_agent(AgentOptions(url, TOKEN, give_up_after=30), worker))
+
+
+@pytest.mark.parametrize("attack", ["wrong-shape", "nan", "wrong-names", "not-safetensors", "zero-examples"])
+async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(start_coordinator, attack) -> None:  # type: ignore[no-untyped-def]
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=2, rounds=2, local_epochs=1, round_timeout=60)
+    honest = _honest_agent(server.url)
+    ws = await join(server.url)
+    await next_message(ws, Welcome)
+    rejected = []
+    for _ in range(2):
+        task = await next_message(ws, Task)
+        assert isinstance(task, Task)
+        shapes = {k: tuple(v) for k, v in coordinator.federation.spec.wire_shapes().items()}
+        delta = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
+        num_examples = 10
+        if attack == "wrong-shape":
+            delta["layers.1.weight"] = np.zeros((3, 3), np.float32)
+        elif attack == "nan":
+            delta["layers.3.bias"][0] = np.nan
+        elif attack == "wrong-names":
+            delta["sneaky"] = delta.pop("layers.3.bias")
+        elif attack == "zero-examples":
+            num_examples = 10**12
+        payload = b"garbage" if attack == "not-safetensors" else encode_tensors(delta)
+        await ws.send(encode(Result(task.task_id, num_examples, {}, payload)))
+        error = await next_message(ws, Error)
+        assert isinstance(error, Error) and error.code == "invalid_update" and error.reply_to == task.task_id
+        rejected.append(error.message)
+    assert await asyncio.wait_for(honest, 120) == 0
+    history = coordinator.status.snapshot()["rounds"]
+    assert [(r["clients"], r["failures"]) for r in history] == [(1, 1), (1, 1)]
+    assert coordinator.status.state == "completed"
+    assert all(r["accuracy"] > 0.5 for r in history)
