@@ -24,6 +24,7 @@ HELP = {
     "rounds": "Number of federated rounds.",
     "clients_per_round": "Clients sampled per round (0: all connected).",
     "min_clients": "Clients that must be connected before a round starts.",
+    "wait_for": "Clients to wait for before the first round (0: min-clients).",
     "round_timeout": "Seconds to wait for replies in each train or evaluate phase.",
     "init": "Start from a PyTorch .pt state_dict or a .safetensors file.",
     "seed": "Seed for the initial model.",

@@ -24,6 +24,7 @@ class Settings:
     rounds: int = 20
     clients_per_round: int = 0  # 0: every connected client
     min_clients: int = 2
+    wait_for: int = 0  # clients to wait for before the first round (0: min-clients)
     round_timeout: float = 600.0
     init: str | None = None
     seed: int = 0

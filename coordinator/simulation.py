@@ -48,6 +48,8 @@ def client_command(url: str, index: int, pop: Population, settings: Settings) ->
 
 def simulate(settings: Settings, pop: Population, json_out: Path | None, console: Console) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix="pollen-sim-"))
+    if not settings.wait_for:  # start when the whole population is there, not with the first two
+        settings = Settings.from_dict({**settings.to_dict(), "wait_for": pop.clients})
     coordinator = Coordinator(settings)
     server = BackgroundServer(coordinator)
     server.start()

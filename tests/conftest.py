@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from glob import glob
@@ -47,17 +48,17 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_url() -> Iterator[str]:
     """A real PostgreSQL (Debian's package, installed by set-up) on loopback, owned by this test session."""
     bins = sorted(glob("/usr/lib/postgresql/*/bin"))
     if not bins:
         pytest.fail("PostgreSQL is not installed: run `bash scripts/setup.sh`")
     bindir = Path(bins[-1])
-    data = tmp_path_factory.mktemp("pg")
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    data = Path(tempfile.mkdtemp(prefix="pollen-pg-"))
     as_postgres: list[str] = []
     if os.geteuid() == 0:  # postgres refuses to run as root
         shutil.chown(data, "postgres")
-        data.parent.chmod(0o755)
         as_postgres = ["runuser", "-u", "postgres", "--"]
     port = free_port()
     run = lambda *args: subprocess.run([*as_postgres, *args], check=True, capture_output=True)  # noqa: E731
@@ -69,6 +70,7 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
             run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:

@@ -75,7 +75,7 @@ class Federation:
         return run, settings
 
     def wait_for_clients(self, stop_after: float | None = None) -> bool:
-        needed = max(self.settings.min_clients, self.settings.clients_per_round)
+        needed = max(self.settings.min_clients, self.settings.clients_per_round, self.settings.wait_for)
         start = last_log = time.monotonic()
         while self.clients.count() < needed:
             now = time.monotonic()

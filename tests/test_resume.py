@@ -1,0 +1,91 @@
+"""Kill -9 the coordinator mid-run, start it again on the same database: nothing completed is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from coordinator.models.spec import load_spec
+from coordinator.models.torch_model import build_module
+from coordinator.persistence.store import Store
+
+from .conftest import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 3
+ROUNDS = 6
+
+
+def pollen(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "POLLEN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
+    out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
+    return subprocess.Popen([sys.executable, "-m", "coordinator", *args], stdout=out, stderr=out, env=env)
+
+
+def status(port: int) -> dict:  # type: ignore[type-arg]
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2).json()  # type: ignore[no-any-return]
+    except httpx.HTTPError:
+        return {}
+
+
+def kill_and_resume(db: str, tmp_path: Path) -> None:
+    port = free_port()
+    serve = ["serve", "--db", db, "--port", str(port), "--rounds", str(ROUNDS), "--min-clients", str(CLIENTS),
+             "--local-epochs", "1", "--heartbeat-seconds", "2", "--join-token", "tok"]
+    coordinator = pollen(*serve, log=tmp_path / "coordinator.log")
+    clients = [
+        pollen("join", f"ws://127.0.0.1:{port}/ws", "--token", "tok", "--shard", f"{i + 1}/{CLIENTS}",
+               "--give-up-after", "120", log=tmp_path / f"client{i}.log")
+        for i in range(CLIENTS)
+    ]
+    try:
+        wait_for(lambda: status(port).get("current_round", 0) >= 2, 180, "two completed rounds")
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait()
+        store = Store(db)
+        run = store.get_run()
+        before = store.rounds(run.id)
+        store.close()
+        assert run.state == "running" and len(before) >= 2
+        assert [r.round for r in before] == list(range(1, len(before) + 1))
+
+        coordinator = pollen(*serve, log=tmp_path / "coordinator.log")
+        wait_for(lambda: status(port).get("state") == "completed", 300, "the resumed run to complete")
+        assert all(c.wait(timeout=60) == 0 for c in clients), "clients reconnect, finish and exit cleanly"
+    finally:
+        for p in [coordinator, *clients]:
+            if p.poll() is None:
+                p.kill()
+    store = Store(db)
+    after = store.rounds(run.id)
+    _, weights = store.checkpoint(run.id)
+    store.close()
+    assert [r.round for r in after] == list(range(1, ROUNDS + 1)), "every round exactly once"
+    for old, new in zip(before, after, strict=False):
+        assert (old.accuracy, old.seconds, old.clients) == (new.accuracy, new.seconds, new.clients)
+    assert after[-1].accuracy is not None and after[-1].accuracy > before[0].accuracy
+
+    out = tmp_path / "model.pt"
+    subprocess.run([sys.executable, "-m", "coordinator", "export", "--db", db, "-o", str(out)], check=True)
+    module = build_module(load_spec("mnist-mlp"))
+    module.load_state_dict(torch.load(out))
+    assert np.isfinite(module.layers[1].weight.detach().numpy()).all()
+
+
+def test_kill9_and_resume_on_sqlite(tmp_path: Path) -> None:
+    kill_and_resume(f"sqlite:///{tmp_path}/pollen.db", tmp_path)
+
+
+@pytest.mark.postgres
+def test_kill9_and_resume_on_postgresql(tmp_path: Path, postgres_url: str) -> None:
+    kill_and_resume(postgres_url, tmp_path)
