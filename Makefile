@@ -16,5 +16,5 @@ lint:
 	.venv/bin/mypy
 
 bench: setup
-	.venv/bin/python -m bench.round_overhead
-	.venv/bin/python -m bench.wire_bytes
+	.venv/bin/python -m bench.round_costs
+	.venv/bin/python -m bench.round_costs --model mnist-cnn --rounds 3

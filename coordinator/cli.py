@@ -49,8 +49,12 @@ def join(
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the partition (all clients must agree).")] = 0,
     give_up_after: Annotated[float | None, typer.Option(help="Exit after this many seconds unconnected.")] = None,
-    poison_scale: Annotated[float | None, typer.Option(help="Robustness experiments: scale every delta by this.")] = None,
-    drop_in_round: Annotated[int | None, typer.Option(help="Fault experiments: vanish mid-round in this round.")] = None,
+    poison_scale: Annotated[
+        float | None, typer.Option(help="Robustness experiments: scale every delta by this.")
+    ] = None,
+    drop_in_round: Annotated[
+        int | None, typer.Option(help="Fault experiments: vanish mid-round in this round.")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="Log warnings only.")] = False,
 ) -> None:
     """Run one headless Python client against a running coordinator."""
@@ -92,11 +96,14 @@ def simulate(
     json_out: Annotated[Path | None, typer.Option(help="Write the run's results here as JSON.")] = None,
 ) -> None:
     """Start a coordinator and N headless clients on this machine and run a federation."""
-    from coordinator.simulation import Population, simulate as run
+    from coordinator.simulation import Population
+    from coordinator.simulation import simulate as run
 
     _logging(logging.WARNING)
-    if settings.db is None:  # type: ignore[comparison-overlap]
-        settings = Settings.from_dict({**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"})
+    if settings.db is None:
+        settings = Settings.from_dict(
+            {**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"}
+        )
     pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round)
     result = run(settings, pop, json_out, console)
     console.print(f"final accuracy: [bold]{result['final_accuracy']}[/]  (client logs: {result['client_logs']})")

@@ -66,8 +66,10 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
                 envvar=f"POLLEN_{f.name.upper()}",
                 rich_help_panel="Run settings",
             )
-            annotation = f.type if not isinstance(f.type, str) else eval(f.type)  # noqa: S307 - our own annotations
-            extra.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation))
+            annotation = f.type if not isinstance(f.type, str) else eval(f.type)
+            extra.append(
+                inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
+            )
 
         @wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
@@ -82,4 +84,3 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
-

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +56,9 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
     procs = []
     for i in range(pop.clients):
         log = open(workdir / f"client-{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process below
-        procs.append((subprocess.Popen(client_command(server.url, i, pop, settings), stdout=log, stderr=log, env=env), log))
+        procs.append(
+            (subprocess.Popen(client_command(server.url, i, pop, settings), stdout=log, stderr=log, env=env), log)
+        )
     status = coordinator.status
     try:
         with Progress(
@@ -69,7 +70,9 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
             console=console,
             transient=False,
         ) as progress:
-            task = progress.add_task("rounds", total=coordinator.federation.run.num_rounds, info="", completed=status.current_round)
+            task = progress.add_task(
+                "rounds", total=coordinator.federation.run.num_rounds, info="", completed=status.current_round
+            )
             while not status.finished.wait(0.5):
                 if all(proc.poll() is not None for proc, _ in procs):
                     raise RuntimeError(f"every client exited before the run finished; see the logs in {workdir}")
@@ -95,9 +98,7 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
         server.stop()
         coordinator.store.close()
     snap = status.snapshot()
-    rounds = [
-        {k: r[k] for k in ("round", "accuracy", "loss", "clients", "seconds", "epsilon")} for r in snap["rounds"]
-    ]
+    rounds = [{k: r[k] for k in ("round", "accuracy", "loss", "clients", "seconds", "epsilon")} for r in snap["rounds"]]
     result = {
         "run_id": snap["run_id"],
         "state": snap["state"],

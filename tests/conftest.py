@@ -61,10 +61,22 @@ def postgres_url() -> Iterator[str]:
         shutil.chown(data, "postgres")
         as_postgres = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    run = lambda *args: subprocess.run([*as_postgres, *args], check=True, capture_output=True)  # noqa: E731
+
+    def run(*args: str) -> None:
+        subprocess.run([*as_postgres, *args], check=True, capture_output=True)
+
     run(str(bindir / "initdb"), "-D", str(data), "-U", "pollen", "--auth=trust")
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(data / "log"), "-w",
-        "-o", f"-h 127.0.0.1 -p {port} -k {data}", "start")
+    run(
+        str(bindir / "pg_ctl"),
+        "-D",
+        str(data),
+        "-l",
+        str(data / "log"),
+        "-w",
+        "-o",
+        f"-h 127.0.0.1 -p {port} -k {data}",
+        "start",
+    )
     try:
         yield f"postgresql://pollen@127.0.0.1:{port}/postgres"
     finally:

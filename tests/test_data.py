@@ -12,7 +12,7 @@ from coordinator.data.partition import partition
 def test_fixed_split_sizes_and_ranges() -> None:
     train, test = load_split("train"), load_split("test")
     assert train.x.shape == (8000, 1, 28, 28) and test.x.shape == (2000, 1, 28, 28)
-    assert train.x.dtype == np.float32 and 0 <= train.x.min() and train.x.max() <= 1
+    assert train.x.dtype == np.float32 and train.x.min() >= 0 and train.x.max() <= 1
     assert set(np.unique(train.y)) == set(range(10))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ pytestmark = pytest.mark.slow
 def run(tmp_path: Path, clients: int = 10, partition: str = "iid", **settings: Any) -> dict[str, Any]:
     pop_fields = {k: settings.pop(k) for k in ("poisoned", "dropouts", "dropout_round") if k in settings}
     s = Settings(**{"db": f"sqlite:///{tmp_path}/sim.db", "port": 0, **settings})
-    result = simulate(s, Population(clients, partition=partition, **pop_fields), tmp_path / "out.json", Console(quiet=True))
+    result = simulate(
+        s, Population(clients, partition=partition, **pop_fields), tmp_path / "out.json", Console(quiet=True)
+    )
     assert result["state"] == "completed"
     return result
 
 
 def best(result: dict[str, Any]) -> float:
-    return max(r["accuracy"] for r in result["rounds"])
+    return float(max(r["accuracy"] for r in result["rounds"]))
 
 
 def test_mlp_iid_defaults_reach_93_percent_within_20_rounds(tmp_path: Path) -> None:
@@ -59,7 +62,7 @@ def test_dp_run_reports_rising_epsilon(tmp_path: Path) -> None:
     result = run(tmp_path, rounds=5, dp_clip=1.0, dp_noise=0.5, clients_per_round=10, local_epochs=1)
     eps = [r["epsilon"] for r in result["rounds"]]
     assert all(e is not None and e > 0 for e in eps)
-    assert all(b > a for a, b in zip(eps, eps[1:], strict=False)), eps
+    assert all(b > a for a, b in itertools.pairwise(eps)), eps
     assert all(r["accuracy"] is not None for r in result["rounds"])
 
 

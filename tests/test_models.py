@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,21 +30,32 @@ def test_mcmahan_cnn_has_the_papers_parameter_count() -> None:
 @pytest.mark.parametrize(
     ("layers", "message"),
     [
-        ([{"type": "flatten"}, {"type": "linear", "in_features": 10, "out_features": 10}], "expects a flat input of 10"),
+        (
+            [{"type": "flatten"}, {"type": "linear", "in_features": 10, "out_features": 10}],
+            "expects a flat input of 10",
+        ),
         ([{"type": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}], "expects [3, H, W]"),
         ([{"type": "flatten"}, {"type": "linear", "in_features": 784, "out_features": 5}], "expected [10]"),
         ([{"type": "softmax"}], "invalid model spec"),
     ],
 )
-def test_bad_specs_fail_with_a_clear_message(layers: list, message: str) -> None:
+def test_bad_specs_fail_with_a_clear_message(layers: list[dict[str, Any]], message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("[", r"\[")):
         spec_from_dict({"name": "x", "input_shape": [1, 28, 28], "num_classes": 10, "layers": layers})
 
 
 def test_user_spec_file(tmp_path) -> None:
     path = tmp_path / "tiny.json"
-    path.write_text(json.dumps({"name": "tiny", "input_shape": [784], "num_classes": 10,
-                                "layers": [{"type": "linear", "in_features": 784, "out_features": 10}]}))
+    path.write_text(
+        json.dumps(
+            {
+                "name": "tiny",
+                "input_shape": [784],
+                "num_classes": 10,
+                "layers": [{"type": "linear", "in_features": 784, "out_features": 10}],
+            }
+        )
+    )
     assert load_spec(path).wire_shapes() == {"layers.0.weight": (10, 784), "layers.0.bias": (10,)}
 
 

@@ -19,8 +19,12 @@ from coordinator.protocol.session import (
     Welcomed,
 )
 
-
-TINY = {"name": "t", "input_shape": [4], "num_classes": 2, "layers": [{"type": "linear", "in_features": 4, "out_features": 2}]}
+TINY = {
+    "name": "t",
+    "input_shape": [4],
+    "num_classes": 2,
+    "layers": [{"type": "linear", "in_features": 4, "out_features": 2}],
+}
 
 
 def hello(versions: list[int] | None = None, token: str | None = "t", max_frame: int = 1 << 20) -> bytes:
@@ -45,7 +49,7 @@ def test_handshake_and_reply_flow() -> None:
     server.send_task("task-1", encode(Task("train", "task-1", "r", 1, TINY, {}, b"w")))
     assert len(server.data_to_send()) == 1
     (event,) = server.receive(encode(Result("task-1", 5, {"train_loss": 0.5}, b"")))
-    assert isinstance(event, ReplyReceived) and event.reply.num_examples == 5
+    assert isinstance(event, ReplyReceived) and isinstance(event.reply, Result) and event.reply.num_examples == 5
     assert server.in_flight == set()
 
 

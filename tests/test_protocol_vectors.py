@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ VECTORS = json.loads((protocol_dir() / "vectors" / "frames.json").read_text())
 
 
 @pytest.mark.parametrize("case", VECTORS["valid"], ids=lambda c: c["name"])
-def test_valid_vector_round_trips(case: dict) -> None:
+def test_valid_vector_round_trips(case: dict[str, Any]) -> None:
     data = bytes.fromhex(case["frame_hex"])
     frame = decode_frame(data)
     assert frame.header == case["header"]
@@ -23,7 +24,7 @@ def test_valid_vector_round_trips(case: dict) -> None:
 
 
 @pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["name"])
-def test_invalid_vector_is_refused_with_its_code(case: dict) -> None:
+def test_invalid_vector_is_refused_with_its_code(case: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError) as info:
         decode(bytes.fromhex(case["frame_hex"]))
     assert info.value.code == case["error"]

@@ -21,13 +21,13 @@ from .conftest import StartCoordinator
 TOKEN = "let-me-in"
 
 
-async def join(url: str, *, token: str | None = TOKEN, versions: list[int] | None = None):  # type: ignore[no-untyped-def]
+async def join(url: str, *, token: str | None = TOKEN, versions: list[int] | None = None):
     ws = await connect(url, max_size=None)
     await ws.send(encode(Hello(versions or [1], token, None, "python", 1 << 24)))
     return ws
 
 
-async def next_message(ws, kind: type) -> object:  # type: ignore[no-untyped-def]
+async def next_message(ws, kind: type) -> object:
     """The next message of a kind, skipping heartbeats."""
     while True:
         message = decode(await asyncio.wait_for(ws.recv(), 30))
@@ -36,13 +36,13 @@ async def next_message(ws, kind: type) -> object:  # type: ignore[no-untyped-def
 
 
 @pytest.fixture
-def waiting(start_coordinator: StartCoordinator):  # type: ignore[no-untyped-def]
+def waiting(start_coordinator: StartCoordinator):
     """A coordinator that waits for more clients than will come, so nothing but our frames happens."""
     coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, max_frame_bytes=1 << 20)
     return coordinator, server
 
 
-async def test_wrong_token_is_refused_and_closed(waiting) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_token_is_refused_and_closed(waiting) -> None:
     ws = await join(waiting[1].url, token="nope")
     error = await next_message(ws, Error)
     assert isinstance(error, Error) and error.code == "unauthorized" and error.fatal
@@ -51,7 +51,7 @@ async def test_wrong_token_is_refused_and_closed(waiting) -> None:  # type: igno
     assert info.value.rcvd is not None and info.value.rcvd.code == 1008
 
 
-async def test_wrong_protocol_version_is_refused(waiting) -> None:  # type: ignore[no-untyped-def]
+async def test_wrong_protocol_version_is_refused(waiting) -> None:
     ws = await join(waiting[1].url, versions=[99])
     error = await next_message(ws, Error)
     assert isinstance(error, Error) and error.code == "unsupported_version" and "[99]" in error.message
@@ -69,7 +69,7 @@ async def test_wrong_protocol_version_is_refused(waiting) -> None:  # type: igno
         (encode(Result("x", 1, {}, b"\0" * (2 << 20))), "frame_too_large"),
     ],
 )
-async def test_bad_frames_after_joining_get_an_error_and_the_connection_survives(waiting, frame, code) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_frames_after_joining_get_an_error_and_the_connection_survives(waiting, frame, code) -> None:
     coordinator, server = waiting
     ws = await join(server.url)
     assert isinstance(await next_message(ws, Welcome), Welcome)
@@ -84,7 +84,7 @@ async def test_bad_frames_after_joining_get_an_error_and_the_connection_survives
     await ws.close()
 
 
-async def test_text_frames_are_refused(waiting) -> None:  # type: ignore[no-untyped-def]
+async def test_text_frames_are_refused(waiting) -> None:
     ws = await join(waiting[1].url)
     await next_message(ws, Welcome)
     await ws.send("hello?")
@@ -99,7 +99,7 @@ def _honest_agent(url: str) -> asyncio.Task[int]:
 
 
 @pytest.mark.parametrize("attack", ["wrong-shape", "nan", "wrong-names", "not-safetensors", "zero-examples"])
-async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(start_coordinator, attack) -> None:  # type: ignore[no-untyped-def]
+async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(start_coordinator, attack) -> None:
     coordinator, server = start_coordinator(join_token=TOKEN, min_clients=2, rounds=2, local_epochs=1, round_timeout=60)
     honest = _honest_agent(server.url)
     ws = await join(server.url)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,7 +54,9 @@ class TaskWorker:
             load_wire_weights(module, weights)
             loss, accuracy = evaluate(module, self.data.x, self.data.y)
             return Result(task.task_id, len(self.data.x), {"loss": loss, "accuracy": accuracy})
+        started = time.perf_counter()
         delta, metrics = train_delta(module, weights, self.data.x, self.data.y, TrainConfig.from_wire(task.config))
+        metrics["train_seconds"] = time.perf_counter() - started
         if self.poison_scale is not None:
             delta = {k: v * np.float32(self.poison_scale) for k, v in delta.items()}
         return Result(task.task_id, len(self.data.x), metrics, encode_tensors(delta))

@@ -90,7 +90,7 @@ def train_delta(
             if cfg.proximal_mu > 0:
                 prox = sum(((p - start[n]) ** 2).sum() for n, p in module.named_parameters())
                 loss = loss + cfg.proximal_mu / 2 * prox
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             value = float(loss.detach())
             if not math.isfinite(value):

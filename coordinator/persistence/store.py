@@ -122,9 +122,7 @@ class Store:
                 )
             )
             s.add(CheckpointRow(run_id=run_id, round=record.round, created_at=now, weights=weights))
-            s.execute(
-                update(RunRow).where(RunRow.id == run_id).values(completed_rounds=record.round, updated_at=now)
-            )
+            s.execute(update(RunRow).where(RunRow.id == run_id).values(completed_rounds=record.round, updated_at=now))
 
     def rounds(self, run_id: str) -> list[RoundRecord]:
         with self._session() as s:
@@ -152,7 +150,11 @@ class Store:
         """(node id, client id): a known client keeps its node id; an unknown or absent id gets a new one."""
         now = _now()
         with self._session.begin() as s:
-            row = None if client_id is None else s.scalars(select(ClientRow).where(ClientRow.client_id == client_id)).first()
+            row = (
+                None
+                if client_id is None
+                else s.scalars(select(ClientRow).where(ClientRow.client_id == client_id)).first()
+            )
             if row is None:
                 row = ClientRow(client_id=client_id or uuid.uuid4().hex, backend=backend, first_seen=now)
                 s.add(row)
@@ -169,4 +171,3 @@ def _info(row: RunRow) -> RunInfo:
     return RunInfo(
         row.id, row.state, row.model_spec, row.settings, row.num_rounds, row.completed_rounds, row.created_at
     )
-

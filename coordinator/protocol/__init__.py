@@ -38,4 +38,5 @@ __all__ = [
     "encode",
     "encode_frame",
     "encode_tensors",
+    "parse",
 ]

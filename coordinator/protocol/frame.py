@@ -38,9 +38,7 @@ def decode_frame(data: bytes) -> Frame:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic {magic!r}, expected {MAGIC!r}")
     end = PREFIX.size + length
     if length < 2 or end > len(data):
-        raise ProtocolError(
-            ErrorCode.TRUNCATED, f"header length {length} does not fit a frame of {len(data)} bytes"
-        )
+        raise ProtocolError(ErrorCode.TRUNCATED, f"header length {length} does not fit a frame of {len(data)} bytes")
     try:
         header = json.loads(data[PREFIX.size : end].decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

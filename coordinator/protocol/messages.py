@@ -38,7 +38,9 @@ class Hello:
     def from_frame(cls, frame: Frame) -> Hello:
         h = frame.header
         caps = h["capabilities"]
-        return cls(h["versions"], h["token"], h["client_id"], caps["backend"], caps["max_frame_bytes"], caps.get("agent"))
+        return cls(
+            h["versions"], h["token"], h["client_id"], caps["backend"], caps["max_frame_bytes"], caps.get("agent")
+        )
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,12 @@ class Result:
     delta: bytes = field(default=b"", repr=False)
 
     def header(self) -> dict[str, Any]:
-        return {"type": self.type, "reply_to": self.reply_to, "num_examples": self.num_examples, "metrics": self.metrics}
+        return {
+            "type": self.type,
+            "reply_to": self.reply_to,
+            "num_examples": self.num_examples,
+            "metrics": self.metrics,
+        }
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Result:
@@ -113,7 +120,13 @@ class Error:
     fatal: bool = False
 
     def header(self) -> dict[str, Any]:
-        return {"type": self.type, "code": self.code, "message": self.message, "reply_to": self.reply_to, "fatal": self.fatal}
+        return {
+            "type": self.type,
+            "code": self.code,
+            "message": self.message,
+            "reply_to": self.reply_to,
+            "fatal": self.fatal,
+        }
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Error:

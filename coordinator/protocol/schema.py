@@ -16,7 +16,7 @@ MESSAGE_TYPES = ("hello", "welcome", "train", "evaluate", "result", "error", "he
 
 
 @cache
-def _registry() -> Registry:  # type: ignore[type-arg]
+def _registry() -> Registry:
     resources = []
     for path in sorted((protocol_dir() / "schemas").glob("*.schema.json")):
         schema = json.loads(path.read_text())

@@ -39,7 +39,7 @@ class Coordinator:
     def _run(self) -> None:
         try:
             self.federation.run_rounds()
-        except BaseException as exc:  # noqa: BLE001 - surfaced through status and the CLI
+        except BaseException as exc:
             log.exception("the run failed")
             self.error = exc
             self.store.set_state(self.federation.run.id, "failed")
@@ -61,8 +61,13 @@ class Coordinator:
             return PlainTextResponse("ok")
 
         async def status(_: Request) -> JSONResponse:
-            return JSONResponse({**self.status.snapshot(), "clients_connected": self.clients.count(),
-                                 "clients": self.clients.describe()})
+            return JSONResponse(
+                {
+                    **self.status.snapshot(),
+                    "clients_connected": self.clients.count(),
+                    "clients": self.clients.describe(),
+                }
+            )
 
         async def ws(websocket: WebSocket) -> None:
             await serve_connection(websocket, self.hub)

@@ -12,7 +12,6 @@ from typing import Any
 from coordinator.protocol.messages import Error
 from coordinator.protocol.session import ServerConnection
 
-
 CLOSE_NORMAL = 1000
 # Frames to send, or a WebSocket close code that ends the session.
 Outbox = asyncio.Queue[bytes | int]

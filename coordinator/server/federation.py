@@ -133,6 +133,7 @@ class Federation:
         if train is not None:
             metrics.update(
                 train_loss=train.mean("train_loss"),
+                client_seconds_max=train.max("train_seconds"),
                 failures=train.failures,
                 bytes_out=train.bytes_out,
                 bytes_in=train.bytes_in,

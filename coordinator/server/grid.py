@@ -70,6 +70,10 @@ class PhaseReport:
         values = [m[key] for m in self.client_metrics if key in m]
         return float(np.mean(values)) if values else None
 
+    def max(self, key: str) -> float | None:
+        values = [m[key] for m in self.client_metrics if key in m]
+        return float(np.max(values)) if values else None
+
 
 class WebSocketGrid(Grid):
     def __init__(
@@ -253,8 +257,14 @@ class WebSocketGrid(Grid):
         if pending.kind == "evaluate":
             missing = {"loss", "accuracy"} - set(reply.metrics)
             if missing or reply.delta:
-                raise ProtocolError(ErrorCode.INVALID_MESSAGE, "an evaluate result carries loss and accuracy, no tensors")
-            metrics = {"num-examples": weight, "eval_loss": reply.metrics["loss"], "eval_acc": reply.metrics["accuracy"]}
+                raise ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, "an evaluate result carries loss and accuracy, no tensors"
+                )
+            metrics: dict[str, int | float | list[int] | list[float]] = {
+                "num-examples": weight,
+                "eval_loss": reply.metrics["loss"],
+                "eval_acc": reply.metrics["accuracy"],
+            }
             return RecordDict({"metrics": MetricRecord(metrics)})
         delta = decode_tensors(reply.delta)
         check_tensors(delta, self._shapes)

@@ -41,7 +41,9 @@ def base_strategy(settings: Settings) -> Strategy:
     if name == "fedavg":
         return FedAvg(**common)
     if name == "fedavgm":
-        return FedAvgM(**common, server_learning_rate=settings.server_lr or 1.0, server_momentum=settings.server_momentum)
+        return FedAvgM(
+            **common, server_learning_rate=settings.server_lr or 1.0, server_momentum=settings.server_momentum
+        )
     if name == "fedprox":
         return FedProx(**common, proximal_mu=settings.proximal_mu)
     if name == "fedadam":

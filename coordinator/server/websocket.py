@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 
@@ -60,7 +61,12 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
                 break
             data = message.get("bytes")
             if data is None:
-                conn.fail(ProtocolError(ErrorCode.INVALID_MESSAGE, "text messages are not part of the protocol; send binary frames"), fatal=conn.state is State.AWAITING_HELLO)
+                conn.fail(
+                    ProtocolError(
+                        ErrorCode.INVALID_MESSAGE, "text messages are not part of the protocol; send binary frames"
+                    ),
+                    fatal=conn.state is State.AWAITING_HELLO,
+                )
             else:
                 for event in conn.receive(data):
                     if isinstance(event, HelloReceived):
@@ -68,7 +74,13 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
                     elif isinstance(event, ReplyReceived) and session is not None:
                         grid = hub.grid
                         if grid is None or not grid.deliver(session.node_id, event.reply):
-                            conn.send(Error(ErrorCode.UNKNOWN_TASK.value, "that task is no longer waiting for a reply", event.reply.reply_to))
+                            conn.send(
+                                Error(
+                                    ErrorCode.UNKNOWN_TASK.value,
+                                    "that task is no longer waiting for a reply",
+                                    event.reply.reply_to,
+                                )
+                            )
                     elif isinstance(event, PeerError):
                         log.info("client %s reports: %s %s", address, event.error.code, event.error.message)
                     elif isinstance(event, HeartbeatReceived):
@@ -87,7 +99,7 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
         outbox.put_nowait(close_code)
         try:
             await asyncio.wait_for(writer, timeout=10)
-        except Exception:  # noqa: BLE001 - the peer may be gone mid-send
+        except Exception:
             writer.cancel()
 
 
@@ -127,10 +139,8 @@ async def _write(ws: WebSocket, outbox: Outbox) -> None:
     """The only task that sends on this socket; an int in the queue means close with that code."""
     while isinstance(item := await outbox.get(), bytes):
         await ws.send_bytes(item)
-    try:
+    with contextlib.suppress(RuntimeError):  # already closed by the peer
         await ws.close(item, "run complete" if item == CLOSE_NORMAL else None)
-    except RuntimeError:  # already closed by the peer
-        pass
 
 
 async def _heartbeat(conn: ServerConnection, outbox: Outbox, every: float) -> None:
