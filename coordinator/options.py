@@ -35,6 +35,7 @@ HELP = {
     "server_momentum": "Server momentum (fedavgm).",
     "trim_beta": "Fraction trimmed from each end (trimmed-mean).",
     "byzantine": "Number of malicious clients Krum tolerates.",
+    "krum_select": "Updates Multi-Krum averages (0: cohort size minus --byzantine; 1: classic Krum).",
     "local_epochs": "Local epochs per round.",
     "batch_size": "Local mini-batch size.",
     "lr": "Local learning rate.",

@@ -36,6 +36,7 @@ class Settings:
     server_momentum: float = 0.9
     trim_beta: float = 0.2
     byzantine: int = 2
+    krum_select: int = 0  # 0: cohort size − byzantine (Multi-Krum); 1: classic Krum
     # local training
     local_epochs: int = 5
     batch_size: int = 10

