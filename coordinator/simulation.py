@@ -35,7 +35,8 @@ def client_command(url: str, index: int, pop: Population, settings: Settings) ->
     if pop.backend != "python":
         raise ValueError(f"backend {pop.backend!r} is not available yet; use --backend python")
     cmd = [sys.executable, "-m", "coordinator", "join", url, "--shard", f"{index + 1}/{pop.clients}"]
-    cmd += ["--partition", pop.partition, "--data-seed", str(pop.data_seed), "--quiet"]
+    # Clients outliving a killed simulation must not retry forever.
+    cmd += ["--partition", pop.partition, "--data-seed", str(pop.data_seed), "--quiet", "--give-up-after", "60"]
     if settings.join_token:
         cmd += ["--token", settings.join_token]
     if index < pop.poisoned:

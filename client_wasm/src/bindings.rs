@@ -1,0 +1,183 @@
+//! The JavaScript API. Methods that touch tensors return Promises, because reads from a
+//! WebGPU device must be async; the CPU path resolves them without waiting.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use burn::backend::{Autodiff, Flex};
+use js_sys::{Float32Array, Function, Int32Array, Object, Promise, Reflect, Uint8Array};
+use serde::Deserialize;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen_futures::future_to_promise;
+
+use crate::error::TrainerError;
+use crate::session::Session;
+use crate::spec::ModelSpec;
+use crate::training::TrainOptions;
+
+type Cpu = Autodiff<Flex>;
+
+#[wasm_bindgen(typescript_custom_section)]
+const TS_TYPES: &'static str = r#"
+/** Options for `Trainer.train`; names follow the protocol's config keys in camelCase. */
+export interface TrainOptions {
+  epochs?: number;          // local epochs (default 1)
+  batchSize?: number;       // default 10
+  lr?: number;              // default 0.05
+  optimizer?: "sgd" | "adam" | "adamw";
+  momentum?: number;        // SGD momentum (default 0)
+  weightDecay?: number;
+  proximalMu?: number;      // FedProx μ (default 0: off)
+  shuffle?: boolean;        // default true
+  seed?: number;            // shuffle seed; omitted: a fresh random seed
+}
+export interface TrainReport { loss: number; steps: number; examples: number; }
+export interface EvalReport { loss: number; accuracy: number; examples: number; }
+export interface DeltaReport {
+  delta: Uint8Array;        // safetensors, PyTorch names and layouts
+  norm: number;             // global L2 norm of what is returned
+  clipped?: boolean;        // Flower's norm_bit, when clipping was asked for
+}
+/** Called after every batch. */
+export type OnBatch = (epoch: number, batch: number, batches: number, loss: number) => void;
+"#;
+
+fn js_err(e: TrainerError) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+fn object(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &JsValue::from_str(k), v).expect("setting a plain object's field");
+    }
+    o.into()
+}
+
+/// A local trainer for one model. Create it, load the global weights, train, take the delta.
+#[wasm_bindgen]
+pub struct Trainer {
+    inner: Rc<RefCell<Session<Cpu>>>,
+    backend: String,
+}
+
+#[wasm_bindgen]
+impl Trainer {
+    /// Build a trainer from a model-spec JSON string. `backend`: `"cpu"`. (`"webgpu"` is
+    /// refused with a clear error in this build; callers fall back to the CPU.)
+    #[wasm_bindgen(constructor)]
+    pub fn new(spec_json: &str, backend: &str) -> Result<Trainer, JsValue> {
+        let spec = ModelSpec::from_json(spec_json).map_err(js_err)?;
+        match backend {
+            "cpu" | "wasm-cpu" => {}
+            "webgpu" => return Err(js_err(TrainerError::Backend("this build has no WebGPU backend; use \"cpu\"".into()))),
+            other => return Err(js_err(TrainerError::Backend(format!("unknown backend {other:?}: use \"cpu\"")))),
+        }
+        Ok(Trainer { inner: Rc::new(RefCell::new(Session::new(spec, Default::default()))), backend: "cpu".into() })
+    }
+
+    /// The backend actually in use.
+    #[wasm_bindgen(getter)]
+    pub fn backend(&self) -> String {
+        self.backend.clone()
+    }
+
+    /// Load global weights: safetensors bytes with PyTorch names and shapes.
+    #[wasm_bindgen(js_name = loadWeights)]
+    pub fn load_weights(&self, bytes: &[u8]) -> Result<(), JsValue> {
+        self.inner.borrow_mut().load(bytes).map_err(js_err)
+    }
+
+    /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels).
+    #[wasm_bindgen(unchecked_return_type = "Promise<TrainReport>")]
+    pub fn train(
+        &self,
+        x: Float32Array,
+        y: Int32Array,
+        #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: JsValue,
+        #[wasm_bindgen(js_name = onBatch, unchecked_param_type = "OnBatch | undefined")] on_batch: Option<Function>,
+    ) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let options = if options.is_undefined() || options.is_null() {
+                TrainOptions::deserialize(serde_json::json!({})).map_err(|e| JsValue::from_str(&e.to_string()))?
+            } else {
+                serde_wasm_bindgen::from_value::<TrainOptions>(options)
+                    .map_err(|e| js_err(TrainerError::Config(e.to_string())))?
+            };
+            let mut session = inner.try_borrow_mut().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+            let mut callback = |epoch: usize, batch: usize, batches: usize, loss: f64| {
+                if let Some(f) = &on_batch {
+                    let args = js_sys::Array::of4(&epoch.into(), &batch.into(), &batches.into(), &loss.into());
+                    let _ = f.apply(&JsValue::NULL, &args);
+                }
+            };
+            let report = session.train(&data, &options, &mut callback).await.map_err(js_err)?;
+            Ok(object(&[
+                ("loss", report.loss.into()),
+                ("steps", report.steps.into()),
+                ("examples", report.examples.into()),
+            ]))
+        })
+    }
+
+    /// Mean cross-entropy and accuracy on `x`, `y`, in inference mode.
+    #[wasm_bindgen(unchecked_return_type = "Promise<EvalReport>")]
+    pub fn evaluate(&self, x: Float32Array, y: Int32Array) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+            let r = session.evaluate(&data).await.map_err(js_err)?;
+            Ok(object(&[("loss", r.loss.into()), ("accuracy", r.accuracy.into()), ("examples", r.examples.into())]))
+        })
+    }
+
+    /// trained − global as safetensors; optionally clipped to global L2 norm `clip`, then
+    /// noised with N(0, noiseStd²) from a cryptographically seeded generator.
+    #[wasm_bindgen(unchecked_return_type = "Promise<DeltaReport>")]
+    pub fn delta(&self, clip: Option<f64>, #[wasm_bindgen(js_name = noiseStd)] noise_std: Option<f64>) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let out = session.delta(clip, noise_std).await.map_err(js_err)?;
+            let mut pairs = vec![("delta", Uint8Array::from(out.bytes.as_slice()).into()), ("norm", out.norm.into())];
+            if let Some(c) = out.clipped {
+                pairs.push(("clipped", c.into()));
+            }
+            Ok(object(&pairs))
+        })
+    }
+
+    /// The current weights as safetensors with PyTorch names.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn weights(&self) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            Ok(Uint8Array::from(session.weights().await.map_err(js_err)?.as_slice()).into())
+        })
+    }
+
+    /// Logits for `x` (for checks against PyTorch). `train`: dropout and batch statistics on.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Float32Array>")]
+    pub fn forward(&self, x: Float32Array, train: bool) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            Ok(Float32Array::from(session.forward(x.to_vec(), train).await.map_err(js_err)?.as_slice()).into())
+        })
+    }
+
+    /// Gradients of the mean cross-entropy over all of `x`, `y`, as PyTorch-named safetensors.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
+    pub fn gradients(&self, x: Float32Array, y: Int32Array) -> Promise {
+        let inner = self.inner.clone();
+        future_to_promise(async move {
+            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+            Ok(Uint8Array::from(session.gradients(&data).await.map_err(js_err)?.as_slice()).into())
+        })
+    }
+}

@@ -1,0 +1,71 @@
+//! A local dataset held as flat f32 images plus labels, cut into mini-batches.
+
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::error::{Result, TrainerError};
+
+pub struct Dataset {
+    x: Vec<f32>,
+    y: Vec<i32>,
+    input_len: usize,
+}
+
+impl Dataset {
+    pub fn new(x: Vec<f32>, y: Vec<i32>, input_len: usize, num_classes: usize) -> Result<Self> {
+        if y.is_empty() {
+            return Err(TrainerError::Data("the dataset is empty".into()));
+        }
+        if x.len() != y.len() * input_len {
+            return Err(TrainerError::Data(format!(
+                "{} image values for {} labels; the model expects {} values per image",
+                x.len(),
+                y.len(),
+                input_len
+            )));
+        }
+        if let Some(bad) = y.iter().find(|&&l| l < 0 || l as usize >= num_classes) {
+            return Err(TrainerError::Data(format!("label {bad} is outside 0..{num_classes}")));
+        }
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(TrainerError::Data("images contain NaN or infinity".into()));
+        }
+        Ok(Self { x, y, input_len })
+    }
+
+    pub fn len(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.y.is_empty()
+    }
+
+    /// Index batches for one epoch: in order, or shuffled by `rng`.
+    pub fn batches(&self, batch_size: usize, rng: Option<&mut StdRng>) -> Vec<Vec<usize>> {
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        if let Some(rng) = rng {
+            order.shuffle(rng);
+        }
+        order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+    }
+
+    pub fn batch<B: Backend>(&self, idx: &[usize], device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+        let mut xs = Vec::with_capacity(idx.len() * self.input_len);
+        for &i in idx {
+            xs.extend_from_slice(&self.x[i * self.input_len..(i + 1) * self.input_len]);
+        }
+        let ys: Vec<i32> = idx.iter().map(|&i| self.y[i]).collect();
+        (
+            Tensor::from_data(TensorData::new(xs, [idx.len(), self.input_len]), device),
+            Tensor::from_data(TensorData::new(ys, [idx.len()]), device),
+        )
+    }
+}
+
+pub fn seeded(seed: u64) -> StdRng {
+    StdRng::seed_from_u64(seed)
+}

@@ -1,0 +1,17 @@
+//! Pollen's local trainer: Burn models built from the protocol's JSON layer spec, trained on
+//! the CPU (burn-flex, SIMD128 on wasm) and exported as PyTorch-named safetensors deltas.
+//!
+//! `bindings` is the JavaScript API (wasm-bindgen); everything else is plain Rust, tested natively.
+
+pub mod data;
+pub mod error;
+pub mod model;
+pub mod noise;
+pub mod session;
+pub mod spec;
+pub mod training;
+pub mod weights;
+
+mod bindings;
+
+pub use bindings::Trainer;

@@ -1,0 +1,214 @@
+//! The local training loop (Burn's `train` feature has no wasm support), and evaluation.
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::Tensor;
+use serde::Deserialize;
+
+use crate::data::{Dataset, seeded};
+use crate::error::{Result, TrainerError};
+use crate::model::{Layer, Model};
+use crate::weights::values;
+
+/// Options for one local training job; field names follow the protocol's config keys.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainOptions {
+    #[serde(default = "defaults::epochs")]
+    pub epochs: usize,
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    #[serde(default = "defaults::optimizer")]
+    pub optimizer: String,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub proximal_mu: f64,
+    /// `None`: shuffle from a fresh random seed; `Some(s)`: shuffle with seed `s`.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default = "defaults::yes")]
+    pub shuffle: bool,
+}
+
+mod defaults {
+    pub fn epochs() -> usize {
+        1
+    }
+    pub fn batch_size() -> usize {
+        10
+    }
+    pub fn lr() -> f64 {
+        0.05
+    }
+    pub fn optimizer() -> String {
+        "sgd".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+impl TrainOptions {
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 || self.batch_size == 0 {
+            return Err(TrainerError::Config("epochs and batchSize must be at least 1".into()));
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(TrainerError::Config(format!("lr must be positive, got {}", self.lr)));
+        }
+        if !["sgd", "adam", "adamw"].contains(&self.optimizer.as_str()) {
+            return Err(TrainerError::Config(format!("optimizer {:?}: use sgd, adam or adamw", self.optimizer)));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct TrainReport {
+    pub loss: f64,
+    pub steps: usize,
+    pub examples: usize,
+}
+
+/// Called after every batch with (epoch, batch, batches per epoch, loss).
+pub type OnBatch<'a> = dyn FnMut(usize, usize, usize, f64) + 'a;
+
+pub async fn train<B: AutodiffBackend>(
+    model: Model<B>,
+    data: &Dataset,
+    input_shape: &[usize],
+    options: &TrainOptions,
+    device: &B::Device,
+    on_batch: &mut OnBatch<'_>,
+) -> Result<(Model<B>, TrainReport)> {
+    options.validate()?;
+    let wd = (options.weight_decay > 0.0).then(|| WeightDecayConfig::new(options.weight_decay as f32));
+    match options.optimizer.as_str() {
+        "adam" => {
+            // PyTorch's epsilon, so the two trainers agree.
+            let optim = AdamConfig::new().with_epsilon(1e-8).with_weight_decay(wd).init();
+            run(model, optim, data, input_shape, options, device, on_batch).await
+        }
+        "adamw" => {
+            let decay = if options.weight_decay > 0.0 { options.weight_decay as f32 } else { 0.01 };
+            let optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(decay).init();
+            run(model, optim, data, input_shape, options, device, on_batch).await
+        }
+        _ => {
+            let momentum = (options.momentum > 0.0)
+                .then(|| MomentumConfig { momentum: options.momentum, dampening: 0.0, nesterov: false });
+            let optim = SgdConfig::new().with_momentum(momentum).with_weight_decay(wd).init();
+            run(model, optim, data, input_shape, options, device, on_batch).await
+        }
+    }
+}
+
+async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
+    mut model: Model<B>,
+    mut optim: O,
+    data: &Dataset,
+    input_shape: &[usize],
+    options: &TrainOptions,
+    device: &B::Device,
+    on_batch: &mut OnBatch<'_>,
+) -> Result<(Model<B>, TrainReport)> {
+    let loss_fn = CrossEntropyLossConfig::new().init(device);
+    let anchor = (options.proximal_mu > 0.0).then(|| model.clone());
+    let mut rng = options.shuffle.then(|| seeded(options.seed.unwrap_or_else(crate::noise::random_u64)));
+    let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
+    for epoch in 0..options.epochs {
+        let batches = data.batches(options.batch_size, rng.as_mut());
+        let count = batches.len();
+        for (b, idx) in batches.iter().enumerate() {
+            let (x, y) = data.batch::<B>(idx, device);
+            let mut loss = loss_fn.forward(model.forward(x, input_shape), y);
+            if let Some(anchor) = &anchor {
+                loss = loss + proximal(&model, anchor, device).mul_scalar(options.proximal_mu / 2.0);
+            }
+            // Reading the loss every step also yields to the event loop on the web.
+            let value = values(loss.clone().detach()).await?[0] as f64;
+            if !value.is_finite() {
+                return Err(TrainerError::NonFinite(format!(
+                    "loss became {value} in epoch {}, batch {} (try a lower learning rate)",
+                    epoch + 1,
+                    b + 1
+                )));
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(options.lr, model, grads);
+            total += value * idx.len() as f64;
+            steps += 1;
+            examples += idx.len();
+            on_batch(epoch, b, count, value);
+        }
+    }
+    Ok((model, TrainReport { loss: total / examples.max(1) as f64, steps, examples }))
+}
+
+/// FedProx's ‖w − w_global‖², summed over every parameter.
+fn proximal<B: Backend>(model: &Model<B>, anchor: &Model<B>, device: &B::Device) -> Tensor<B, 1> {
+    let mut sum = Tensor::<B, 1>::zeros([1], device);
+    let sq = |a: Tensor<B, 1>, b: Tensor<B, 1>| (a - b.detach()).powi_scalar(2).sum();
+    for (l, g) in model.layers.iter().zip(&anchor.layers) {
+        match (l, g) {
+            (Layer::Linear(l), Layer::Linear(g)) => {
+                sum = sum + sq(l.weight.val().flatten(0, 1), g.weight.val().flatten(0, 1));
+                if let (Some(a), Some(b)) = (&l.bias, &g.bias) {
+                    sum = sum + sq(a.val(), b.val());
+                }
+            }
+            (Layer::Conv2d(l), Layer::Conv2d(g)) => {
+                sum = sum + sq(l.weight.val().flatten(0, 3), g.weight.val().flatten(0, 3));
+                if let (Some(a), Some(b)) = (&l.bias, &g.bias) {
+                    sum = sum + sq(a.val(), b.val());
+                }
+            }
+            (Layer::BatchNorm(l), Layer::BatchNorm(g)) => {
+                sum = sum + sq(l.gamma.val(), g.gamma.val()) + sq(l.beta.val(), g.beta.val());
+            }
+            _ => {}
+        }
+    }
+    sum
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EvalReport {
+    pub loss: f64,
+    pub accuracy: f64,
+    pub examples: usize,
+}
+
+/// Mean cross-entropy and accuracy, in inference mode (dropout off, BatchNorm on running stats).
+pub async fn evaluate<B: Backend>(
+    model: &Model<B>,
+    data: &Dataset,
+    input_shape: &[usize],
+    device: &B::Device,
+) -> Result<EvalReport> {
+    let (mut loss, mut correct) = (0.0f64, 0usize);
+    for idx in data.batches(1000, None) {
+        let (x, y) = data.batch::<B>(&idx, device);
+        let logits = model.forward(x, input_shape);
+        let log_probs = burn::tensor::activation::log_softmax(logits.clone(), 1);
+        let picked = log_probs.gather(1, y.clone().unsqueeze_dim(1));
+        loss -= values(picked.sum()).await?[0] as f64;
+        let hits = logits.argmax(1).squeeze_dim::<1>(1).equal(y).int().sum();
+        correct += hits.into_data_async().await.map_err(|e| TrainerError::Backend(format!("{e:?}")))?.iter::<i64>().next().unwrap_or(0) as usize;
+    }
+    Ok(EvalReport { loss: loss / data.len() as f64, accuracy: correct as f64 / data.len() as f64, examples: data.len() })
+}
+
+/// Inference-mode copy of an autodiff model.
+pub fn inference<B: AutodiffBackend>(model: &Model<B>) -> Model<B::InnerBackend> {
+    model.valid()
+}
