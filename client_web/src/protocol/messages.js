@@ -1,0 +1,42 @@
+// Messages (SPEC §3): decoding with validation, and constructors for what a client sends.
+
+import { ErrorCode, ProtocolError } from "./errors.js";
+import { decodeFrame, encodeFrame } from "./frame.js";
+import { validateHeader } from "./schema.js";
+
+export const PROTOCOL_VERSIONS = Object.freeze([1]);
+const WITH_PAYLOAD = new Set(["train", "evaluate", "result", "chunk"]);
+
+/** Validate a decoded frame; returns it as {header, payload}. */
+export function parse(frame) {
+  validateHeader(frame.header);
+  const type = frame.header.type;
+  if (frame.payload.length && !WITH_PAYLOAD.has(type)) {
+    throw new ProtocolError(ErrorCode.INVALID_MESSAGE, `${type} frames carry no payload`);
+  }
+  if ((type === "train" || type === "evaluate") && !frame.payload.length) {
+    throw new ProtocolError(ErrorCode.INVALID_MESSAGE, `${type} frames must carry the global weights`);
+  }
+  return frame;
+}
+
+export function decode(data) {
+  return parse(decodeFrame(data));
+}
+
+export const hello = ({ token = null, clientId = null, backend, maxFrameBytes, agent }) =>
+  encodeFrame({
+    type: "hello",
+    versions: [...PROTOCOL_VERSIONS],
+    token,
+    client_id: clientId,
+    capabilities: agent === undefined ? { backend, max_frame_bytes: maxFrameBytes } : { backend, max_frame_bytes: maxFrameBytes, agent },
+  });
+
+export const result = ({ replyTo, numExamples, metrics }, delta = new Uint8Array(0)) =>
+  encodeFrame({ type: "result", reply_to: replyTo, num_examples: numExamples, metrics }, delta);
+
+export const error = ({ code, message, replyTo = null, fatal = false }) =>
+  encodeFrame({ type: "error", code, message, reply_to: replyTo, fatal });
+
+export const heartbeat = (seq) => encodeFrame({ type: "heartbeat", seq });

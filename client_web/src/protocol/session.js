@@ -1,0 +1,90 @@
+// A client's side of the connection, sans I/O (SPEC §4): feed received bytes to
+// `receive()`, send what `dataToSend()` returns. The same object runs in the browser,
+// in a Web Worker and under Node.
+
+import { Reassembler, splitFrame } from "./chunking.js";
+import { ProtocolError } from "./errors.js";
+import { decodeFrame } from "./frame.js";
+import * as msg from "./messages.js";
+
+export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
+
+let messageCounter = 0;
+const messageId = () => `m${Date.now().toString(36)}${(messageCounter++).toString(36)}`;
+
+export class ClientSession {
+  constructor({ maxFrameBytes = DEFAULT_MAX_FRAME_BYTES, maxMessageBytes = 512 * 1024 * 1024 } = {}) {
+    this.maxFrameBytes = maxFrameBytes;
+    this.peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
+    this.reassembler = new Reassembler(maxMessageBytes);
+    this.outbox = [];
+    this.welcome = null;
+    this.closed = false;
+    this.seq = 0;
+  }
+
+  dataToSend() {
+    const out = this.outbox;
+    this.outbox = [];
+    return out;
+  }
+
+  sendFrame(frame) {
+    this.outbox.push(...splitFrame(frame, this.peerMaxFrameBytes, messageId()));
+  }
+
+  hello({ token = null, clientId = null, backend, agent }) {
+    this.sendFrame(msg.hello({ token, clientId, backend, maxFrameBytes: this.maxFrameBytes, agent }));
+  }
+
+  heartbeat() {
+    this.sendFrame(msg.heartbeat(this.seq++));
+  }
+
+  result(replyTo, numExamples, metrics, delta) {
+    this.sendFrame(msg.result({ replyTo, numExamples, metrics }, delta));
+  }
+
+  error(code, message, replyTo = null) {
+    this.sendFrame(msg.error({ code, message, replyTo }));
+  }
+
+  /** @returns {Array<{type: string}>} events: welcome, task, error, heartbeat */
+  receive(data) {
+    if (this.closed) return [];
+    let frame;
+    try {
+      if (data.length > this.maxFrameBytes) {
+        throw new ProtocolError("frame_too_large", `frame of ${data.length} bytes exceeds ${this.maxFrameBytes}`);
+      }
+      frame = msg.parse(decodeFrame(data));
+      if (frame.header.type === "chunk") {
+        const whole = this.reassembler.feed(frame);
+        if (whole === null) return [];
+        frame = msg.parse(decodeFrame(whole));
+      }
+    } catch (e) {
+      if (!(e instanceof ProtocolError)) throw e;
+      this.error(e.code, e.detail);
+      return [];
+    }
+    const h = frame.header;
+    switch (h.type) {
+      case "welcome":
+        this.welcome = h;
+        this.peerMaxFrameBytes = h.max_frame_bytes;
+        return [{ type: "welcome", welcome: h }];
+      case "train":
+      case "evaluate":
+        return [{ type: "task", task: { kind: h.type, taskId: h.task_id, runId: h.run_id, round: h.round, model: h.model, config: h.config, weights: frame.payload } }];
+      case "error":
+        if (h.fatal) this.closed = true;
+        return [{ type: "error", error: h }];
+      case "heartbeat":
+        return [{ type: "heartbeat", seq: h.seq }];
+      default:
+        this.error("invalid_message", `a coordinator may not send ${h.type}`);
+        return [];
+    }
+  }
+}

@@ -1,0 +1,59 @@
+// The shared protocol vectors, and the JS session's chunking, against the spec.
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { test } from "node:test";
+
+import { ClientSession, ProtocolError, Reassembler, decode, decodeFrame, encodeFrame, splitFrame } from "../src/protocol/index.js";
+
+const vectors = JSON.parse(readFileSync(new URL("../../protocol/vectors/frames.json", import.meta.url)));
+const hex = (s) => Uint8Array.from(Buffer.from(s, "hex"));
+
+for (const v of vectors.valid) {
+  test(`valid vector ${v.name} decodes and re-encodes byte for byte`, () => {
+    const bytes = hex(v.frame_hex);
+    const frame = decode(bytes);
+    assert.deepEqual(frame.header, v.header);
+    assert.equal(Buffer.from(frame.payload).toString("hex"), v.payload_hex);
+    assert.equal(Buffer.from(encodeFrame(frame.header, frame.payload)).toString("hex"), v.frame_hex);
+  });
+}
+
+for (const v of vectors.invalid) {
+  test(`invalid vector ${v.name} is refused with ${v.error}`, () => {
+    assert.throws(() => decode(hex(v.frame_hex)), (e) => e instanceof ProtocolError && e.code === v.error);
+  });
+}
+
+test("chunks reassemble to the original bytes, each within the limit", () => {
+  const big = new Uint8Array(50_000).map((_, i) => i % 251);
+  const frames = splitFrame(big, 4096, "m1");
+  assert.ok(frames.length > 10 && frames.every((f) => f.length <= 4096));
+  const r = new Reassembler(1 << 20);
+  let out = null;
+  for (const f of frames) out = r.feed(decode(f));
+  assert.deepEqual(out, big);
+});
+
+test("chunks out of order are refused", () => {
+  const frames = splitFrame(new Uint8Array(20_000), 4096, "m2").map((f) => decode(f));
+  const r = new Reassembler(1 << 20);
+  r.feed(frames[0]);
+  assert.throws(() => r.feed(frames[2]), (e) => e.code === "invalid_message");
+});
+
+test("the session answers a bad frame with an error frame", () => {
+  const s = new ClientSession();
+  assert.deepEqual(s.receive(new Uint8Array([1, 2, 3])), []);
+  const [err] = s.dataToSend().map((f) => decodeFrame(f).header);
+  assert.equal(err.type, "error");
+  assert.equal(err.code, "truncated");
+});
+
+test("welcome sets the peer's frame limit and results are chunked to it", () => {
+  const s = new ClientSession();
+  const welcome = encodeFrame({ type: "welcome", version: 1, client_id: "c", node_id: 1, run_id: "r", max_frame_bytes: 4096, heartbeat_seconds: 10 });
+  assert.equal(s.receive(welcome)[0].type, "welcome");
+  s.result("t", 5, { train_loss: 0.5 }, new Uint8Array(20_000));
+  const frames = s.dataToSend();
+  assert.ok(frames.length > 1 && frames.every((f) => f.length <= 4096));
+});
