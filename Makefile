@@ -8,13 +8,17 @@ serve: setup
 	.venv/bin/pollen serve
 
 test: setup lint
+	cd client_web && npm test
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --lib
 	.venv/bin/pytest -ra
 
 lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
 	.venv/bin/mypy
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests -- -D warnings
 
 bench: setup
 	.venv/bin/python -m bench.round_costs
 	.venv/bin/python -m bench.round_costs --model mnist-cnn --rounds 3
+	.venv/bin/python -m bench.wasm_speed

@@ -68,12 +68,7 @@ def join(
     _logging(logging.WARNING if quiet else logging.INFO)
     if threads := int(os.environ.get("POLLEN_TORCH_THREADS", "0")):
         torch.set_num_threads(threads)
-    try:
-        k, n = (int(v) for v in shard.split("/"))
-        if not 1 <= k <= n:
-            raise ValueError
-    except ValueError:
-        raise typer.BadParameter(f"--shard must be K/N with 1 <= K <= N, got {shard!r}") from None
+    k, n = _shard(shard)
     train = load_split("train")
     idx = split(train.y, n, partition, data_seed)[k - 1]
     worker = TaskWorker(LocalData(train.x[idx], train.y[idx]), poison_scale=poison_scale)
@@ -86,7 +81,9 @@ def join(
 def simulate(
     settings: Settings,
     clients: Annotated[int, typer.Option(help="Number of client processes.")] = 10,
-    backend: Annotated[str, typer.Option(help="Client implementation: python.")] = "python",
+    backend: Annotated[
+        str, typer.Option(help="Client implementation: python (torch) or wasm (the Burn trainer under Node).")
+    ] = "python",
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
     poisoned: Annotated[int, typer.Option(help="How many clients send poisoned deltas.")] = 0,
@@ -107,6 +104,31 @@ def simulate(
     pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round)
     result = run(settings, pop, json_out, console)
     console.print(f"final accuracy: [bold]{result['final_accuracy']}[/]  (client logs: {result['client_logs']})")
+
+
+@app.command()
+def shard(
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the shard (.safetensors).")],
+    shard: Annotated[str, typer.Option(help="Shard K of N (1-based), e.g. 3/10.")] = "1/1",
+    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    data_seed: Annotated[int, typer.Option(help="Seed of the partition.")] = 0,
+) -> None:
+    """Write an MNIST training shard as a data file for non-Python clients (x: float32, y: int64)."""
+    from coordinator.data.shard_file import write_shard
+
+    k, n = _shard(shard)
+    size = write_shard(output, k, n, partition, data_seed)
+    console.print(f"wrote {size} digits (shard {k}/{n}, {partition}) to {output}")
+
+
+def _shard(text: str) -> tuple[int, int]:
+    try:
+        k, n = (int(v) for v in text.split("/"))
+        if 1 <= k <= n:
+            return k, n
+    except ValueError:
+        pass
+    raise typer.BadParameter(f"--shard must be K/N with 1 <= K <= N, got {text!r}")
 
 
 @app.command()

@@ -14,6 +14,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from coordinator.data.shard_file import write_shard
 from coordinator.server.app import Coordinator
 from coordinator.serving import BackgroundServer
 from coordinator.settings import Settings
@@ -31,9 +32,20 @@ class Population:
     dropout_round: int = 2
 
 
-def client_command(url: str, index: int, pop: Population, settings: Settings) -> list[str]:
+JOIN_MJS = Path(__file__).resolve().parents[1] / "client_wasm" / "bin" / "join.mjs"
+BACKENDS = ("python", "wasm")
+
+
+def client_command(url: str, index: int, pop: Population, settings: Settings, workdir: Path) -> list[str]:
+    if pop.backend == "wasm":
+        if pop.poisoned or pop.dropouts:
+            raise ValueError("poisoned and dropout clients are Python-only test hooks")
+        data = workdir / f"shard-{index + 1}.safetensors"
+        write_shard(data, index + 1, pop.clients, pop.partition, pop.data_seed)
+        cmd = ["node", str(JOIN_MJS), url, "--data", str(data), "--quiet", "--give-up-after", "60"]
+        return cmd + (["--token", settings.join_token] if settings.join_token else [])
     if pop.backend != "python":
-        raise ValueError(f"backend {pop.backend!r} is not available yet; use --backend python")
+        raise ValueError(f"unknown backend {pop.backend!r}: one of {', '.join(BACKENDS)}")
     cmd = [sys.executable, "-m", "coordinator", "join", url, "--shard", f"{index + 1}/{pop.clients}"]
     # Clients outliving a killed simulation must not retry forever.
     cmd += ["--partition", pop.partition, "--data-seed", str(pop.data_seed), "--quiet", "--give-up-after", "60"]
@@ -58,7 +70,12 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
     for i in range(pop.clients):
         log = open(workdir / f"client-{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process below
         procs.append(
-            (subprocess.Popen(client_command(server.url, i, pop, settings), stdout=log, stderr=log, env=env), log)
+            (
+                subprocess.Popen(
+                    client_command(server.url, i, pop, settings, workdir), stdout=log, stderr=log, env=env
+                ),
+                log,
+            )
         )
     status = coordinator.status
     try:

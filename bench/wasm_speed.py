@@ -1,0 +1,88 @@
+"""Local training speed of the WebAssembly trainer (Node, CPU backend) against PyTorch on the CPU.
+
+Same model, weights, data, batch size (10) and optimizer (SGD), one epoch each; all
+timings exclude start-up and come from this one run on this machine. Prints samples/s,
+the ratios WASM / PyTorch at 1 thread and at PyTorch's default thread count, and the
+size of the optimised .wasm (raw and gzip).
+
+    python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+from safetensors.numpy import save_file
+from torch.nn import functional
+
+from coordinator.data.mnist import load_split
+from coordinator.models.spec import load_spec
+from coordinator.models.torch_model import build_module, wire_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+WASM = ROOT / "client_wasm" / "pkg" / "web" / "pollen_trainer_bg.wasm"
+
+
+def torch_speed(model: str, x: np.ndarray, y: np.ndarray, threads: int) -> float:
+    torch.set_num_threads(threads)
+    module = build_module(load_spec(model), seed=0)
+    opt = torch.optim.SGD(module.parameters(), lr=0.05)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    module.train()
+    start = time.perf_counter()
+    for i in range(0, len(x), 10):
+        opt.zero_grad()
+        functional.cross_entropy(module(xt[i : i + 10]), yt[i : i + 10]).backward()
+        opt.step()
+    return len(x) / (time.perf_counter() - start)
+
+
+def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> float:
+    spec = load_spec(model)
+    (tmp / "spec.json").write_text(json.dumps(spec.raw))
+    save_file(wire_weights(build_module(spec, seed=0)), str(tmp / "w.safetensors"))
+    save_file({"x": x, "y": y}, str(tmp / "d.safetensors"))
+    out = subprocess.run(
+        ["node", str(ROOT / "client_wasm" / "bin" / "train-once.mjs"), "--spec", str(tmp / "spec.json"),
+         "--weights", str(tmp / "w.safetensors"), "--data", str(tmp / "d.safetensors"), "--epochs", "1",
+         "--batch-size", "10", "--lr", "0.05", "--no-shuffle", "--out", str(tmp / "delta.safetensors")],
+        check=True, capture_output=True, text=True,
+    )
+    return float(json.loads(out.stdout)["samplesPerSecond"])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--samples-mlp", type=int, default=4000)
+    parser.add_argument("--samples-cnn", type=int, default=500)
+    args = parser.parse_args()
+    default_threads = torch.get_num_threads()
+    train = load_split("train")
+    console = Console()
+    table = Table(title="local training, samples/s (SGD, batch 10, one epoch)")
+    for col in ("model", "wasm (node, cpu)", "torch 1 thread", f"torch {default_threads} threads", "wasm / torch-1", f"wasm / torch-{default_threads}"):
+        table.add_column(col, justify="right")
+    with tempfile.TemporaryDirectory() as tmp:
+        for model, n in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
+            x, y = train.x[:n], train.y[:n]
+            w = wasm_speed(model, x, y, Path(tmp))
+            t1 = torch_speed(model, x, y, 1)
+            tn = torch_speed(model, x, y, default_threads)
+            table.add_row(model, f"{w:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
+    console.print(table)
+    raw = WASM.read_bytes()
+    console.print(f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({WASM.relative_to(ROOT)})")
+
+
+if __name__ == "__main__":
+    main()

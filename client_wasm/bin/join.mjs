@@ -1,0 +1,40 @@
+#!/usr/bin/env node
+// A headless Node client with the real WebAssembly trainer, for users and for
+// `pollen simulate --backend wasm`:
+//   node client_wasm/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S] [--quiet]
+// The data file holds `x` (float32 [N, ...]) and `y` (int64 [N]); `pollen shard` writes MNIST shards.
+import WebSocket from "ws";
+
+import { runClient } from "../../client_web/src/client.js";
+import { loadTrainerModule, parseArgs, readDataFile } from "./trainer.mjs";
+
+const OPTIONS = { data: "v", token: "v", "give-up-after": "v", quiet: "flag" };
+
+async function main() {
+  const a = parseArgs(process.argv.slice(2), OPTIONS);
+  const [url] = a._;
+  if (!url || !a.data) throw new Error("usage: join.mjs URL --data FILE [--token T]");
+  const { Trainer } = loadTrainerModule();
+  const data = readDataFile(a.data);
+  const log = (e) => {
+    if (a.quiet && !["coordinator-error", "task-failed", "gave-up"].includes(e.type)) return;
+    if (e.type !== "batch") console.error(JSON.stringify(e));
+  };
+  const code = await runClient({
+    url,
+    token: a.token ?? process.env.POLLEN_JOIN_TOKEN ?? null,
+    WebSocket,
+    backend: "wasm-cpu",
+    agent: `pollen-node/${process.version}`,
+    createTrainer: async (spec) => new Trainer(JSON.stringify(spec), "cpu"),
+    data: async () => data,
+    onEvent: log,
+    giveUpAfter: a["give-up-after"] === undefined ? null : Number(a["give-up-after"]),
+  });
+  process.exit(code);
+}
+
+main().catch((e) => {
+  console.error(`join: ${e.message ?? e}`);
+  process.exit(1);
+});

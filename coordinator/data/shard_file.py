@@ -1,0 +1,23 @@
+"""Client data files: safetensors with `x` (float32 [N, 1, 28, 28]) and `y` (int64 [N]).
+
+Non-Python clients (the WASM trainer under Node) cannot reproduce numpy's partition, so
+the coordinator side writes each client's shard to a file they read.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from safetensors.numpy import save_file
+
+from coordinator.data.mnist import load_split
+from coordinator.data.partition import partition
+
+
+def write_shard(path: Path, shard: int, of: int, scheme: str = "iid", seed: int = 0) -> int:
+    """Write MNIST train shard `shard` (1-based) of `of`; returns its size."""
+    train = load_split("train")
+    idx = partition(train.y, of, scheme, seed)[shard - 1]
+    save_file({"x": np.ascontiguousarray(train.x[idx]), "y": train.y[idx].astype(np.int64)}, str(path))
+    return len(idx)

@@ -1,0 +1,35 @@
+"""Federations of Node processes running the real WebAssembly trainer over real WebSockets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from coordinator.settings import Settings
+from coordinator.simulation import Population, simulate
+
+pytestmark = pytest.mark.slow
+
+
+def run(tmp_path: Path, clients: int, **settings: Any) -> dict[str, Any]:
+    s = Settings(**{"db": f"sqlite:///{tmp_path}/sim.db", "port": 0, **settings})
+    result = simulate(s, Population(clients, backend="wasm"), None, Console(quiet=True))
+    assert result["state"] == "completed"
+    assert all(r["clients"] == clients for r in result["rounds"]), result["rounds"]
+    return result
+
+
+def test_mlp_on_wasm_clients_reaches_92_percent_in_10_rounds(tmp_path: Path) -> None:
+    result = run(tmp_path, 5, model="mnist-mlp", rounds=10)
+    assert max(r["accuracy"] for r in result["rounds"]) >= 0.92, result["rounds"]
+
+
+@pytest.mark.parametrize("model", ["mnist-cnn", "mnist-cnn-bn"])
+def test_convolutional_models_train_on_wasm_clients(tmp_path: Path, model: str) -> None:
+    # Short runs: the point is that they train and improve; speed is bench/wasm_speed.py's job.
+    result = run(tmp_path, 3, model=model, rounds=2, local_epochs=1)
+    first, last = result["rounds"][0]["accuracy"], result["rounds"][-1]["accuracy"]
+    assert last > 0.5 and last >= first - 0.02, result["rounds"]

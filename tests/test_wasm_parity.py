@@ -1,0 +1,117 @@
+"""The WebAssembly trainer against PyTorch on the same weights and data (100 random cases).
+
+Forward outputs within 1e-5; gradients within 1e-4 and one epoch of SGD without
+shuffling within 1e-4, both relative to max(1, |value|). `mnist-cnn-bn` has dropout,
+whose masks cannot match across frameworks, so its gradient and training cases use the
+same model without the dropout layer; its forward cases (inference mode) use it whole.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file, save_file
+from torch.nn import functional
+
+from coordinator.models.spec import BUILTIN_MODELS, ModelSpec, load_spec, spec_from_dict
+from coordinator.models.torch_model import build_module, wire_weights
+
+ROOT = Path(__file__).resolve().parents[1]
+PARITY = ROOT / "client_wasm" / "bin" / "parity.mjs"
+FORWARD, GRADIENTS, TRAIN = 10, 10, 5
+
+
+def without_dropout(spec: ModelSpec) -> ModelSpec:
+    raw = {**spec.raw, "layers": [layer for layer in spec.raw["layers"] if layer["type"] != "dropout"]}
+    return spec_from_dict(raw)
+
+
+def random_weights(spec: ModelSpec, rng: np.random.Generator, seed: int) -> dict[str, np.ndarray]:
+    weights = wire_weights(build_module(spec, seed=seed))
+    for name in weights:
+        if name.endswith("running_mean"):
+            weights[name] = rng.normal(0, 0.1, weights[name].shape).astype(np.float32)
+        elif name.endswith("running_var"):
+            weights[name] = rng.uniform(0.5, 1.5, weights[name].shape).astype(np.float32)
+        elif name.endswith(".weight") and weights[name].ndim == 1:  # BatchNorm gamma
+            weights[name] = rng.uniform(0.5, 1.5, weights[name].shape).astype(np.float32)
+    return weights
+
+
+def torch_module(spec: ModelSpec, weights: dict[str, np.ndarray]) -> torch.nn.Module:
+    module = build_module(spec)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()}, strict=False)
+    return module
+
+
+def reference(case: dict[str, Any], spec: ModelSpec, weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+    module = torch_module(spec, weights)
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    if case["kind"] == "forward":
+        module.eval()
+        with torch.no_grad():
+            return {"logits": module(xt).numpy()}
+    module.train()
+    if case["kind"] == "gradients":
+        functional.cross_entropy(module(xt), yt).backward()
+        return {n: p.grad.numpy() for n, p in module.named_parameters() if p.grad is not None}
+    opt = torch.optim.SGD(module.parameters(), lr=case["options"]["lr"])
+    bs = case["options"]["batchSize"]
+    for i in range(0, len(x), bs):
+        opt.zero_grad()
+        functional.cross_entropy(module(xt[i : i + bs]), yt[i : i + bs]).backward()
+        opt.step()
+    trained = wire_weights(module)
+    return {k: trained[k] - weights[k] for k in trained}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    tmp = tmp_path_factory.mktemp("parity")
+    rng = np.random.default_rng(2026)
+    cases, refs = [], []
+    for name in BUILTIN_MODELS:
+        full = load_spec(name)
+        for kind, count in (("forward", FORWARD), ("gradients", GRADIENTS), ("train", TRAIN)):
+            for i in range(count):
+                spec = full if kind == "forward" else without_dropout(full)
+                case_id = f"{name}-{kind}-{i}"
+                n = {"forward": 4, "gradients": 8, "train": 24}[kind]
+                weights = random_weights(spec, rng, seed=int(rng.integers(1 << 30)))
+                x = rng.uniform(0, 1, (n, *spec.input_shape)).astype(np.float32)
+                y = rng.integers(0, spec.num_classes, n).astype(np.int64)
+                save_file(weights, str(tmp / f"{case_id}.w.safetensors"))
+                save_file({"x": x, "y": y}, str(tmp / f"{case_id}.d.safetensors"))
+                case = {"id": case_id, "kind": kind, "spec": spec.raw, "weights": f"{case_id}.w.safetensors",
+                        "data": f"{case_id}.d.safetensors",
+                        "options": {"epochs": 1, "batchSize": 8, "lr": 0.05, "optimizer": "sgd", "shuffle": False}}
+                cases.append(case)
+                refs.append(reference(case, spec, weights, x, y))
+    (tmp / "cases.json").write_text(json.dumps(cases))
+    subprocess.run(["node", str(PARITY), str(tmp)], check=True, timeout=900)
+    return [(c, r, load_file(str(tmp / f"{c['id']}.out.safetensors"))) for c, r in zip(cases, refs, strict=True)]
+
+
+def test_there_are_at_least_100_cases_over_every_builtin_model(results: list[Any]) -> None:
+    assert len(results) >= 100
+    assert {c["id"].rsplit("-", 2)[0] for c, _, _ in results} == set(BUILTIN_MODELS)
+
+
+@pytest.mark.parametrize(("kind", "tol", "relative"), [("forward", 1e-5, False), ("gradients", 1e-4, True), ("train", 1e-4, True)])
+def test_wasm_matches_pytorch(results: list[Any], kind: str, tol: float, relative: bool) -> None:
+    worst = 0.0
+    for case, ref, got in (r for r in results if r[0]["kind"] == kind):
+        assert set(got) == set(ref), case["id"]
+        for name, expected in ref.items():
+            err = np.abs(got[name] - expected)
+            if relative:
+                err = err / np.maximum(1.0, np.abs(expected))
+            worst = max(worst, float(err.max()))
+            assert err.max() <= tol, f"{case['id']} {name}: max error {err.max():.3g} > {tol}"
+    print(f"{kind}: worst error {worst:.3g} (tolerance {tol})")
