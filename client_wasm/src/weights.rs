@@ -136,8 +136,8 @@ pub async fn read<B: Backend>(model: &Model<B>) -> Result<Named> {
             Layer::BatchNorm(bn) => {
                 put("weight", values(bn.gamma.val()).await?);
                 put("bias", values(bn.beta.val()).await?);
-                put("running_mean", values(bn.running_mean.value()).await?);
-                put("running_var", values(bn.running_var.value()).await?);
+                put("running_mean", values(bn.running_mean.value_sync()).await?);
+                put("running_var", values(bn.running_var.value_sync()).await?);
             }
             _ => {}
         }
