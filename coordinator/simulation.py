@@ -32,7 +32,7 @@ class Population:
     dropout_round: int = 2
 
 
-JOIN_MJS = Path(__file__).resolve().parents[1] / "client_wasm" / "bin" / "join.mjs"
+JOIN_MJS = Path(__file__).resolve().parents[1] / "client_web" / "bin" / "join.mjs"
 BACKENDS = ("python", "wasm")
 
 

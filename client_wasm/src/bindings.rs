@@ -1,5 +1,9 @@
 //! The JavaScript API. Methods that touch tensors return Promises, because reads from a
 //! WebGPU device must be async; the CPU path resolves them without waiting.
+//!
+//! The `RefCell` borrow held across awaits is the trainer's busy lock: JS is single-threaded,
+//! and a second call while one is in flight fails with "the trainer is busy" instead of racing.
+#![allow(clippy::await_holding_refcell_ref)]
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -8,12 +12,12 @@ use burn::backend::{Autodiff, Flex};
 use js_sys::{Float32Array, Function, Int32Array, Object, Promise, Reflect, Uint8Array};
 use serde::Deserialize;
 use wasm_bindgen::prelude::*;
-use wasm_bindgen_futures::future_to_promise;
+use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
 use crate::error::TrainerError;
 use crate::session::Session;
 use crate::spec::ModelSpec;
-use crate::training::TrainOptions;
+use crate::training::{Pause, TrainOptions};
 
 type Cpu = Autodiff<Flex>;
 
@@ -38,8 +42,8 @@ export interface DeltaReport {
   norm: number;             // global L2 norm of what is returned
   clipped?: boolean;        // Flower's norm_bit, when clipping was asked for
 }
-/** Called after every batch. */
-export type OnBatch = (epoch: number, batch: number, batches: number, loss: number) => void;
+/** Called after every batch; return a Promise to pause training until it settles (e.g. to let the event loop run). */
+export type OnBatch = (epoch: number, batch: number, batches: number, loss: number) => void | Promise<unknown>;
 "#;
 
 fn js_err(e: TrainerError) -> JsValue {
@@ -70,10 +74,21 @@ impl Trainer {
         let spec = ModelSpec::from_json(spec_json).map_err(js_err)?;
         match backend {
             "cpu" | "wasm-cpu" => {}
-            "webgpu" => return Err(js_err(TrainerError::Backend("this build has no WebGPU backend; use \"cpu\"".into()))),
-            other => return Err(js_err(TrainerError::Backend(format!("unknown backend {other:?}: use \"cpu\"")))),
+            "webgpu" => {
+                return Err(js_err(TrainerError::Backend(
+                    "this build has no WebGPU backend; use \"cpu\"".into(),
+                )));
+            }
+            other => {
+                return Err(js_err(TrainerError::Backend(format!(
+                    "unknown backend {other:?}: use \"cpu\""
+                ))));
+            }
         }
-        Ok(Trainer { inner: Rc::new(RefCell::new(Session::new(spec, Default::default()))), backend: "cpu".into() })
+        Ok(Trainer {
+            inner: Rc::new(RefCell::new(Session::new(spec, Default::default()))),
+            backend: "cpu".into(),
+        })
     }
 
     /// The backend actually in use.
@@ -85,7 +100,11 @@ impl Trainer {
     /// Load global weights: safetensors bytes with PyTorch names and shapes.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&self, bytes: &[u8]) -> Result<(), JsValue> {
-        self.inner.borrow_mut().load(bytes).map_err(js_err)
+        let mut session = self
+            .inner
+            .try_borrow_mut()
+            .map_err(|_| JsValue::from_str("the trainer is busy"))?;
+        session.load(bytes).map_err(js_err)
     }
 
     /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels).
@@ -95,25 +114,43 @@ impl Trainer {
         x: Float32Array,
         y: Int32Array,
         #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: JsValue,
-        #[wasm_bindgen(js_name = onBatch, unchecked_param_type = "OnBatch | undefined")] on_batch: Option<Function>,
+        #[wasm_bindgen(js_name = onBatch, unchecked_param_type = "OnBatch | undefined")]
+        on_batch: Option<Function>,
     ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
             let options = if options.is_undefined() || options.is_null() {
-                TrainOptions::deserialize(serde_json::json!({})).map_err(|e| JsValue::from_str(&e.to_string()))?
+                TrainOptions::deserialize(serde_json::json!({}))
+                    .map_err(|e| JsValue::from_str(&e.to_string()))?
             } else {
                 serde_wasm_bindgen::from_value::<TrainOptions>(options)
                     .map_err(|e| js_err(TrainerError::Config(e.to_string())))?
             };
-            let mut session = inner.try_borrow_mut().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let mut session = inner
+                .try_borrow_mut()
+                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
             let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
-            let mut callback = |epoch: usize, batch: usize, batches: usize, loss: f64| {
-                if let Some(f) = &on_batch {
-                    let args = js_sys::Array::of4(&epoch.into(), &batch.into(), &batches.into(), &loss.into());
-                    let _ = f.apply(&JsValue::NULL, &args);
-                }
+            let mut callback = |epoch: usize,
+                                batch: usize,
+                                batches: usize,
+                                loss: f64|
+             -> Option<Pause> {
+                let f = on_batch.as_ref()?;
+                let args =
+                    js_sys::Array::of4(&epoch.into(), &batch.into(), &batches.into(), &loss.into());
+                let promise = f
+                    .apply(&JsValue::NULL, &args)
+                    .ok()?
+                    .dyn_into::<Promise>()
+                    .ok()?;
+                Some(Box::pin(async move {
+                    let _ = JsFuture::from(promise).await;
+                }))
             };
-            let report = session.train(&data, &options, &mut callback).await.map_err(js_err)?;
+            let report = session
+                .train(&data, &options, &mut callback)
+                .await
+                .map_err(js_err)?;
             Ok(object(&[
                 ("loss", report.loss.into()),
                 ("steps", report.steps.into()),
@@ -127,22 +164,37 @@ impl Trainer {
     pub fn evaluate(&self, x: Float32Array, y: Int32Array) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let session = inner
+                .try_borrow()
+                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
             let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
             let r = session.evaluate(&data).await.map_err(js_err)?;
-            Ok(object(&[("loss", r.loss.into()), ("accuracy", r.accuracy.into()), ("examples", r.examples.into())]))
+            Ok(object(&[
+                ("loss", r.loss.into()),
+                ("accuracy", r.accuracy.into()),
+                ("examples", r.examples.into()),
+            ]))
         })
     }
 
     /// trained − global as safetensors; optionally clipped to global L2 norm `clip`, then
     /// noised with N(0, noiseStd²) from a cryptographically seeded generator.
     #[wasm_bindgen(unchecked_return_type = "Promise<DeltaReport>")]
-    pub fn delta(&self, clip: Option<f64>, #[wasm_bindgen(js_name = noiseStd)] noise_std: Option<f64>) -> Promise {
+    pub fn delta(
+        &self,
+        clip: Option<f64>,
+        #[wasm_bindgen(js_name = noiseStd)] noise_std: Option<f64>,
+    ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let session = inner
+                .try_borrow()
+                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
             let out = session.delta(clip, noise_std).await.map_err(js_err)?;
-            let mut pairs = vec![("delta", Uint8Array::from(out.bytes.as_slice()).into()), ("norm", out.norm.into())];
+            let mut pairs = vec![
+                ("delta", Uint8Array::from(out.bytes.as_slice()).into()),
+                ("norm", out.norm.into()),
+            ];
             if let Some(c) = out.clipped {
                 pairs.push(("clipped", c.into()));
             }
@@ -155,7 +207,9 @@ impl Trainer {
     pub fn weights(&self) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let session = inner
+                .try_borrow()
+                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
             Ok(Uint8Array::from(session.weights().await.map_err(js_err)?.as_slice()).into())
         })
     }
@@ -165,8 +219,17 @@ impl Trainer {
     pub fn forward(&self, x: Float32Array, train: bool) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            Ok(Float32Array::from(session.forward(x.to_vec(), train).await.map_err(js_err)?.as_slice()).into())
+            let session = inner
+                .try_borrow()
+                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            Ok(Float32Array::from(
+                session
+                    .forward(x.to_vec(), train)
+                    .await
+                    .map_err(js_err)?
+                    .as_slice(),
+            )
+            .into())
         })
     }
 
@@ -175,7 +238,9 @@ impl Trainer {
     pub fn gradients(&self, x: Float32Array, y: Int32Array) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner.try_borrow().map_err(|_| JsValue::from_str("the trainer is busy"))?;
+            let session = inner
+                .try_borrow()
+                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
             let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
             Ok(Uint8Array::from(session.gradients(&data).await.map_err(js_err)?.as_slice()).into())
         })

@@ -28,7 +28,9 @@ impl Dataset {
             )));
         }
         if let Some(bad) = y.iter().find(|&&l| l < 0 || l as usize >= num_classes) {
-            return Err(TrainerError::Data(format!("label {bad} is outside 0..{num_classes}")));
+            return Err(TrainerError::Data(format!(
+                "label {bad} is outside 0..{num_classes}"
+            )));
         }
         if x.iter().any(|v| !v.is_finite()) {
             return Err(TrainerError::Data("images contain NaN or infinity".into()));
@@ -50,10 +52,17 @@ impl Dataset {
         if let Some(rng) = rng {
             order.shuffle(rng);
         }
-        order.chunks(batch_size.max(1)).map(<[usize]>::to_vec).collect()
+        order
+            .chunks(batch_size.max(1))
+            .map(<[usize]>::to_vec)
+            .collect()
     }
 
-    pub fn batch<B: Backend>(&self, idx: &[usize], device: &B::Device) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+    pub fn batch<B: Backend>(
+        &self,
+        idx: &[usize],
+        device: &B::Device,
+    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
         let mut xs = Vec::with_capacity(idx.len() * self.input_len);
         for &i in idx {
             xs.extend_from_slice(&self.x[i * self.input_len..(i + 1) * self.input_len]);

@@ -3,7 +3,9 @@
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d, Relu,
+};
 use burn::tensor::Tensor;
 use burn::tensor::activation::relu;
 use burn::tensor::backend::Backend;
@@ -45,24 +47,45 @@ impl<B: Backend> Model<B> {
                 LayerSpec::Flatten => Layer::Flatten(Flatten),
                 LayerSpec::Relu => Layer::Relu(Relu),
                 LayerSpec::Dropout { p } => Layer::Dropout(DropoutConfig::new(p).init()),
-                LayerSpec::Linear { in_features, out_features, bias } => {
-                    Layer::Linear(LinearConfig::new(in_features, out_features).with_bias(bias).init(device))
-                }
-                LayerSpec::Conv2d { in_channels, out_channels, kernel_size: k, stride: s, padding: p, bias } => {
-                    Layer::Conv2d(
-                        Conv2dConfig::new([in_channels, out_channels], [k, k])
-                            .with_stride([s, s])
-                            .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
-                            .with_bias(bias)
-                            .init(device),
-                    )
-                }
-                LayerSpec::Maxpool2d { kernel_size: k, stride } => {
+                LayerSpec::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => Layer::Linear(
+                    LinearConfig::new(in_features, out_features)
+                        .with_bias(bias)
+                        .init(device),
+                ),
+                LayerSpec::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_size: k,
+                    stride: s,
+                    padding: p,
+                    bias,
+                } => Layer::Conv2d(
+                    Conv2dConfig::new([in_channels, out_channels], [k, k])
+                        .with_stride([s, s])
+                        .with_padding(PaddingConfig2d::Explicit(p, p, p, p))
+                        .with_bias(bias)
+                        .init(device),
+                ),
+                LayerSpec::Maxpool2d {
+                    kernel_size: k,
+                    stride,
+                } => {
                     let s = stride.unwrap_or(k);
                     Layer::MaxPool2d(MaxPool2dConfig::new([k, k]).with_strides([s, s]).init())
                 }
-                LayerSpec::Batchnorm2d { num_features, eps, momentum } => Layer::BatchNorm(
-                    BatchNormConfig::new(num_features).with_epsilon(eps).with_momentum(momentum).init(device),
+                LayerSpec::Batchnorm2d {
+                    num_features,
+                    eps,
+                    momentum,
+                } => Layer::BatchNorm(
+                    BatchNormConfig::new(num_features)
+                        .with_epsilon(eps)
+                        .with_momentum(momentum)
+                        .init(device),
                 ),
             })
             .collect();

@@ -19,18 +19,30 @@ pub fn random_u64() -> u64 {
 pub fn delta(trained: &Named, global: &Named) -> Named {
     trained
         .iter()
-        .map(|(name, t)| (name.clone(), t.iter().zip(&global[name]).map(|(a, b)| a - b).collect()))
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                t.iter().zip(&global[name]).map(|(a, b)| a - b).collect(),
+            )
+        })
         .collect()
 }
 
 pub fn l2_norm(named: &Named) -> f64 {
-    named.values().flatten().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt()
+    named
+        .values()
+        .flatten()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt()
 }
 
 /// Scale so the global L2 norm is at most `max_norm`; true if it had to.
 pub fn clip(named: &mut Named, max_norm: f64) -> Result<bool> {
     if !(max_norm.is_finite() && max_norm > 0.0) {
-        return Err(TrainerError::Config(format!("clip norm must be positive, got {max_norm}")));
+        return Err(TrainerError::Config(format!(
+            "clip norm must be positive, got {max_norm}"
+        )));
     }
     let norm = l2_norm(named);
     if norm <= max_norm {
@@ -44,13 +56,19 @@ pub fn clip(named: &mut Named, max_norm: f64) -> Result<bool> {
 /// Add N(0, std²) to every value, from a ChaCha generator seeded with 256 bits of OS entropy.
 pub fn add_gaussian(named: &mut Named, std: f64) -> Result<()> {
     if !(std.is_finite() && std >= 0.0) {
-        return Err(TrainerError::Config(format!("noise std must be non-negative, got {std}")));
+        return Err(TrainerError::Config(format!(
+            "noise std must be non-negative, got {std}"
+        )));
     }
     let mut seed = [0u8; 32];
-    getrandom_03::fill(&mut seed).map_err(|e| TrainerError::Backend(format!("no random source: {e}")))?;
+    getrandom_03::fill(&mut seed)
+        .map_err(|e| TrainerError::Backend(format!("no random source: {e}")))?;
     let mut rng = StdRng::from_seed(seed);
     let normal = Normal::new(0.0f64, std).map_err(|e| TrainerError::Config(e.to_string()))?;
-    named.values_mut().flatten().for_each(|v| *v += normal.sample(&mut rng) as f32);
+    named
+        .values_mut()
+        .flatten()
+        .for_each(|v| *v += normal.sample(&mut rng) as f32);
     Ok(())
 }
 

@@ -28,7 +28,12 @@ pub struct DeltaOut {
 impl<B: AutodiffBackend> Session<B> {
     pub fn new(spec: ModelSpec, device: B::Device) -> Self {
         let model = Model::new(&spec, &device);
-        Self { spec, device, model: Some(model), global: None }
+        Self {
+            spec,
+            device,
+            model: Some(model),
+            global: None,
+        }
     }
 
     pub fn dataset(&self, x: Vec<f32>, y: Vec<i32>) -> Result<Dataset> {
@@ -36,7 +41,9 @@ impl<B: AutodiffBackend> Session<B> {
     }
 
     fn model(&self) -> &Model<B> {
-        self.model.as_ref().expect("the model is only taken during training")
+        self.model
+            .as_ref()
+            .expect("the model is only taken during training")
     }
 
     pub fn load(&mut self, bytes: &[u8]) -> Result<()> {
@@ -47,12 +54,28 @@ impl<B: AutodiffBackend> Session<B> {
         Ok(())
     }
 
-    pub async fn train(&mut self, data: &Dataset, options: &TrainOptions, on_batch: &mut OnBatch<'_>) -> Result<TrainReport> {
+    pub async fn train(
+        &mut self,
+        data: &Dataset,
+        options: &TrainOptions,
+        on_batch: &mut OnBatch<'_>,
+    ) -> Result<TrainReport> {
         if self.global.is_none() {
-            return Err(TrainerError::Weights("load the global weights before training".into()));
+            return Err(TrainerError::Weights(
+                "load the global weights before training".into(),
+            ));
         }
         let model = self.model.take().expect("model present");
-        match training::train(model, data, &self.spec.input_shape, options, &self.device, on_batch).await {
+        match training::train(
+            model,
+            data,
+            &self.spec.input_shape,
+            options,
+            &self.device,
+            on_batch,
+        )
+        .await
+        {
             Ok((model, report)) => {
                 self.model = Some(model);
                 Ok(report)
@@ -60,26 +83,43 @@ impl<B: AutodiffBackend> Session<B> {
             Err(e) => {
                 // A failed run leaves the global weights in place, never a half-trained model.
                 let global = self.global.as_ref().expect("checked above");
-                self.model = Some(weights::load(Model::new(&self.spec, &self.device), global, &self.device));
+                self.model = Some(weights::load(
+                    Model::new(&self.spec, &self.device),
+                    global,
+                    &self.device,
+                ));
                 Err(e)
             }
         }
     }
 
     pub async fn evaluate(&self, data: &Dataset) -> Result<EvalReport> {
-        training::evaluate(&training::inference(self.model()), data, &self.spec.input_shape, &self.device).await
+        training::evaluate(
+            &training::inference(self.model()),
+            data,
+            &self.spec.input_shape,
+            &self.device,
+        )
+        .await
     }
 
     /// trained − global, optionally clipped to `clip` and noised with std `noise_std`.
     pub async fn delta(&self, clip: Option<f64>, noise_std: Option<f64>) -> Result<DeltaOut> {
-        let global = self.global.as_ref().ok_or_else(|| TrainerError::Weights("no global weights loaded".into()))?;
+        let global = self
+            .global
+            .as_ref()
+            .ok_or_else(|| TrainerError::Weights("no global weights loaded".into()))?;
         let mut delta = noise::delta(&weights::read(self.model()).await?, global);
         let clipped = clip.map(|c| noise::clip(&mut delta, c)).transpose()?;
         if let Some(std) = noise_std {
             noise::add_gaussian(&mut delta, std)?;
         }
         let norm = noise::l2_norm(&delta);
-        Ok(DeltaOut { bytes: weights::encode(&delta, &self.spec)?, norm, clipped })
+        Ok(DeltaOut {
+            bytes: weights::encode(&delta, &self.spec)?,
+            norm,
+            clipped,
+        })
     }
 
     /// The current weights, as safetensors with PyTorch names.
@@ -91,7 +131,10 @@ impl<B: AutodiffBackend> Session<B> {
     pub async fn forward(&self, x: Vec<f32>, train: bool) -> Result<Vec<f32>> {
         let n = x.len() / self.spec.input_len().max(1);
         if n == 0 || x.len() != n * self.spec.input_len() {
-            return Err(TrainerError::Data(format!("{} values is not a whole number of inputs", x.len())));
+            return Err(TrainerError::Data(format!(
+                "{} values is not a whole number of inputs",
+                x.len()
+            )));
         }
         let shape = [n, self.spec.input_len()];
         if train {
@@ -109,18 +152,28 @@ impl<B: AutodiffBackend> Session<B> {
         let idx: Vec<usize> = (0..data.len()).collect();
         let (x, y) = data.batch::<B>(&idx, &self.device);
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&self.device);
-        let grads = loss_fn.forward(self.model().forward(x, &self.spec.input_shape), y).backward();
+        let grads = loss_fn
+            .forward(self.model().forward(x, &self.spec.input_shape), y)
+            .backward();
         let mut out = Named::new();
         for (i, layer) in self.model().layers.iter().enumerate() {
             let name = |p: &str| format!("layers.{i}.{p}");
             macro_rules! grad {
                 ($param:expr) => {
-                    values($param.grad(&grads).ok_or_else(|| TrainerError::Backend("missing gradient".into()))?).await?
+                    values(
+                        $param
+                            .grad(&grads)
+                            .ok_or_else(|| TrainerError::Backend("missing gradient".into()))?,
+                    )
+                    .await?
                 };
             }
             match layer {
                 Layer::Linear(l) => {
-                    let g = l.weight.grad(&grads).ok_or_else(|| TrainerError::Backend("missing gradient".into()))?;
+                    let g = l
+                        .weight
+                        .grad(&grads)
+                        .ok_or_else(|| TrainerError::Backend("missing gradient".into()))?;
                     out.insert(name("weight"), values(g.transpose()).await?);
                     if let Some(b) = &l.bias {
                         out.insert(name("bias"), grad!(b));

@@ -74,7 +74,8 @@ pub struct WireTensor {
 
 impl ModelSpec {
     pub fn from_json(json: &str) -> Result<Self> {
-        let spec: ModelSpec = serde_json::from_str(json).map_err(|e| TrainerError::Spec(e.to_string()))?;
+        let spec: ModelSpec =
+            serde_json::from_str(json).map_err(|e| TrainerError::Spec(e.to_string()))?;
         spec.wire_tensors()?;
         Ok(spec)
     }
@@ -85,51 +86,87 @@ impl ModelSpec {
 
     /// Walk the layers checking each fits its input; return the float tensors in state_dict order.
     pub fn wire_tensors(&self) -> Result<Vec<WireTensor>> {
-        if self.input_shape.is_empty() || self.input_shape.len() > 3 || self.input_shape.contains(&0) {
-            return Err(TrainerError::Spec(format!("input_shape {:?} must have 1 to 3 positive dims", self.input_shape)));
+        if self.input_shape.is_empty()
+            || self.input_shape.len() > 3
+            || self.input_shape.contains(&0)
+        {
+            return Err(TrainerError::Spec(format!(
+                "input_shape {:?} must have 1 to 3 positive dims",
+                self.input_shape
+            )));
         }
         if self.layers.is_empty() {
-            return Err(TrainerError::Spec("a model needs at least one layer".into()));
+            return Err(TrainerError::Spec(
+                "a model needs at least one layer".into(),
+            ));
         }
         let mut shape = self.input_shape.clone();
         let mut out = Vec::new();
         let mut add = |name: String, shape: Vec<usize>| out.push(WireTensor { name, shape });
         for (i, layer) in self.layers.iter().enumerate() {
-            let at = |msg: String| TrainerError::Spec(format!("layer {i} with input shape {shape:?}: {msg}"));
+            let at = |msg: String| {
+                TrainerError::Spec(format!("layer {i} with input shape {shape:?}: {msg}"))
+            };
             match *layer {
                 LayerSpec::Flatten => shape = vec![shape.iter().product()],
                 LayerSpec::Relu | LayerSpec::Dropout { .. } => {}
-                LayerSpec::Linear { in_features, out_features, bias } => {
+                LayerSpec::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => {
                     if shape != [in_features] {
                         return Err(at(format!("linear expects a flat input of {in_features}")));
                     }
-                    add(format!("layers.{i}.weight"), vec![out_features, in_features]);
+                    add(
+                        format!("layers.{i}.weight"),
+                        vec![out_features, in_features],
+                    );
                     if bias {
                         add(format!("layers.{i}.bias"), vec![out_features]);
                     }
                     shape = vec![out_features];
                 }
-                LayerSpec::Conv2d { in_channels, out_channels, kernel_size: k, stride: s, padding: p, bias } => {
+                LayerSpec::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel_size: k,
+                    stride: s,
+                    padding: p,
+                    bias,
+                } => {
                     if shape.len() != 3 || shape[0] != in_channels {
                         return Err(at(format!("conv2d expects [{in_channels}, H, W]")));
                     }
                     if s == 0 || shape[1] + 2 * p < k || shape[2] + 2 * p < k {
                         return Err(at(format!("kernel {k} with stride {s} does not fit")));
                     }
-                    add(format!("layers.{i}.weight"), vec![out_channels, in_channels, k, k]);
+                    add(
+                        format!("layers.{i}.weight"),
+                        vec![out_channels, in_channels, k, k],
+                    );
                     if bias {
                         add(format!("layers.{i}.bias"), vec![out_channels]);
                     }
-                    shape = vec![out_channels, (shape[1] + 2 * p - k) / s + 1, (shape[2] + 2 * p - k) / s + 1];
+                    shape = vec![
+                        out_channels,
+                        (shape[1] + 2 * p - k) / s + 1,
+                        (shape[2] + 2 * p - k) / s + 1,
+                    ];
                 }
-                LayerSpec::Maxpool2d { kernel_size: k, stride } => {
+                LayerSpec::Maxpool2d {
+                    kernel_size: k,
+                    stride,
+                } => {
                     let s = stride.unwrap_or(k);
                     if shape.len() != 3 || shape[1] < k || shape[2] < k || s == 0 {
                         return Err(at(format!("maxpool2d expects [C, H, W] with H, W >= {k}")));
                     }
                     shape = vec![shape[0], (shape[1] - k) / s + 1, (shape[2] - k) / s + 1];
                 }
-                LayerSpec::Batchnorm2d { num_features: n, .. } => {
+                LayerSpec::Batchnorm2d {
+                    num_features: n, ..
+                } => {
                     if shape.len() != 3 || shape[0] != n {
                         return Err(at(format!("batchnorm2d expects [{n}, H, W]")));
                     }
@@ -160,7 +197,10 @@ mod tests {
     #[test]
     fn mlp_names_and_shapes_are_pytorchs() {
         let t = ModelSpec::from_json(MLP).unwrap().wire_tensors().unwrap();
-        let names: Vec<_> = t.iter().map(|w| (w.name.as_str(), w.shape.clone())).collect();
+        let names: Vec<_> = t
+            .iter()
+            .map(|w| (w.name.as_str(), w.shape.clone()))
+            .collect();
         assert_eq!(
             names,
             vec![
@@ -182,6 +222,9 @@ mod tests {
     #[test]
     fn unknown_layer_types_are_refused() {
         let bad = MLP.replace("relu", "softmax");
-        assert!(matches!(ModelSpec::from_json(&bad), Err(TrainerError::Spec(_))));
+        assert!(matches!(
+            ModelSpec::from_json(&bad),
+            Err(TrainerError::Spec(_))
+        ));
     }
 }

@@ -5,8 +5,8 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, SgdConfig};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::Tensor;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use serde::Deserialize;
 
 use crate::data::{Dataset, seeded};
@@ -60,13 +60,21 @@ mod defaults {
 impl TrainOptions {
     pub fn validate(&self) -> Result<()> {
         if self.epochs == 0 || self.batch_size == 0 {
-            return Err(TrainerError::Config("epochs and batchSize must be at least 1".into()));
+            return Err(TrainerError::Config(
+                "epochs and batchSize must be at least 1".into(),
+            ));
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(TrainerError::Config(format!("lr must be positive, got {}", self.lr)));
+            return Err(TrainerError::Config(format!(
+                "lr must be positive, got {}",
+                self.lr
+            )));
         }
         if !["sgd", "adam", "adamw"].contains(&self.optimizer.as_str()) {
-            return Err(TrainerError::Config(format!("optimizer {:?}: use sgd, adam or adamw", self.optimizer)));
+            return Err(TrainerError::Config(format!(
+                "optimizer {:?}: use sgd, adam or adamw",
+                self.optimizer
+            )));
         }
         Ok(())
     }
@@ -79,8 +87,13 @@ pub struct TrainReport {
     pub examples: usize,
 }
 
-/// Called after every batch with (epoch, batch, batches per epoch, loss).
-pub type OnBatch<'a> = dyn FnMut(usize, usize, usize, f64) + 'a;
+/// A pause the caller asks for between batches (on the web: a turn of the event loop).
+pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
+
+/// Called after every batch with (epoch, batch, batches per epoch, loss). Returning a pause
+/// lets a single-threaded host (a browser tab, a Web Worker, Node) run its event loop —
+/// heartbeats, UI, cancellation — while a long job trains.
+pub type OnBatch<'a> = dyn FnMut(usize, usize, usize, f64) -> Option<Pause> + 'a;
 
 pub async fn train<B: AutodiffBackend>(
     model: Model<B>,
@@ -91,22 +104,39 @@ pub async fn train<B: AutodiffBackend>(
     on_batch: &mut OnBatch<'_>,
 ) -> Result<(Model<B>, TrainReport)> {
     options.validate()?;
-    let wd = (options.weight_decay > 0.0).then(|| WeightDecayConfig::new(options.weight_decay as f32));
+    let wd =
+        (options.weight_decay > 0.0).then(|| WeightDecayConfig::new(options.weight_decay as f32));
     match options.optimizer.as_str() {
         "adam" => {
             // PyTorch's epsilon, so the two trainers agree.
-            let optim = AdamConfig::new().with_epsilon(1e-8).with_weight_decay(wd).init();
+            let optim = AdamConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(wd)
+                .init();
             run(model, optim, data, input_shape, options, device, on_batch).await
         }
         "adamw" => {
-            let decay = if options.weight_decay > 0.0 { options.weight_decay as f32 } else { 0.01 };
-            let optim = AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(decay).init();
+            let decay = if options.weight_decay > 0.0 {
+                options.weight_decay as f32
+            } else {
+                0.01
+            };
+            let optim = AdamWConfig::new()
+                .with_epsilon(1e-8)
+                .with_weight_decay(decay)
+                .init();
             run(model, optim, data, input_shape, options, device, on_batch).await
         }
         _ => {
-            let momentum = (options.momentum > 0.0)
-                .then(|| MomentumConfig { momentum: options.momentum, dampening: 0.0, nesterov: false });
-            let optim = SgdConfig::new().with_momentum(momentum).with_weight_decay(wd).init();
+            let momentum = (options.momentum > 0.0).then_some(MomentumConfig {
+                momentum: options.momentum,
+                dampening: 0.0,
+                nesterov: false,
+            });
+            let optim = SgdConfig::new()
+                .with_momentum(momentum)
+                .with_weight_decay(wd)
+                .init();
             run(model, optim, data, input_shape, options, device, on_batch).await
         }
     }
@@ -123,7 +153,9 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
 ) -> Result<(Model<B>, TrainReport)> {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let anchor = (options.proximal_mu > 0.0).then(|| model.clone());
-    let mut rng = options.shuffle.then(|| seeded(options.seed.unwrap_or_else(crate::noise::random_u64)));
+    let mut rng = options
+        .shuffle
+        .then(|| seeded(options.seed.unwrap_or_else(crate::noise::random_u64)));
     let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
     for epoch in 0..options.epochs {
         let batches = data.batches(options.batch_size, rng.as_mut());
@@ -132,7 +164,8 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
             let (x, y) = data.batch::<B>(idx, device);
             let mut loss = loss_fn.forward(model.forward(x, input_shape), y);
             if let Some(anchor) = &anchor {
-                loss = loss + proximal(&model, anchor, device).mul_scalar(options.proximal_mu / 2.0);
+                loss =
+                    loss + proximal(&model, anchor, device).mul_scalar(options.proximal_mu / 2.0);
             }
             // Reading the loss every step also yields to the event loop on the web.
             let value = values(loss.clone().detach()).await?[0] as f64;
@@ -148,10 +181,19 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
             total += value * idx.len() as f64;
             steps += 1;
             examples += idx.len();
-            on_batch(epoch, b, count, value);
+            if let Some(pause) = on_batch(epoch, b, count, value) {
+                pause.await;
+            }
         }
     }
-    Ok((model, TrainReport { loss: total / examples.max(1) as f64, steps, examples }))
+    Ok((
+        model,
+        TrainReport {
+            loss: total / examples.max(1) as f64,
+            steps,
+            examples,
+        },
+    ))
 }
 
 /// FedProx's ‖w − w_global‖², summed over every parameter.
@@ -203,9 +245,19 @@ pub async fn evaluate<B: Backend>(
         let picked = log_probs.gather(1, y.clone().unsqueeze_dim(1));
         loss -= values(picked.sum()).await?[0] as f64;
         let hits = logits.argmax(1).squeeze_dim::<1>(1).equal(y).int().sum();
-        correct += hits.into_data_async().await.map_err(|e| TrainerError::Backend(format!("{e:?}")))?.iter::<i64>().next().unwrap_or(0) as usize;
+        correct += hits
+            .into_data_async()
+            .await
+            .map_err(|e| TrainerError::Backend(format!("{e:?}")))?
+            .iter::<i64>()
+            .next()
+            .unwrap_or(0) as usize;
     }
-    Ok(EvalReport { loss: loss / data.len() as f64, accuracy: correct as f64 / data.len() as f64, examples: data.len() })
+    Ok(EvalReport {
+        loss: loss / data.len() as f64,
+        accuracy: correct as f64 / data.len() as f64,
+        examples: data.len(),
+    })
 }
 
 /// Inference-mode copy of an autodiff model.

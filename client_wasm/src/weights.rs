@@ -21,28 +21,48 @@ pub type Named = BTreeMap<String, Vec<f32>>;
 
 /// Parse safetensors bytes and check names, dtypes, shapes and finiteness against the spec.
 pub fn decode(bytes: &[u8], spec: &ModelSpec) -> Result<Named> {
-    let st = SafeTensors::deserialize(bytes).map_err(|e| TrainerError::Weights(format!("not safetensors: {e}")))?;
+    let st = SafeTensors::deserialize(bytes)
+        .map_err(|e| TrainerError::Weights(format!("not safetensors: {e}")))?;
     let expected = spec.wire_tensors()?;
     let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
     names.sort();
     let mut wanted: Vec<String> = expected.iter().map(|t| t.name.clone()).collect();
     wanted.sort();
     if names != wanted {
-        return Err(TrainerError::Weights(format!("tensor names {names:?}, expected {wanted:?}")));
+        return Err(TrainerError::Weights(format!(
+            "tensor names {names:?}, expected {wanted:?}"
+        )));
     }
     let mut out = Named::new();
     for t in expected {
-        let view = st.tensor(&t.name).map_err(|e| TrainerError::Weights(e.to_string()))?;
+        let view = st
+            .tensor(&t.name)
+            .map_err(|e| TrainerError::Weights(e.to_string()))?;
         if view.dtype() != Dtype::F32 {
-            return Err(TrainerError::Weights(format!("{}: dtype {:?}, expected F32", t.name, view.dtype())));
+            return Err(TrainerError::Weights(format!(
+                "{}: dtype {:?}, expected F32",
+                t.name,
+                view.dtype()
+            )));
         }
         if view.shape() != t.shape.as_slice() {
-            return Err(TrainerError::Weights(format!("{}: shape {:?}, expected {:?}", t.name, view.shape(), t.shape)));
+            return Err(TrainerError::Weights(format!(
+                "{}: shape {:?}, expected {:?}",
+                t.name,
+                view.shape(),
+                t.shape
+            )));
         }
-        let values: Vec<f32> =
-            view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+        let values: Vec<f32> = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
         if values.iter().any(|v| !v.is_finite()) {
-            return Err(TrainerError::Weights(format!("{}: contains NaN or infinity", t.name)));
+            return Err(TrainerError::Weights(format!(
+                "{}: contains NaN or infinity",
+                t.name
+            )));
         }
         out.insert(t.name, values);
     }
@@ -56,7 +76,10 @@ pub fn encode(named: &Named, spec: &ModelSpec) -> Result<Vec<u8>> {
         .into_iter()
         .filter(|t| named.contains_key(&t.name))
         .map(|t| {
-            let data = named[&t.name].iter().flat_map(|v| v.to_le_bytes()).collect();
+            let data = named[&t.name]
+                .iter()
+                .flat_map(|v| v.to_le_bytes())
+                .collect();
             (t.name, t.shape, data)
         })
         .collect();
@@ -71,7 +94,11 @@ pub fn encode(named: &Named, spec: &ModelSpec) -> Result<Vec<u8>> {
     safetensors::serialize(views, None).map_err(|e| TrainerError::Weights(e.to_string()))
 }
 
-fn tensor<B: Backend, const D: usize>(values: &[f32], shape: [usize; D], device: &B::Device) -> Tensor<B, D> {
+fn tensor<B: Backend, const D: usize>(
+    values: &[f32],
+    shape: [usize; D],
+    device: &B::Device,
+) -> Tensor<B, D> {
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 
@@ -94,7 +121,8 @@ pub fn load<B: Backend>(model: Model<B>, named: &Named, device: &B::Device) -> M
             }
             Layer::Conv2d(mut c) => {
                 let dims: [usize; 4] = c.weight.shape().dims();
-                c.weight = Param::from_tensor(tensor(get(i, "weight").expect("validated"), dims, device));
+                c.weight =
+                    Param::from_tensor(tensor(get(i, "weight").expect("validated"), dims, device));
                 if let Some(b) = get(i, "bias") {
                     c.bias = Some(Param::from_tensor(tensor(b, [dims[0]], device)));
                 }
@@ -146,6 +174,10 @@ pub async fn read<B: Backend>(model: &Model<B>) -> Result<Named> {
 }
 
 pub async fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    let data = t.into_data_async().await.map_err(|e| TrainerError::Backend(format!("{e:?}")))?;
-    data.into_vec::<f32>().map_err(|e| TrainerError::Backend(format!("{e:?}")))
+    let data = t
+        .into_data_async()
+        .await
+        .map_err(|e| TrainerError::Backend(format!("{e:?}")))?;
+    data.into_vec::<f32>()
+        .map_err(|e| TrainerError::Backend(format!("{e:?}")))
 }

@@ -112,7 +112,15 @@ export async function runClient(o) {
             emit({ type: "evaluated", round: task.round, ...r });
             return;
           }
-          const onBatch = (epoch, batch, batches, loss) => emit({ type: "batch", round: task.round, epoch, batch, batches, loss });
+          let lastPause = Date.now();
+          const onBatch = (epoch, batch, batches, loss) => {
+            emit({ type: "batch", round: task.round, epoch, batch, batches, loss });
+            // WASM training is synchronous: pause every ~50 ms so heartbeats and the UI keep running.
+            if (Date.now() - lastPause > 50) {
+              lastPause = Date.now();
+              return new Promise((r) => setTimeout(r, 0));
+            }
+          };
           const report = await trainer.train(data.x, data.y, trainOptions(task.config), onBatch);
           const clip = task.config.clipping_norm;
           const d = await trainer.delta(clip ?? undefined, undefined);

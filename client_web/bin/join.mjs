@@ -1,12 +1,12 @@
 #!/usr/bin/env node
 // A headless Node client with the real WebAssembly trainer, for users and for
 // `pollen simulate --backend wasm`:
-//   node client_wasm/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S] [--quiet]
+//   node client_web/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S] [--quiet]
 // The data file holds `x` (float32 [N, ...]) and `y` (int64 [N]); `pollen shard` writes MNIST shards.
 import WebSocket from "ws";
 
-import { runClient } from "../../client_web/src/client.js";
-import { loadTrainerModule, parseArgs, readDataFile } from "./trainer.mjs";
+import { loadTrainerModule, parseArgs, readDataFile } from "../../client_wasm/bin/trainer.mjs";
+import { runClient } from "../src/client.js";
 
 const OPTIONS = { data: "v", token: "v", "give-up-after": "v", quiet: "flag" };
 
