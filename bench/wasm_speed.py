@@ -53,10 +53,28 @@ def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> float:
     save_file(wire_weights(build_module(spec, seed=0)), str(tmp / "w.safetensors"))
     save_file({"x": x, "y": y}, str(tmp / "d.safetensors"))
     out = subprocess.run(
-        ["node", str(ROOT / "client_wasm" / "bin" / "train-once.mjs"), "--spec", str(tmp / "spec.json"),
-         "--weights", str(tmp / "w.safetensors"), "--data", str(tmp / "d.safetensors"), "--epochs", "1",
-         "--batch-size", "10", "--lr", "0.05", "--no-shuffle", "--out", str(tmp / "delta.safetensors")],
-        check=True, capture_output=True, text=True,
+        [
+            "node",
+            str(ROOT / "client_wasm" / "bin" / "train-once.mjs"),
+            "--spec",
+            str(tmp / "spec.json"),
+            "--weights",
+            str(tmp / "w.safetensors"),
+            "--data",
+            str(tmp / "d.safetensors"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "10",
+            "--lr",
+            "0.05",
+            "--no-shuffle",
+            "--out",
+            str(tmp / "delta.safetensors"),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return float(json.loads(out.stdout)["samplesPerSecond"])
 
@@ -70,7 +88,14 @@ def main() -> None:
     train = load_split("train")
     console = Console()
     table = Table(title="local training, samples/s (SGD, batch 10, one epoch)")
-    for col in ("model", "wasm (node, cpu)", "torch 1 thread", f"torch {default_threads} threads", "wasm / torch-1", f"wasm / torch-{default_threads}"):
+    for col in (
+        "model",
+        "wasm (node, cpu)",
+        "torch 1 thread",
+        f"torch {default_threads} threads",
+        "wasm / torch-1",
+        f"wasm / torch-{default_threads}",
+    ):
         table.add_column(col, justify="right")
     with tempfile.TemporaryDirectory() as tmp:
         for model, n in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
@@ -81,7 +106,9 @@ def main() -> None:
             table.add_row(model, f"{w:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
     console.print(table)
     raw = WASM.read_bytes()
-    console.print(f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({WASM.relative_to(ROOT)})")
+    console.print(
+        f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({WASM.relative_to(ROOT)})"
+    )
 
 
 if __name__ == "__main__":

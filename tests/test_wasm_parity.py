@@ -50,7 +50,9 @@ def torch_module(spec: ModelSpec, weights: dict[str, np.ndarray]) -> torch.nn.Mo
     return module
 
 
-def reference(case: dict[str, Any], spec: ModelSpec, weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray) -> dict[str, np.ndarray]:
+def reference(
+    case: dict[str, Any], spec: ModelSpec, weights: dict[str, np.ndarray], x: np.ndarray, y: np.ndarray
+) -> dict[str, np.ndarray]:
     module = torch_module(spec, weights)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     if case["kind"] == "forward":
@@ -72,7 +74,9 @@ def reference(case: dict[str, Any], spec: ModelSpec, weights: dict[str, np.ndarr
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]]:
+def results(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> list[tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]]:
     tmp = tmp_path_factory.mktemp("parity")
     rng = np.random.default_rng(2026)
     cases, refs = [], []
@@ -88,9 +92,14 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[dict[str, An
                 y = rng.integers(0, spec.num_classes, n).astype(np.int64)
                 save_file(weights, str(tmp / f"{case_id}.w.safetensors"))
                 save_file({"x": x, "y": y}, str(tmp / f"{case_id}.d.safetensors"))
-                case = {"id": case_id, "kind": kind, "spec": spec.raw, "weights": f"{case_id}.w.safetensors",
-                        "data": f"{case_id}.d.safetensors",
-                        "options": {"epochs": 1, "batchSize": 8, "lr": 0.05, "optimizer": "sgd", "shuffle": False}}
+                case = {
+                    "id": case_id,
+                    "kind": kind,
+                    "spec": spec.raw,
+                    "weights": f"{case_id}.w.safetensors",
+                    "data": f"{case_id}.d.safetensors",
+                    "options": {"epochs": 1, "batchSize": 8, "lr": 0.05, "optimizer": "sgd", "shuffle": False},
+                }
                 cases.append(case)
                 refs.append(reference(case, spec, weights, x, y))
     (tmp / "cases.json").write_text(json.dumps(cases))
@@ -103,7 +112,9 @@ def test_there_are_at_least_100_cases_over_every_builtin_model(results: list[Any
     assert {c["id"].rsplit("-", 2)[0] for c, _, _ in results} == set(BUILTIN_MODELS)
 
 
-@pytest.mark.parametrize(("kind", "tol", "relative"), [("forward", 1e-5, False), ("gradients", 1e-4, True), ("train", 1e-4, True)])
+@pytest.mark.parametrize(
+    ("kind", "tol", "relative"), [("forward", 1e-5, False), ("gradients", 1e-4, True), ("train", 1e-4, True)]
+)
 def test_wasm_matches_pytorch(results: list[Any], kind: str, tol: float, relative: bool) -> None:
     worst = 0.0
     for case, ref, got in (r for r in results if r[0]["kind"] == kind):
