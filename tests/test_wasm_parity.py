@@ -37,9 +37,8 @@ def random_weights(spec: ModelSpec, rng: np.random.Generator, seed: int) -> dict
     for name in weights:
         if name.endswith("running_mean"):
             weights[name] = rng.normal(0, 0.1, weights[name].shape).astype(np.float32)
-        elif name.endswith("running_var"):
-            weights[name] = rng.uniform(0.5, 1.5, weights[name].shape).astype(np.float32)
-        elif name.endswith(".weight") and weights[name].ndim == 1:  # BatchNorm gamma
+        elif name.endswith("running_var") or (name.endswith(".weight") and weights[name].ndim == 1):
+            # Positive variances; BatchNorm gammas (the only 1-D weights) away from zero.
             weights[name] = rng.uniform(0.5, 1.5, weights[name].shape).astype(np.float32)
     return weights
 
