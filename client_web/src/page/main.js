@@ -1,0 +1,121 @@
+// The page: starts the worker, shows what it reports, keeps state in IndexedDB.
+import { lineChart } from "./charts.js";
+import { readLabelledImages } from "./images.js";
+import { load, save } from "./store.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+const token = params.get("token");
+const lossChart = lineChart($("loss-chart"), ["step", "loss"]);
+const accuracyChart = lineChart($("accuracy-chart"), ["round", "accuracy", "loss"], { height: 260 });
+const lossHistory = [[], []];
+let worker = null;
+let userData = null;
+window.pollen = { events: [], backend: null, rounds: [] }; // read by tests and the curious
+
+function setConnection(state, text) {
+  $("connection").dataset.state = state;
+  $("connection").textContent = text ?? state;
+}
+
+function onEvent(e) {
+  window.pollen.events.push(e.type);
+  switch (e.type) {
+    case "backend":
+      window.pollen.backend = e.backend;
+      $("backend").textContent = e.backend === "webgpu" ? "WebGPU" : `CPU (WebAssembly SIMD) — ${e.reason}`;
+      break;
+    case "connected":
+      setConnection("connected");
+      break;
+    case "welcome":
+      $("client").textContent = `node ${e.welcome.node_id}`;
+      save("clientId", e.welcome.client_id);
+      break;
+    case "reconnecting":
+      setConnection("reconnecting", `reconnecting in ${(e.inMs / 1000).toFixed(1)} s (${e.reason})`);
+      break;
+    case "data":
+      $("data").textContent = `${e.examples} examples (${e.source})`;
+      break;
+    case "task":
+      $("round").textContent = e.round;
+      $("phase").textContent = e.kind === "train" ? `training for round ${e.round}` : `evaluating round ${e.round}`;
+      break;
+    case "batch": {
+      $("epoch").textContent = e.epoch + 1;
+      $("batch").textContent = `${e.batch + 1}/${e.batches}`;
+      $("loss").textContent = e.loss.toFixed(4);
+      $("progress").value = (e.batch + 1) / e.batches;
+      if (e.batch % 5 === 0) {
+        lossHistory[0].push(lossHistory[0].length);
+        lossHistory[1].push(e.loss);
+        lossChart.set(lossHistory);
+      }
+      break;
+    }
+    case "trained":
+      $("phase").textContent = `round ${e.round} sent (${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)})`;
+      window.pollen.rounds.push(e.round);
+      save("lossHistory", lossHistory);
+      break;
+    case "task-failed":
+    case "fatal":
+      $("phase").textContent = `error: ${e.message}`;
+      break;
+    case "coordinator-error":
+      $("phase").textContent = `coordinator: ${e.error.code}: ${e.error.message}`;
+      break;
+    case "stopped":
+      setConnection(e.code === 0 ? "finished" : "left", e.code === 0 ? "finished" : `stopped (code ${e.code})`);
+      $("leave").hidden = true;
+      $("rejoin").hidden = false;
+      break;
+  }
+}
+
+async function start() {
+  worker?.terminate();
+  worker = new Worker("worker.js", { type: "module" });
+  worker.onmessage = ({ data }) => onEvent(data);
+  const clientId = (await load("clientId").catch(() => null)) ?? null;
+  worker.postMessage({ type: "start", url: wsUrl, token, clientId, userData });
+  $("leave").hidden = false;
+  $("rejoin").hidden = true;
+  setConnection("connecting", "connecting…");
+}
+
+async function pollStatus() {
+  try {
+    const s = await (await fetch("/api/status")).json();
+    const rounds = s.rounds.filter((r) => r.accuracy !== null);
+    accuracyChart.set([rounds.map((r) => r.round), rounds.map((r) => r.accuracy), rounds.map((r) => r.loss)]);
+    if (s.dp) {
+      const eps = s.rounds.at(-1)?.epsilon;
+      $("privacy").textContent = `DP on: clip ${s.dp.clip}, noise ${s.dp.noise}${eps == null ? "" : `, ε = ${eps.toFixed(2)} at δ = ${s.dp.delta}`}`;
+    }
+    if ($("round").textContent === "–") $("round").textContent = `${s.current_round} of ${s.total_rounds}`;
+  } catch {
+    /* the coordinator may be restarting; the worker reconnects on its own */
+  }
+}
+
+$("leave").onclick = () => worker?.postMessage({ type: "leave" });
+$("rejoin").onclick = () => start();
+$("files").onchange = async (ev) => {
+  const images = await readLabelledImages([...ev.target.files]);
+  userData = images.y.length ? { x: images.x, y: images.y } : null;
+  $("files-status").textContent = `${images.y.length} images ready${images.skipped.length ? `, skipped ${images.skipped.length} without a 0-9 label prefix` : ""}; they are used from the next (re)join.`;
+  if (userData) start();
+};
+
+const saved = await load("lossHistory").catch(() => null);
+if (saved) {
+  lossHistory[0].push(...saved[0]);
+  lossHistory[1].push(...saved[1]);
+  lossChart.set(lossHistory);
+}
+start();
+pollStatus();
+setInterval(pollStatus, 2000);

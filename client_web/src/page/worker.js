@@ -1,0 +1,63 @@
+// The Web Worker: the WASM trainer and the WebSocket client live here, so training never
+// blocks the page. It reports every client event to the page with postMessage.
+
+import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
+import { runClient } from "../client.js";
+import { readSafetensors } from "../protocol/safetensors.js";
+
+const TINY_SPEC = JSON.stringify({ name: "probe", input_shape: [2], num_classes: 2, layers: [{ type: "linear", in_features: 2, out_features: 2 }] });
+const post = (event) => self.postMessage(event);
+let abort = null;
+
+/** WebGPU when an adapter exists and this build can train on it; the CPU otherwise, with the reason. */
+async function pickBackend() {
+  let adapter = null;
+  try {
+    adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
+  } catch {
+    adapter = null;
+  }
+  if (!adapter) return { backend: "cpu", wire: "wasm-cpu", reason: "no WebGPU adapter" };
+  try {
+    new Trainer(TINY_SPEC, "webgpu").free();
+    return { backend: "webgpu", wire: "webgpu", reason: "WebGPU adapter found" };
+  } catch (e) {
+    return { backend: "cpu", wire: "wasm-cpu", reason: `WebGPU adapter found, but ${e.message}` };
+  }
+}
+
+async function demoShard(welcome) {
+  const response = await fetch(`/api/demo-shard?node_id=${welcome.node_id}`);
+  if (!response.ok) throw new Error(`demo data: HTTP ${response.status}`);
+  const t = readSafetensors(new Uint8Array(await response.arrayBuffer()));
+  return { x: t.get("x").data, y: Int32Array.from(t.get("y").data, Number), shard: response.headers.get("x-pollen-shard") };
+}
+
+async function start({ url, token, clientId, userData }) {
+  await init({ module_or_path: new URL("pollen_trainer_bg.wasm", self.location.href) });
+  const choice = await pickBackend();
+  post({ type: "backend", ...choice });
+  abort = new AbortController();
+  const code = await runClient({
+    url,
+    token,
+    clientId,
+    WebSocket: self.WebSocket,
+    backend: choice.wire,
+    agent: `pollen-web/${navigator.userAgent.split(" ").pop()}`,
+    createTrainer: async (spec) => new Trainer(JSON.stringify(spec), choice.backend),
+    data: async (welcome) => {
+      const data = userData ?? (await demoShard(welcome));
+      post({ type: "data", examples: data.y.length, source: userData ? "your files" : `demo shard ${data.shard}` });
+      return data;
+    },
+    onEvent: post,
+    signal: abort.signal,
+  });
+  post({ type: "stopped", code });
+}
+
+self.onmessage = ({ data }) => {
+  if (data.type === "start") start(data).catch((e) => post({ type: "fatal", message: String(e?.message ?? e) }));
+  if (data.type === "leave") abort?.abort();
+};
