@@ -82,8 +82,10 @@ def simulate(
     settings: Settings,
     clients: Annotated[int, typer.Option(help="Number of client processes.")] = 10,
     backend: Annotated[
-        str, typer.Option(help="Client implementation: python (torch) or wasm (the Burn trainer under Node).")
+        str,
+        typer.Option(help="Clients: python (torch), wasm (the Burn trainer under Node), browser (headless Chromium)."),
     ] = "python",
+    webgpu: Annotated[bool, typer.Option(help="Browsers: give Chromium the SwiftShader WebGPU adapter.")] = False,
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
     poisoned: Annotated[int, typer.Option(help="How many clients send poisoned deltas.")] = 0,
@@ -101,7 +103,7 @@ def simulate(
         settings = Settings.from_dict(
             {**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"}
         )
-    pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round)
+    pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round, webgpu)
     result = run(settings, pop, json_out, console)
     console.print(f"final accuracy: [bold]{result['final_accuracy']}[/]  (client logs: {result['client_logs']})")
 

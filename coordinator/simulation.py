@@ -30,10 +30,25 @@ class Population:
     poison_scale: float = 100.0
     dropouts: int = 0
     dropout_round: int = 2
+    webgpu: bool = False  # browsers: launch Chromium with the SwiftShader WebGPU adapter
+    screenshots: Path | None = None  # browsers: save each page's screenshot here when it stops
 
 
-JOIN_MJS = Path(__file__).resolve().parents[1] / "client_web" / "bin" / "join.mjs"
-BACKENDS = ("python", "wasm")
+WEB_BIN = Path(__file__).resolve().parents[1] / "client_web" / "bin"
+BACKENDS = ("python", "wasm", "browser")
+
+
+def client_commands(url: str, pop: Population, settings: Settings, workdir: Path) -> list[list[str]]:
+    """One process per client, except browsers: one Chromium with a page per client."""
+    if pop.backend == "browser":
+        if pop.poisoned or pop.dropouts:
+            raise ValueError("poisoned and dropout clients are Python-only test hooks")
+        base = url.replace("ws://", "http://").removesuffix("/ws")
+        cmd = ["node", str(WEB_BIN / "browsers.mjs"), base, "--clients", str(pop.clients)]
+        cmd += ["--token", settings.join_token] if settings.join_token else []
+        cmd += ["--webgpu"] if pop.webgpu else []
+        return [cmd + (["--screenshots", str(pop.screenshots)] if pop.screenshots else [])]
+    return [client_command(url, i, pop, settings, workdir) for i in range(pop.clients)]
 
 
 def client_command(url: str, index: int, pop: Population, settings: Settings, workdir: Path) -> list[str]:
@@ -42,7 +57,7 @@ def client_command(url: str, index: int, pop: Population, settings: Settings, wo
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
         data = workdir / f"shard-{index + 1}.safetensors"
         write_shard(data, index + 1, pop.clients, pop.partition, pop.data_seed)
-        cmd = ["node", str(JOIN_MJS), url, "--data", str(data), "--quiet", "--give-up-after", "60"]
+        cmd = ["node", str(WEB_BIN / "join.mjs"), url, "--data", str(data), "--quiet", "--give-up-after", "60"]
         return cmd + (["--token", settings.join_token] if settings.join_token else [])
     if pop.backend != "python":
         raise ValueError(f"unknown backend {pop.backend!r}: one of {', '.join(BACKENDS)}")
@@ -67,16 +82,9 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
     server.start()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "POLLEN_TORCH_THREADS": "1"}
     procs = []
-    for i in range(pop.clients):
+    for i, cmd in enumerate(client_commands(server.url, pop, settings, workdir)):
         log = open(workdir / f"client-{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process below
-        procs.append(
-            (
-                subprocess.Popen(
-                    client_command(server.url, i, pop, settings, workdir), stdout=log, stderr=log, env=env
-                ),
-                log,
-            )
-        )
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log))
     status = coordinator.status
     try:
         with Progress(

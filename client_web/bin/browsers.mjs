@@ -24,6 +24,20 @@ const browser = await chromium.launch({
   headless: true,
 });
 let failed = false;
+
+/** Screenshots of the first page and of the dashboard mid-run, once two rounds have been trained. */
+async function duringTraining(page) {
+  try {
+    await page.waitForFunction(() => window.pollen?.rounds.length >= 2, null, { timeout: timeoutMs, polling: 250 });
+    await page.screenshot({ path: join(a.screenshots, "page-training.png"), fullPage: true });
+    const dashboard = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
+    await dashboard.goto(`${base}/dashboard`);
+    await dashboard.waitForFunction(() => document.getElementById("rounds").children.length >= 2, null, { timeout: 30000 });
+    await dashboard.screenshot({ path: join(a.screenshots, "dashboard.png"), fullPage: true });
+  } catch (e) {
+    console.error(`screenshots during training: ${e.message}`);
+  }
+}
 try {
   await Promise.all(
     Array.from({ length: clients }, async (_, i) => {
@@ -31,9 +45,10 @@ try {
       const page = await context.newPage();
       page.on("pageerror", (e) => console.error(`page ${i + 1}: ${e.message}`));
       await page.goto(`${base}/${a.token ? `?token=${encodeURIComponent(a.token)}` : ""}`);
+      if (a.screenshots && i === 0) duringTraining(page);
       await page.waitForFunction(() => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"), null, { timeout: timeoutMs, polling: 500 });
       if (a.screenshots) await page.screenshot({ path: join(a.screenshots, `page-${i + 1}.png`), fullPage: true });
-      const state = await page.evaluate(() => ({ backend: window.pollen.backend, rounds: window.pollen.rounds, events: [...new Set(window.pollen.events)] }));
+      const state = await page.evaluate(() => ({ backend: window.pollen.backend, reason: window.pollen.backendReason, rounds: window.pollen.rounds, events: [...new Set(window.pollen.events)] }));
       if (state.events.includes("fatal")) failed = true;
       console.log(JSON.stringify({ page: i + 1, ...state }));
       await context.close();

@@ -24,6 +24,7 @@ function onEvent(e) {
   switch (e.type) {
     case "backend":
       window.pollen.backend = e.backend;
+      window.pollen.backendReason = e.reason;
       $("backend").textContent = e.backend === "webgpu" ? "WebGPU" : `CPU (WebAssembly SIMD) — ${e.reason}`;
       break;
     case "connected":

@@ -44,7 +44,7 @@ async function start({ url, token, clientId, userData }) {
     clientId,
     WebSocket: self.WebSocket,
     backend: choice.wire,
-    agent: `pollen-web/${navigator.userAgent.split(" ").pop()}`,
+    agent: `pollen-web ${navigator.userAgent.match(/(Firefox|Edg|Chrome|Safari)\/[\d.]+/)?.[0] ?? "browser"}`,
     createTrainer: async (spec) => new Trainer(JSON.stringify(spec), choice.backend),
     data: async (welcome) => {
       const data = userData ?? (await demoShard(welcome));

@@ -1,0 +1,117 @@
+"""Real headless Chromium pages (the system chromium) against a real coordinator."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from coordinator.persistence.store import Store
+from coordinator.settings import Settings
+from coordinator.simulation import WEB_BIN, Population, simulate
+
+from .conftest import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
+
+
+def pages(result_logs: str) -> list[dict[str, Any]]:
+    text = (Path(result_logs) / "client-1.log").read_text()
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def run(tmp_path: Path, clients: int, rounds: int, **pop: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    settings = Settings(db=f"sqlite:///{tmp_path}/sim.db", port=0, rounds=rounds, local_epochs=1 if rounds < 5 else 5)
+    result = simulate(settings, Population(clients, backend="browser", **pop), None, Console(quiet=True))
+    assert result["state"] == "completed"
+    return result, pages(result["client_logs"])
+
+
+def test_three_pages_train_five_rounds_past_85_percent(tmp_path: Path) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    result, states = run(tmp_path, 3, 5, screenshots=SCREENSHOTS)
+    assert result["final_accuracy"] > 0.85, result["rounds"]
+    assert all(r["clients"] == 3 for r in result["rounds"])
+    assert len(states) == 3 and all(s["rounds"] == [1, 2, 3, 4, 5] for s in states), states
+    for shot in ("page-training.png", "dashboard.png", "page-1.png"):
+        assert (SCREENSHOTS / shot).stat().st_size > 10_000
+
+
+def test_page_without_webgpu_falls_back_to_the_cpu(tmp_path: Path) -> None:
+    _, states = run(tmp_path, 2, 2)
+    assert all(s["backend"] == "cpu" and s["reason"] == "no WebGPU adapter" and s["rounds"] for s in states), states
+
+
+def test_page_with_a_webgpu_adapter_detects_it(tmp_path: Path) -> None:
+    """SwiftShader gives Chromium an adapter. This build of the trainer has no WebGPU backend
+    (see the README), so the page must say so and train on the CPU rather than pretend."""
+    _, states = run(tmp_path, 2, 2, webgpu=True)
+    for s in states:
+        assert s["reason"].startswith("WebGPU adapter found"), s
+        assert s["backend"] == "cpu" and s["rounds"] == [1, 2], s
+
+
+def test_pages_reconnect_after_the_coordinator_is_killed(tmp_path: Path) -> None:
+    port = free_port()
+    db = f"sqlite:///{tmp_path}/pollen.db"
+    serve = [
+        sys.executable,
+        "-m",
+        "coordinator",
+        "serve",
+        "--db",
+        db,
+        "--port",
+        str(port),
+        "--rounds",
+        "5",
+        "--min-clients",
+        "2",
+        "--local-epochs",
+        "1",
+        "--heartbeat-seconds",
+        "2",
+    ]
+    log = open(tmp_path / "coordinator.log", "ab")  # noqa: SIM115 - closed below
+    coordinator = subprocess.Popen(serve, stdout=log, stderr=log)
+    wait_for(lambda: _status(port).get("state") is not None, 60, "the coordinator")
+    browsers = subprocess.Popen(
+        ["node", str(WEB_BIN / "browsers.mjs"), f"http://127.0.0.1:{port}", "--clients", "2", "--timeout", "600"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_for(lambda: _status(port).get("current_round", 0) >= 2, 240, "two rounds")
+        coordinator.send_signal(signal.SIGKILL)
+        coordinator.wait()
+        coordinator = subprocess.Popen(serve, stdout=log, stderr=log)
+        out, _ = browsers.communicate(timeout=600)
+        assert browsers.returncode == 0, out
+    finally:
+        for p in (coordinator, browsers):
+            if p.poll() is None:
+                p.kill()
+        log.close()
+    store = Store(db)
+    run_info = store.get_run()
+    assert run_info.state == "completed"
+    assert [r.round for r in store.rounds(run_info.id)] == [1, 2, 3, 4, 5]
+    store.close()
+    states = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert len(states) == 2 and all("reconnecting" in s["events"] for s in states), out
+
+
+def _status(port: int) -> dict[str, Any]:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2).json()  # type: ignore[no-any-return]
+    except httpx.HTTPError:
+        return {}
