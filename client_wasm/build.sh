@@ -6,7 +6,8 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${POLLEN_CACHE:-$HOME/.cache/pollen}
 WASM_BINDGEN_VERSION=0.2.130   # must equal the wasm-bindgen crate in Cargo.lock
-export CARGO_TARGET_DIR=$CACHE/cargo-target
+# Its own target dir: the native clippy/test builds use a different rustc, and sharing would thrash.
+export CARGO_TARGET_DIR=$CACHE/cargo-target-wasm
 export RUSTFLAGS='-C target-feature=+simd128 --cfg getrandom_backend="wasm_js"'
 TOOLS=$CACHE/cargo-tools
 cd "$HERE"
