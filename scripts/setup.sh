@@ -22,6 +22,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+[ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
   sudo_if_needed apt-get update -qq
