@@ -20,6 +20,26 @@ use crate::spec::ModelSpec;
 use crate::training::{Pause, TrainOptions};
 
 type Cpu = Autodiff<Flex>;
+#[cfg(feature = "webgpu")]
+type Gpu = Autodiff<burn::backend::WebGpu>;
+
+/// The session on whichever backend this trainer runs.
+enum Engine {
+    Cpu(Session<Cpu>),
+    #[cfg(feature = "webgpu")]
+    Gpu(Session<Gpu>),
+}
+
+/// Run `$body` with `$s` bound to the engine's session, whatever its backend.
+macro_rules! session {
+    ($engine:expr, $s:ident => $body:expr) => {
+        match $engine {
+            Engine::Cpu($s) => $body,
+            #[cfg(feature = "webgpu")]
+            Engine::Gpu($s) => $body,
+        }
+    };
+}
 
 #[wasm_bindgen(typescript_custom_section)]
 const TS_TYPES: &'static str = r#"
@@ -61,37 +81,83 @@ fn object(pairs: &[(&str, JsValue)]) -> JsValue {
 /// A local trainer for one model. Create it, load the global weights, train, take the delta.
 #[wasm_bindgen]
 pub struct Trainer {
-    inner: Rc<RefCell<Session<Cpu>>>,
+    inner: Rc<RefCell<Engine>>,
     backend: String,
+}
+
+const BUSY: &str = "the trainer is busy";
+
+impl Trainer {
+    fn cpu(spec: ModelSpec) -> Trainer {
+        let session = Session::new(spec, Default::default());
+        Trainer {
+            inner: Rc::new(RefCell::new(Engine::Cpu(session))),
+            backend: "cpu".into(),
+        }
+    }
+
+    #[cfg(feature = "webgpu")]
+    async fn webgpu(spec: ModelSpec) -> Result<Trainer, JsValue> {
+        use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics, init_setup_async};
+        let device = WgpuDevice::default();
+        init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+        let session = Session::new(spec, device);
+        Ok(Trainer {
+            inner: Rc::new(RefCell::new(Engine::Gpu(session))),
+            backend: "webgpu".into(),
+        })
+    }
+
+    #[cfg(not(feature = "webgpu"))]
+    async fn webgpu(_: ModelSpec) -> Result<Trainer, JsValue> {
+        Err(js_err(TrainerError::Backend(
+            "this build has no WebGPU backend".into(),
+        )))
+    }
 }
 
 #[wasm_bindgen]
 impl Trainer {
-    /// Build a trainer from a model-spec JSON string. `backend`: `"cpu"`. (`"webgpu"` is
-    /// refused with a clear error in this build; callers fall back to the CPU.)
+    /// Build a CPU trainer from a model-spec JSON string (`backend`: `"cpu"`). WebGPU needs
+    /// async initialisation: use `await Trainer.create(spec, "webgpu")`.
     #[wasm_bindgen(constructor)]
     pub fn new(spec_json: &str, backend: &str) -> Result<Trainer, JsValue> {
         let spec = ModelSpec::from_json(spec_json).map_err(js_err)?;
         match backend {
-            "cpu" | "wasm-cpu" => {}
-            "webgpu" => {
-                return Err(js_err(TrainerError::Backend(
-                    "this build has no WebGPU backend; use \"cpu\"".into(),
-                )));
-            }
-            other => {
-                return Err(js_err(TrainerError::Backend(format!(
-                    "unknown backend {other:?}: use \"cpu\""
-                ))));
-            }
+            "cpu" | "wasm-cpu" => Ok(Trainer::cpu(spec)),
+            "webgpu" => Err(js_err(TrainerError::Backend(
+                "WebGPU initialises asynchronously: use `await Trainer.create(spec, \"webgpu\")`"
+                    .into(),
+            ))),
+            other => Err(js_err(TrainerError::Backend(format!(
+                "unknown backend {other:?}: use \"cpu\" or \"webgpu\""
+            )))),
         }
-        Ok(Trainer {
-            inner: Rc::new(RefCell::new(Session::new(spec, Default::default()))),
-            backend: "cpu".into(),
+    }
+
+    /// Build a trainer on `"cpu"` or `"webgpu"`. Check `navigator.gpu.requestAdapter()` first:
+    /// WebGPU cannot start without an adapter. Rejects if this build has no WebGPU backend.
+    #[wasm_bindgen(unchecked_return_type = "Promise<Trainer>")]
+    pub fn create(spec_json: String, backend: String) -> Promise {
+        future_to_promise(async move {
+            let spec = ModelSpec::from_json(&spec_json).map_err(js_err)?;
+            match backend.as_str() {
+                "cpu" | "wasm-cpu" => Ok(Trainer::cpu(spec).into()),
+                "webgpu" => Trainer::webgpu(spec).await.map(Into::into),
+                other => Err(js_err(TrainerError::Backend(format!(
+                    "unknown backend {other:?}"
+                )))),
+            }
         })
     }
 
-    /// The backend actually in use.
+    /// Whether this build can train on WebGPU at all.
+    #[wasm_bindgen(js_name = hasWebGpu)]
+    pub fn has_webgpu() -> bool {
+        cfg!(feature = "webgpu")
+    }
+
+    /// The backend actually in use: `"cpu"` or `"webgpu"`.
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()
@@ -100,11 +166,11 @@ impl Trainer {
     /// Load global weights: safetensors bytes with PyTorch names and shapes.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&self, bytes: &[u8]) -> Result<(), JsValue> {
-        let mut session = self
+        let mut engine = self
             .inner
             .try_borrow_mut()
-            .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-        session.load(bytes).map_err(js_err)
+            .map_err(|_| JsValue::from_str(BUSY))?;
+        session!(&mut *engine, s => s.load(bytes)).map_err(js_err)
     }
 
     /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels).
@@ -126,10 +192,9 @@ impl Trainer {
                 serde_wasm_bindgen::from_value::<TrainOptions>(options)
                     .map_err(|e| js_err(TrainerError::Config(e.to_string())))?
             };
-            let mut session = inner
+            let mut engine = inner
                 .try_borrow_mut()
-                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                .map_err(|_| JsValue::from_str(BUSY))?;
             let mut callback = |epoch: usize,
                                 batch: usize,
                                 batches: usize,
@@ -147,10 +212,10 @@ impl Trainer {
                     let _ = JsFuture::from(promise).await;
                 }))
             };
-            let report = session
-                .train(&data, &options, &mut callback)
-                .await
-                .map_err(js_err)?;
+            let report = session!(&mut *engine, s => {
+                let data = s.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                s.train(&data, &options, &mut callback).await.map_err(js_err)?
+            });
             Ok(object(&[
                 ("loss", report.loss.into()),
                 ("steps", report.steps.into()),
@@ -164,11 +229,11 @@ impl Trainer {
     pub fn evaluate(&self, x: Float32Array, y: Int32Array) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner
-                .try_borrow()
-                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
-            let r = session.evaluate(&data).await.map_err(js_err)?;
+            let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
+            let r = session!(&*engine, s => {
+                let data = s.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                s.evaluate(&data).await.map_err(js_err)?
+            });
             Ok(object(&[
                 ("loss", r.loss.into()),
                 ("accuracy", r.accuracy.into()),
@@ -187,10 +252,8 @@ impl Trainer {
     ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner
-                .try_borrow()
-                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            let out = session.delta(clip, noise_std).await.map_err(js_err)?;
+            let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
+            let out = session!(&*engine, s => s.delta(clip, noise_std).await.map_err(js_err)?);
             let mut pairs = vec![
                 ("delta", Uint8Array::from(out.bytes.as_slice()).into()),
                 ("norm", out.norm.into()),
@@ -207,10 +270,9 @@ impl Trainer {
     pub fn weights(&self) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner
-                .try_borrow()
-                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            Ok(Uint8Array::from(session.weights().await.map_err(js_err)?.as_slice()).into())
+            let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
+            let bytes = session!(&*engine, s => s.weights().await.map_err(js_err)?);
+            Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }
 
@@ -219,17 +281,10 @@ impl Trainer {
     pub fn forward(&self, x: Float32Array, train: bool) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner
-                .try_borrow()
-                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            Ok(Float32Array::from(
-                session
-                    .forward(x.to_vec(), train)
-                    .await
-                    .map_err(js_err)?
-                    .as_slice(),
-            )
-            .into())
+            let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
+            let logits =
+                session!(&*engine, s => s.forward(x.to_vec(), train).await.map_err(js_err)?);
+            Ok(Float32Array::from(logits.as_slice()).into())
         })
     }
 
@@ -238,11 +293,12 @@ impl Trainer {
     pub fn gradients(&self, x: Float32Array, y: Int32Array) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let session = inner
-                .try_borrow()
-                .map_err(|_| JsValue::from_str("the trainer is busy"))?;
-            let data = session.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
-            Ok(Uint8Array::from(session.gradients(&data).await.map_err(js_err)?.as_slice()).into())
+            let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
+            let bytes = session!(&*engine, s => {
+                let data = s.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                s.gradients(&data).await.map_err(js_err)?
+            });
+            Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }
 }
