@@ -18,11 +18,12 @@ async function pickBackend() {
     adapter = null;
   }
   if (!adapter) return { backend: "cpu", wire: "wasm-cpu", reason: "no WebGPU adapter" };
+  if (!Trainer.hasWebGpu()) return { backend: "cpu", wire: "wasm-cpu", reason: "WebGPU adapter found, but this build has no WebGPU backend" };
   try {
-    new Trainer(TINY_SPEC, "webgpu").free();
+    (await Trainer.create(TINY_SPEC, "webgpu")).free();
     return { backend: "webgpu", wire: "webgpu", reason: "WebGPU adapter found" };
   } catch (e) {
-    return { backend: "cpu", wire: "wasm-cpu", reason: `WebGPU adapter found, but ${e.message}` };
+    return { backend: "cpu", wire: "wasm-cpu", reason: `WebGPU adapter found, but WebGPU failed to start: ${e.message ?? e}` };
   }
 }
 
@@ -45,7 +46,7 @@ async function start({ url, token, clientId, userData }) {
     WebSocket: self.WebSocket,
     backend: choice.wire,
     agent: `pollen-web ${navigator.userAgent.match(/(Firefox|Edg|Chrome|Safari)\/[\d.]+/)?.[0] ?? "browser"}`,
-    createTrainer: async (spec) => new Trainer(JSON.stringify(spec), choice.backend),
+    createTrainer: (spec) => Trainer.create(JSON.stringify(spec), choice.backend),
     data: async (welcome) => {
       const data = userData ?? (await demoShard(welcome));
       post({ type: "data", examples: data.y.length, source: userData ? "your files" : `demo shard ${data.shard}` });
