@@ -94,13 +94,13 @@ async def test_text_frames_are_refused(waiting) -> None:
 
 def _honest_agent(url: str) -> asyncio.Task[int]:
     train = load_split("train")
-    worker = TaskWorker(LocalData(train.x[:400], train.y[:400]))
+    worker = TaskWorker(LocalData(train.x[:800], train.y[:800]))
     return asyncio.create_task(run_agent(AgentOptions(url, TOKEN, give_up_after=30), worker))
 
 
 @pytest.mark.parametrize("attack", ["wrong-shape", "nan", "wrong-names", "not-safetensors", "zero-examples"])
 async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(start_coordinator, attack) -> None:
-    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=2, rounds=2, local_epochs=1, round_timeout=60)
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=2, rounds=2, local_epochs=2, round_timeout=60)
     honest = _honest_agent(server.url)
     ws = await join(server.url)
     await next_message(ws, Welcome)
@@ -129,3 +129,19 @@ async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(st
     assert [(r["clients"], r["failures"]) for r in history] == [(1, 1), (1, 1)]
     assert coordinator.status.state == "completed"
     assert all(r["accuracy"] > 0.5 for r in history)
+
+
+async def test_metrics_count_traffic_and_rejections(waiting) -> None:
+    coordinator, server = waiting
+    ws = await join(server.url)
+    await next_message(ws, Welcome)
+    await ws.send(encode_frame({"type": "gossip"}))
+    await next_message(ws, Error)
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(server.url.replace("ws://", "http://").replace("/ws", "/metrics"))).text
+    samples = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines() if line and line[0] != "#"}
+    assert samples["pollen_clients_connected"] == 1
+    assert samples['pollen_rejected_frames_total{code="unknown_type"}'] == 1
+    assert samples["pollen_bytes_received_total"] > 0 and samples["pollen_bytes_sent_total"] > 0
+    assert samples["pollen_rounds_completed_total"] == 0
+    await ws.close()

@@ -87,6 +87,7 @@ class _Endpoint:
         self._outbox: list[bytes] = []
         self._reassembler = Reassembler(max_message_bytes)
         self._seq = itertools.count()
+        self.rejections: list[str] = []  # codes of the errors this side sent, for metrics
 
     def data_to_send(self) -> list[bytes]:
         out, self._outbox = self._outbox, []
@@ -103,6 +104,7 @@ class _Endpoint:
         self.send(Heartbeat(next(self._seq)))
 
     def fail(self, exc: ProtocolError, *, fatal: bool, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+        self.rejections.append(exc.code.value)
         self.send(Error.from_exception(exc, fatal=fatal))
         if fatal:
             self.state = State.CLOSED
@@ -198,6 +200,11 @@ class ServerConnection(_Endpoint):
     def accept(self, welcome: Welcome) -> None:
         self.send(welcome)
         self.state = State.OPEN
+
+    def fail_task(self, error: Error) -> None:
+        """Tell the client its reply was refused (e.g. an invalid update the grid found)."""
+        self.rejections.append(error.code)
+        self.send(error)
 
     def send_task(self, task_id: str, frame: bytes) -> None:
         """Queue a pre-encoded train/evaluate frame (the round's shared bytes)."""

@@ -8,16 +8,18 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from coordinator.persistence.store import Store
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.federation import Federation
+from coordinator.server.metrics import Metrics
 from coordinator.server.status import RunStatus
 from coordinator.server.web import IsolationHeaders, web_routes
 from coordinator.server.websocket import Hub, serve_connection
@@ -31,10 +33,14 @@ class Coordinator:
 
     def __init__(self, settings: Settings) -> None:
         self.store = Store(settings.db)
-        self.clients = ClientRegistry()
+        self.metrics = Metrics()
+        self.clients = ClientRegistry(self.metrics)
+        self.metrics.track_clients(self.clients.count)
         self.status = RunStatus()
-        self.federation = Federation(settings, self.store, self.clients, self.status)
-        self.hub = Hub(self.federation.settings, self.store, self.clients, self.status, self.federation.grid)
+        self.federation = Federation(settings, self.store, self.clients, self.status, self.metrics)
+        self.hub = Hub(
+            self.federation.settings, self.store, self.clients, self.status, self.metrics, self.federation.grid
+        )
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="pollen-rounds", daemon=True)
 
@@ -71,6 +77,9 @@ class Coordinator:
                 }
             )
 
+        async def metrics(_: Request) -> Response:
+            return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
         async def ws(websocket: WebSocket) -> None:
             await serve_connection(websocket, self.hub)
 
@@ -78,6 +87,7 @@ class Coordinator:
             routes=[
                 Route("/healthz", healthz),
                 Route("/api/status", status),
+                Route("/metrics", metrics),
                 WebSocketRoute("/ws", ws),
                 *web_routes(self.hub.settings.demo_shards),
             ],

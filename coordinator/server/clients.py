@@ -11,6 +11,7 @@ from typing import Any
 
 from coordinator.protocol.messages import Error
 from coordinator.protocol.session import ServerConnection
+from coordinator.server.metrics import Metrics
 
 CLOSE_NORMAL = 1000
 # Frames to send, or a WebSocket close code that ends the session.
@@ -46,7 +47,8 @@ class ClientSession:
 
 
 class ClientRegistry:
-    def __init__(self) -> None:
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
         self._sessions: dict[int, ClientSession] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -95,7 +97,7 @@ class ClientRegistry:
         return self._call(node_id, lambda s: s.conn.send_task(task_id, frame))
 
     def send_error(self, node_id: int, error: Error) -> bool:
-        return self._call(node_id, lambda s: s.conn.send(error))
+        return self._call(node_id, lambda s: s.conn.fail_task(error))
 
     def _call(self, node_id: int, action: Callable[[ClientSession], None]) -> bool:
         with self._lock:
@@ -105,6 +107,7 @@ class ClientRegistry:
 
         def run() -> None:
             action(session)
+            self.metrics.count_rejections(session.conn.rejections)
             session.flush()
 
         self._loop.call_soon_threadsafe(run)

@@ -24,6 +24,7 @@ from coordinator.persistence.store import RoundRecord, RunInfo, Store
 from coordinator.protocol.tensors import decode_tensors, encode_tensors
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.grid import WebSocketGrid
+from coordinator.server.metrics import Metrics
 from coordinator.server.status import RunStatus
 from coordinator.server.strategies import build_strategy, epsilon
 from coordinator.settings import Settings
@@ -32,7 +33,10 @@ log = logging.getLogger(__name__)
 
 
 class Federation:
-    def __init__(self, settings: Settings, store: Store, clients: ClientRegistry, status: RunStatus) -> None:
+    def __init__(
+        self, settings: Settings, store: Store, clients: ClientRegistry, status: RunStatus, metrics: Metrics
+    ) -> None:
+        self.metrics = metrics
         self.store = store
         self.clients = clients
         self.status = status
@@ -155,6 +159,13 @@ class Federation:
         self._round_start = now
         self.store.record_round(self.run.id, record, encode_tensors(weights))
         self.status.add_round(record.to_dict())
+        self.metrics.rounds.inc()
+        self.metrics.round_seconds.observe(record.seconds)
+        self.metrics.current_round.set(round_number)
+        if accuracy is not None:
+            self.metrics.accuracy.set(accuracy)
+        if record.epsilon is not None:
+            self.metrics.epsilon.set(record.epsilon)
         log.info(
             "round %d/%d: accuracy %s, loss %s, %d clients, %d failed, %.1f s%s",
             round_number,

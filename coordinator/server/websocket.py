@@ -23,6 +23,7 @@ from coordinator.protocol.session import (
 )
 from coordinator.server.clients import CLOSE_NORMAL, ClientRegistry, ClientSession, Outbox
 from coordinator.server.grid import WebSocketGrid
+from coordinator.server.metrics import Metrics
 from coordinator.server.status import RunStatus
 from coordinator.settings import Settings
 
@@ -37,6 +38,7 @@ class Hub:
     store: Store
     clients: ClientRegistry
     status: RunStatus
+    metrics: Metrics
     grid: WebSocketGrid | None = None
 
 
@@ -46,7 +48,7 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
     outbox: Outbox = asyncio.Queue()
     address = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
     session: ClientSession | None = None
-    writer = asyncio.create_task(_write(ws, outbox))
+    writer = asyncio.create_task(_write(ws, outbox, hub.metrics))
     heartbeat = asyncio.create_task(_heartbeat(conn, outbox, hub.settings.heartbeat_seconds))
     close_code = CLOSE_NORMAL
     try:
@@ -68,6 +70,7 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
                     fatal=conn.state is State.AWAITING_HELLO,
                 )
             else:
+                hub.metrics.bytes_in.inc(len(data))
                 for event in conn.receive(data):
                     if isinstance(event, HelloReceived):
                         session = await _join(ws, conn, event, hub, outbox, address)
@@ -85,6 +88,7 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
                         log.info("client %s reports: %s %s", address, event.error.code, event.error.message)
                     elif isinstance(event, HeartbeatReceived):
                         pass
+            hub.metrics.count_rejections(conn.rejections)
             for frame in conn.data_to_send():
                 outbox.put_nowait(frame)
         if conn.close_code is not None:
@@ -135,10 +139,11 @@ async def _join(
     return session
 
 
-async def _write(ws: WebSocket, outbox: Outbox) -> None:
+async def _write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
     """The only task that sends on this socket; an int in the queue means close with that code."""
     while isinstance(item := await outbox.get(), bytes):
         await ws.send_bytes(item)
+        metrics.bytes_out.inc(len(item))
     with contextlib.suppress(RuntimeError):  # already closed by the peer
         await ws.close(item, "run complete" if item == CLOSE_NORMAL else None)
 
