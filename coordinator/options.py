@@ -17,6 +17,7 @@ HELP = {
     "port": "Port for HTTP and WebSocket (/ws).",
     "db": "SQLAlchemy URL of the database (SQLite or PostgreSQL).",
     "join_token": "Clients must present this token to join.",
+    "admin_token": "Bearer token for the admin API under /api/admin/ (unset: the admin API is off).",
     "max_frame_bytes": "Largest WebSocket frame accepted; larger messages are chunked.",
     "heartbeat_seconds": "Heartbeat interval; a client silent for 3x this is dropped.",
     "demo_shards": "The page's demo data: browser clients split the MNIST training digits into this many shards.",

@@ -16,6 +16,7 @@ class Settings:
     port: int = 8080
     db: str = "sqlite:///pollen.db"
     join_token: str | None = None
+    admin_token: str | None = None
     max_frame_bytes: int = 16 * 1024 * 1024
     heartbeat_seconds: float = 10.0
     new_run: bool = False
@@ -96,4 +97,14 @@ class Settings:
         return cls(**{k: v for k, v in data.items() if k in known})
 
     # Options that say where and how to serve, not what to train: a resumed run takes these from the command line.
-    SERVING = ("host", "port", "db", "join_token", "max_frame_bytes", "heartbeat_seconds", "new_run", "demo_shards")
+    SERVING = (
+        "host",
+        "port",
+        "db",
+        "join_token",
+        "admin_token",
+        "max_frame_bytes",
+        "heartbeat_seconds",
+        "new_run",
+        "demo_shards",
+    )

@@ -132,7 +132,7 @@ async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(st
 
 
 async def test_metrics_count_traffic_and_rejections(waiting) -> None:
-    coordinator, server = waiting
+    server = waiting[1]
     ws = await join(server.url)
     await next_message(ws, Welcome)
     await ws.send(encode_frame({"type": "gossip"}))
@@ -145,3 +145,34 @@ async def test_metrics_count_traffic_and_rejections(waiting) -> None:
     assert samples["pollen_bytes_received_total"] > 0 and samples["pollen_bytes_sent_total"] > 0
     assert samples["pollen_rounds_completed_total"] == 0
     await ws.close()
+
+
+async def test_admin_api_refuses_requests_without_the_token(start_coordinator: StartCoordinator) -> None:
+    coordinator, server = start_coordinator(admin_token="s3cret", min_clients=50)
+    base = server.url.replace("ws://", "http://").removesuffix("/ws")
+    async with httpx.AsyncClient(base_url=base) as http:
+        for method, path in [("GET", "/api/admin/runs"), ("POST", "/api/admin/pause"), ("POST", "/api/admin/stop")]:
+            assert (await http.request(method, path)).status_code == 401
+            bad = await http.request(method, path, headers={"Authorization": "Bearer nope"})
+            assert bad.status_code == 401
+        auth = {"Authorization": "Bearer s3cret"}
+        runs = (await http.get("/api/admin/runs", headers=auth)).json()
+        assert [r["id"] for r in runs] == [coordinator.federation.run.id]
+        assert (await http.post("/api/admin/pause", headers=auth)).json()["paused"] is True
+        assert (await http.post("/api/admin/resume", headers=auth)).json()["paused"] is False
+        assert (await http.post("/api/admin/runs", headers=auth, json={"rounds": 3})).status_code == 409
+        assert (await http.post("/api/admin/stop", headers=auth)).json()["stopping"] is True
+        await asyncio.to_thread(coordinator.status.finished.wait, 10)
+        assert coordinator.store.get_run().state == "stopped"
+        created = await http.post("/api/admin/runs", headers=auth, json={"rounds": 3, "model": "mnist-2nn"})
+        assert created.status_code == 201
+        assert (await http.get("/api/status")).json()["model"] == "mnist-2nn"
+        assert len((await http.get("/api/admin/runs", headers=auth)).json()) == 2
+        assert (await http.post("/api/admin/runs", headers=auth, json={"port": 1})).status_code == 400
+        coordinator.federation.control.stop()
+
+
+async def test_admin_api_is_off_without_an_admin_token(waiting) -> None:
+    base = waiting[1].url.replace("ws://", "http://").removesuffix("/ws")
+    async with httpx.AsyncClient(base_url=base) as http:
+        assert (await http.get("/api/admin/runs", headers={"Authorization": "Bearer x"})).status_code == 403

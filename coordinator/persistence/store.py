@@ -98,6 +98,10 @@ class Store:
                 raise LookupError(f"no run {run_id!r} in the database" if run_id else "the database holds no run")
             return _info(row)
 
+    def list_runs(self) -> list[RunInfo]:
+        with self._session() as s:
+            return [_info(r) for r in s.scalars(select(RunRow).order_by(RunRow.created_at.desc())).all()]
+
     def set_state(self, run_id: str, state: str) -> None:
         with self._session.begin() as s:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(state=state, updated_at=_now()))

@@ -7,6 +7,7 @@ import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -17,7 +18,9 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from coordinator.persistence.store import Store
+from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
+from coordinator.server.control import RunStopped
 from coordinator.server.federation import Federation
 from coordinator.server.metrics import Metrics
 from coordinator.server.status import RunStatus
@@ -45,25 +48,63 @@ class Coordinator:
         self._thread = threading.Thread(target=self._run, name="pollen-rounds", daemon=True)
 
     def _run(self) -> None:
+        federation = self.federation
         try:
-            self.federation.run_rounds()
+            federation.run_rounds()
+        except RunStopped:
+            log.warning("run %s stopped by request", federation.run.id)
+            self._end(federation, "stopped", "stopped by the operator")
         except BaseException as exc:
             log.exception("the run failed")
             self.error = exc
-            self.store.set_state(self.federation.run.id, "failed")
-            self.status.update(state="failed", message=f"{type(exc).__name__}: {exc}")
-            self.status.finished.set()
-            self.clients.close_all()
+            self._end(federation, "failed", f"{type(exc).__name__}: {exc}")
+
+    def _end(self, federation: Federation, state: str, message: str) -> None:
+        federation.grid.detach()
+        self.store.set_state(federation.run.id, state)
+        self.status.update(state=state, message=message)
+        self.status.finished.set()
+        self.clients.close_all()
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self.clients.bind_loop(loop)
         self._thread.start()
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def start_run(self, overrides: dict[str, Any]) -> str:
+        """Start a new run with the current settings plus `overrides`; the previous one must be over."""
+        if self.running:
+            raise RuntimeError("a run is in progress: stop it first")
+        settings = Settings.from_dict({**self.hub.settings.to_dict(), **overrides, "new_run": True})
+        self.status.finished.clear()
+        self.status.update(state="starting", message="", history=[], current_round=0)
+        self.error = None
+        self.federation = Federation(settings, self.store, self.clients, self.status, self.metrics)
+        self.hub.settings, self.hub.grid = self.federation.settings, self.federation.grid
+        self._thread = threading.Thread(target=self._run, name="pollen-rounds", daemon=True)
+        self._thread.start()
+        return self.federation.run.id
+
+    def shutdown(self) -> None:
+        """SIGTERM: every completed round is already committed; leave the run resumable and tell clients."""
+        if self.running:
+            log.warning(
+                "shutting down: run %s resumes from round %d on restart",
+                self.federation.run.id,
+                self.status.current_round + 1,
+            )
+        self.clients.close_all(going_away=True)
 
     def app(self) -> Starlette:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
             self.start(asyncio.get_running_loop())
             yield
+            self.shutdown()
+            await asyncio.sleep(0.2)  # let the close frames go out
 
         async def healthz(_: Request) -> PlainTextResponse:
             return PlainTextResponse("ok")
@@ -88,6 +129,7 @@ class Coordinator:
                 Route("/healthz", healthz),
                 Route("/api/status", status),
                 Route("/metrics", metrics),
+                *admin_routes(self),
                 WebSocketRoute("/ws", ws),
                 *web_routes(self.hub.settings.demo_shards),
             ],

@@ -14,6 +14,7 @@ from coordinator.protocol.session import ServerConnection
 from coordinator.server.metrics import Metrics
 
 CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
 # Frames to send, or a WebSocket close code that ends the session.
 Outbox = asyncio.Queue[bytes | int]
 
@@ -59,6 +60,10 @@ class ClientRegistry:
 
     def on_lost(self, listener: Callable[[int], None]) -> None:
         self._lost_listeners.append(listener)
+
+    def off_lost(self, listener: Callable[[int], None]) -> None:
+        if listener in self._lost_listeners:
+            self._lost_listeners.remove(listener)
 
     def add(self, session: ClientSession) -> ClientSession | None:
         """Register a session; returns the session it replaces (same client reconnecting), if any."""
@@ -113,11 +118,11 @@ class ClientRegistry:
         self._loop.call_soon_threadsafe(run)
         return True
 
-    def close_all(self) -> None:
-        """Ask every session to close normally (code 1000, "run complete")."""
+    def close_all(self, *, going_away: bool = False) -> None:
+        """Close every session: 1000 ("run complete") ends a client; 1001 (going away) makes it reconnect."""
         with self._lock:
             sessions = list(self._sessions.values())
         if self._loop is None or self._loop.is_closed():
             return
         for s in sessions:
-            self._loop.call_soon_threadsafe(s.outbox.put_nowait, CLOSE_NORMAL)
+            self._loop.call_soon_threadsafe(s.outbox.put_nowait, CLOSE_GOING_AWAY if going_away else CLOSE_NORMAL)

@@ -23,6 +23,7 @@ from coordinator.models.weights_file import read_weights
 from coordinator.persistence.store import RoundRecord, RunInfo, Store
 from coordinator.protocol.tensors import decode_tensors, encode_tensors
 from coordinator.server.clients import ClientRegistry
+from coordinator.server.control import RunControl
 from coordinator.server.grid import WebSocketGrid
 from coordinator.server.metrics import Metrics
 from coordinator.server.status import RunStatus
@@ -37,6 +38,7 @@ class Federation:
         self, settings: Settings, store: Store, clients: ClientRegistry, status: RunStatus, metrics: Metrics
     ) -> None:
         self.metrics = metrics
+        self.control = RunControl()
         self.store = store
         self.clients = clients
         self.status = status
@@ -62,6 +64,7 @@ class Federation:
             round_offset=self.run.completed_rounds,
             uniform_weights=self.settings.dp,
             min_clients=self.settings.min_clients,
+            control=self.control,
         )
 
     def _open_run(self, settings: Settings) -> tuple[RunInfo, Settings]:
@@ -82,6 +85,7 @@ class Federation:
         needed = max(self.settings.min_clients, self.settings.clients_per_round, self.settings.wait_for)
         start = last_log = time.monotonic()
         while self.clients.count() < needed:
+            self.control.checkpoint()
             now = time.monotonic()
             if stop_after is not None and now - start > stop_after:
                 return False
@@ -119,6 +123,7 @@ class Federation:
         self._finish()
 
     def _finish(self) -> None:
+        self.grid.detach()
         self.store.set_state(self.run.id, "completed")
         self.status.update(state="completed", message="run complete")
         self.status.finished.set()

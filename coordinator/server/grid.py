@@ -35,6 +35,7 @@ from coordinator.protocol import messages as wire
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.tensors import Tensors, check_tensors, decode_tensors, encode_tensors
 from coordinator.server.clients import ClientRegistry
+from coordinator.server.control import RunControl
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,9 @@ class WebSocketGrid(Grid):
         round_offset: int = 0,
         uniform_weights: bool = False,
         min_clients: int = 1,
+        control: RunControl | None = None,
     ) -> None:
+        self.control = control or RunControl()
         self.clients = clients
         self.spec = spec
         self.run_id = run_id
@@ -100,6 +103,10 @@ class WebSocketGrid(Grid):
         self._last_wait_log = 0.0
         self.reports: dict[tuple[str, int], PhaseReport] = {}
         clients.on_lost(self.node_lost)
+
+    def detach(self) -> None:
+        """Stop listening to the registry (the run is over)."""
+        self.clients.off_lost(self.node_lost)
 
     # Grid API -----------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -156,14 +163,20 @@ class WebSocketGrid(Grid):
         return out
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        self.control.checkpoint()  # a paused run waits here, between phases
         ids = list(self.push_messages(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            while not all(self._pending[i].reply is not None for i in ids):
+            while not all(self._pending[i].reply is not None for i in ids) and not self.control.stopping:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
                     break
-                self._cond.wait(left)
+                self._cond.wait(min(left, 1.0) if left is not None else 1.0)
+        if self.control.stopping:
+            with self._cond:
+                for i in ids:
+                    self._forget(i)
+            self.control.checkpoint()
         replies = list(self.pull_messages(ids))
         with self._cond:
             late = [i for i in ids if i in self._pending]

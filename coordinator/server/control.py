@@ -1,0 +1,40 @@
+"""Pausing and stopping a run from outside (the admin API, SIGTERM), at safe points only."""
+
+from __future__ import annotations
+
+import threading
+
+
+class RunStopped(Exception):
+    """Raised in the run loop when a stop was asked for; the run ends as `stopped`."""
+
+
+class RunControl:
+    def __init__(self) -> None:
+        self._running = threading.Event()
+        self._running.set()
+        self._stop = threading.Event()
+
+    @property
+    def paused(self) -> bool:
+        return not self._running.is_set() and not self._stop.is_set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def pause(self) -> None:
+        self._running.clear()
+
+    def resume(self) -> None:
+        self._running.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+
+    def checkpoint(self) -> None:
+        """Block while paused; raise `RunStopped` once a stop is asked for. Call between phases."""
+        self._running.wait()
+        if self._stop.is_set():
+            raise RunStopped("the run was stopped")
