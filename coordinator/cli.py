@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.logging import RichHandler
 
+from coordinator.logs import setup_logging
 from coordinator.options import with_settings
 from coordinator.settings import Settings
 
@@ -20,22 +20,21 @@ app = typer.Typer(help="Pollen: federated learning with browser clients.", no_ar
 console = Console(stderr=True)
 
 
-def _logging(level: int) -> None:
-    logging.basicConfig(
-        level=level, format="%(message)s", handlers=[RichHandler(console=console, show_path=False)], force=True
-    )
-    for noisy in ("flwr", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+def _logging(level: int, json_lines: bool = False) -> None:
+    setup_logging(level, console, json_lines=json_lines)
 
 
 @app.command()
 @with_settings()
-def serve(settings: Settings) -> None:
+def serve(
+    settings: Settings,
+    log_json: Annotated[bool, typer.Option(envvar="POLLEN_LOG_JSON", help="Log one JSON object per line.")] = False,
+) -> None:
     """Run the coordinator: HTTP and WebSocket on one port, rounds driven by a Flower strategy."""
     from coordinator.server.app import Coordinator
     from coordinator.serving import serve_forever
 
-    _logging(logging.INFO)
+    _logging(logging.INFO, log_json)
     coordinator = Coordinator(settings)
     console.print(f"[bold green]pollen[/] serving on http://{settings.host}:{settings.port}  (clients: /ws)")
     serve_forever(coordinator)

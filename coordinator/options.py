@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import inspect
+import tomllib
 from collections.abc import Callable
 from dataclasses import fields
 from functools import wraps
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
+from click.core import ParameterSource
 
 from coordinator.settings import Settings
 
@@ -59,7 +62,17 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
 
     def decorate(fn: F) -> F:
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "settings"]
-        extra = []
+        config_option = typer.Option(
+            None,
+            "--config",
+            envvar="POLLEN_CONFIG",
+            help="TOML file of run settings, named like the flags; flags and POLLEN_* variables win.",
+            rich_help_panel="Run settings",
+        )
+        extra = [
+            inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context),
+            inspect.Parameter("config", inspect.Parameter.KEYWORD_ONLY, default=config_option, annotation=Path | None),
+        ]
         for f in fields(Settings):
             default = overrides.get(f.name, f.default)
             option = typer.Option(
@@ -76,7 +89,13 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
 
         @wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
+            ctx: typer.Context = kwargs.pop("ctx")
             values = {f.name: kwargs.pop(f.name) for f in fields(Settings)}
+            config: Path | None = kwargs.pop("config")
+            if config is not None:
+                for name, value in read_config(config).items():
+                    if ctx.get_parameter_source(name) in (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP):
+                        values[name] = value
             try:
                 settings = Settings(**values)
             except ValueError as exc:
@@ -87,3 +106,17 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
         return wrapper  # type: ignore[return-value]
 
     return decorate
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """Settings from a TOML file; keys as the flags (`rounds`, `dp-clip`) or with underscores."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise typer.BadParameter(f"cannot read config {path}: {exc}") from None
+    known = {f.name for f in fields(Settings)}
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise typer.BadParameter(f"config {path}: unknown settings {unknown}")
+    return values

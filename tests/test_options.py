@@ -1,0 +1,48 @@
+"""Run settings from flags, POLLEN_* variables and a config file, in that order of precedence."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from typer.testing import CliRunner
+
+from coordinator.options import with_settings
+from coordinator.settings import Settings
+
+app = typer.Typer()
+seen: list[Settings] = []
+
+
+@app.command()
+@with_settings()
+def show(settings: Settings) -> None:
+    seen.append(settings)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> Settings:
+    seen.clear()
+    result = CliRunner().invoke(app, list(args), env=env)
+    assert result.exit_code == 0, result.output
+    return seen[0]
+
+
+def test_flags_beat_environment_beat_config_file(tmp_path: Path) -> None:
+    config = tmp_path / "pollen.toml"
+    config.write_text('rounds = 7\nmodel = "mnist-2nn"\ndp-clip = 1.0\ndp-noise = 0.5\nlocal_epochs = 2\n')
+    s = run("--config", str(config), "--rounds", "9", env={"POLLEN_MODEL": "mnist-cnn"})
+    assert (s.rounds, s.model, s.dp_clip, s.dp_noise, s.local_epochs) == (9, "mnist-cnn", 1.0, 0.5, 2)
+
+
+def test_secrets_come_from_the_environment() -> None:
+    s = run(env={"POLLEN_JOIN_TOKEN": "j", "POLLEN_ADMIN_TOKEN": "a", "POLLEN_DB": "postgresql://x@h/db"})
+    assert (s.join_token, s.admin_token, s.db) == ("j", "a", "postgresql://x@h/db")
+
+
+def test_unknown_config_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("roundz = 3\n")
+    result = CliRunner().invoke(app, ["--config", str(config)])
+    assert result.exit_code != 0 and "roundz" in result.output
+    result = CliRunner().invoke(app, ["--strategy", "fedmagic"])
+    assert result.exit_code != 0 and "fedmagic" in result.output
