@@ -17,6 +17,8 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests -- -D warnings
+	$${POLLEN_CACHE:-$$HOME/.cache/pollen}/tools/bin/hadolint Dockerfile
+	docker-compose --env-file .env.example config --quiet
 
 bench: setup
 	.venv/bin/python -m bench.round_costs

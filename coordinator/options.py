@@ -90,7 +90,9 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
         @wraps(fn)
         def wrapper(**kwargs: Any) -> Any:
             ctx: typer.Context = kwargs.pop("ctx")
-            values = {f.name: kwargs.pop(f.name) for f in fields(Settings)}
+            # An empty variable (POLLEN_JOIN_TOKEN= in a compose file) means unset, not "".
+            values: dict[str, Any] = {f.name: kwargs.pop(f.name) for f in fields(Settings)}
+            values.update({f.name: None for f in fields(Settings) if f.default is None and values[f.name] == ""})
             config: Path | None = kwargs.pop("config")
             if config is not None:
                 for name, value in read_config(config).items():

