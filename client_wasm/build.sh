@@ -2,6 +2,8 @@
 # Build the trainer to WebAssembly, generate JS bindings for the web and for Node, optimise with wasm-opt.
 # Uses `rustup target add wasm32-unknown-unknown` where that works; otherwise Debian's
 # rustc-web with -Zbuild-std (the offline path). Outputs: client_wasm/pkg/{web,node}.
+# POLLEN_WASM_FEATURES=webgpu adds Burn's WebGPU backend (about 30 minutes more to build on
+# two cores; 11.6 MB raw / 2.7 MB gzip instead of 2.2 MB / 0.6 MB).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${POLLEN_CACHE:-$HOME/.cache/pollen}
@@ -13,10 +15,11 @@ TOOLS=$CACHE/cargo-tools
 cd "$HERE"
 
 if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-  cargo build --release --target wasm32-unknown-unknown --lib
+  cargo build --release --target wasm32-unknown-unknown --lib ${POLLEN_WASM_FEATURES:+--features "$POLLEN_WASM_FEATURES"}
 else
   RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-19 \
-    /usr/bin/cargo build --release --target wasm32-unknown-unknown --lib -Zbuild-std=std,panic_abort
+    /usr/bin/cargo build --release --target wasm32-unknown-unknown --lib -Zbuild-std=std,panic_abort \
+    ${POLLEN_WASM_FEATURES:+--features "$POLLEN_WASM_FEATURES"}
 fi
 
 if [ "$("$TOOLS/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen $WASM_BINDGEN_VERSION" ]; then
