@@ -81,21 +81,19 @@ class Federation:
         log.info("new run %s: %s, %d rounds, strategy %s", run.id, spec.name, settings.rounds, settings.strategy)
         return run, settings
 
-    def wait_for_clients(self, stop_after: float | None = None) -> bool:
+    def wait_for_clients(self) -> None:
+        """Block until enough clients are connected, saying so every 10 s (and on the status page)."""
         needed = max(self.settings.min_clients, self.settings.clients_per_round, self.settings.wait_for)
-        start = last_log = time.monotonic()
+        last_log: float | None = None
         while self.clients.count() < needed:
             self.control.checkpoint()
             now = time.monotonic()
-            if stop_after is not None and now - start > stop_after:
-                return False
-            if now - last_log >= 10 or last_log == start:
+            if last_log is None or now - last_log >= 10:
                 msg = f"waiting for clients: {self.clients.count()} connected, {needed} needed to start"
                 log.warning(msg)
                 self.status.update(state="waiting", message=msg)
                 last_log = now
             time.sleep(0.2)
-        return True
 
     def run_rounds(self) -> None:
         """Blocking: run every remaining round, then mark the run completed."""
