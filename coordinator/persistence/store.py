@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import sessionmaker
 
 from coordinator.persistence.database import connect, migrate
@@ -165,10 +165,6 @@ class Store:
             row.backend, row.agent, row.last_seen = backend, agent, now
             s.flush()
             return row.id, row.client_id
-
-    def count_clients(self) -> int:
-        with self._session() as s:
-            return int(s.scalar(select(func.count(ClientRow.id))) or 0)
 
 
 def _info(row: RunRow) -> RunInfo:
