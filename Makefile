@@ -16,7 +16,8 @@ lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
 	.venv/bin/mypy
-	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests -- -D warnings
+	cd client_wasm && cargo fmt --check
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features webgpu -- -D warnings
 	$${POLLEN_CACHE:-$$HOME/.cache/pollen}/tools/bin/hadolint Dockerfile
 	docker-compose --env-file .env.example config --quiet
 

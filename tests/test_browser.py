@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -50,13 +53,19 @@ def test_page_without_webgpu_falls_back_to_the_cpu(tmp_path: Path) -> None:
     assert all(s["backend"] == "cpu" and s["reason"] == "no WebGPU adapter" and s["rounds"] for s in states), states
 
 
-def test_page_with_a_webgpu_adapter_detects_it(tmp_path: Path) -> None:
-    """SwiftShader gives Chromium an adapter. This build of the trainer has no WebGPU backend
-    (see the README), so the page must say so and train on the CPU rather than pretend."""
-    _, states = run(tmp_path, 2, 2, webgpu=True)
+def test_page_with_a_webgpu_adapter_trains_on_webgpu(tmp_path: Path) -> None:
+    """SwiftShader gives Chromium a WebGPU adapter (a CPU emulation): the pages must train on
+    Burn's WebGPU backend, and the coordinator must see them as WebGPU clients."""
+    result, states = run(tmp_path, 2, 2, webgpu=True, screenshots=tmp_path)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp_path / "page-1.png", SCREENSHOTS / "page-webgpu.png")
+    print("webgpu pages:", result["rounds"])
     for s in states:
-        assert s["reason"].startswith("WebGPU adapter found"), s
-        assert s["backend"] == "cpu" and s["rounds"] == [1, 2], s
+        assert s["backend"] == "webgpu" and s["reason"] == "WebGPU adapter found", s
+        assert s["rounds"] == [1, 2], s
+    assert result["final_accuracy"] > 0.5, result["rounds"]
+    with closing(sqlite3.connect(tmp_path / "sim.db")) as db:
+        assert {backend for (backend,) in db.execute("select backend from clients")} == {"webgpu"}
 
 
 def test_pages_reconnect_after_the_coordinator_is_killed(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """The WebAssembly trainer against PyTorch on the same weights and data (100 random cases).
 
 Forward outputs within 1e-5; gradients within 1e-4 and one epoch of SGD without
-shuffling within 1e-4, both relative to max(1, |value|). `mnist-cnn-bn` has dropout,
+shuffling within 1e-4, both relative to max(1, |value|). The same cases run on the CPU
+backend under Node and on the WebGPU backend in headless Chromium (SwiftShader's adapter). `mnist-cnn-bn` has dropout,
 whose masks cannot match across frameworks, so its gradient and training cases use the
 same model without the dropout layer; its forward cases (inference mode) use it whole.
 """
@@ -72,13 +73,15 @@ def reference(
     return {k: trained[k] - weights[k] for k in trained}
 
 
+Case = dict[str, Any]
+Tensors = dict[str, np.ndarray]
+
+
 @pytest.fixture(scope="module")
-def results(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> list[tuple[dict[str, Any], dict[str, np.ndarray], dict[str, np.ndarray]]]:
+def cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Case, Tensors]]]:
     tmp = tmp_path_factory.mktemp("parity")
     rng = np.random.default_rng(2026)
-    cases, refs = [], []
+    out = []
     for name in BUILTIN_MODELS:
         full = load_spec(name)
         for kind, count in (("forward", FORWARD), ("gradients", GRADIENTS), ("train", TRAIN)):
@@ -99,11 +102,25 @@ def results(
                     "data": f"{case_id}.d.safetensors",
                     "options": {"epochs": 1, "batchSize": 8, "lr": 0.05, "optimizer": "sgd", "shuffle": False},
                 }
-                cases.append(case)
-                refs.append(reference(case, spec, weights, x, y))
-    (tmp / "cases.json").write_text(json.dumps(cases))
-    subprocess.run(["node", str(PARITY), str(tmp)], check=True, timeout=900)
-    return [(c, r, load_file(str(tmp / f"{c['id']}.out.safetensors"))) for c, r in zip(cases, refs, strict=True)]
+                out.append((case, reference(case, spec, weights, x, y)))
+    (tmp / "cases.json").write_text(json.dumps([c for c, _ in out]))
+    return tmp, out
+
+
+def run_cases(cases: tuple[Path, list[tuple[Case, Tensors]]], backend: str) -> list[tuple[Case, Tensors, Tensors]]:
+    tmp, pairs = cases
+    subprocess.run(["node", str(PARITY), str(tmp), "--backend", backend], check=True, timeout=1500)
+    return [(c, r, load_file(str(tmp / f"{c['id']}.{backend}.safetensors"))) for c, r in pairs]
+
+
+@pytest.fixture(scope="module")
+def results(cases: tuple[Path, list[tuple[Case, Tensors]]]) -> list[tuple[Case, Tensors, Tensors]]:
+    return run_cases(cases, "cpu")
+
+
+@pytest.fixture(scope="module")
+def webgpu_results(cases: tuple[Path, list[tuple[Case, Tensors]]]) -> list[tuple[Case, Tensors, Tensors]]:
+    return run_cases(cases, "webgpu")
 
 
 def test_there_are_at_least_100_cases_over_every_builtin_model(results: list[Any]) -> None:
@@ -111,10 +128,10 @@ def test_there_are_at_least_100_cases_over_every_builtin_model(results: list[Any
     assert {c["id"].rsplit("-", 2)[0] for c, _, _ in results} == set(BUILTIN_MODELS)
 
 
-@pytest.mark.parametrize(
-    ("kind", "tol", "relative"), [("forward", 1e-5, False), ("gradients", 1e-4, True), ("train", 1e-4, True)]
-)
-def test_wasm_matches_pytorch(results: list[Any], kind: str, tol: float, relative: bool) -> None:
+TOLERANCES = [("forward", 1e-5, False), ("gradients", 1e-4, True), ("train", 1e-4, True)]
+
+
+def check(results: list[tuple[Case, Tensors, Tensors]], kind: str, tol: float, relative: bool) -> float:
     worst = 0.0
     for case, ref, got in (r for r in results if r[0]["kind"] == kind):
         assert set(got) == set(ref), case["id"]
@@ -124,4 +141,15 @@ def test_wasm_matches_pytorch(results: list[Any], kind: str, tol: float, relativ
                 err = err / np.maximum(1.0, np.abs(expected))
             worst = max(worst, float(err.max()))
             assert err.max() <= tol, f"{case['id']} {name}: max error {err.max():.3g} > {tol}"
-    print(f"{kind}: worst error {worst:.3g} (tolerance {tol})")
+    return worst
+
+
+@pytest.mark.parametrize(("kind", "tol", "relative"), TOLERANCES)
+def test_wasm_matches_pytorch(results: list[Any], kind: str, tol: float, relative: bool) -> None:
+    print(f"cpu {kind}: worst error {check(results, kind, tol, relative):.3g} (tolerance {tol})")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("kind", "tol", "relative"), TOLERANCES)
+def test_webgpu_matches_pytorch(webgpu_results: list[Any], kind: str, tol: float, relative: bool) -> None:
+    print(f"webgpu {kind}: worst error {check(webgpu_results, kind, tol, relative):.3g} (tolerance {tol})")

@@ -1,29 +1,31 @@
 #!/usr/bin/env node
 // Runs the parity cases that tests/test_wasm_parity.py writes, through the WebAssembly trainer:
-//   node client_wasm/bin/parity.mjs DIR      (reads DIR/cases.json, writes DIR/<id>.out.safetensors)
+//   node client_wasm/bin/parity.mjs DIR [--backend cpu|webgpu]
+// Reads DIR/cases.json and writes DIR/<id>.<backend>.safetensors. `cpu` (the default) runs here in
+// Node; `webgpu` runs the same cases in a headless Chromium page on its WebGPU backend
+// (SwiftShader), and fails rather than fall back to the CPU.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 
-import { writeSafetensors } from "../../client_web/src/protocol/safetensors.js";
-import { loadTrainerModule, readDataFile } from "./trainer.mjs";
+import { runCase } from "./parity-case.mjs";
+import { loadTrainerModule, parseArgs, readDataFile } from "./trainer.mjs";
 
-const dir = process.argv[2];
-const { Trainer } = loadTrainerModule();
+const a = parseArgs(process.argv.slice(2), { backend: "v" });
+const [dir] = a._;
+const backend = a.backend ?? "cpu";
 const cases = JSON.parse(readFileSync(join(dir, "cases.json"), "utf8"));
-for (const c of cases) {
-  const trainer = new Trainer(JSON.stringify(c.spec), "cpu");
-  trainer.loadWeights(new Uint8Array(readFileSync(join(dir, c.weights))));
-  const { x, y } = readDataFile(join(dir, c.data));
-  let out;
-  if (c.kind === "forward") {
-    const logits = await trainer.forward(x, false);
-    out = writeSafetensors(new Map([["logits", { shape: [y.length, logits.length / y.length], data: logits }]]));
-  } else if (c.kind === "gradients") {
-    out = await trainer.gradients(x, y);
-  } else {
-    await trainer.train(x, y, c.options);
-    out = (await trainer.delta(undefined, undefined)).delta;
+
+if (backend === "cpu") {
+  const { Trainer } = loadTrainerModule();
+  for (const c of cases) {
+    const trainer = new Trainer(JSON.stringify(c.spec), "cpu");
+    trainer.loadWeights(new Uint8Array(readFileSync(join(dir, c.weights))));
+    writeFileSync(join(dir, `${c.id}.cpu.safetensors`), await runCase(trainer, c, readDataFile(join(dir, c.data))));
+    trainer.free();
   }
-  writeFileSync(join(dir, `${c.id}.out.safetensors`), out);
-  trainer.free();
+} else if (backend === "webgpu") {
+  const { inBrowser } = await import("./parity-browser.mjs");
+  await inBrowser(dir, cases.length);
+} else {
+  throw new Error(`--backend ${backend}: use cpu or webgpu`);
 }

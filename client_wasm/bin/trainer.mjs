@@ -2,7 +2,7 @@
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
-import { readSafetensors } from "../../client_web/src/protocol/safetensors.js";
+import { decodeDataFile } from "./data-file.mjs";
 
 const require = createRequire(import.meta.url);
 
@@ -17,16 +17,7 @@ export function loadTrainerModule() {
 
 /** A data file: safetensors with `x` (float32 [N, ...]) and `y` (int64 or int32 [N]). */
 export function readDataFile(path) {
-  const t = readSafetensors(new Uint8Array(readFileSync(path)));
-  const x = t.get("x");
-  const y = t.get("y");
-  if (!x || !y) throw new Error(`${path}: needs tensors "x" and "y"`);
-  if (x.dtype !== "F32") throw new Error(`${path}: x must be float32`);
-  const labels = Int32Array.from(y.data, (v) => Number(v));
-  if (x.data.length !== labels.length * x.shape.slice(1).reduce((a, b) => a * b, 1)) {
-    throw new Error(`${path}: x has shape ${JSON.stringify(x.shape)} but y has ${labels.length} labels`);
-  }
-  return { x: x.data, y: labels };
+  return decodeDataFile(new Uint8Array(readFileSync(path)), path);
 }
 
 export function parseArgs(argv, spec) {

@@ -83,6 +83,7 @@ fn object(pairs: &[(&str, JsValue)]) -> JsValue {
 pub struct Trainer {
     inner: Rc<RefCell<Engine>>,
     backend: String,
+    fallback: Option<String>,
 }
 
 const BUSY: &str = "the trainer is busy";
@@ -93,26 +94,38 @@ impl Trainer {
         Trainer {
             inner: Rc::new(RefCell::new(Engine::Cpu(session))),
             backend: "cpu".into(),
+            fallback: None,
         }
     }
 
     #[cfg(feature = "webgpu")]
-    async fn webgpu(spec: ModelSpec) -> Result<Trainer, JsValue> {
-        use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics, init_setup_async};
-        let device = WgpuDevice::default();
-        init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
-        let session = Session::new(spec, device);
+    async fn webgpu(spec: ModelSpec) -> Result<Trainer, String> {
+        let device = crate::webgpu::start().await?;
         Ok(Trainer {
-            inner: Rc::new(RefCell::new(Engine::Gpu(session))),
+            inner: Rc::new(RefCell::new(Engine::Gpu(Session::new(spec, device)))),
             backend: "webgpu".into(),
+            fallback: None,
         })
     }
 
     #[cfg(not(feature = "webgpu"))]
-    async fn webgpu(_: ModelSpec) -> Result<Trainer, JsValue> {
-        Err(js_err(TrainerError::Backend(
-            "this build has no WebGPU backend".into(),
-        )))
+    async fn webgpu(_: ModelSpec) -> Result<Trainer, String> {
+        // Say whether an adapter exists, so a page on this build can tell people what they miss.
+        match crate::webgpu::find_adapter().await {
+            Ok(()) => Err("WebGPU adapter found, but this build has no WebGPU backend".into()),
+            Err(reason) => Err(reason),
+        }
+    }
+
+    /// WebGPU when it starts; the CPU otherwise, remembering why.
+    async fn auto(spec: ModelSpec) -> Trainer {
+        match Trainer::webgpu(spec.clone()).await {
+            Ok(trainer) => trainer,
+            Err(reason) => Trainer {
+                fallback: Some(reason),
+                ..Trainer::cpu(spec)
+            },
+        }
     }
 }
 
@@ -135,17 +148,24 @@ impl Trainer {
         }
     }
 
-    /// Build a trainer on `"cpu"` or `"webgpu"`. Check `navigator.gpu.requestAdapter()` first:
-    /// WebGPU cannot start without an adapter. Rejects if this build has no WebGPU backend.
+    /// Build a trainer on `"cpu"`, `"webgpu"` or `"auto"`. `"auto"` uses WebGPU when the
+    /// runtime has an adapter and the device starts, and falls back to the CPU otherwise
+    /// (`fallbackReason` says why). `"webgpu"` rejects instead of falling back.
     #[wasm_bindgen(unchecked_return_type = "Promise<Trainer>")]
-    pub fn create(spec_json: String, backend: String) -> Promise {
+    pub fn create(
+        #[wasm_bindgen(js_name = specJson)] spec_json: String,
+        #[wasm_bindgen(unchecked_param_type = "\"cpu\" | \"webgpu\" | \"auto\"")] backend: String,
+    ) -> Promise {
         future_to_promise(async move {
             let spec = ModelSpec::from_json(&spec_json).map_err(js_err)?;
             match backend.as_str() {
                 "cpu" | "wasm-cpu" => Ok(Trainer::cpu(spec).into()),
-                "webgpu" => Trainer::webgpu(spec).await.map(Into::into),
+                "webgpu" => Trainer::webgpu(spec).await.map(Into::into).map_err(|why| {
+                    js_err(TrainerError::Backend(format!("WebGPU unavailable: {why}")))
+                }),
+                "auto" => Ok(Trainer::auto(spec).await.into()),
                 other => Err(js_err(TrainerError::Backend(format!(
-                    "unknown backend {other:?}"
+                    "unknown backend {other:?}: use \"cpu\", \"webgpu\" or \"auto\""
                 )))),
             }
         })
@@ -161,6 +181,12 @@ impl Trainer {
     #[wasm_bindgen(getter)]
     pub fn backend(&self) -> String {
         self.backend.clone()
+    }
+
+    /// Why an `"auto"` trainer runs on the CPU (e.g. "no WebGPU adapter"); undefined otherwise.
+    #[wasm_bindgen(getter, js_name = fallbackReason)]
+    pub fn fallback_reason(&self) -> Option<String> {
+        self.fallback.clone()
     }
 
     /// Load global weights: safetensors bytes with PyTorch names and shapes.

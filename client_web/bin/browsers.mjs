@@ -5,24 +5,15 @@
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
 import { join } from "node:path";
 
-import { chromium } from "playwright-core";
-
 import { parseArgs } from "../../client_wasm/bin/trainer.mjs";
-
-const FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"];
-const WEBGPU = ["--enable-unsafe-webgpu", "--use-webgpu-adapter=swiftshader"];
+import { launchChromium } from "./chromium.mjs";
 
 const a = parseArgs(process.argv.slice(2), { clients: "v", token: "v", webgpu: "flag", screenshots: "v", timeout: "v" });
 const [base] = a._;
 const clients = Number(a.clients ?? 1);
 const timeoutMs = Number(a.timeout ?? 3600) * 1000;
 
-const browser = await chromium.launch({
-  executablePath: process.env.POLLEN_CHROMIUM ?? "/usr/bin/chromium",
-  // Playwright gives every launch a fresh, throwaway user-data-dir of its own.
-  args: [...FLAGS, ...(a.webgpu ? WEBGPU : [])],
-  headless: true,
-});
+const browser = await launchChromium({ webgpu: a.webgpu });
 let failed = false;
 
 /** Screenshots of the first page and of the dashboard mid-run, once two rounds have been trained. */

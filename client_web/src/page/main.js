@@ -72,6 +72,7 @@ function onEvent(e) {
       setConnection(e.code === 0 ? "finished" : "left", e.code === 0 ? "finished" : `stopped (code ${e.code})`);
       $("leave").hidden = true;
       $("rejoin").hidden = false;
+      pollStatus(); // the last round's global accuracy lands after the last task
       break;
   }
 }

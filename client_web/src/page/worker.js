@@ -9,22 +9,15 @@ const TINY_SPEC = JSON.stringify({ name: "probe", input_shape: [2], num_classes:
 const post = (event) => self.postMessage(event);
 let abort = null;
 
-/** WebGPU when an adapter exists and this build can train on it; the CPU otherwise, with the reason. */
+/** WebGPU when the browser has an adapter and the trainer's WebGPU device starts; the CPU otherwise, with the reason. */
 async function pickBackend() {
-  let adapter = null;
-  try {
-    adapter = navigator.gpu ? await navigator.gpu.requestAdapter() : null;
-  } catch {
-    adapter = null;
-  }
-  if (!adapter) return { backend: "cpu", wire: "wasm-cpu", reason: "no WebGPU adapter" };
-  if (!Trainer.hasWebGpu()) return { backend: "cpu", wire: "wasm-cpu", reason: "WebGPU adapter found, but this build has no WebGPU backend" };
-  try {
-    (await Trainer.create(TINY_SPEC, "webgpu")).free();
-    return { backend: "webgpu", wire: "webgpu", reason: "WebGPU adapter found" };
-  } catch (e) {
-    return { backend: "cpu", wire: "wasm-cpu", reason: `WebGPU adapter found, but WebGPU failed to start: ${e.message ?? e}` };
-  }
+  const probe = await Trainer.create(TINY_SPEC, "auto");
+  const choice =
+    probe.backend === "webgpu"
+      ? { backend: "webgpu", wire: "webgpu", reason: "WebGPU adapter found" }
+      : { backend: "cpu", wire: "wasm-cpu", reason: probe.fallbackReason ?? "CPU" };
+  probe.free();
+  return choice;
 }
 
 async function demoShard(welcome) {
