@@ -10,7 +10,6 @@ use std::rc::Rc;
 
 use burn::backend::{Autodiff, Flex};
 use js_sys::{Float32Array, Function, Int32Array, Object, Promise, Reflect, Uint8Array};
-use serde::Deserialize;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, future_to_promise};
 
@@ -70,6 +69,31 @@ fn js_err(e: TrainerError) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()
 }
 
+/// Options from a plain JS object. Through JSON, because serde-wasm-bindgen skips unknown
+/// fields, and a misspelt option (`learningRate`) must be an error, not a silent default.
+fn train_options(options: &JsValue) -> Result<TrainOptions, TrainerError> {
+    let json = if options.is_undefined() || options.is_null() {
+        "{}".to_string()
+    } else {
+        js_sys::JSON::stringify(options)
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or_else(|| TrainerError::Config("options must be a plain object".into()))?
+    };
+    serde_json::from_str(&json).map_err(|e| TrainerError::Config(e.to_string()))
+}
+
+/// Copy images into wasm memory, refusing cleanly when there is no room for them.
+fn copy(x: &Float32Array) -> Result<Vec<f32>, JsValue> {
+    crate::memory::ensure(u64::from(x.length()) * 4, "the images").map_err(js_err)?;
+    Ok(x.to_vec())
+}
+
+fn copy_labels(y: &Int32Array) -> Result<Vec<i32>, JsValue> {
+    crate::memory::ensure(u64::from(y.length()) * 4, "the labels").map_err(js_err)?;
+    Ok(y.to_vec())
+}
+
 fn object(pairs: &[(&str, JsValue)]) -> JsValue {
     let o = Object::new();
     for (k, v) in pairs {
@@ -89,20 +113,21 @@ pub struct Trainer {
 const BUSY: &str = "the trainer is busy";
 
 impl Trainer {
-    fn cpu(spec: ModelSpec) -> Trainer {
-        let session = Session::new(spec, Default::default());
-        Trainer {
+    fn cpu(spec: ModelSpec) -> Result<Trainer, JsValue> {
+        let session = Session::new(spec, Default::default()).map_err(js_err)?;
+        Ok(Trainer {
             inner: Rc::new(RefCell::new(Engine::Cpu(session))),
             backend: "cpu".into(),
             fallback: None,
-        }
+        })
     }
 
     #[cfg(feature = "webgpu")]
     async fn webgpu(spec: ModelSpec) -> Result<Trainer, String> {
         let device = crate::webgpu::start().await?;
+        let session = Session::new(spec, device).map_err(|e| e.to_string())?;
         Ok(Trainer {
-            inner: Rc::new(RefCell::new(Engine::Gpu(Session::new(spec, device)))),
+            inner: Rc::new(RefCell::new(Engine::Gpu(session))),
             backend: "webgpu".into(),
             fallback: None,
         })
@@ -118,13 +143,13 @@ impl Trainer {
     }
 
     /// WebGPU when it starts; the CPU otherwise, remembering why.
-    async fn auto(spec: ModelSpec) -> Trainer {
+    async fn auto(spec: ModelSpec) -> Result<Trainer, JsValue> {
         match Trainer::webgpu(spec.clone()).await {
-            Ok(trainer) => trainer,
-            Err(reason) => Trainer {
+            Ok(trainer) => Ok(trainer),
+            Err(reason) => Ok(Trainer {
                 fallback: Some(reason),
-                ..Trainer::cpu(spec)
-            },
+                ..Trainer::cpu(spec)?
+            }),
         }
     }
 }
@@ -137,7 +162,7 @@ impl Trainer {
     pub fn new(spec_json: &str, backend: &str) -> Result<Trainer, JsValue> {
         let spec = ModelSpec::from_json(spec_json).map_err(js_err)?;
         match backend {
-            "cpu" | "wasm-cpu" => Ok(Trainer::cpu(spec)),
+            "cpu" | "wasm-cpu" => Trainer::cpu(spec),
             "webgpu" => Err(js_err(TrainerError::Backend(
                 "WebGPU initialises asynchronously: use `await Trainer.create(spec, \"webgpu\")`"
                     .into(),
@@ -159,11 +184,11 @@ impl Trainer {
         future_to_promise(async move {
             let spec = ModelSpec::from_json(&spec_json).map_err(js_err)?;
             match backend.as_str() {
-                "cpu" | "wasm-cpu" => Ok(Trainer::cpu(spec).into()),
+                "cpu" | "wasm-cpu" => Trainer::cpu(spec).map(Into::into),
                 "webgpu" => Trainer::webgpu(spec).await.map(Into::into).map_err(|why| {
                     js_err(TrainerError::Backend(format!("WebGPU unavailable: {why}")))
                 }),
-                "auto" => Ok(Trainer::auto(spec).await.into()),
+                "auto" => Trainer::auto(spec).await.map(Into::into),
                 other => Err(js_err(TrainerError::Backend(format!(
                     "unknown backend {other:?}: use \"cpu\", \"webgpu\" or \"auto\""
                 )))),
@@ -211,13 +236,7 @@ impl Trainer {
     ) -> Promise {
         let inner = self.inner.clone();
         future_to_promise(async move {
-            let options = if options.is_undefined() || options.is_null() {
-                TrainOptions::deserialize(serde_json::json!({}))
-                    .map_err(|e| JsValue::from_str(&e.to_string()))?
-            } else {
-                serde_wasm_bindgen::from_value::<TrainOptions>(options)
-                    .map_err(|e| js_err(TrainerError::Config(e.to_string())))?
-            };
+            let options = train_options(&options).map_err(js_err)?;
             let mut engine = inner
                 .try_borrow_mut()
                 .map_err(|_| JsValue::from_str(BUSY))?;
@@ -239,7 +258,7 @@ impl Trainer {
                 }))
             };
             let report = session!(&mut *engine, s => {
-                let data = s.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                let data = s.dataset(copy(&x)?, copy_labels(&y)?).map_err(js_err)?;
                 s.train(&data, &options, &mut callback).await.map_err(js_err)?
             });
             Ok(object(&[
@@ -257,7 +276,7 @@ impl Trainer {
         future_to_promise(async move {
             let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
             let r = session!(&*engine, s => {
-                let data = s.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                let data = s.dataset(copy(&x)?, copy_labels(&y)?).map_err(js_err)?;
                 s.evaluate(&data).await.map_err(js_err)?
             });
             Ok(object(&[
@@ -309,7 +328,7 @@ impl Trainer {
         future_to_promise(async move {
             let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
             let logits =
-                session!(&*engine, s => s.forward(x.to_vec(), train).await.map_err(js_err)?);
+                session!(&*engine, s => s.forward(copy(&x)?, train).await.map_err(js_err)?);
             Ok(Float32Array::from(logits.as_slice()).into())
         })
     }
@@ -321,7 +340,7 @@ impl Trainer {
         future_to_promise(async move {
             let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
             let bytes = session!(&*engine, s => {
-                let data = s.dataset(x.to_vec(), y.to_vec()).map_err(js_err)?;
+                let data = s.dataset(copy(&x)?, copy_labels(&y)?).map_err(js_err)?;
                 s.gradients(&data).await.map_err(js_err)?
             });
             Ok(Uint8Array::from(bytes.as_slice()).into())

@@ -10,6 +10,7 @@ pub enum TrainerError {
     Config(String),
     NonFinite(String),
     Backend(String),
+    Memory(String),
 }
 
 impl fmt::Display for TrainerError {
@@ -21,6 +22,7 @@ impl fmt::Display for TrainerError {
             Self::Config(m) => write!(f, "bad training config: {m}"),
             Self::NonFinite(m) => write!(f, "training diverged: {m}"),
             Self::Backend(m) => write!(f, "backend failure: {m}"),
+            Self::Memory(m) => write!(f, "out of memory: {m}"),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 pub mod data;
 pub mod error;
+pub mod memory;
 pub mod model;
 pub mod noise;
 pub mod session;

@@ -6,6 +6,7 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::data::Dataset;
 use crate::error::{Result, TrainerError};
+use crate::memory;
 use crate::model::{Layer, Model};
 use crate::noise;
 use crate::spec::ModelSpec;
@@ -26,14 +27,15 @@ pub struct DeltaOut {
 }
 
 impl<B: AutodiffBackend> Session<B> {
-    pub fn new(spec: ModelSpec, device: B::Device) -> Self {
+    pub fn new(spec: ModelSpec, device: B::Device) -> Result<Self> {
+        memory::ensure(memory::model_bytes(&spec), "the model")?;
         let model = Model::new(&spec, &device);
-        Self {
+        Ok(Self {
             spec,
             device,
             model: Some(model),
             global: None,
-        }
+        })
     }
 
     pub fn dataset(&self, x: Vec<f32>, y: Vec<i32>) -> Result<Dataset> {
@@ -65,6 +67,13 @@ impl<B: AutodiffBackend> Session<B> {
                 "load the global weights before training".into(),
             ));
         }
+        options.validate()?;
+        let slots = match options.optimizer.as_str() {
+            "adam" | "adamw" => 2,
+            _ => u64::from(options.momentum > 0.0),
+        };
+        let bytes = memory::training_bytes(&self.spec, options.batch_size.min(data.len()), slots);
+        memory::ensure(bytes, "a training step")?;
         let model = self.model.take().expect("model present");
         match training::train(
             model,
@@ -94,6 +103,8 @@ impl<B: AutodiffBackend> Session<B> {
     }
 
     pub async fn evaluate(&self, data: &Dataset) -> Result<EvalReport> {
+        let batch = data.len().min(training::EVAL_BATCH);
+        memory::ensure(memory::inference_bytes(&self.spec, batch), "evaluation")?;
         training::evaluate(
             &training::inference(self.model()),
             data,
@@ -136,6 +147,7 @@ impl<B: AutodiffBackend> Session<B> {
                 x.len()
             )));
         }
+        memory::ensure(memory::inference_bytes(&self.spec, n), "the forward pass")?;
         let shape = [n, self.spec.input_len()];
         if train {
             let t = Tensor::<B, 2>::from_data(TensorData::new(x, shape), &self.device);
@@ -149,6 +161,10 @@ impl<B: AutodiffBackend> Session<B> {
 
     /// Gradients of the mean cross-entropy over all of `data`, named like PyTorch's `.grad`.
     pub async fn gradients(&self, data: &Dataset) -> Result<Vec<u8>> {
+        memory::ensure(
+            memory::training_bytes(&self.spec, data.len(), 0),
+            "the gradients",
+        )?;
         let idx: Vec<usize> = (0..data.len()).collect();
         let (x, y) = data.batch::<B>(&idx, &self.device);
         let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&self.device);

@@ -84,8 +84,26 @@ impl ModelSpec {
         self.input_shape.iter().product()
     }
 
-    /// Walk the layers checking each fits its input; return the float tensors in state_dict order.
+    /// The float tensors the wire carries, in state_dict order.
     pub fn wire_tensors(&self) -> Result<Vec<WireTensor>> {
+        self.walk().map(|(tensors, _)| tensors)
+    }
+
+    /// Values in the wire tensors (running statistics included).
+    pub fn parameter_count(&self) -> usize {
+        self.wire_tensors()
+            .map(|t| t.iter().map(|w| w.shape.iter().product::<usize>()).sum())
+            .unwrap_or(0)
+    }
+
+    /// Values every layer outputs for one example, summed: what a forward pass keeps.
+    pub fn activation_len(&self) -> usize {
+        self.walk().map(|(_, len)| len).unwrap_or(0)
+    }
+
+    /// Walk the layers checking each fits its input: the wire tensors, and the summed size
+    /// of every layer's output for one example.
+    fn walk(&self) -> Result<(Vec<WireTensor>, usize)> {
         if self.input_shape.is_empty()
             || self.input_shape.len() > 3
             || self.input_shape.contains(&0)
@@ -101,6 +119,7 @@ impl ModelSpec {
             ));
         }
         let mut shape = self.input_shape.clone();
+        let mut activations = 0;
         let mut out = Vec::new();
         let mut add = |name: String, shape: Vec<usize>| out.push(WireTensor { name, shape });
         for (i, layer) in self.layers.iter().enumerate() {
@@ -175,6 +194,7 @@ impl ModelSpec {
                     }
                 }
             }
+            activations += shape.iter().product::<usize>();
         }
         if shape != [self.num_classes] {
             return Err(TrainerError::Spec(format!(
@@ -182,7 +202,7 @@ impl ModelSpec {
                 self.name, self.num_classes
             )));
         }
-        Ok(out)
+        Ok((out, activations))
     }
 }
 

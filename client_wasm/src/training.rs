@@ -230,6 +230,9 @@ pub struct EvalReport {
     pub examples: usize,
 }
 
+/// Evaluation's batch size: big batches are fast, and inference keeps no autodiff graph.
+pub const EVAL_BATCH: usize = 1000;
+
 /// Mean cross-entropy and accuracy, in inference mode (dropout off, BatchNorm on running stats).
 pub async fn evaluate<B: Backend>(
     model: &Model<B>,
@@ -238,7 +241,7 @@ pub async fn evaluate<B: Backend>(
     device: &B::Device,
 ) -> Result<EvalReport> {
     let (mut loss, mut correct) = (0.0f64, 0usize);
-    for idx in data.batches(1000, None) {
+    for idx in data.batches(EVAL_BATCH, None) {
         let (x, y) = data.batch::<B>(&idx, device);
         let logits = model.forward(x, input_shape);
         let log_probs = burn::tensor::activation::log_softmax(logits.clone(), 1);

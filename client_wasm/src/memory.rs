@@ -1,0 +1,87 @@
+//! Memory asked for before the work that needs it. A failed allocation aborts a wasm module
+//! (`panic = "abort"`, and std's allocation-error handler aborts anyway), so the trainer
+//! estimates what a step will need, reserves it from the allocator, and gives it back: on
+//! wasm that grows linear memory ahead of time, and a runtime that refuses becomes a
+//! `TrainerError::Memory` that JavaScript can catch, with the module still alive.
+
+use crate::error::{Result, TrainerError};
+use crate::spec::ModelSpec;
+
+/// A wasm32 module addresses at most 4 GiB (64-bit hosts: 256 TiB); nothing beyond can be reserved.
+const ADDRESSABLE: u64 = if usize::BITS < 48 {
+    1 << usize::BITS
+} else {
+    1 << 48
+};
+/// Reserved in pieces: one wasm32 allocation cannot exceed isize::MAX (2 GiB).
+const PIECE: u64 = 64 << 20;
+
+/// Make sure `bytes` can be allocated; `what` names the work in the error.
+pub fn ensure(bytes: u64, what: &str) -> Result<()> {
+    let refuse = || {
+        TrainerError::Memory(format!(
+            "{what} needs about {} MB, more than this runtime will give the trainer",
+            bytes.div_ceil(1 << 20)
+        ))
+    };
+    if bytes >= ADDRESSABLE {
+        return Err(refuse());
+    }
+    let mut held: Vec<Vec<u8>> = Vec::new();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(PIECE);
+        let mut piece = Vec::new();
+        piece.try_reserve_exact(n as usize).map_err(|_| refuse())?;
+        held.push(piece);
+        left -= n;
+    }
+    Ok(())
+}
+
+fn f32s(n: u64) -> u64 {
+    n * 4
+}
+
+/// The model's weights, its global copy and the conversions between them.
+pub fn model_bytes(spec: &ModelSpec) -> u64 {
+    f32s(spec.parameter_count() as u64) * 3
+}
+
+/// One training step at `batch` examples: weights, gradients, optimizer state (`slots` per
+/// parameter: 1 for momentum, 2 for Adam), the global copy, and the activations autodiff keeps
+/// (each layer's output, its gradient and a temporary).
+pub fn training_bytes(spec: &ModelSpec, batch: usize, slots: u64) -> u64 {
+    let params = f32s(spec.parameter_count() as u64);
+    let activations = f32s((spec.activation_len() * batch) as u64);
+    params * (4 + slots) + activations * 3
+}
+
+/// One inference pass at `batch` examples.
+pub fn inference_bytes(spec: &ModelSpec, batch: usize) -> u64 {
+    f32s(spec.parameter_count() as u64) + f32s((spec.activation_len() * batch) as u64) * 2
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_reservations_succeed() {
+        assert_eq!(ensure(200 << 20, "this"), Ok(()));
+    }
+
+    #[test]
+    fn what_cannot_be_addressed_is_refused_with_its_size() {
+        let err = ensure(u64::MAX, "the model").unwrap_err();
+        if cfg!(target_pointer_width = "32") {
+            assert!(
+                err.to_string()
+                    .starts_with("out of memory: the model needs about")
+            );
+        } else {
+            // Natively nothing is out of reach; the allocator itself refuses.
+            assert!(matches!(err, TrainerError::Memory(_)));
+        }
+    }
+}
