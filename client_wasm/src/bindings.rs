@@ -84,14 +84,15 @@ fn train_options(options: &JsValue) -> Result<TrainOptions, TrainerError> {
 }
 
 /// Copy images into wasm memory, refusing cleanly when there is no room for them.
-fn copy(x: &Float32Array) -> Result<Vec<f32>, JsValue> {
+fn images(x: &Float32Array) -> Result<Vec<f32>, JsValue> {
     crate::memory::ensure(u64::from(x.length()) * 4, "the images").map_err(js_err)?;
     Ok(x.to_vec())
 }
 
-fn copy_labels(y: &Int32Array) -> Result<Vec<i32>, JsValue> {
+/// Images and labels, copied in the same way.
+fn examples(x: &Float32Array, y: &Int32Array) -> Result<(Vec<f32>, Vec<i32>), JsValue> {
     crate::memory::ensure(u64::from(y.length()) * 4, "the labels").map_err(js_err)?;
-    Ok(y.to_vec())
+    Ok((images(x)?, y.to_vec()))
 }
 
 fn object(pairs: &[(&str, JsValue)]) -> JsValue {
@@ -136,10 +137,8 @@ impl Trainer {
     #[cfg(not(feature = "webgpu"))]
     async fn webgpu(_: ModelSpec) -> Result<Trainer, String> {
         // Say whether an adapter exists, so a page on this build can tell people what they miss.
-        match crate::webgpu::find_adapter().await {
-            Ok(()) => Err("WebGPU adapter found, but this build has no WebGPU backend".into()),
-            Err(reason) => Err(reason),
-        }
+        crate::webgpu::find_adapter().await?;
+        Err("WebGPU adapter found, but this build has no WebGPU backend".into())
     }
 
     /// WebGPU when it starts; the CPU otherwise, remembering why.
@@ -258,7 +257,8 @@ impl Trainer {
                 }))
             };
             let report = session!(&mut *engine, s => {
-                let data = s.dataset(copy(&x)?, copy_labels(&y)?).map_err(js_err)?;
+                let (xs, ys) = examples(&x, &y)?;
+                let data = s.dataset(xs, ys).map_err(js_err)?;
                 s.train(&data, &options, &mut callback).await.map_err(js_err)?
             });
             Ok(object(&[
@@ -276,7 +276,8 @@ impl Trainer {
         future_to_promise(async move {
             let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
             let r = session!(&*engine, s => {
-                let data = s.dataset(copy(&x)?, copy_labels(&y)?).map_err(js_err)?;
+                let (xs, ys) = examples(&x, &y)?;
+                let data = s.dataset(xs, ys).map_err(js_err)?;
                 s.evaluate(&data).await.map_err(js_err)?
             });
             Ok(object(&[
@@ -328,7 +329,7 @@ impl Trainer {
         future_to_promise(async move {
             let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
             let logits =
-                session!(&*engine, s => s.forward(copy(&x)?, train).await.map_err(js_err)?);
+                session!(&*engine, s => s.forward(images(&x)?, train).await.map_err(js_err)?);
             Ok(Float32Array::from(logits.as_slice()).into())
         })
     }
@@ -340,7 +341,8 @@ impl Trainer {
         future_to_promise(async move {
             let engine = inner.try_borrow().map_err(|_| JsValue::from_str(BUSY))?;
             let bytes = session!(&*engine, s => {
-                let data = s.dataset(copy(&x)?, copy_labels(&y)?).map_err(js_err)?;
+                let (xs, ys) = examples(&x, &y)?;
+                let data = s.dataset(xs, ys).map_err(js_err)?;
                 s.gradients(&data).await.map_err(js_err)?
             });
             Ok(Uint8Array::from(bytes.as_slice()).into())

@@ -67,7 +67,6 @@ impl<B: AutodiffBackend> Session<B> {
                 "load the global weights before training".into(),
             ));
         }
-        options.validate()?;
         let slots = match options.optimizer.as_str() {
             "adam" | "adamw" => 2,
             _ => u64::from(options.momentum > 0.0),

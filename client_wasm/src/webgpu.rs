@@ -8,17 +8,15 @@ use wasm_bindgen_futures::JsFuture;
 
 /// Why WebGPU cannot be used here, in words for people; `Ok(())` when an adapter answered.
 pub async fn find_adapter() -> Result<(), String> {
-    let field = |of: &JsValue, name: &str| Reflect::get(of, &JsValue::from_str(name)).ok();
-    let present = |v: &Option<JsValue>| {
-        v.as_ref()
-            .is_some_and(|v| !v.is_undefined() && !v.is_null())
+    // A field that is there: neither undefined nor null.
+    let field = |of: &JsValue, name: &str| {
+        Reflect::get(of, &JsValue::from_str(name))
+            .ok()
+            .filter(|v| !v.is_undefined() && !v.is_null())
     };
-    let navigator = field(&js_sys::global(), "navigator");
-    let gpu = navigator.as_ref().and_then(|n| field(n, "gpu"));
-    if !present(&gpu) {
-        return Err("no WebGPU in this runtime (navigator.gpu is missing)".into());
-    }
-    let gpu = gpu.unwrap_or_default();
+    let gpu = field(&js_sys::global(), "navigator")
+        .and_then(|navigator| field(&navigator, "gpu"))
+        .ok_or("no WebGPU in this runtime (navigator.gpu is missing)")?;
     let request = field(&gpu, "requestAdapter")
         .and_then(|f| f.dyn_into::<Function>().ok())
         .ok_or("navigator.gpu.requestAdapter is not a function")?;
