@@ -21,6 +21,7 @@ lint:
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features webgpu -- -D warnings
 	$${POLLEN_CACHE:-$$HOME/.cache/pollen}/tools/bin/hadolint Dockerfile
 	docker-compose --env-file .env.example config --quiet
+	cd client_web && npm run --silent lint
 
 bench: setup
 	.venv/bin/python -m bench.round_costs

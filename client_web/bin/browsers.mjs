@@ -8,7 +8,13 @@ import { join } from "node:path";
 import { parseArgs } from "../../client_wasm/bin/trainer.mjs";
 import { launchChromium } from "./chromium.mjs";
 
-const a = parseArgs(process.argv.slice(2), { clients: "v", token: "v", webgpu: "flag", screenshots: "v", timeout: "v" });
+const a = parseArgs(process.argv.slice(2), {
+  clients: "v",
+  token: "v",
+  webgpu: "flag",
+  screenshots: "v",
+  timeout: "v",
+});
 const [base] = a._;
 const clients = Number(a.clients ?? 1);
 const timeoutMs = Number(a.timeout ?? 3600) * 1000;
@@ -23,7 +29,9 @@ async function duringTraining(page) {
     await page.screenshot({ path: join(a.screenshots, "page-training.png"), fullPage: true });
     const dashboard = await (await browser.newContext({ viewport: { width: 1280, height: 1000 } })).newPage();
     await dashboard.goto(`${base}/dashboard`);
-    await dashboard.waitForFunction(() => document.getElementById("rounds").children.length >= 2, null, { timeout: 30000 });
+    await dashboard.waitForFunction(() => document.getElementById("rounds").children.length >= 2, null, {
+      timeout: 30000,
+    });
     await dashboard.screenshot({ path: join(a.screenshots, "dashboard.png"), fullPage: true });
   } catch (e) {
     console.error(`screenshots during training: ${e.message}`);
@@ -37,9 +45,18 @@ try {
       page.on("pageerror", (e) => console.error(`page ${i + 1}: ${e.message}`));
       await page.goto(`${base}/${a.token ? `?token=${encodeURIComponent(a.token)}` : ""}`);
       if (a.screenshots && i === 0) duringTraining(page);
-      await page.waitForFunction(() => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"), null, { timeout: timeoutMs, polling: 500 });
+      await page.waitForFunction(
+        () => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"),
+        null,
+        { timeout: timeoutMs, polling: 500 },
+      );
       if (a.screenshots) await page.screenshot({ path: join(a.screenshots, `page-${i + 1}.png`), fullPage: true });
-      const state = await page.evaluate(() => ({ backend: window.pollen.backend, reason: window.pollen.backendReason, rounds: window.pollen.rounds, events: [...new Set(window.pollen.events)] }));
+      const state = await page.evaluate(() => ({
+        backend: window.pollen.backend,
+        reason: window.pollen.backendReason,
+        rounds: window.pollen.rounds,
+        events: [...new Set(window.pollen.events)],
+      }));
       if (state.events.includes("fatal")) failed = true;
       console.log(JSON.stringify({ page: i + 1, ...state }));
       await context.close();

@@ -7,7 +7,16 @@ import { ClientSession } from "./protocol/session.js";
 /** Protocol config keys (SPEC §5) → the trainer's TrainOptions. */
 export function trainOptions(config) {
   const o = {};
-  const map = { "local-epochs": "epochs", "batch-size": "batchSize", lr: "lr", optimizer: "optimizer", momentum: "momentum", "weight-decay": "weightDecay", "proximal-mu": "proximalMu", seed: "seed" };
+  const map = {
+    "local-epochs": "epochs",
+    "batch-size": "batchSize",
+    lr: "lr",
+    optimizer: "optimizer",
+    momentum: "momentum",
+    "weight-decay": "weightDecay",
+    "proximal-mu": "proximalMu",
+    seed: "seed",
+  };
   for (const [wire, key] of Object.entries(map)) if (config[wire] !== undefined) o[key] = config[wire];
   return o;
 }

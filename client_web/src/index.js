@@ -1,2 +1,2 @@
-export * from "./protocol/index.js";
 export { runClient, trainOptions } from "./client.js";
+export * from "./protocol/index.js";

@@ -3,7 +3,15 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
-import { ClientSession, ProtocolError, Reassembler, decode, decodeFrame, encodeFrame, splitFrame } from "../src/protocol/index.js";
+import {
+  ClientSession,
+  decode,
+  decodeFrame,
+  encodeFrame,
+  ProtocolError,
+  Reassembler,
+  splitFrame,
+} from "../src/protocol/index.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../protocol/vectors/frames.json", import.meta.url)));
 const hex = (s) => Uint8Array.from(Buffer.from(s, "hex"));
@@ -20,7 +28,10 @@ for (const v of vectors.valid) {
 
 for (const v of vectors.invalid) {
   test(`invalid vector ${v.name} is refused with ${v.error}`, () => {
-    assert.throws(() => decode(hex(v.frame_hex)), (e) => e instanceof ProtocolError && e.code === v.error);
+    assert.throws(
+      () => decode(hex(v.frame_hex)),
+      (e) => e instanceof ProtocolError && e.code === v.error,
+    );
   });
 }
 
@@ -38,7 +49,10 @@ test("chunks out of order are refused", () => {
   const frames = splitFrame(new Uint8Array(20_000), 4096, "m2").map((f) => decode(f));
   const r = new Reassembler(1 << 20);
   r.feed(frames[0]);
-  assert.throws(() => r.feed(frames[2]), (e) => e.code === "invalid_message");
+  assert.throws(
+    () => r.feed(frames[2]),
+    (e) => e.code === "invalid_message",
+  );
 });
 
 test("the session answers a bad frame with an error frame", () => {
@@ -51,7 +65,15 @@ test("the session answers a bad frame with an error frame", () => {
 
 test("welcome sets the peer's frame limit and results are chunked to it", () => {
   const s = new ClientSession();
-  const welcome = encodeFrame({ type: "welcome", version: 1, client_id: "c", node_id: 1, run_id: "r", max_frame_bytes: 4096, heartbeat_seconds: 10 });
+  const welcome = encodeFrame({
+    type: "welcome",
+    version: 1,
+    client_id: "c",
+    node_id: 1,
+    run_id: "r",
+    max_frame_bytes: 4096,
+    heartbeat_seconds: 10,
+  });
   assert.equal(s.receive(welcome)[0].type, "welcome");
   s.result("t", 5, { train_loss: 0.5 }, new Uint8Array(20_000));
   const frames = s.dataToSend();

@@ -6,7 +6,10 @@ export function lineChart(el, series, { height = 220, yRange } = {}) {
   const opts = {
     width: Math.max(300, el.clientWidth),
     height,
-    series: [{ label: series[0] }, ...series.slice(1).map((label, i) => ({ label, stroke: colors[i], width: 2, points: { size: 5 } }))],
+    series: [
+      { label: series[0] },
+      ...series.slice(1).map((label, i) => ({ label, stroke: colors[i], width: 2, points: { size: 5 } })),
+    ],
     scales: { x: { time: false }, ...(yRange ? { y: { range: yRange } } : {}) },
     // x is a count (round, step): whole-number ticks only.
     axes: [{ incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000] }, {}],

@@ -21,11 +21,13 @@ export async function readLabelledImages(files, size = 28) {
     const { data } = ctx.getImageData(0, 0, size, size);
     const pixels = new Float32Array(size * size);
     // MNIST digits are light strokes on black: invert ordinary dark-on-light images.
-    for (let i = 0; i < pixels.length; i++) pixels[i] = 1 - (data[4 * i] + data[4 * i + 1] + data[4 * i + 2]) / (3 * 255);
+    for (let i = 0; i < pixels.length; i++) {
+      pixels[i] = 1 - (data[4 * i] + data[4 * i + 1] + data[4 * i + 2]) / (3 * 255);
+    }
     xs.push(pixels);
     ys.push(label);
   }
   const x = new Float32Array(xs.length * size * size);
-  xs.forEach((p, i) => x.set(p, i * size * size));
+  for (const [i, p] of xs.entries()) x.set(p, i * size * size);
   return { x, y: Int32Array.from(ys), skipped };
 }

@@ -95,7 +95,8 @@ async function pollStatus() {
     accuracyChart.set([rounds.map((r) => r.round), rounds.map((r) => r.accuracy), rounds.map((r) => r.loss)]);
     if (s.dp) {
       const eps = s.rounds.at(-1)?.epsilon;
-      $("privacy").textContent = `DP on: clip ${s.dp.clip}, noise ${s.dp.noise}${eps == null ? "" : `, ε = ${eps.toFixed(2)} at δ = ${s.dp.delta}`}`;
+      $("privacy").textContent =
+        `DP on: clip ${s.dp.clip}, noise ${s.dp.noise}${eps == null ? "" : `, ε = ${eps.toFixed(2)} at δ = ${s.dp.delta}`}`;
     }
     if ($("round").textContent === "–") $("round").textContent = `${s.current_round} of ${s.total_rounds}`;
   } catch {
@@ -108,7 +109,8 @@ $("rejoin").onclick = () => start();
 $("files").onchange = async (ev) => {
   const images = await readLabelledImages([...ev.target.files]);
   userData = images.y.length ? { x: images.x, y: images.y } : null;
-  $("files-status").textContent = `${images.y.length} images ready${images.skipped.length ? `, skipped ${images.skipped.length} without a 0-9 label prefix` : ""}; they are used from the next (re)join.`;
+  $("files-status").textContent =
+    `${images.y.length} images ready${images.skipped.length ? `, skipped ${images.skipped.length} without a 0-9 label prefix` : ""}; they are used from the next (re)join.`;
   if (userData) start();
 };
 

@@ -5,7 +5,12 @@ import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
 import { runClient } from "../client.js";
 import { readSafetensors } from "../protocol/safetensors.js";
 
-const TINY_SPEC = JSON.stringify({ name: "probe", input_shape: [2], num_classes: 2, layers: [{ type: "linear", in_features: 2, out_features: 2 }] });
+const TINY_SPEC = JSON.stringify({
+  name: "probe",
+  input_shape: [2],
+  num_classes: 2,
+  layers: [{ type: "linear", in_features: 2, out_features: 2 }],
+});
 const post = (event) => self.postMessage(event);
 let abort = null;
 
@@ -24,7 +29,11 @@ async function demoShard(welcome) {
   const response = await fetch(`/api/demo-shard?node_id=${welcome.node_id}`);
   if (!response.ok) throw new Error(`demo data: HTTP ${response.status}`);
   const t = readSafetensors(new Uint8Array(await response.arrayBuffer()));
-  return { x: t.get("x").data, y: Int32Array.from(t.get("y").data, Number), shard: response.headers.get("x-pollen-shard") };
+  return {
+    x: t.get("x").data,
+    y: Int32Array.from(t.get("y").data, Number),
+    shard: response.headers.get("x-pollen-shard"),
+  };
 }
 
 async function start({ url, token, clientId, userData }) {

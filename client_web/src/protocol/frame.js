@@ -30,7 +30,10 @@ export function decodeFrame(data) {
   }
   const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
   if (length < 2 || 8 + length > bytes.length) {
-    throw new ProtocolError(ErrorCode.TRUNCATED, `header length ${length} does not fit a frame of ${bytes.length} bytes`);
+    throw new ProtocolError(
+      ErrorCode.TRUNCATED,
+      `header length ${length} does not fit a frame of ${bytes.length} bytes`,
+    );
   }
   let header;
   try {

@@ -30,7 +30,10 @@ export const hello = ({ token = null, clientId = null, backend, maxFrameBytes, a
     versions: [...PROTOCOL_VERSIONS],
     token,
     client_id: clientId,
-    capabilities: agent === undefined ? { backend, max_frame_bytes: maxFrameBytes } : { backend, max_frame_bytes: maxFrameBytes, agent },
+    capabilities:
+      agent === undefined
+        ? { backend, max_frame_bytes: maxFrameBytes }
+        : { backend, max_frame_bytes: maxFrameBytes, agent },
   });
 
 export const result = ({ replyTo, numExamples, metrics }, delta = new Uint8Array(0)) =>

@@ -76,7 +76,20 @@ export class ClientSession {
         return [{ type: "welcome", welcome: h }];
       case "train":
       case "evaluate":
-        return [{ type: "task", task: { kind: h.type, taskId: h.task_id, runId: h.run_id, round: h.round, model: h.model, config: h.config, weights: frame.payload } }];
+        return [
+          {
+            type: "task",
+            task: {
+              kind: h.type,
+              taskId: h.task_id,
+              runId: h.run_id,
+              round: h.round,
+              model: h.model,
+              config: h.config,
+              weights: frame.payload,
+            },
+          },
+        ];
       case "error":
         if (h.fatal) this.closed = true;
         return [{ type: "error", error: h }];
