@@ -12,7 +12,7 @@ from coordinator.server.app import Coordinator
 
 
 def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
-    settings = coordinator.hub.settings
+    settings = coordinator.settings
     return uvicorn.Config(
         coordinator.app(),
         host=settings.host,
@@ -35,7 +35,7 @@ class BackgroundServer:
     """uvicorn in a thread, on a socket bound before start (so port 0 picks a free port)."""
 
     def __init__(self, coordinator: Coordinator, log_level: str = "warning") -> None:
-        settings = coordinator.hub.settings
+        settings = coordinator.settings
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.sock.bind((settings.host, settings.port))

@@ -97,7 +97,7 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
             transient=False,
         ) as progress:
             task = progress.add_task(
-                "rounds", total=coordinator.federation.run.num_rounds, info="", completed=status.current_round
+                "rounds", total=coordinator.run_loop.run.num_rounds, info="", completed=status.current_round
             )
             while not status.finished.wait(0.5):
                 if all(proc.poll() is not None for proc, _ in procs):

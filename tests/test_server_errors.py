@@ -108,7 +108,7 @@ async def test_bad_update_is_rejected_and_the_round_completes_with_the_others(st
     for _ in range(2):
         task = await next_message(ws, Task)
         assert isinstance(task, Task)
-        shapes = {k: tuple(v) for k, v in coordinator.federation.spec.wire_shapes().items()}
+        shapes = {k: tuple(v) for k, v in coordinator.run_loop.spec.wire_shapes().items()}
         delta = {k: np.zeros(s, np.float32) for k, s in shapes.items()}
         num_examples = 10
         if attack == "wrong-shape":
@@ -157,7 +157,7 @@ async def test_admin_api_refuses_requests_without_the_token(start_coordinator: S
             assert bad.status_code == 401
         auth = {"Authorization": "Bearer s3cret"}
         runs = (await http.get("/api/admin/runs", headers=auth)).json()
-        assert [r["id"] for r in runs] == [coordinator.federation.run.id]
+        assert [r["id"] for r in runs] == [coordinator.run_loop.run.id]
         assert (await http.post("/api/admin/pause", headers=auth)).json()["paused"] is True
         assert (await http.post("/api/admin/resume", headers=auth)).json()["paused"] is False
         assert (await http.post("/api/admin/runs", headers=auth, json={"rounds": 3})).status_code == 409
@@ -169,7 +169,7 @@ async def test_admin_api_refuses_requests_without_the_token(start_coordinator: S
         assert (await http.get("/api/status")).json()["model"] == "mnist-2nn"
         assert len((await http.get("/api/admin/runs", headers=auth)).json()) == 2
         assert (await http.post("/api/admin/runs", headers=auth, json={"port": 1})).status_code == 400
-        coordinator.federation.control.stop()
+        coordinator.run_loop.control.stop()
 
 
 async def test_admin_api_is_off_without_an_admin_token(waiting) -> None:

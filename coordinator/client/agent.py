@@ -11,16 +11,14 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from coordinator.client.worker import TaskWorker
-from coordinator.protocol.session import (
-    ClientConnection,
+from coordinator.protocol.endpoints import (
+    ClientProtocol,
     PeerError,
     TaskReceived,
     Welcomed,
 )
 
 log = logging.getLogger(__name__)
-
-FATAL_CODES = {"unauthorized", "unsupported_version"}
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
 
 
 async def _session(ws: Socket, options: AgentOptions, worker: TaskWorker, client_id: str | None) -> str | None:
-    conn = ClientConnection()
+    conn = ClientProtocol()
     conn.hello(token=options.token, client_id=client_id, backend=options.backend, agent="pollen-python")
 
     async def flush() -> None:
@@ -109,7 +107,7 @@ async def _session(ws: Socket, options: AgentOptions, worker: TaskWorker, client
                     conn.send(reply)
                 elif isinstance(event, PeerError):
                     error = event.error
-                    if error.code in FATAL_CODES:
+                    if error.fatal:  # the coordinator says retrying cannot help (bad token, no common version)
                         raise Exit(2, f"coordinator refused us: {error.code}: {error.message}")
                     log.warning("coordinator reports %s: %s", error.code, error.message)
             await flush()

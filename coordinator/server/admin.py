@@ -1,26 +1,54 @@
-"""The admin API under /api/admin/, behind `Authorization: Bearer <admin token>`."""
+"""The admin API under /api/admin/, behind `Authorization: Bearer <admin token>`.
+
+The routes see the coordinator only through `RunAdmin`, the few operations an
+operator has.
+"""
 
 from __future__ import annotations
 
 import hmac
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from coordinator.settings import Settings
-
-if TYPE_CHECKING:
-    from coordinator.server.app import Coordinator
+from coordinator.persistence.store import RunInfo
 
 Handler = Callable[[Request], Awaitable[JSONResponse]]
 
 
-def _guarded(coordinator: Coordinator, handler: Handler) -> Handler:
+class RunAdmin(Protocol):
+    @property
+    def admin_token(self) -> str | None:
+        """The bearer token; None turns the admin API off."""
+        ...
+
+    def run_state(self) -> dict[str, Any]:
+        """The current run: its id, state, and whether it is paused or stopping."""
+        ...
+
+    def list_runs(self) -> list[RunInfo]: ...
+
+    def pause(self) -> None:
+        """Pause after the current phase."""
+        ...
+
+    def resume(self) -> None: ...
+
+    def stop(self) -> None:
+        """End the current run as "stopped" at the next safe point."""
+        ...
+
+    def start_run(self, overrides: dict[str, Any]) -> str:
+        """Start a new run; ValueError/TypeError for bad settings, RuntimeError while a run is in progress."""
+        ...
+
+
+def _guarded(admin: RunAdmin, handler: Handler) -> Handler:
     async def guarded(request: Request) -> JSONResponse:
-        token = coordinator.hub.settings.admin_token
+        token = admin.admin_token
         if not token:
             return JSONResponse({"error": "the admin API is off: start the coordinator with --admin-token"}, 403)
         given = request.headers.get("authorization", "")
@@ -31,16 +59,7 @@ def _guarded(coordinator: Coordinator, handler: Handler) -> Handler:
     return guarded
 
 
-def admin_routes(coordinator: Coordinator) -> list[Route]:
-    def state() -> dict[str, Any]:
-        control = coordinator.federation.control
-        return {
-            "run_id": coordinator.federation.run.id,
-            "state": coordinator.status.state,
-            "paused": control.paused,
-            "stopping": control.stopping,
-        }
-
+def admin_routes(admin: RunAdmin) -> list[Route]:
     async def runs(_: Request) -> JSONResponse:
         return JSONResponse(
             [
@@ -52,36 +71,28 @@ def admin_routes(coordinator: Coordinator) -> list[Route]:
                     "completed_rounds": r.completed_rounds,
                     "created_at": r.created_at.isoformat(),
                 }
-                for r in coordinator.store.list_runs()
+                for r in admin.list_runs()
             ]
         )
 
     async def pause(_: Request) -> JSONResponse:
-        coordinator.federation.control.pause()
-        coordinator.status.update(state="paused", message="paused by the operator (after the current phase)")
-        return JSONResponse(state())
+        admin.pause()
+        return JSONResponse(admin.run_state())
 
     async def resume(_: Request) -> JSONResponse:
-        coordinator.federation.control.resume()
-        coordinator.status.update(state="running", message="")
-        return JSONResponse(state())
+        admin.resume()
+        return JSONResponse(admin.run_state())
 
     async def stop(_: Request) -> JSONResponse:
-        coordinator.federation.control.stop()
-        return JSONResponse(state())
+        admin.stop()
+        return JSONResponse(admin.run_state())
 
     async def start(request: Request) -> JSONResponse:
         overrides = await request.json() if await request.body() else {}
         if not isinstance(overrides, dict):
             return JSONResponse({"error": "the body is a JSON object of run settings"}, 400)
         try:
-            # What to train may change; where and how to serve may not.
-            Settings.from_dict({**coordinator.hub.settings.to_dict(), **overrides})
-            if set(overrides) & set(Settings.SERVING):
-                raise ValueError(
-                    f"these settings cannot change at run time: {sorted(set(overrides) & set(Settings.SERVING))}"
-                )
-            run_id = coordinator.start_run(overrides)
+            run_id = admin.start_run(overrides)
         except (ValueError, TypeError) as exc:
             return JSONResponse({"error": str(exc)}, 400)
         except RuntimeError as exc:
@@ -89,7 +100,7 @@ def admin_routes(coordinator: Coordinator) -> list[Route]:
         return JSONResponse({"run_id": run_id}, 201)
 
     def g(handler: Handler) -> Handler:
-        return _guarded(coordinator, handler)
+        return _guarded(admin, handler)
 
     return [
         Route("/api/admin/runs", g(runs), methods=["GET"]),

@@ -1,4 +1,11 @@
-"""The coordinator's ASGI app: `/ws` for clients, `/healthz` and `/api/status` for people and probes."""
+"""The composition root: one coordinator process, its pieces wired together, and its ASGI app.
+
+`Coordinator` builds the store, the client registry, the live status and the
+Prometheus metrics; it runs the current `RunLoop` in a thread of its own, with a
+`RunRecorder` as its sink, and serves the routes (`/ws`, the read-only API, the
+admin API, the page). The routes reach it through narrow interfaces: a connection
+through `RunHost`, the admin API through `RunAdmin`.
+"""
 
 from __future__ import annotations
 
@@ -9,30 +16,29 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
-from coordinator.persistence.store import Store
+from coordinator.federation.run_loop import RunLoop
+from coordinator.federation.status import RunStatus
+from coordinator.persistence.store import RunInfo, Store
+from coordinator.protocol.messages import Error, Hello, Result
 from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
-from coordinator.server.control import RunStopped
-from coordinator.server.federation import Federation
 from coordinator.server.metrics import Metrics
-from coordinator.server.status import RunStatus
+from coordinator.server.recorder import RunRecorder
+from coordinator.server.routes import api_routes
 from coordinator.server.web import IsolationHeaders, web_routes
-from coordinator.server.websocket import Hub, serve_connection
+from coordinator.server.websocket import ConnectionLimits, serve_connection
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 class Coordinator:
-    """Owns the pieces of one coordinator process and the thread the run loop lives in."""
+    """Owns the pieces of one coordinator process and the thread the current run loop lives in."""
 
     def __init__(self, settings: Settings) -> None:
         self.store = Store(settings.db)
@@ -40,64 +46,98 @@ class Coordinator:
         self.clients = ClientRegistry(self.metrics)
         self.metrics.track_clients(self.clients.count)
         self.status = RunStatus()
-        self.federation = Federation(settings, self.store, self.clients, self.status, self.metrics)
-        self.hub = Hub(
-            self.federation.settings, self.store, self.clients, self.status, self.metrics, self.federation.grid
-        )
-        self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="pollen-rounds", daemon=True)
+        self.recorder = RunRecorder(self.store, self.status, self.metrics, self.clients)
+        self.run_loop = RunLoop(settings, self.store, self.clients, self.status, self.recorder)
+        # How to serve never changes after start; what to train comes from each run.
+        self.settings = self.run_loop.settings
+        self.limits = ConnectionLimits(settings.join_token, settings.max_frame_bytes, settings.heartbeat_seconds)
+        self._thread = threading.Thread(target=self.run_loop.run_to_end, name="pollen-rounds", daemon=True)
 
-    def _run(self) -> None:
-        federation = self.federation
-        try:
-            federation.run_rounds()
-        except RunStopped:
-            log.warning("run %s stopped by request", federation.run.id)
-            self._end(federation, "stopped", "stopped by the operator")
-        except BaseException as exc:
-            log.exception("the run failed")
-            self.error = exc
-            self._end(federation, "failed", f"{type(exc).__name__}: {exc}")
-
-    def _end(self, federation: Federation, state: str, message: str) -> None:
-        federation.grid.detach()
-        self.store.set_state(federation.run.id, state)
-        self.status.update(state=state, message=message)
-        self.status.finished.set()
-        self.clients.close_all()
-
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.clients.bind_loop(loop)
-        self._thread.start()
+    @property
+    def error(self) -> BaseException | None:
+        """Why the current run failed, if it did."""
+        return self.run_loop.error
 
     @property
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def start_run(self, overrides: dict[str, Any]) -> str:
-        """Start a new run with the current settings plus `overrides`; the previous one must be over."""
-        if self.running:
-            raise RuntimeError("a run is in progress: stop it first")
-        settings = Settings.from_dict({**self.hub.settings.to_dict(), **overrides, "new_run": True})
-        self.status.finished.clear()
-        self.status.update(state="starting", message="", history=[], current_round=0)
-        self.error = None
-        self.federation = Federation(settings, self.store, self.clients, self.status, self.metrics)
-        self.hub.settings, self.hub.grid = self.federation.settings, self.federation.grid
-        self._thread = threading.Thread(target=self._run, name="pollen-rounds", daemon=True)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.clients.bind_loop(loop)
         self._thread.start()
-        return self.federation.run.id
 
     def shutdown(self) -> None:
         """SIGTERM: every completed round is already committed; leave the run resumable and tell clients."""
         if self.running:
             log.warning(
                 "shutting down: run %s resumes from round %d on restart",
-                self.federation.run.id,
+                self.run_loop.run.id,
                 self.status.current_round + 1,
             )
         self.clients.close_all(going_away=True)
 
+    # RunHost: what connections need --------------------------------------------
+    def register_client(self, hello: Hello) -> tuple[int, str]:
+        return self.store.register_client(hello.client_id, hello.backend, hello.agent)
+
+    @property
+    def run_id(self) -> str:
+        return self.status.run_id or ""
+
+    @property
+    def run_over(self) -> bool:
+        return self.status.finished.is_set()
+
+    def deliver(self, node_id: int, reply: Result | Error) -> bool:
+        return self.run_loop.grid.deliver(node_id, reply)
+
+    # RunAdmin: what an operator may do -----------------------------------------
+    @property
+    def admin_token(self) -> str | None:
+        return self.settings.admin_token
+
+    def run_state(self) -> dict[str, Any]:
+        control = self.run_loop.control
+        return {
+            "run_id": self.run_loop.run.id,
+            "state": self.status.state,
+            "paused": control.paused,
+            "stopping": control.stopping,
+        }
+
+    def list_runs(self) -> list[RunInfo]:
+        return self.store.list_runs()
+
+    def pause(self) -> None:
+        self.run_loop.control.pause()
+        self.status.update(state="paused", message="paused by the operator (after the current phase)")
+
+    def resume(self) -> None:
+        self.run_loop.control.resume()
+        self.status.update(state="running", message="")
+
+    def stop(self) -> None:
+        self.run_loop.control.stop()
+
+    def start_run(self, overrides: dict[str, Any]) -> str:
+        """Start a new run with the current settings plus `overrides`; the previous one must be over."""
+        # What to train may change; where and how to serve may not.
+        settings = Settings.from_dict({**self.settings.to_dict(), **overrides, "new_run": True})
+        if set(overrides) & set(Settings.SERVING):
+            raise ValueError(
+                f"these settings cannot change at run time: {sorted(set(overrides) & set(Settings.SERVING))}"
+            )
+        if self.running:
+            raise RuntimeError("a run is in progress: stop it first")
+        self.status.finished.clear()
+        self.status.update(state="starting", message="", history=[], current_round=0)
+        self.run_loop = RunLoop(settings, self.store, self.clients, self.status, self.recorder)
+        self.settings = self.run_loop.settings
+        self._thread = threading.Thread(target=self.run_loop.run_to_end, name="pollen-rounds", daemon=True)
+        self._thread.start()
+        return self.run_loop.run.id
+
+    # The ASGI app ----------------------------------------------------------------
     def app(self) -> Starlette:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -106,32 +146,15 @@ class Coordinator:
             self.shutdown()
             await asyncio.sleep(0.2)  # let the close frames go out
 
-        async def healthz(_: Request) -> PlainTextResponse:
-            return PlainTextResponse("ok")
-
-        async def status(_: Request) -> JSONResponse:
-            return JSONResponse(
-                {
-                    **self.status.snapshot(),
-                    "clients_connected": self.clients.count(),
-                    "clients": self.clients.describe(),
-                }
-            )
-
-        async def metrics(_: Request) -> Response:
-            return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
-
         async def ws(websocket: WebSocket) -> None:
-            await serve_connection(websocket, self.hub)
+            await serve_connection(websocket, self.limits, self.clients, self.metrics, self)
 
         return Starlette(
             routes=[
-                Route("/healthz", healthz),
-                Route("/api/status", status),
-                Route("/metrics", metrics),
+                *api_routes(self.status, self.clients, self.metrics),
                 *admin_routes(self),
                 WebSocketRoute("/ws", ws),
-                *web_routes(self.hub.settings.demo_shards),
+                *web_routes(self.settings.demo_shards),
             ],
             middleware=[Middleware(IsolationHeaders)],
             lifespan=lifespan,

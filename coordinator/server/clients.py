@@ -1,4 +1,9 @@
-"""The connected clients, shared between the event loop (sessions) and the strategy thread (grid)."""
+"""The connected clients: the WebSocket side's implementation of the federation core's `Nodes`.
+
+Shared between the event loop (connections come and go, frames are written) and the
+strategy's thread (the grid sends tasks and rejections): every action on a client is
+handed to the event loop with `call_soon_threadsafe`.
+"""
 
 from __future__ import annotations
 
@@ -9,24 +14,26 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.protocol.endpoints import ServerProtocol
 from coordinator.protocol.messages import Error
-from coordinator.protocol.session import ServerConnection
 from coordinator.server.metrics import Metrics
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
-# Frames to send, or a WebSocket close code that ends the session.
+# Frames to send, or a WebSocket close code that ends the connection.
 Outbox = asyncio.Queue[bytes | int]
 
 
 @dataclass
-class ClientSession:
+class ConnectedClient:
+    """The coordinator's record of one joined client: who it is, and its protocol endpoint and outbox."""
+
     node_id: int
     client_id: str
     backend: str
     agent: str | None
     address: str
-    conn: ServerConnection
+    conn: ServerProtocol
     outbox: Outbox
     connected_at: float = field(default_factory=time.time)
 
@@ -48,9 +55,11 @@ class ClientSession:
 
 
 class ClientRegistry:
+    """Joined clients by node id; implements `coordinator.federation.nodes.Nodes`."""
+
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
-        self._sessions: dict[int, ClientSession] = {}
+        self._clients: dict[int, ConnectedClient] = {}
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lost_listeners: list[Callable[[int], None]] = []
@@ -65,21 +74,21 @@ class ClientRegistry:
         if listener in self._lost_listeners:
             self._lost_listeners.remove(listener)
 
-    def add(self, session: ClientSession) -> ClientSession | None:
-        """Register a session; returns the session it replaces (same client reconnecting), if any."""
+    def add(self, client: ConnectedClient) -> ConnectedClient | None:
+        """Register a client; returns the connection it replaces (the same client reconnecting), if any."""
         with self._lock:
-            old = self._sessions.get(session.node_id)
-            self._sessions[session.node_id] = session
+            old = self._clients.get(client.node_id)
+            self._clients[client.node_id] = client
         if old is not None:
             self._notify_lost(old.node_id)
         return old
 
-    def remove(self, session: ClientSession) -> None:
+    def remove(self, client: ConnectedClient) -> None:
         with self._lock:
-            if self._sessions.get(session.node_id) is not session:
+            if self._clients.get(client.node_id) is not client:
                 return
-            del self._sessions[session.node_id]
-        self._notify_lost(session.node_id)
+            del self._clients[client.node_id]
+        self._notify_lost(client.node_id)
 
     def _notify_lost(self, node_id: int) -> None:
         for listener in self._lost_listeners:
@@ -87,42 +96,43 @@ class ClientRegistry:
 
     def node_ids(self) -> list[int]:
         with self._lock:
-            return sorted(self._sessions)
+            return sorted(self._clients)
 
     def count(self) -> int:
         with self._lock:
-            return len(self._sessions)
+            return len(self._clients)
 
     def describe(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [s.describe() for s in self._sessions.values()]
+            return [s.describe() for s in self._clients.values()]
 
     def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
         """Thread-safe: queue a task frame to a client; False if it is not connected."""
         return self._call(node_id, lambda s: s.conn.send_task(task_id, frame))
 
-    def send_error(self, node_id: int, error: Error) -> bool:
+    def reject(self, node_id: int, error: Error) -> bool:
+        """Thread-safe: tell a client its reply was refused; False if it is not connected."""
         return self._call(node_id, lambda s: s.conn.fail_task(error))
 
-    def _call(self, node_id: int, action: Callable[[ClientSession], None]) -> bool:
+    def _call(self, node_id: int, action: Callable[[ConnectedClient], None]) -> bool:
         with self._lock:
-            session = self._sessions.get(node_id)
-        if session is None or self._loop is None or self._loop.is_closed():
+            client = self._clients.get(node_id)
+        if client is None or self._loop is None or self._loop.is_closed():
             return False
 
         def run() -> None:
-            action(session)
-            self.metrics.count_rejections(session.conn.rejections)
-            session.flush()
+            action(client)
+            self.metrics.count_rejections(client.conn.rejections)
+            client.flush()
 
         self._loop.call_soon_threadsafe(run)
         return True
 
     def close_all(self, *, going_away: bool = False) -> None:
-        """Close every session: 1000 ("run complete") ends a client; 1001 (going away) makes it reconnect."""
+        """Close every connection: 1000 ("run complete") ends a client; 1001 (going away) makes it reconnect."""
         with self._lock:
-            sessions = list(self._sessions.values())
+            clients = list(self._clients.values())
         if self._loop is None or self._loop.is_closed():
             return
-        for s in sessions:
+        for s in clients:
             self._loop.call_soon_threadsafe(s.outbox.put_nowait, CLOSE_GOING_AWAY if going_away else CLOSE_NORMAL)

@@ -1,4 +1,4 @@
-"""One client connection: Starlette WebSocket I/O around the sans-I/O `ServerConnection`."""
+"""One client connection: Starlette WebSocket I/O around the sans-I/O `ServerProtocol`."""
 
 from __future__ import annotations
 
@@ -6,58 +6,77 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from typing import Protocol
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from coordinator.persistence.store import Store
-from coordinator.protocol.errors import ErrorCode, ProtocolError
-from coordinator.protocol.messages import Error, Welcome
-from coordinator.protocol.session import (
+from coordinator.protocol.endpoints import (
     HeartbeatReceived,
     HelloReceived,
     PeerError,
     ReplyReceived,
-    ServerConnection,
+    ServerProtocol,
     State,
 )
-from coordinator.server.clients import CLOSE_NORMAL, ClientRegistry, ClientSession, Outbox
-from coordinator.server.grid import WebSocketGrid
+from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.messages import Error, Hello, Result, Welcome
+from coordinator.server.clients import CLOSE_NORMAL, ClientRegistry, ConnectedClient, Outbox
 from coordinator.server.metrics import Metrics
-from coordinator.server.status import RunStatus
-from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class Hub:
-    """What every connection needs to reach."""
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """How every connection is served; fixed for the coordinator's lifetime."""
 
-    settings: Settings
-    store: Store
-    clients: ClientRegistry
-    status: RunStatus
-    metrics: Metrics
-    grid: WebSocketGrid | None = None
+    join_token: str | None
+    max_frame_bytes: int
+    heartbeat_seconds: float
 
 
-async def serve_connection(ws: WebSocket, hub: Hub) -> None:
+class RunHost(Protocol):
+    """What a connection needs from the coordinator, whichever run is current."""
+
+    def register_client(self, hello: Hello) -> tuple[int, str]:
+        """The node id and client id for a client that said hello (blocking: it may write to the database)."""
+        ...
+
+    @property
+    def run_id(self) -> str:
+        """The current run's id, for the welcome."""
+        ...
+
+    @property
+    def run_over(self) -> bool:
+        """True once the current run has ended: clients that join now are told so and closed."""
+        ...
+
+    def deliver(self, node_id: int, reply: Result | Error) -> bool:
+        """Hand a reply to the current run; False if no task of this node is waiting for it."""
+        ...
+
+
+async def serve_connection(
+    ws: WebSocket, limits: ConnectionLimits, clients: ClientRegistry, metrics: Metrics, host: RunHost
+) -> None:
+    """Serve one client until it leaves, goes silent, breaks the protocol or the run ends."""
     await ws.accept()
-    conn = ServerConnection(join_token=hub.settings.join_token, max_frame_bytes=hub.settings.max_frame_bytes)
+    conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
     outbox: Outbox = asyncio.Queue()
     address = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
-    session: ClientSession | None = None
-    writer = asyncio.create_task(_write(ws, outbox, hub.metrics))
-    heartbeat = asyncio.create_task(_heartbeat(conn, outbox, hub.settings.heartbeat_seconds))
+    client: ConnectedClient | None = None
+    writer = asyncio.create_task(_write(ws, outbox, metrics))
+    heartbeat = asyncio.create_task(_heartbeat(conn, outbox, limits.heartbeat_seconds))
     close_code = CLOSE_NORMAL
     try:
         while conn.state is not State.CLOSED:
             try:
-                with anyio.fail_after(3 * hub.settings.heartbeat_seconds):
+                with anyio.fail_after(3 * limits.heartbeat_seconds):
                     message = await ws.receive()
             except TimeoutError:
-                log.warning("client %s silent for %.0f s, dropping it", address, 3 * hub.settings.heartbeat_seconds)
+                log.warning("client %s silent for %.0f s, dropping it", address, 3 * limits.heartbeat_seconds)
                 break
             if message["type"] == "websocket.disconnect":
                 break
@@ -70,13 +89,12 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
                     fatal=conn.state is State.AWAITING_HELLO,
                 )
             else:
-                hub.metrics.bytes_in.inc(len(data))
+                metrics.bytes_in.inc(len(data))
                 for event in conn.receive(data):
                     if isinstance(event, HelloReceived):
-                        session = await _join(ws, conn, event, hub, outbox, address)
-                    elif isinstance(event, ReplyReceived) and session is not None:
-                        grid = hub.grid
-                        if grid is None or not grid.deliver(session.node_id, event.reply):
+                        client = await _join(conn, event, limits, clients, host, outbox, address)
+                    elif isinstance(event, ReplyReceived) and client is not None:
+                        if not host.deliver(client.node_id, event.reply):
                             conn.send(
                                 Error(
                                     ErrorCode.UNKNOWN_TASK.value,
@@ -88,7 +106,7 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
                         log.info("client %s reports: %s %s", address, event.error.code, event.error.message)
                     elif isinstance(event, HeartbeatReceived):
                         pass
-            hub.metrics.count_rejections(conn.rejections)
+            metrics.count_rejections(conn.rejections)
             for frame in conn.data_to_send():
                 outbox.put_nowait(frame)
         if conn.close_code is not None:
@@ -97,9 +115,9 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
         pass
     finally:
         heartbeat.cancel()
-        if session is not None:
-            hub.clients.remove(session)
-            log.info("client %s (node %d) left", address, session.node_id)
+        if client is not None:
+            clients.remove(client)
+            log.info("client %s (node %d) left", address, client.node_id)
         outbox.put_nowait(close_code)
         try:
             await asyncio.wait_for(writer, timeout=10)
@@ -108,35 +126,27 @@ async def serve_connection(ws: WebSocket, hub: Hub) -> None:
 
 
 async def _join(
-    ws: WebSocket,
-    conn: ServerConnection,
+    conn: ServerProtocol,
     event: HelloReceived,
-    hub: Hub,
+    limits: ConnectionLimits,
+    clients: ClientRegistry,
+    host: RunHost,
     outbox: Outbox,
     address: str,
-) -> ClientSession:
+) -> ConnectedClient:
     hello = event.hello
-    node_id, client_id = await anyio.to_thread.run_sync(
-        hub.store.register_client, hello.client_id, hello.backend, hello.agent
-    )
+    node_id, client_id = await anyio.to_thread.run_sync(host.register_client, hello)
     conn.accept(
-        Welcome(
-            event.version,
-            client_id,
-            node_id,
-            hub.status.run_id or "",
-            hub.settings.max_frame_bytes,
-            hub.settings.heartbeat_seconds,
-        )
+        Welcome(event.version, client_id, node_id, host.run_id, limits.max_frame_bytes, limits.heartbeat_seconds)
     )
-    session = ClientSession(node_id, client_id, hello.backend, hello.agent, address, conn, outbox)
-    old = hub.clients.add(session)
+    client = ConnectedClient(node_id, client_id, hello.backend, hello.agent, address, conn, outbox)
+    old = clients.add(client)
     if old is not None:
         old.outbox.put_nowait(CLOSE_NORMAL)
     log.info("client %s joined as node %d (%s)", address, node_id, hello.backend)
-    if hub.status.finished.is_set():
+    if host.run_over:
         outbox.put_nowait(CLOSE_NORMAL)
-    return session
+    return client
 
 
 async def _write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
@@ -148,7 +158,7 @@ async def _write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
         await ws.close(item, "run complete" if item == CLOSE_NORMAL else None)
 
 
-async def _heartbeat(conn: ServerConnection, outbox: Outbox, every: float) -> None:
+async def _heartbeat(conn: ServerProtocol, outbox: Outbox, every: float) -> None:
     while True:
         await asyncio.sleep(every)
         if conn.state is State.OPEN:

@@ -1,4 +1,4 @@
-"""Pausing and stopping a run from outside (the admin API, SIGTERM), at safe points only."""
+"""Pausing and stopping a run from outside (an operator, a signal), at safe points only."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ class _Endpoint:
         return message
 
 
-class ServerConnection(_Endpoint):
+class ServerProtocol(_Endpoint):
     """The coordinator's side of one client connection."""
 
     def __init__(
@@ -212,7 +212,7 @@ class ServerConnection(_Endpoint):
         self.send_frame(frame)
 
 
-class ClientConnection(_Endpoint):
+class ClientProtocol(_Endpoint):
     """A client's side of the connection."""
 
     def __init__(

@@ -1,47 +1,63 @@
-"""The run loop: create or resume a run, then let a Flower strategy drive rounds over the grid.
+"""The run loop: open or resume a run, then let a Flower strategy drive its rounds over the grid.
 
-Runs in its own thread, because `Strategy.start` blocks. After every round it
-evaluates the global model on the held-out test set and commits the round and
-its checkpoint in one transaction, so a killed coordinator resumes after the
-last completed round.
+`RunLoop.run` blocks (because `Strategy.start` does), so it lives in a thread of its
+own. After every round it evaluates the global model on the held-out test set and
+hands the round's record and checkpoint to its `RunSink`; whoever composes the
+coordinator wires the sink to the store, the status, the metrics and the log. The
+sink commits a round and its checkpoint together, so a killed coordinator resumes
+after the last completed round. However the run ends (completed, stopped by the
+operator, or failed), the sink hears of it exactly once, through `on_end`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Protocol
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
+from flwr.serverapp.strategy import Strategy
 from flwr.supercore.task_identity import TaskIdentity
 
 from coordinator.data.mnist import load_split
+from coordinator.federation.control import RunControl, RunStopped
+from coordinator.federation.grid import NodeGrid
+from coordinator.federation.nodes import Nodes
+from coordinator.federation.phases import PhaseReport
+from coordinator.federation.status import RunStatus
+from coordinator.federation.strategies import build_strategy, epsilon
 from coordinator.models.local_training import evaluate
 from coordinator.models.spec import ModelSpec, load_spec, spec_from_dict
 from coordinator.models.torch_model import build_module, load_wire_weights, wire_weights
 from coordinator.models.weights_file import read_weights
 from coordinator.persistence.store import RoundRecord, RunInfo, Store
-from coordinator.protocol.tensors import decode_tensors, encode_tensors
-from coordinator.server.clients import ClientRegistry
-from coordinator.server.control import RunControl
-from coordinator.server.grid import WebSocketGrid
-from coordinator.server.metrics import Metrics
-from coordinator.server.status import RunStatus
-from coordinator.server.strategies import build_strategy, epsilon
+from coordinator.protocol.tensors import Tensors, decode_tensors, encode_tensors
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
-class Federation:
-    def __init__(
-        self, settings: Settings, store: Store, clients: ClientRegistry, status: RunStatus, metrics: Metrics
-    ) -> None:
-        self.metrics = metrics
+class RunSink(Protocol):
+    """Where a run's results go. Called from the run loop's thread."""
+
+    def on_round(self, run_id: str, record: RoundRecord, checkpoint: bytes) -> None:
+        """A round completed: `checkpoint` is the new global model as safetensors. Must commit both together."""
+        ...
+
+    def on_end(self, run_id: str, state: str, message: str) -> None:
+        """The run is over: `state` is "completed", "stopped" or "failed". Called once."""
+        ...
+
+
+class RunLoop:
+    def __init__(self, settings: Settings, store: Store, nodes: Nodes, status: RunStatus, sink: RunSink) -> None:
         self.control = RunControl()
         self.store = store
-        self.clients = clients
+        self.nodes = nodes
         self.status = status
+        self.sink = sink
+        self.error: BaseException | None = None
         self.run, self.settings = self._open_run(settings)
         self.spec: ModelSpec = spec_from_dict(self.run.model_spec)
         self.module = build_module(self.spec)
@@ -57,15 +73,19 @@ class Federation:
             if self.settings.dp
             else None,
         )
-        self.grid = WebSocketGrid(
-            clients,
+        self._phases: dict[str, PhaseReport] = {}
+        self.grid = NodeGrid(
+            nodes,
             self.spec,
             self.run.id,
             round_offset=self.run.completed_rounds,
             uniform_weights=self.settings.dp,
             min_clients=self.settings.min_clients,
             control=self.control,
+            on_phase=self._phase_ended,
         )
+        self._strategy: Strategy | None = None
+        self._round_start = time.time()
 
     def _open_run(self, settings: Settings) -> tuple[RunInfo, Settings]:
         run = None if settings.new_run else self.store.unfinished_run()
@@ -81,61 +101,73 @@ class Federation:
         log.info("new run %s: %s, %d rounds, strategy %s", run.id, spec.name, settings.rounds, settings.strategy)
         return run, settings
 
+    def run_to_end(self) -> None:
+        """Blocking: run every remaining round; then tell the sink how the run ended. Never raises."""
+        try:
+            self._run_rounds()
+        except RunStopped:
+            log.warning("run %s stopped by request", self.run.id)
+            self._end("stopped", "stopped by the operator")
+        except BaseException as exc:
+            log.exception("the run failed")
+            self.error = exc
+            self._end("failed", f"{type(exc).__name__}: {exc}")
+        else:
+            self._end("completed", "run complete")
+
+    def _end(self, state: str, message: str) -> None:
+        self.grid.detach()
+        self.sink.on_end(self.run.id, state, message)
+
     def wait_for_clients(self) -> None:
         """Block until enough clients are connected, saying so every 10 s (and on the status page)."""
         needed = max(self.settings.min_clients, self.settings.clients_per_round, self.settings.wait_for)
         last_log: float | None = None
-        while self.clients.count() < needed:
+        while self.nodes.count() < needed:
             self.control.checkpoint()
             now = time.monotonic()
             if last_log is None or now - last_log >= 10:
-                msg = f"waiting for clients: {self.clients.count()} connected, {needed} needed to start"
+                msg = f"waiting for clients: {self.nodes.count()} connected, {needed} needed to start"
                 log.warning(msg)
                 self.status.update(state="waiting", message=msg)
                 last_log = now
             time.sleep(0.2)
 
-    def run_rounds(self) -> None:
-        """Blocking: run every remaining round, then mark the run completed."""
+    def _run_rounds(self) -> None:
         done, total = self.run.completed_rounds, self.run.num_rounds
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
         if done >= total:
-            self._finish()
             return
         _, weights = self.store.checkpoint(self.run.id)
         global_weights = decode_tensors(weights)
         self.wait_for_clients()
         self.status.update(state="running", message="")
-        strategy = build_strategy(self.settings)
-        self._strategy = strategy
+        self._strategy = build_strategy(self.settings)
         self._round_start = time.time()
-        strategy.start(
+        self._strategy.start(
             self.grid,
-            ArrayRecord({k: _array(v) for k, v in global_weights.items()}),
+            ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in global_weights.items()}),
             num_rounds=total - done,
             timeout=self.settings.round_timeout,
             train_config=ConfigRecord(self.settings.train_config()),
             evaluate_config=ConfigRecord({}),
             evaluate_fn=self._after_round,
         )
-        self._finish()
 
-    def _finish(self) -> None:
-        self.grid.detach()
-        self.store.set_state(self.run.id, "completed")
-        self.status.update(state="completed", message="run complete")
-        self.status.finished.set()
-        self.clients.close_all()
+    def _phase_ended(self, report: PhaseReport) -> None:
+        self._phases[report.kind] = report
 
     def _after_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
-        weights = {k: np.asarray(a.numpy(), dtype=np.float32) for k, a in arrays.items()}
-        accuracy, loss = self._evaluate(weights)
+        weights = self.grid.encoder.encode(arrays)  # the next round's broadcast reuses this encoding
+        accuracy, loss = self._evaluate(weights.tensors)
+        reply = MetricRecord({} if accuracy is None else {"accuracy": accuracy, "loss": loss or 0.0})
         if server_round == 0:
             log.info("starting from round %d: accuracy %s", self.grid.round_offset, _fmt(accuracy))
-            return MetricRecord({} if accuracy is None else {"accuracy": accuracy, "loss": loss or 0.0})
+            return reply
         round_number = self.grid.round_offset + server_round
-        train = self.grid.reports.pop(("train", round_number), None)
-        evaluation = self.grid.reports.pop(("evaluate", round_number), None)
+        phases, self._phases = self._phases, {}
+        train = _of_round(phases.get("train"), round_number)
+        evaluation = _of_round(phases.get("evaluate"), round_number)
         metrics: dict[str, object] = {}
         if train is not None:
             metrics.update(
@@ -156,33 +188,14 @@ class Federation:
             failures=len(train.failures) if train else 0,
             accuracy=accuracy,
             loss=loss,
-            epsilon=epsilon(self._strategy),
+            epsilon=epsilon(self._strategy) if self._strategy is not None else None,
             metrics=metrics,
         )
         self._round_start = now
-        self.store.record_round(self.run.id, record, encode_tensors(weights))
-        self.status.add_round(record.to_dict())
-        self.metrics.rounds.inc()
-        self.metrics.round_seconds.observe(record.seconds)
-        self.metrics.current_round.set(round_number)
-        if accuracy is not None:
-            self.metrics.accuracy.set(accuracy)
-        if record.epsilon is not None:
-            self.metrics.epsilon.set(record.epsilon)
-        log.info(
-            "round %d/%d: accuracy %s, loss %s, %d clients, %d failed, %.1f s%s",
-            round_number,
-            self.run.num_rounds,
-            _fmt(accuracy),
-            _fmt(loss),
-            record.clients,
-            record.failures,
-            record.seconds,
-            "" if record.epsilon is None else f", ε={record.epsilon:.3f}",
-        )
-        return MetricRecord({} if accuracy is None else {"accuracy": accuracy, "loss": loss or 0.0})
+        self.sink.on_round(self.run.id, record, weights.safetensors)
+        return reply
 
-    def _evaluate(self, weights: dict[str, np.ndarray]) -> tuple[float | None, float | None]:
+    def _evaluate(self, weights: Tensors) -> tuple[float | None, float | None]:
         if self.test is None:
             return None, None
         load_wire_weights(self.module, weights)
@@ -190,8 +203,8 @@ class Federation:
         return accuracy, loss
 
 
-def _array(value: np.ndarray) -> Array:
-    return Array(np.ascontiguousarray(value))
+def _of_round(report: PhaseReport | None, round_number: int) -> PhaseReport | None:
+    return report if report is not None and report.round == round_number else None
 
 
 def _is_mnist(spec: ModelSpec) -> bool:

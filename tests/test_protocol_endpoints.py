@@ -7,17 +7,17 @@ import pytest
 
 from coordinator.protocol import Error, Heartbeat, Result, Task, Welcome, decode, encode, encode_tensors
 from coordinator.protocol.chunking import Reassembler, split_frame
-from coordinator.protocol.errors import ProtocolError
-from coordinator.protocol.messages import Chunk, Hello
-from coordinator.protocol.session import (
-    ClientConnection,
+from coordinator.protocol.endpoints import (
+    ClientProtocol,
     HelloReceived,
     ReplyReceived,
-    ServerConnection,
+    ServerProtocol,
     State,
     TaskReceived,
     Welcomed,
 )
+from coordinator.protocol.errors import ProtocolError
+from coordinator.protocol.messages import Chunk, Hello
 
 TINY = {
     "name": "t",
@@ -31,12 +31,12 @@ def hello(versions: list[int] | None = None, token: str | None = "t", max_frame:
     return encode(Hello(versions or [1], token, None, "python", max_frame))
 
 
-def errors(conn: ServerConnection | ClientConnection) -> list[Error]:
+def errors(conn: ServerProtocol | ClientProtocol) -> list[Error]:
     return [m for m in map(decode, conn.data_to_send()) if isinstance(m, Error)]
 
 
-def open_server(token: str | None = "t") -> ServerConnection:
-    server = ServerConnection(join_token=token)
+def open_server(token: str | None = "t") -> ServerProtocol:
+    server = ServerProtocol(join_token=token)
     (event,) = server.receive(hello())
     assert isinstance(event, HelloReceived) and event.version == 1
     server.accept(Welcome(1, "c", 1, "r", 1 << 20, 10))
@@ -64,7 +64,7 @@ def test_handshake_and_reply_flow() -> None:
     ],
 )
 def test_handshake_failures_are_fatal_with_a_clear_error(frame: bytes, code: str) -> None:
-    server = ServerConnection(join_token="t")
+    server = ServerProtocol(join_token="t")
     assert server.receive(frame) == []
     (error,) = errors(server)
     assert error.code == code and error.fatal
@@ -72,7 +72,7 @@ def test_handshake_failures_are_fatal_with_a_clear_error(frame: bytes, code: str
 
 
 def test_version_mismatch_names_both_sides() -> None:
-    server = ServerConnection(join_token=None)
+    server = ServerProtocol(join_token=None)
     server.receive(hello(versions=[2]))
     (error,) = errors(server)
     assert "[2]" in error.message and "[1]" in error.message
@@ -102,7 +102,7 @@ def test_after_handshake_a_bad_frame_is_not_fatal() -> None:
 
 
 def test_oversized_frame_is_refused() -> None:
-    server = ServerConnection(join_token=None, max_frame_bytes=2048)
+    server = ServerProtocol(join_token=None, max_frame_bytes=2048)
     server.receive(hello(token=None))
     server.accept(Welcome(1, "c", 1, "r", 2048, 10))
     server.data_to_send()
@@ -112,7 +112,7 @@ def test_oversized_frame_is_refused() -> None:
 
 def test_large_task_is_chunked_to_the_peer_limit_and_reassembled() -> None:
     weights = encode_tensors({"w": np.random.default_rng(0).normal(size=(300, 100)).astype(np.float32)})
-    server = ServerConnection(join_token=None)
+    server = ServerProtocol(join_token=None)
     server.receive(hello(token=None, max_frame=8192))
     server.accept(Welcome(1, "c", 1, "r", 1 << 20, 10))
     server.data_to_send()
@@ -120,7 +120,7 @@ def test_large_task_is_chunked_to_the_peer_limit_and_reassembled() -> None:
     server.send_task("big", task_frame)
     frames = server.data_to_send()
     assert len(frames) > 10 and all(len(f) <= 8192 for f in frames)
-    client = ClientConnection(max_frame_bytes=8192)
+    client = ClientProtocol(max_frame_bytes=8192)
     client.receive(encode(Welcome(1, "c", 1, "r", 1 << 20, 10)))
     events = [e for f in frames for e in client.receive(f)]
     (event,) = events
@@ -145,7 +145,7 @@ def test_reassembled_message_over_the_limit_is_refused() -> None:
 
 
 def test_client_learns_the_coordinator_limit_from_welcome() -> None:
-    client = ClientConnection()
+    client = ClientProtocol()
     client.hello(token=None, client_id=None, backend="python")
     assert isinstance(decode(client.data_to_send()[0]), Hello)
     (event,) = client.receive(encode(Welcome(1, "c9", 9, "r", 4096, 10)))

@@ -1,0 +1,50 @@
+"""`Nodes`: what the federation core needs from "the connected clients", and nothing more.
+
+The round loop and the grid talk to clients only through this interface, so they
+know no transport: the WebSocket registry implements it in production, a fake
+implements it in the grid's unit tests, and a gateway on another machine can
+implement it later. Implementations are called from the strategy's thread and
+must be thread-safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+from coordinator.protocol.messages import Error
+
+LostListener = Callable[[int], None]
+
+
+class Nodes(Protocol):
+    def node_ids(self) -> list[int]:
+        """The ids of the nodes connected now, sorted."""
+        ...
+
+    def count(self) -> int:
+        """How many nodes are connected now."""
+        ...
+
+    def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
+        """Queue an encoded train/evaluate frame to a node; False if that node is not connected.
+
+        The same `frame` object goes to every node of a phase: implementations must not mutate it.
+        """
+        ...
+
+    def reject(self, node_id: int, error: Error) -> bool:
+        """Tell a node that its reply was refused; False if it is gone."""
+        ...
+
+    def on_lost(self, listener: LostListener) -> None:
+        """Call `listener(node_id)` whenever a node disconnects or is replaced by a reconnection."""
+        ...
+
+    def off_lost(self, listener: LostListener) -> None:
+        """Stop calling a listener added with `on_lost`; unknown listeners are ignored."""
+        ...
+
+    def close_all(self, *, going_away: bool = False) -> None:
+        """Disconnect every node: for good (the run is over), or `going_away` so that they reconnect."""
+        ...

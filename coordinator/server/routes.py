@@ -1,0 +1,25 @@
+"""The read-only HTTP endpoints: `/healthz` for probes, `/api/status` for people and the dashboard, `/metrics`."""
+
+from __future__ import annotations
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from coordinator.federation.status import RunStatus
+from coordinator.server.clients import ClientRegistry
+from coordinator.server.metrics import Metrics
+
+
+def api_routes(status: RunStatus, clients: ClientRegistry, metrics: Metrics) -> list[Route]:
+    async def healthz(_: Request) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    async def run_status(_: Request) -> JSONResponse:
+        return JSONResponse({**status.snapshot(), "clients_connected": clients.count(), "clients": clients.describe()})
+
+    async def exposition(_: Request) -> Response:
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+    return [Route("/healthz", healthz), Route("/api/status", run_status), Route("/metrics", exposition)]
