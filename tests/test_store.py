@@ -1,0 +1,192 @@
+"""The persistence store: runs, rounds with their checkpoints, run states, clients, reopening a database."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import create_engine, select, text
+from sqlalchemy.exc import IntegrityError
+
+from coordinator.persistence.database import migrate
+from coordinator.persistence.store import RoundRecord, Store
+from coordinator.persistence.tables import ClientRow
+
+SPEC = {"name": "mlp", "layers": [{"kind": "dense", "units": 8}], "input": [4]}
+SETTINGS = {"rounds": 3, "clients": 2, "lr": 0.05, "dp": {"clip": 1.0, "noise": None}}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request, tmp_path) -> Iterator[str]:
+    """A fresh, empty database: a SQLite file, or a new database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/p.db"
+        return
+    server = request.getfixturevalue("postgres_url")
+    name = f"store_{uuid.uuid4().hex}"
+    admin = create_engine(server.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    yield server.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as c:
+        c.execute(text(f"DROP DATABASE {name} WITH (FORCE)"))
+    admin.dispose()
+
+
+@pytest.fixture
+def store(url) -> Iterator[Store]:
+    s = Store(url)
+    yield s
+    s.close()
+
+
+def record(n, **over) -> RoundRecord:
+    fields = dict(round=n, seconds=1.5 * n, clients=2, failures=n % 2, accuracy=0.5 + n / 10, loss=2.0 / n)
+    fields.update(epsilon=None if n == 1 else 0.25 * n, metrics={"per_client": [n, n + 1], "note": f"r{n}"})
+    fields.update(over)
+    return RoundRecord(**fields)
+
+
+def test_create_run_is_visible_everywhere_with_its_initial_checkpoint(store):
+    run = store.create_run(SPEC, SETTINGS, b"\x00initial\xff")
+    assert len(run.id) == 32
+    assert (run.state, run.model_spec, run.settings, run.num_rounds, run.completed_rounds) == (
+        "running",
+        SPEC,
+        SETTINGS,
+        3,
+        0,
+    )
+    for got in (store.get_run(run.id), store.get_run(), store.unfinished_run(), *store.list_runs()):
+        assert got is not None
+        assert (got.id, got.state, got.model_spec, got.settings) == (run.id, "running", SPEC, SETTINGS)
+        assert (got.num_rounds, got.completed_rounds) == (3, 0)
+    assert len(store.list_runs()) == 1
+    assert store.checkpoint(run.id) == (0, b"\x00initial\xff")
+    assert store.checkpoint(run.id, round=0) == (0, b"\x00initial\xff")
+    assert store.rounds(run.id) == []
+
+
+def test_record_round_stores_the_round_its_checkpoint_and_progress(store):
+    run = store.create_run(SPEC, SETTINGS, b"w0")
+    for n in (1, 2, 3):
+        store.record_round(run.id, record(n), f"w{n}".encode())
+        assert store.get_run(run.id).completed_rounds == n
+        assert store.checkpoint(run.id) == (n, f"w{n}".encode())
+    assert store.rounds(run.id) == [record(1), record(2), record(3)]
+    assert store.rounds(run.id)[1].metrics == {"per_client": [2, 3], "note": "r2"}
+    assert store.rounds(run.id)[0].epsilon is None
+    assert [store.checkpoint(run.id, round=n) for n in (0, 1, 2)] == [(0, b"w0"), (1, b"w1"), (2, b"w2")]
+    assert store.rounds(run.id)[0].to_dict() == {
+        "round": 1,
+        "accuracy": 0.6,
+        "loss": 2.0,
+        "clients": 2,
+        "failures": 1,
+        "seconds": 1.5,
+        "epsilon": None,
+        "metrics": {"per_client": [1, 2], "note": "r1"},
+    }
+
+
+def test_rounds_and_checkpoints_belong_to_their_own_run(store):
+    a = store.create_run(SPEC, SETTINGS, b"a0")
+    b = store.create_run(SPEC, {**SETTINGS, "rounds": 7}, b"b0")
+    store.record_round(a.id, record(1), b"a1")
+    assert store.rounds(b.id) == [] and store.checkpoint(b.id) == (0, b"b0")
+    assert store.get_run(b.id).completed_rounds == 0 and store.get_run(b.id).num_rounds == 7
+    assert store.checkpoint(a.id) == (1, b"a1")
+
+
+def test_a_failed_round_write_changes_nothing(store):
+    run = store.create_run(SPEC, SETTINGS, b"w0")
+    store.record_round(run.id, record(1), b"w1")
+    with pytest.raises(IntegrityError):  # round 1 again: the unique (run, round) rolls back the whole write
+        store.record_round(run.id, record(1, accuracy=0.99), b"other")
+    assert store.rounds(run.id) == [record(1)]
+    assert store.checkpoint(run.id) == (1, b"w1")
+    assert store.get_run(run.id).completed_rounds == 1
+    with pytest.raises(IntegrityError):  # no such run: the foreign key refuses it
+        store.record_round("0" * 32, record(1), b"x")
+    assert store.rounds("0" * 32) == []
+
+
+def test_finished_states_leave_no_unfinished_run(store):
+    older = store.create_run(SPEC, SETTINGS, b"o")
+    newer = store.create_run(SPEC, SETTINGS, b"n")
+    assert store.unfinished_run().id == newer.id  # the newest running one
+    assert store.get_run().id == newer.id
+    store.set_state(newer.id, "completed")
+    assert store.unfinished_run().id == older.id
+    store.set_state(older.id, "stopped")
+    assert store.unfinished_run() is None
+    assert [(r.id, r.state) for r in store.list_runs()] == [(newer.id, "completed"), (older.id, "stopped")]
+    store.set_state(older.id, "failed")
+    assert store.get_run(older.id).state == "failed"
+    assert store.get_run().id == newer.id  # the newest, whatever its state
+    store.set_state(older.id, "running")
+    assert store.unfinished_run().id == older.id
+
+
+def test_unknown_runs_rounds_and_states(store):
+    with pytest.raises(LookupError, match="holds no run"):
+        store.get_run()
+    assert store.unfinished_run() is None and store.list_runs() == []
+    run = store.create_run(SPEC, SETTINGS, b"w0")
+    with pytest.raises(LookupError, match="no run 'nope'"):
+        store.get_run("nope")
+    with pytest.raises(LookupError, match="no checkpoint for round 5"):
+        store.checkpoint(run.id, round=5)
+    with pytest.raises(LookupError, match="no checkpoint for round None"):
+        store.checkpoint("nope")
+    assert store.rounds("nope") == []
+    store.set_state("nope", "failed")  # an unknown id is a silent no-op
+    assert [r.state for r in store.list_runs()] == ["running"]
+
+
+def test_a_reopened_store_sees_everything(url):
+    first = Store(url)
+    done = first.create_run(SPEC, SETTINGS, b"d0")
+    first.record_round(done.id, record(1), b"d1")
+    first.set_state(done.id, "completed")
+    live = first.create_run(SPEC, SETTINGS, b"l0")
+    first.record_round(live.id, record(1), b"l1")
+    first.record_round(live.id, record(2), b"l2")
+    node, client = first.register_client(None, "python", "agent/1")
+    first.close()
+
+    again = Store(url)  # migrates an already migrated database
+    migrate(again.engine)  # and once more, by hand
+    try:
+        assert (again.unfinished_run() or done).id == live.id
+        assert [(r.id, r.state, r.completed_rounds) for r in again.list_runs()] == [
+            (live.id, "running", 2),
+            (done.id, "completed", 1),
+        ]
+        assert again.get_run(live.id).model_spec == SPEC and again.get_run(live.id).settings == SETTINGS
+        assert again.rounds(live.id) == [record(1), record(2)]
+        assert again.checkpoint(live.id) == (2, b"l2") and again.checkpoint(live.id, round=1) == (1, b"l1")
+        assert again.checkpoint(done.id) == (1, b"d1")
+        assert again.register_client(client, "python", "agent/1") == (node, client)
+        again.record_round(live.id, record(3), b"l3")
+        assert again.get_run(live.id).completed_rounds == 3
+    finally:
+        again.close()
+
+
+def test_register_client_gives_stable_node_ids(store):
+    node, client = store.register_client(None, "wasm", "Firefox")
+    assert len(client) == 32 and int(client, 16) >= 0
+    other_node, other_client = store.register_client(None, "wasm", "Firefox")
+    assert other_client != client and other_node != node
+    assert store.register_client(client, "webgpu", None) == (node, client)
+    named = store.register_client("my-laptop", "python", "cli/2")
+    assert named[1] == "my-laptop" and named[0] not in (node, other_node)
+    assert store.register_client("my-laptop", "python", "cli/3") == named
+    with store.engine.connect() as c:
+        rows = {r.client_id: r for r in c.execute(select(ClientRow.__table__))}
+    assert set(rows) == {client, other_client, "my-laptop"}
+    assert (rows[client].backend, rows[client].agent) == ("webgpu", None)  # updated on re-registration
+    assert rows["my-laptop"].agent == "cli/3"
+    assert rows[client].last_seen >= rows[client].first_seen
