@@ -49,7 +49,7 @@ async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
             async with connect(options.url, max_size=None, compression=None, ping_interval=None) as ws:
                 last_connected = loop.time()
                 backoff = 0.25
-                client_id = await _session(ws, options, worker, client_id)
+                client_id = await _serve(ws, options, worker, client_id)
             if ws.close_code == 1000:
                 log.info("coordinator closed the connection: %s", ws.close_reason or "done")
                 return 0
@@ -74,7 +74,8 @@ async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
         backoff = min(backoff * 2, options.max_backoff)
 
 
-async def _session(ws: Socket, options: AgentOptions, worker: TaskWorker, client_id: str | None) -> str | None:
+async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, client_id: str | None) -> str | None:
+    """One connection: join, answer tasks until the coordinator closes it; returns the client id it was given."""
     conn = ClientProtocol()
     conn.hello(token=options.token, client_id=client_id, backend=options.backend, agent="pollen-python")
 

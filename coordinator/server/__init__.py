@@ -1,1 +1,1 @@
-"""The coordinator service: WebSocket sessions, the Flower grid over them, the run loop and the HTTP API."""
+"""The coordinator's I/O: WebSocket connections, the client registry, the HTTP API and the composition root."""
