@@ -12,7 +12,7 @@ const SERVED = ["client_wasm/pkg/web/", "client_wasm/bin/", "client_web/src/prot
 const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>parity</title><script type="module">
-import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
+import init, { ParityProbe, Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
 import { runCase } from "/client_wasm/bin/parity-case.mjs";
 import { decodeDataFile } from "/client_wasm/bin/data-file.mjs";
 const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
@@ -22,7 +22,7 @@ try {
   for (const c of await (await fetch("/cases/cases.json")).json()) {
     const trainer = await Trainer.create(JSON.stringify(c.spec), "webgpu");
     trainer.loadWeights(await bytes("/cases/" + c.weights));
-    const out = await runCase(trainer, c, decodeDataFile(await bytes("/cases/" + c.data), c.data));
+    const out = await runCase(trainer, c, decodeDataFile(await bytes("/cases/" + c.data), c.data), ParityProbe);
     trainer.free();
     const put = await fetch("/out/" + encodeURIComponent(c.id), { method: "PUT", body: out });
     if (!put.ok) throw new Error("saving " + c.id + ": HTTP " + put.status);

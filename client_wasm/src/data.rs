@@ -78,3 +78,10 @@ impl Dataset {
 pub fn seeded(seed: u64) -> StdRng {
     StdRng::seed_from_u64(seed)
 }
+
+/// A fresh shuffle seed from the platform's CSPRNG (`crypto.getRandomValues` on the web).
+pub fn fresh_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    getrandom_03::fill(&mut seed).expect("the platform has no random source");
+    u64::from_le_bytes(seed)
+}

@@ -2,19 +2,26 @@
 //! the CPU (burn-flex, SIMD128 on wasm) or on WebGPU (the `webgpu` feature), and exported as
 //! PyTorch-named safetensors deltas.
 //!
-//! `bindings` is the JavaScript API (wasm-bindgen); everything else is plain Rust, tested natively.
+//! `bindings` is the JavaScript API (wasm-bindgen), `js` and `engine` its glue; everything else
+//! is plain Rust, tested natively.
 
+pub mod config;
 pub mod data;
 pub mod error;
+pub mod learner;
 pub mod memory;
 pub mod model;
-pub mod noise;
-pub mod session;
+pub mod params;
+pub mod privacy;
+
 pub mod spec;
 pub mod training;
 pub mod weights;
 
 mod bindings;
+mod engine;
+mod js;
+mod probe;
 mod webgpu;
 
-pub use bindings::Trainer;
+pub use bindings::{ParityProbe, Trainer};

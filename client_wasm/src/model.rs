@@ -38,14 +38,15 @@ enum Act<B: Backend> {
     Image(Tensor<B, 4>),
 }
 
-impl<B: Backend> Model<B> {
-    pub fn new(spec: &ModelSpec, device: &B::Device) -> Self {
-        let layers = spec
+impl ModelSpec {
+    /// The spec is the model's config, so it builds the model the way Burn's configs do.
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Model<B> {
+        let layers = self
             .layers
             .iter()
             .map(|layer| match *layer {
-                LayerSpec::Flatten => Layer::Flatten(Flatten),
-                LayerSpec::Relu => Layer::Relu(Relu),
+                LayerSpec::Flatten {} => Layer::Flatten(Flatten),
+                LayerSpec::Relu {} => Layer::Relu(Relu),
                 LayerSpec::Dropout { p } => Layer::Dropout(DropoutConfig::new(p).init()),
                 LayerSpec::Linear {
                     in_features,
@@ -89,9 +90,11 @@ impl<B: Backend> Model<B> {
                 ),
             })
             .collect();
-        Self { layers }
+        Model { layers }
     }
+}
 
+impl<B: Backend> Model<B> {
     /// Logits `[N, classes]` for inputs `[N, prod(input_shape)]`.
     pub fn forward(&self, x: Tensor<B, 2>, input_shape: &[usize]) -> Tensor<B, 2> {
         let n = x.dims()[0];

@@ -8,8 +8,10 @@ use crate::error::{Result, TrainerError};
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum LayerSpec {
-    Flatten,
-    Relu,
+    // Braces, not unit variants: serde ignores unknown fields of an internally tagged unit
+    // variant, and `{"type": "relu", "inplace": true}` must be refused as the schema refuses it.
+    Flatten {},
+    Relu {},
     Linear {
         in_features: usize,
         out_features: usize,
@@ -127,8 +129,8 @@ impl ModelSpec {
                 TrainerError::Spec(format!("layer {i} with input shape {shape:?}: {msg}"))
             };
             match *layer {
-                LayerSpec::Flatten => shape = vec![shape.iter().product()],
-                LayerSpec::Relu | LayerSpec::Dropout { .. } => {}
+                LayerSpec::Flatten {} => shape = vec![shape.iter().product()],
+                LayerSpec::Relu {} | LayerSpec::Dropout { .. } => {}
                 LayerSpec::Linear {
                     in_features,
                     out_features,
@@ -157,8 +159,11 @@ impl ModelSpec {
                     if shape.len() != 3 || shape[0] != in_channels {
                         return Err(at(format!("conv2d expects [{in_channels}, H, W]")));
                     }
-                    if s == 0 || shape[1] + 2 * p < k || shape[2] + 2 * p < k {
-                        return Err(at(format!("kernel {k} with stride {s} does not fit")));
+                    if s == 0 {
+                        return Err(at("conv2d stride must be at least 1".into()));
+                    }
+                    if shape[1] + 2 * p < k || shape[2] + 2 * p < k {
+                        return Err(at(format!("conv2d kernel {k} does not fit")));
                     }
                     add(
                         format!("layers.{i}.weight"),
@@ -178,7 +183,10 @@ impl ModelSpec {
                     stride,
                 } => {
                     let s = stride.unwrap_or(k);
-                    if shape.len() != 3 || shape[1] < k || shape[2] < k || s == 0 {
+                    if s == 0 {
+                        return Err(at("maxpool2d stride must be at least 1".into()));
+                    }
+                    if shape.len() != 3 || shape[1] < k || shape[2] < k {
                         return Err(at(format!("maxpool2d expects [C, H, W] with H, W >= {k}")));
                     }
                     shape = vec![shape[0], (shape[1] - k) / s + 1, (shape[2] - k) / s + 1];
@@ -198,7 +206,7 @@ impl ModelSpec {
         }
         if shape != [self.num_classes] {
             return Err(TrainerError::Spec(format!(
-                "model {:?} ends with shape {shape:?}, expected [{}]",
+                "model \"{}\" ends with shape {shape:?}, expected [{}]",
                 self.name, self.num_classes
             )));
         }
@@ -237,6 +245,75 @@ mod tests {
         let bad = MLP.replace("\"in_features\":128", "\"in_features\":64");
         let err = ModelSpec::from_json(&bad).unwrap_err().to_string();
         assert!(err.contains("layer 3") && err.contains("64"), "{err}");
+    }
+
+    /// `protocol/vectors/specs.json`, which the coordinator's tests run too.
+    #[derive(Deserialize)]
+    struct Vectors {
+        valid: Vec<Valid>,
+        invalid: Vec<Invalid>,
+    }
+
+    #[derive(Deserialize)]
+    struct Valid {
+        name: String,
+        spec: serde_json::Value,
+        parameters: Vec<Parameter>,
+    }
+
+    #[derive(Deserialize)]
+    struct Parameter {
+        name: String,
+        shape: Vec<usize>,
+    }
+
+    #[derive(Deserialize)]
+    struct Invalid {
+        name: String,
+        spec: serde_json::Value,
+        kind: String,
+        message: Option<String>,
+    }
+
+    fn vectors() -> Vectors {
+        serde_json::from_str(include_str!("../../protocol/vectors/specs.json")).unwrap()
+    }
+
+    #[test]
+    fn valid_vectors_have_pytorchs_parameters_in_order() {
+        for case in vectors().valid {
+            let spec = ModelSpec::from_json(&case.spec.to_string())
+                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
+            let got: Vec<_> = spec
+                .wire_tensors()
+                .unwrap()
+                .into_iter()
+                .map(|t| (t.name, t.shape))
+                .collect();
+            let want: Vec<_> = case
+                .parameters
+                .into_iter()
+                .map(|p| (p.name, p.shape))
+                .collect();
+            assert_eq!(got, want, "{}", case.name);
+        }
+    }
+
+    #[test]
+    fn invalid_vectors_are_refused_with_the_shared_message() {
+        for case in vectors().invalid {
+            let err = ModelSpec::from_json(&case.spec.to_string())
+                .expect_err(&format!("{} was accepted", case.name));
+            match (case.kind.as_str(), case.message) {
+                ("shape", Some(message)) => {
+                    assert_eq!(err, TrainerError::Spec(message), "{}", case.name)
+                }
+                ("schema", None) => {
+                    assert!(matches!(err, TrainerError::Spec(_)), "{}", case.name)
+                }
+                (kind, _) => panic!("{}: malformed vector of kind {kind}", case.name),
+            }
+        }
     }
 
     #[test]

@@ -7,78 +7,13 @@ use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, SgdConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use serde::Deserialize;
 
-use crate::data::{Dataset, seeded};
+use crate::config::{Optimizer as Choice, Order, TrainingConfig};
+use crate::data::{Dataset, fresh_seed, seeded};
 use crate::error::{Result, TrainerError};
-use crate::model::{Layer, Model};
+use crate::model::Model;
+use crate::params;
 use crate::weights::values;
-
-/// Options for one local training job; field names follow the protocol's config keys.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct TrainOptions {
-    #[serde(default = "defaults::epochs")]
-    pub epochs: usize,
-    #[serde(default = "defaults::batch_size")]
-    pub batch_size: usize,
-    #[serde(default = "defaults::lr")]
-    pub lr: f64,
-    #[serde(default = "defaults::optimizer")]
-    pub optimizer: String,
-    #[serde(default)]
-    pub momentum: f64,
-    #[serde(default)]
-    pub weight_decay: f64,
-    #[serde(default)]
-    pub proximal_mu: f64,
-    /// `None`: shuffle from a fresh random seed; `Some(s)`: shuffle with seed `s`.
-    #[serde(default)]
-    pub seed: Option<u64>,
-    #[serde(default = "defaults::yes")]
-    pub shuffle: bool,
-}
-
-mod defaults {
-    pub fn epochs() -> usize {
-        1
-    }
-    pub fn batch_size() -> usize {
-        10
-    }
-    pub fn lr() -> f64 {
-        0.05
-    }
-    pub fn optimizer() -> String {
-        "sgd".into()
-    }
-    pub fn yes() -> bool {
-        true
-    }
-}
-
-impl TrainOptions {
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 || self.batch_size == 0 {
-            return Err(TrainerError::Config(
-                "epochs and batchSize must be at least 1".into(),
-            ));
-        }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(TrainerError::Config(format!(
-                "lr must be positive, got {}",
-                self.lr
-            )));
-        }
-        if !["sgd", "adam", "adamw"].contains(&self.optimizer.as_str()) {
-            return Err(TrainerError::Config(format!(
-                "optimizer {:?}: use sgd, adam or adamw",
-                self.optimizer
-            )));
-        }
-        Ok(())
-    }
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrainReport {
@@ -99,37 +34,32 @@ pub async fn train<B: AutodiffBackend>(
     model: Model<B>,
     data: &Dataset,
     input_shape: &[usize],
-    options: &TrainOptions,
+    config: &TrainingConfig,
     device: &B::Device,
     on_batch: &mut OnBatch<'_>,
 ) -> Result<(Model<B>, TrainReport)> {
-    options.validate()?;
-    let wd =
-        (options.weight_decay > 0.0).then(|| WeightDecayConfig::new(options.weight_decay as f32));
-    match options.optimizer.as_str() {
-        "adam" => {
+    let decay = config.weight_decay;
+    let wd = (decay > 0.0).then(|| WeightDecayConfig::new(decay as f32));
+    match config.optimizer {
+        Choice::Adam => {
             // PyTorch's epsilon, so the two trainers agree.
             let optim = AdamConfig::new()
                 .with_epsilon(1e-8)
                 .with_weight_decay(wd)
                 .init();
-            run(model, optim, data, input_shape, options, device, on_batch).await
+            run(model, optim, data, input_shape, config, device, on_batch).await
         }
-        "adamw" => {
-            let decay = if options.weight_decay > 0.0 {
-                options.weight_decay as f32
-            } else {
-                0.01
-            };
+        Choice::AdamW => {
+            let decay = if decay > 0.0 { decay as f32 } else { 0.01 };
             let optim = AdamWConfig::new()
                 .with_epsilon(1e-8)
                 .with_weight_decay(decay)
                 .init();
-            run(model, optim, data, input_shape, options, device, on_batch).await
+            run(model, optim, data, input_shape, config, device, on_batch).await
         }
-        _ => {
-            let momentum = (options.momentum > 0.0).then_some(MomentumConfig {
-                momentum: options.momentum,
+        Choice::Sgd { momentum } => {
+            let momentum = (momentum > 0.0).then_some(MomentumConfig {
+                momentum,
                 dampening: 0.0,
                 nesterov: false,
             });
@@ -137,7 +67,7 @@ pub async fn train<B: AutodiffBackend>(
                 .with_momentum(momentum)
                 .with_weight_decay(wd)
                 .init();
-            run(model, optim, data, input_shape, options, device, on_batch).await
+            run(model, optim, data, input_shape, config, device, on_batch).await
         }
     }
 }
@@ -147,25 +77,26 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
     mut optim: O,
     data: &Dataset,
     input_shape: &[usize],
-    options: &TrainOptions,
+    config: &TrainingConfig,
     device: &B::Device,
     on_batch: &mut OnBatch<'_>,
 ) -> Result<(Model<B>, TrainReport)> {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
-    let anchor = (options.proximal_mu > 0.0).then(|| model.clone());
-    let mut rng = options
-        .shuffle
-        .then(|| seeded(options.seed.unwrap_or_else(crate::noise::random_u64)));
+    let anchor = (config.proximal_mu > 0.0).then(|| model.clone());
+    let mut rng = match config.order {
+        Order::Fixed => None,
+        Order::Shuffled(seed) => Some(seeded(seed)),
+        Order::Random => Some(seeded(fresh_seed())),
+    };
     let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
-    for epoch in 0..options.epochs {
-        let batches = data.batches(options.batch_size, rng.as_mut());
+    for epoch in 0..config.epochs {
+        let batches = data.batches(config.batch_size, rng.as_mut());
         let count = batches.len();
         for (b, idx) in batches.iter().enumerate() {
             let (x, y) = data.batch::<B>(idx, device);
             let mut loss = loss_fn.forward(model.forward(x, input_shape), y);
             if let Some(anchor) = &anchor {
-                loss =
-                    loss + proximal(&model, anchor, device).mul_scalar(options.proximal_mu / 2.0);
+                loss = loss + proximal(&model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
             }
             // Reading the loss every step also yields to the event loop on the web.
             let value = values(loss.clone().detach()).await?[0] as f64;
@@ -177,7 +108,7 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
                 )));
             }
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(options.lr, model, grads);
+            model = optim.step(config.lr, model, grads);
             total += value * idx.len() as f64;
             steps += 1;
             examples += idx.len();
@@ -196,28 +127,16 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
     ))
 }
 
-/// FedProx's ‖w − w_global‖², summed over every parameter.
+/// FedProx's ‖w − w_global‖², summed over every trained parameter.
 fn proximal<B: Backend>(model: &Model<B>, anchor: &Model<B>, device: &B::Device) -> Tensor<B, 1> {
+    let (mut model, mut anchor) = (model.clone(), anchor.clone());
     let mut sum = Tensor::<B, 1>::zeros([1], device);
-    let sq = |a: Tensor<B, 1>, b: Tensor<B, 1>| (a - b.detach()).powi_scalar(2).sum();
-    for (l, g) in model.layers.iter().zip(&anchor.layers) {
-        match (l, g) {
-            (Layer::Linear(l), Layer::Linear(g)) => {
-                sum = sum + sq(l.weight.val().flatten(0, 1), g.weight.val().flatten(0, 1));
-                if let (Some(a), Some(b)) = (&l.bias, &g.bias) {
-                    sum = sum + sq(a.val(), b.val());
-                }
-            }
-            (Layer::Conv2d(l), Layer::Conv2d(g)) => {
-                sum = sum + sq(l.weight.val().flatten(0, 3), g.weight.val().flatten(0, 3));
-                if let (Some(a), Some(b)) = (&l.bias, &g.bias) {
-                    sum = sum + sq(a.val(), b.val());
-                }
-            }
-            (Layer::BatchNorm(l), Layer::BatchNorm(g)) => {
-                sum = sum + sq(l.gamma.val(), g.gamma.val()) + sq(l.beta.val(), g.beta.val());
-            }
-            _ => {}
+    for ((_, w), (_, g)) in params::slots(&mut model)
+        .iter()
+        .zip(&params::slots(&mut anchor))
+    {
+        if let (Some(w), Some(g)) = (w.trained(), g.trained()) {
+            sum = sum + (w - g.detach()).powi_scalar(2).sum();
         }
     }
     sum

@@ -1,19 +1,15 @@
-//! Named tensors in PyTorch's names and layouts, in and out of the Burn model.
-//!
-//! Burn keeps a Linear weight as `[in, out]`; PyTorch and the wire as `[out, in]`.
-//! Conv2d weights share PyTorch's layout. BatchNorm's `weight`/`bias` are Burn's
-//! `gamma`/`beta`; its running statistics travel too (see README: averaged like
-//! parameters), while PyTorch's integer `num_batches_tracked` never does.
+//! Named tensors in PyTorch's names and layouts: safetensors in and out, into and out of the
+//! Burn model (through `params`' table), and the arithmetic on them (delta, norm).
 
 use std::collections::BTreeMap;
 
-use burn::module::{Param, RunningState};
+use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors};
 
 use crate::error::{Result, TrainerError};
-use crate::model::{Layer, Model};
+use crate::model::Model;
+use crate::params;
 use crate::spec::ModelSpec;
 
 /// Flat f32 values per wire name, in the spec's order.
@@ -94,85 +90,51 @@ pub fn encode(named: &Named, spec: &ModelSpec) -> Result<Vec<u8>> {
     safetensors::serialize(views, None).map_err(|e| TrainerError::Weights(e.to_string()))
 }
 
-fn tensor<B: Backend, const D: usize>(
-    values: &[f32],
-    shape: [usize; D],
-    device: &B::Device,
-) -> Tensor<B, D> {
-    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
-}
-
 /// Replace the model's parameters with the named (PyTorch-layout) tensors.
-pub fn load<B: Backend>(model: Model<B>, named: &Named, device: &B::Device) -> Model<B> {
-    let get = |i: usize, p: &str| named.get(&format!("layers.{i}.{p}")).map(Vec::as_slice);
-    let layers = model
-        .layers
-        .into_iter()
-        .enumerate()
-        .map(|(i, layer)| match layer {
-            Layer::Linear(mut l) => {
-                let [d_in, d_out] = l.weight.shape().dims();
-                let w = tensor::<B, 2>(get(i, "weight").expect("validated"), [d_out, d_in], device);
-                l.weight = Param::from_tensor(w.transpose());
-                if let Some(b) = get(i, "bias") {
-                    l.bias = Some(Param::from_tensor(tensor(b, [d_out], device)));
-                }
-                Layer::Linear(l)
-            }
-            Layer::Conv2d(mut c) => {
-                let dims: [usize; 4] = c.weight.shape().dims();
-                c.weight =
-                    Param::from_tensor(tensor(get(i, "weight").expect("validated"), dims, device));
-                if let Some(b) = get(i, "bias") {
-                    c.bias = Some(Param::from_tensor(tensor(b, [dims[0]], device)));
-                }
-                Layer::Conv2d(c)
-            }
-            Layer::BatchNorm(mut bn) => {
-                let n = bn.gamma.shape().dims::<1>()[0];
-                let t = |p: &str| tensor::<B, 1>(get(i, p).expect("validated"), [n], device);
-                bn.gamma = Param::from_tensor(t("weight"));
-                bn.beta = Param::from_tensor(t("bias"));
-                bn.running_mean = RunningState::new(t("running_mean"));
-                bn.running_var = RunningState::new(t("running_var"));
-                Layer::BatchNorm(bn)
-            }
-            other => other,
-        })
-        .collect();
-    Model { layers }
+pub fn load<B: Backend>(mut model: Model<B>, named: &Named, device: &B::Device) -> Model<B> {
+    for (name, slot) in params::slots(&mut model) {
+        slot.set(
+            named.get(&name).expect("validated against the spec"),
+            device,
+        );
+    }
+    model
 }
 
 /// Read every wire tensor back in PyTorch layout. Async, because WebGPU reads must be.
 pub async fn read<B: Backend>(model: &Model<B>) -> Result<Named> {
+    let mut model = model.clone();
     let mut out = Named::new();
-    for (i, layer) in model.layers.iter().enumerate() {
-        let mut put = |p: &str, v: Vec<f32>| out.insert(format!("layers.{i}.{p}"), v);
-        match layer {
-            Layer::Linear(l) => {
-                put("weight", values(l.weight.val().transpose()).await?);
-                if let Some(b) = &l.bias {
-                    put("bias", values(b.val()).await?);
-                }
-            }
-            Layer::Conv2d(c) => {
-                put("weight", values(c.weight.val()).await?);
-                if let Some(b) = &c.bias {
-                    put("bias", values(b.val()).await?);
-                }
-            }
-            Layer::BatchNorm(bn) => {
-                put("weight", values(bn.gamma.val()).await?);
-                put("bias", values(bn.beta.val()).await?);
-                put("running_mean", values(bn.running_mean.value_sync()).await?);
-                put("running_var", values(bn.running_var.value_sync()).await?);
-            }
-            _ => {}
-        }
+    for (name, slot) in params::slots(&mut model) {
+        out.insert(name, values(slot.wire()).await?);
     }
     Ok(out)
 }
 
+/// trained − global, name by name.
+pub fn delta(trained: &Named, global: &Named) -> Named {
+    trained
+        .iter()
+        .map(|(name, t)| {
+            (
+                name.clone(),
+                t.iter().zip(&global[name]).map(|(a, b)| a - b).collect(),
+            )
+        })
+        .collect()
+}
+
+/// The global L2 norm over every value of every tensor.
+pub fn l2_norm(named: &Named) -> f64 {
+    named
+        .values()
+        .flatten()
+        .map(|&v| f64::from(v) * f64::from(v))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// A tensor's values, read from its device.
 pub async fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
     let data = t
         .into_data_async()
@@ -180,4 +142,20 @@ pub async fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f
         .map_err(|e| TrainerError::Backend(format!("{e:?}")))?;
     data.into_vec::<f32>()
         .map_err(|e| TrainerError::Backend(format!("{e:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(values: &[f32]) -> Named {
+        [("a".to_string(), values.to_vec())].into_iter().collect()
+    }
+
+    #[test]
+    fn delta_and_norm_are_per_value() {
+        let d = delta(&named(&[4.0, 6.0]), &named(&[1.0, 2.0]));
+        assert_eq!(d["a"], vec![3.0, 4.0]);
+        assert!((l2_norm(&d) - 5.0).abs() < 1e-12);
+    }
 }

@@ -72,23 +72,23 @@ def infer_shapes(spec: ModelSpec) -> dict[str, Shape]:
     for i, layer in enumerate(spec.layers):
         prefix = f"layers.{i}"
         kind = layer["type"]
-        where = f"layer {i} ({kind}) with input shape {list(shape)}"
+        where = f"layer {i} with input shape {list(shape)}"
         if kind == "flatten":
             shape = (math.prod(shape),)
         elif kind == "linear":
             if shape != (layer["in_features"],):
-                raise ValueError(f"{where}: expects a flat input of {layer['in_features']}")
+                raise ValueError(f"{where}: linear expects a flat input of {layer['in_features']}")
             params[f"{prefix}.weight"] = (layer["out_features"], layer["in_features"])
             if layer.get("bias", True):
                 params[f"{prefix}.bias"] = (layer["out_features"],)
             shape = (layer["out_features"],)
         elif kind == "conv2d":
             if len(shape) != 3 or shape[0] != layer["in_channels"]:
-                raise ValueError(f"{where}: expects [{layer['in_channels']}, H, W]")
+                raise ValueError(f"{where}: conv2d expects [{layer['in_channels']}, H, W]")
             k, s, p = layer["kernel_size"], layer.get("stride", 1), layer.get("padding", 0)
             h, w = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
             if h < 1 or w < 1:
-                raise ValueError(f"{where}: kernel {k} does not fit")
+                raise ValueError(f"{where}: conv2d kernel {k} does not fit")
             params[f"{prefix}.weight"] = (layer["out_channels"], layer["in_channels"], k, k)
             if layer.get("bias", True):
                 params[f"{prefix}.bias"] = (layer["out_channels"],)
@@ -97,15 +97,15 @@ def infer_shapes(spec: ModelSpec) -> dict[str, Shape]:
             k = layer["kernel_size"]
             s = layer.get("stride", k)
             if len(shape) != 3 or shape[1] < k or shape[2] < k:
-                raise ValueError(f"{where}: expects [C, H, W] with H, W >= {k}")
+                raise ValueError(f"{where}: maxpool2d expects [C, H, W] with H, W >= {k}")
             shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
         elif kind == "batchnorm2d":
             n = layer["num_features"]
             if len(shape) != 3 or shape[0] != n:
-                raise ValueError(f"{where}: expects [{n}, H, W]")
+                raise ValueError(f"{where}: batchnorm2d expects [{n}, H, W]")
             for name in ("weight", "bias", "running_mean", "running_var"):
                 params[f"{prefix}.{name}"] = (n,)
         # relu and dropout keep the shape.
     if shape != (spec.num_classes,):
-        raise ValueError(f"model {spec.name!r} ends with shape {list(shape)}, expected [{spec.num_classes}]")
+        raise ValueError(f'model "{spec.name}" ends with shape {list(shape)}, expected [{spec.num_classes}]')
     return params

@@ -1,41 +1,12 @@
-//! The delta and its privacy treatment: global L2 clipping (Flower's fixed clipping,
-//! reporting `norm_bit`) and optional local Gaussian noise from a cryptographically
-//! seeded generator.
+//! The delta's privacy treatment: global L2 clipping (Flower's fixed clipping, reporting
+//! `norm_bit`) and optional local Gaussian noise from a cryptographically seeded generator.
 
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, Normal};
 
 use crate::error::{Result, TrainerError};
-use crate::weights::Named;
-
-/// A fresh seed from the platform's CSPRNG (`crypto.getRandomValues` on the web).
-pub fn random_u64() -> u64 {
-    let mut seed = [0u8; 8];
-    getrandom_03::fill(&mut seed).expect("the platform has no random source");
-    u64::from_le_bytes(seed)
-}
-
-pub fn delta(trained: &Named, global: &Named) -> Named {
-    trained
-        .iter()
-        .map(|(name, t)| {
-            (
-                name.clone(),
-                t.iter().zip(&global[name]).map(|(a, b)| a - b).collect(),
-            )
-        })
-        .collect()
-}
-
-pub fn l2_norm(named: &Named) -> f64 {
-    named
-        .values()
-        .flatten()
-        .map(|&v| f64::from(v) * f64::from(v))
-        .sum::<f64>()
-        .sqrt()
-}
+use crate::weights::{Named, l2_norm};
 
 /// Scale so the global L2 norm is at most `max_norm`; true if it had to.
 pub fn clip(named: &mut Named, max_norm: f64) -> Result<bool> {

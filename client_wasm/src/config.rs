@@ -1,0 +1,197 @@
+//! A local training job's configuration: `TrainOptions` as JavaScript writes it (the protocol's
+//! config keys in camelCase, strings for the optimizer), checked once into a typed
+//! `TrainingConfig`, the way Burn's examples keep a `TrainingConfig` next to the loop.
+
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::error::{Result, TrainerError};
+
+/// The options object of `Trainer.train`. Unknown fields are refused: a misspelt option
+/// (`learningRate`) must be an error, not a silent default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TrainOptions {
+    #[serde(default = "defaults::epochs")]
+    pub epochs: usize,
+    #[serde(default = "defaults::batch_size")]
+    pub batch_size: usize,
+    #[serde(default = "defaults::lr")]
+    pub lr: f64,
+    #[serde(default = "defaults::optimizer")]
+    pub optimizer: String,
+    #[serde(default)]
+    pub momentum: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+    #[serde(default)]
+    pub proximal_mu: f64,
+    /// `None`: shuffle from a fresh random seed; `Some(s)`: shuffle with seed `s`.
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default = "defaults::yes")]
+    pub shuffle: bool,
+}
+
+mod defaults {
+    pub fn epochs() -> usize {
+        1
+    }
+    pub fn batch_size() -> usize {
+        10
+    }
+    pub fn lr() -> f64 {
+        0.05
+    }
+    pub fn optimizer() -> String {
+        "sgd".into()
+    }
+    pub fn yes() -> bool {
+        true
+    }
+}
+
+/// The optimizers a job can ask for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Optimizer {
+    /// SGD; `momentum` 0 means none (and no state to keep).
+    Sgd {
+        momentum: f64,
+    },
+    Adam,
+    AdamW,
+}
+
+impl FromStr for Optimizer {
+    type Err = TrainerError;
+
+    /// The JS option strings, with the momentum filled in later by `TrainingConfig`.
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "sgd" => Ok(Optimizer::Sgd { momentum: 0.0 }),
+            "adam" => Ok(Optimizer::Adam),
+            "adamw" => Ok(Optimizer::AdamW),
+            other => Err(TrainerError::Config(format!(
+                "optimizer {other:?}: use sgd, adam or adamw"
+            ))),
+        }
+    }
+}
+
+impl Optimizer {
+    /// Values of state kept per parameter: what the memory estimate must reserve.
+    pub fn state_slots(&self) -> u64 {
+        match *self {
+            Optimizer::Sgd { momentum } => u64::from(momentum > 0.0),
+            Optimizer::Adam | Optimizer::AdamW => 2,
+        }
+    }
+}
+
+/// How batches are ordered each epoch.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Order {
+    /// As given.
+    Fixed,
+    /// Shuffled from this seed.
+    Shuffled(u64),
+    /// Shuffled from a fresh random seed.
+    Random,
+}
+
+/// A checked training job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainingConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: Optimizer,
+    /// L2 weight decay; 0 is none (AdamW then uses its own default, 0.01).
+    pub weight_decay: f64,
+    /// FedProx μ; 0 is plain local training.
+    pub proximal_mu: f64,
+    pub order: Order,
+}
+
+impl TryFrom<TrainOptions> for TrainingConfig {
+    type Error = TrainerError;
+
+    fn try_from(o: TrainOptions) -> Result<Self> {
+        if o.epochs == 0 || o.batch_size == 0 {
+            return Err(TrainerError::Config(
+                "epochs and batchSize must be at least 1".into(),
+            ));
+        }
+        if !(o.lr.is_finite() && o.lr > 0.0) {
+            return Err(TrainerError::Config(format!(
+                "lr must be positive, got {}",
+                o.lr
+            )));
+        }
+        let optimizer = match o.optimizer.parse()? {
+            Optimizer::Sgd { .. } => Optimizer::Sgd {
+                momentum: o.momentum,
+            },
+            other => other,
+        };
+        let order = match (o.shuffle, o.seed) {
+            (false, _) => Order::Fixed,
+            (true, Some(seed)) => Order::Shuffled(seed),
+            (true, None) => Order::Random,
+        };
+        Ok(TrainingConfig {
+            epochs: o.epochs,
+            batch_size: o.batch_size,
+            lr: o.lr,
+            optimizer,
+            weight_decay: o.weight_decay,
+            proximal_mu: o.proximal_mu,
+            order,
+        })
+    }
+}
+
+impl TrainingConfig {
+    /// Parse and check the options' JSON.
+    pub fn from_json(json: &str) -> Result<Self> {
+        let options: TrainOptions =
+            serde_json::from_str(json).map_err(|e| TrainerError::Config(e.to_string()))?;
+        options.try_into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_one_epoch_of_plain_sgd() {
+        let c = TrainingConfig::from_json("{}").unwrap();
+        assert_eq!((c.epochs, c.batch_size, c.lr), (1, 10, 0.05));
+        assert_eq!(c.optimizer, Optimizer::Sgd { momentum: 0.0 });
+        assert_eq!(c.order, Order::Random);
+    }
+
+    #[test]
+    fn optimizers_parse_from_their_js_names() {
+        let c = TrainingConfig::from_json(r#"{"optimizer":"sgd","momentum":0.9}"#).unwrap();
+        assert_eq!(c.optimizer, Optimizer::Sgd { momentum: 0.9 });
+        assert_eq!(c.optimizer.state_slots(), 1);
+        let c = TrainingConfig::from_json(r#"{"optimizer":"adamw","momentum":0.9}"#).unwrap();
+        assert_eq!(c.optimizer, Optimizer::AdamW);
+        assert_eq!(c.optimizer.state_slots(), 2);
+        let err = TrainingConfig::from_json(r#"{"optimizer":"rmsprop"}"#).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            r#"bad training config: optimizer "rmsprop": use sgd, adam or adamw"#
+        );
+    }
+
+    #[test]
+    fn misspelt_and_out_of_range_options_are_refused() {
+        assert!(TrainingConfig::from_json(r#"{"learningRate":0.1}"#).is_err());
+        assert!(TrainingConfig::from_json(r#"{"epochs":0}"#).is_err());
+        assert!(TrainingConfig::from_json(r#"{"lr":-1}"#).is_err());
+    }
+}

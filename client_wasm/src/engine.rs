@@ -1,0 +1,126 @@
+//! The backend a trainer runs on: the choice JavaScript names, and the learner on that backend.
+//! Burn's backends are types, so a learner on one or the other is an enum, and the macro
+//! `on_learner!` runs the same code on whichever it holds.
+
+use burn::backend::{Autodiff, Flex};
+
+use crate::error::TrainerError;
+use crate::learner::Learner;
+use crate::spec::ModelSpec;
+
+pub type Cpu = Autodiff<Flex>;
+#[cfg(feature = "webgpu")]
+pub type Gpu = Autodiff<burn::backend::WebGpu>;
+
+/// The backend JavaScript asks for: `"cpu"` (or its old name `"wasm-cpu"`), `"webgpu"`, `"auto"`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Choice {
+    Cpu,
+    WebGpu,
+    Auto,
+}
+
+impl Choice {
+    pub fn parse(name: &str) -> Option<Choice> {
+        match name {
+            "cpu" | "wasm-cpu" => Some(Choice::Cpu),
+            "webgpu" => Some(Choice::WebGpu),
+            "auto" => Some(Choice::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// A learner on whichever backend it started on.
+pub enum Engine {
+    Cpu(Learner<Cpu>),
+    #[cfg(feature = "webgpu")]
+    Gpu(Learner<Gpu>),
+}
+
+/// Run `$body` with `$l` bound to the engine's learner, whatever its backend.
+macro_rules! on_learner {
+    ($engine:expr, $l:ident => $body:expr) => {
+        match $engine {
+            $crate::engine::Engine::Cpu($l) => $body,
+            #[cfg(feature = "webgpu")]
+            $crate::engine::Engine::Gpu($l) => $body,
+        }
+    };
+}
+pub(crate) use on_learner;
+
+/// A started engine and, when `"auto"` fell back to the CPU, why.
+pub struct Started {
+    pub engine: Engine,
+    pub fallback: Option<String>,
+}
+
+impl Engine {
+    /// `"cpu"` or `"webgpu"`: what JavaScript reads back as `backend`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Engine::Cpu(_) => "cpu",
+            #[cfg(feature = "webgpu")]
+            Engine::Gpu(_) => "webgpu",
+        }
+    }
+
+    /// Start without waiting, which only the CPU can: WebGPU's device starts asynchronously.
+    pub fn start_now(spec: ModelSpec, backend: &str) -> Result<Engine, TrainerError> {
+        match Choice::parse(backend) {
+            Some(Choice::Cpu) => Engine::cpu(spec),
+            Some(Choice::WebGpu) => Err(TrainerError::Backend(
+                "WebGPU initialises asynchronously: use `await Trainer.create(spec, \"webgpu\")`"
+                    .into(),
+            )),
+            Some(Choice::Auto) | None => Err(TrainerError::Backend(format!(
+                "unknown backend {backend:?}: use \"cpu\" or \"webgpu\""
+            ))),
+        }
+    }
+
+    /// Start on `backend`; `"auto"` falls back to the CPU, `"webgpu"` fails instead.
+    pub async fn start(spec: ModelSpec, backend: &str) -> Result<Started, TrainerError> {
+        let started = |engine| Started {
+            engine,
+            fallback: None,
+        };
+        match Choice::parse(backend) {
+            Some(Choice::Cpu) => Engine::cpu(spec).map(started),
+            Some(Choice::WebGpu) => Engine::webgpu(spec)
+                .await
+                .map(started)
+                .map_err(|why| TrainerError::Backend(format!("WebGPU unavailable: {why}"))),
+            Some(Choice::Auto) => match Engine::webgpu(spec.clone()).await {
+                Ok(engine) => Ok(started(engine)),
+                Err(reason) => Ok(Started {
+                    engine: Engine::cpu(spec)?,
+                    fallback: Some(reason),
+                }),
+            },
+            None => Err(TrainerError::Backend(format!(
+                "unknown backend {backend:?}: use \"cpu\", \"webgpu\" or \"auto\""
+            ))),
+        }
+    }
+
+    fn cpu(spec: ModelSpec) -> Result<Engine, TrainerError> {
+        Ok(Engine::Cpu(Learner::new(spec, Default::default())?))
+    }
+
+    /// WebGPU, or why not, in words for people.
+    #[cfg(feature = "webgpu")]
+    async fn webgpu(spec: ModelSpec) -> Result<Engine, String> {
+        let device = crate::webgpu::start().await?;
+        let learner = Learner::new(spec, device).map_err(|e| e.to_string())?;
+        Ok(Engine::Gpu(learner))
+    }
+
+    #[cfg(not(feature = "webgpu"))]
+    async fn webgpu(_: ModelSpec) -> Result<Engine, String> {
+        // Say whether an adapter exists, so a page on this build can tell people what they miss.
+        crate::webgpu::find_adapter().await?;
+        Err("WebGPU adapter found, but this build has no WebGPU backend".into())
+    }
+}

@@ -1,0 +1,126 @@
+//! Glue between JavaScript values and the trainer: errors become `Error`s, option objects
+//! become a `TrainingConfig`, reports become plain objects, typed arrays are copied in only
+//! when there is memory for them, and a shared engine refuses a second caller as busy.
+
+use std::cell::{Ref, RefCell, RefMut};
+use std::rc::Rc;
+
+use js_sys::{Float32Array, Function, Int32Array, Object, Promise, Reflect};
+use wasm_bindgen::{JsCast, JsValue};
+use wasm_bindgen_futures::JsFuture;
+
+use crate::config::TrainingConfig;
+use crate::error::TrainerError;
+use crate::learner::DeltaOut;
+use crate::training::{EvalReport, Pause, TrainReport};
+
+pub fn error(e: TrainerError) -> JsValue {
+    js_sys::Error::new(&e.to_string()).into()
+}
+
+/// An engine shared between a JS object and the Promises its methods return. JS is
+/// single-threaded, so a borrow that fails means another call is still in flight: that call
+/// is refused with "the trainer is busy" instead of racing.
+pub struct Shared<T>(Rc<RefCell<T>>);
+
+const BUSY: &str = "the trainer is busy";
+
+impl<T> Shared<T> {
+    pub fn new(value: T) -> Self {
+        Shared(Rc::new(RefCell::new(value)))
+    }
+
+    pub fn read(&self) -> Result<Ref<'_, T>, JsValue> {
+        self.0.try_borrow().map_err(|_| JsValue::from_str(BUSY))
+    }
+
+    pub fn write(&self) -> Result<RefMut<'_, T>, JsValue> {
+        self.0.try_borrow_mut().map_err(|_| JsValue::from_str(BUSY))
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+/// Options from a plain JS object. Through JSON, because serde-wasm-bindgen skips unknown
+/// fields, and a misspelt option must be an error.
+pub fn training_config(options: &JsValue) -> Result<TrainingConfig, TrainerError> {
+    let json = if options.is_undefined() || options.is_null() {
+        "{}".to_string()
+    } else {
+        js_sys::JSON::stringify(options)
+            .ok()
+            .and_then(|s| s.as_string())
+            .ok_or_else(|| TrainerError::Config("options must be a plain object".into()))?
+    };
+    TrainingConfig::from_json(&json)
+}
+
+/// Copy images into wasm memory, refusing cleanly when there is no room for them.
+pub fn images(x: &Float32Array) -> Result<Vec<f32>, JsValue> {
+    crate::memory::ensure(u64::from(x.length()) * 4, "the images").map_err(error)?;
+    Ok(x.to_vec())
+}
+
+/// Images and labels, copied in the same way.
+pub fn examples(x: &Float32Array, y: &Int32Array) -> Result<(Vec<f32>, Vec<i32>), JsValue> {
+    crate::memory::ensure(u64::from(y.length()) * 4, "the labels").map_err(error)?;
+    Ok((images(x)?, y.to_vec()))
+}
+
+/// The per-batch callback: calls `f` and, when it returns a Promise, pauses until it settles.
+pub fn on_batch(f: Option<Function>) -> impl FnMut(usize, usize, usize, f64) -> Option<Pause> {
+    move |epoch, batch, batches, loss| {
+        let f = f.as_ref()?;
+        let args = js_sys::Array::of4(&epoch.into(), &batch.into(), &batches.into(), &loss.into());
+        let promise = f
+            .apply(&JsValue::NULL, &args)
+            .ok()?
+            .dyn_into::<Promise>()
+            .ok()?;
+        Some(Box::pin(async move {
+            let _ = JsFuture::from(promise).await;
+        }))
+    }
+}
+
+fn object(pairs: &[(&str, JsValue)]) -> JsValue {
+    let o = Object::new();
+    for (k, v) in pairs {
+        Reflect::set(&o, &JsValue::from_str(k), v).expect("setting a plain object's field");
+    }
+    o.into()
+}
+
+pub fn train_report(r: TrainReport) -> JsValue {
+    object(&[
+        ("loss", r.loss.into()),
+        ("steps", r.steps.into()),
+        ("examples", r.examples.into()),
+    ])
+}
+
+pub fn eval_report(r: EvalReport) -> JsValue {
+    object(&[
+        ("loss", r.loss.into()),
+        ("accuracy", r.accuracy.into()),
+        ("examples", r.examples.into()),
+    ])
+}
+
+pub fn delta_report(out: DeltaOut) -> JsValue {
+    let mut pairs = vec![
+        (
+            "delta",
+            js_sys::Uint8Array::from(out.bytes.as_slice()).into(),
+        ),
+        ("norm", out.norm.into()),
+    ];
+    if let Some(c) = out.clipped {
+        pairs.push(("clipped", c.into()));
+    }
+    object(&pairs)
+}

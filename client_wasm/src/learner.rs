@@ -1,0 +1,141 @@
+//! `Learner`: what learns on this client. It holds one model on one backend and the global
+//! weights that model started from, and answers the trainer's questions about them: train,
+//! evaluate, the delta, the weights. Named after Burn's `burn-train` `Learner` (a model and how
+//! it is trained), because "session" also named a protocol connection elsewhere in Pollen.
+//! Backend-generic, so the CPU and WebGPU paths share it.
+
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::config::TrainingConfig;
+use crate::data::Dataset;
+use crate::error::{Result, TrainerError};
+use crate::memory;
+use crate::model::Model;
+use crate::params;
+use crate::privacy;
+use crate::spec::ModelSpec;
+use crate::training::{self, EvalReport, OnBatch, TrainReport};
+use crate::weights::{self, Named};
+
+pub struct Learner<B: AutodiffBackend> {
+    pub spec: ModelSpec,
+    pub(crate) device: B::Device,
+    model: Option<Model<B>>,
+    global: Option<Named>,
+}
+
+pub struct DeltaOut {
+    pub bytes: Vec<u8>,
+    pub norm: f64,
+    pub clipped: Option<bool>,
+}
+
+impl<B: AutodiffBackend> Learner<B> {
+    pub fn new(spec: ModelSpec, device: B::Device) -> Result<Self> {
+        memory::ensure(memory::model_bytes(&spec), "the model")?;
+        let mut model = spec.init(&device);
+        params::materialize(&mut model);
+        Ok(Self {
+            spec,
+            device,
+            model: Some(model),
+            global: None,
+        })
+    }
+
+    pub fn dataset(&self, x: Vec<f32>, y: Vec<i32>) -> Result<Dataset> {
+        Dataset::new(x, y, self.spec.input_len(), self.spec.num_classes)
+    }
+
+    pub(crate) fn model(&self) -> &Model<B> {
+        self.model
+            .as_ref()
+            .expect("the model is only taken during training")
+    }
+
+    pub fn load(&mut self, bytes: &[u8]) -> Result<()> {
+        let named = weights::decode(bytes, &self.spec)?;
+        let fresh = self.spec.init(&self.device);
+        self.model = Some(weights::load(fresh, &named, &self.device));
+        self.global = Some(named);
+        Ok(())
+    }
+
+    pub async fn train(
+        &mut self,
+        data: &Dataset,
+        config: &TrainingConfig,
+        on_batch: &mut OnBatch<'_>,
+    ) -> Result<TrainReport> {
+        if self.global.is_none() {
+            return Err(TrainerError::Weights(
+                "load the global weights before training".into(),
+            ));
+        }
+        let slots = config.optimizer.state_slots();
+        let bytes = memory::training_bytes(&self.spec, config.batch_size.min(data.len()), slots);
+        memory::ensure(bytes, "a training step")?;
+        let model = self.model.take().expect("model present");
+        match training::train(
+            model,
+            data,
+            &self.spec.input_shape,
+            config,
+            &self.device,
+            on_batch,
+        )
+        .await
+        {
+            Ok((model, report)) => {
+                self.model = Some(model);
+                Ok(report)
+            }
+            Err(e) => {
+                // A failed run leaves the global weights in place, never a half-trained model.
+                let global = self.global.as_ref().expect("checked above");
+                self.model = Some(weights::load(
+                    self.spec.init(&self.device),
+                    global,
+                    &self.device,
+                ));
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn evaluate(&self, data: &Dataset) -> Result<EvalReport> {
+        let batch = data.len().min(training::EVAL_BATCH);
+        memory::ensure(memory::inference_bytes(&self.spec, batch), "evaluation")?;
+        training::evaluate(
+            &training::inference(self.model()),
+            data,
+            &self.spec.input_shape,
+            &self.device,
+        )
+        .await
+    }
+
+    /// trained − global, optionally clipped to `clip` and noised with std `noise_std`.
+    pub async fn delta(&self, clip: Option<f64>, noise_std: Option<f64>) -> Result<DeltaOut> {
+        let global = self
+            .global
+            .as_ref()
+            .ok_or_else(|| TrainerError::Weights("no global weights loaded".into()))?;
+        let mut delta = weights::delta(&weights::read(self.model()).await?, global);
+        let clipped = clip.map(|c| privacy::clip(&mut delta, c)).transpose()?;
+        if let Some(std) = noise_std {
+            privacy::add_gaussian(&mut delta, std)?;
+        }
+        let norm = weights::l2_norm(&delta);
+        Ok(DeltaOut {
+            bytes: weights::encode(&delta, &self.spec)?,
+            norm,
+            clipped,
+        })
+    }
+
+    /// The current weights, as safetensors with PyTorch names.
+    pub async fn weights(&self) -> Result<Vec<u8>> {
+        weights::encode(&weights::read(self.model()).await?, &self.spec)
+    }
+}
