@@ -2,26 +2,9 @@
 // local trainer, heartbeat, and reconnect with backoff. Transport-agnostic: pass the
 // browser's WebSocket or Node's `ws`.
 
-import { ClientSession } from "./protocol/session.js";
-
-/** Protocol config keys (SPEC §5) → the trainer's TrainOptions. */
-export function trainOptions(config) {
-  const o = {};
-  const map = {
-    "local-epochs": "epochs",
-    "batch-size": "batchSize",
-    lr: "lr",
-    optimizer: "optimizer",
-    momentum: "momentum",
-    "weight-decay": "weightDecay",
-    "proximal-mu": "proximalMu",
-    seed: "seed",
-  };
-  for (const [wire, key] of Object.entries(map)) if (config[wire] !== undefined) o[key] = config[wire];
-  return o;
-}
-
-const FATAL = new Set(["unauthorized", "unsupported_version"]);
+import { ClientProtocol } from "./protocol/client-protocol.js";
+import { ErrorCode } from "./protocol/errors.js";
+import { TaskWorker } from "./task.js";
 
 /**
  * Run until the coordinator ends the run (resolves 0) or refuses us (resolves 2).
@@ -42,8 +25,8 @@ export async function runClient(o) {
   let clientId = o.clientId ?? null;
   let backoff = 250;
   let lastConnected = Date.now();
-  const trainers = new Map();
-  let data = null;
+  let welcome = null;
+  const worker = new TaskWorker({ createTrainer: o.createTrainer, data: () => o.data(welcome), onEvent: emit });
   for (;;) {
     if (o.signal?.aborted) return 0;
     const outcome = await connectOnce();
@@ -59,7 +42,7 @@ export async function runClient(o) {
 
   function connectOnce() {
     return new Promise((resolve) => {
-      const session = new ClientSession();
+      const protocol = new ClientProtocol();
       const ws = new o.WebSocket(o.url);
       ws.binaryType = "arraybuffer";
       let beat = null;
@@ -78,32 +61,34 @@ export async function runClient(o) {
       };
       o.signal?.addEventListener("abort", leave, { once: true });
       const flush = () => {
-        for (const frame of session.dataToSend()) if (ws.readyState === 1) ws.send(frame);
+        for (const frame of protocol.dataToSend()) if (ws.readyState === 1) ws.send(frame);
       };
       ws.onopen = () => {
         lastConnected = Date.now();
         backoff = 250;
         emit({ type: "connected" });
-        session.hello({ token: o.token ?? null, clientId, backend: o.backend, agent: o.agent });
+        protocol.hello({ token: o.token ?? null, clientId, backend: o.backend, agent: o.agent });
         flush();
         beat = setInterval(() => {
-          session.heartbeat();
+          protocol.heartbeat();
           flush();
         }, 5000);
       };
       ws.onmessage = (ev) => {
         // Tasks run one after another; frames keep arriving (and heartbeats keep going) meanwhile.
-        const events = session.receive(new Uint8Array(ev.data));
+        const events = protocol.receive(new Uint8Array(ev.data));
         flush();
         for (const event of events) {
           if (event.type === "welcome") {
+            welcome = event.welcome;
             clientId = event.welcome.client_id;
             emit({ type: "welcome", welcome: event.welcome });
           } else if (event.type === "task") {
-            queue = queue.then(() => answer(event.task, event.welcome)).then(flush);
+            queue = queue.then(() => answer(event.task)).then(flush);
           } else if (event.type === "error") {
             emit({ type: "coordinator-error", error: event.error });
-            if (FATAL.has(event.error.code)) finish({ done: 2 });
+            // A fatal error (SPEC §3) means the coordinator is closing on us: refused, not dropped.
+            if (event.error.fatal) finish({ done: 2 });
           }
         }
       };
@@ -114,40 +99,14 @@ export async function runClient(o) {
       ws.onerror = () => {}; // onclose follows with the code
 
       async function answer(task) {
-        const started = Date.now();
-        emit({ type: "task", kind: task.kind, round: task.round });
+        const reply = await worker.answer(task);
         try {
-          data ??= await o.data(session.welcome);
-          const key = JSON.stringify(task.model);
-          if (!trainers.has(key)) trainers.set(key, await o.createTrainer(task.model));
-          const trainer = trainers.get(key);
-          trainer.loadWeights(task.weights);
-          const n = data.y.length;
-          if (task.kind === "evaluate") {
-            const r = await trainer.evaluate(data.x, data.y);
-            session.result(task.taskId, n, { loss: r.loss, accuracy: r.accuracy });
-            emit({ type: "evaluated", round: task.round, ...r });
-            return;
-          }
-          let lastPause = Date.now();
-          const onBatch = (epoch, batch, batches, loss) => {
-            emit({ type: "batch", round: task.round, epoch, batch, batches, loss });
-            // WASM training is synchronous: pause every ~50 ms so heartbeats and the UI keep running.
-            if (Date.now() - lastPause > 50) {
-              lastPause = Date.now();
-              return new Promise((r) => setTimeout(r, 0));
-            }
-          };
-          const report = await trainer.train(data.x, data.y, trainOptions(task.config), onBatch);
-          const clip = task.config.clipping_norm;
-          const d = await trainer.delta(clip ?? undefined, undefined);
-          const metrics = { train_loss: report.loss, train_seconds: (Date.now() - started) / 1000 };
-          if (d.clipped !== undefined) metrics.norm_bit = d.clipped ? 1 : 0;
-          session.result(task.taskId, n, metrics, d.delta);
-          emit({ type: "trained", round: task.round, loss: report.loss, seconds: metrics.train_seconds });
+          protocol.send(reply);
         } catch (e) {
-          session.error("training_failed", String(e?.message ?? e), task.taskId);
-          emit({ type: "task-failed", round: task.round, message: String(e?.message ?? e) });
+          // A result that cannot be framed is still a failed task for the coordinator.
+          const message = String(e?.message ?? e);
+          protocol.error(ErrorCode.TRAINING_FAILED, message, task.taskId);
+          emit({ type: "task-failed", round: task.round, message });
         }
       }
     });

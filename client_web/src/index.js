@@ -1,2 +1,3 @@
-export { runClient, trainOptions } from "./client.js";
+export { runClient } from "./client.js";
 export * from "./protocol/index.js";
+export { TaskWorker, trainOptions } from "./task.js";

@@ -1,10 +1,10 @@
-// The shared protocol vectors, and the JS session's chunking, against the spec.
+// The shared protocol vectors, and the JS client protocol's chunking, against the spec.
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
 
 import {
-  ClientSession,
+  ClientProtocol,
   decode,
   decodeFrame,
   encodeFrame,
@@ -55,8 +55,8 @@ test("chunks out of order are refused", () => {
   );
 });
 
-test("the session answers a bad frame with an error frame", () => {
-  const s = new ClientSession();
+test("the client protocol answers a bad frame with an error frame", () => {
+  const s = new ClientProtocol();
   assert.deepEqual(s.receive(new Uint8Array([1, 2, 3])), []);
   const [err] = s.dataToSend().map((f) => decodeFrame(f).header);
   assert.equal(err.type, "error");
@@ -64,7 +64,7 @@ test("the session answers a bad frame with an error frame", () => {
 });
 
 test("welcome sets the peer's frame limit and results are chunked to it", () => {
-  const s = new ClientSession();
+  const s = new ClientProtocol();
   const welcome = encodeFrame({
     type: "welcome",
     version: 1,

@@ -1,6 +1,6 @@
 export { Reassembler, splitFrame } from "./chunking.js";
+export { ClientProtocol, DEFAULT_MAX_FRAME_BYTES } from "./client-protocol.js";
 export { ErrorCode, ProtocolError } from "./errors.js";
 export { decodeFrame, encodeFrame } from "./frame.js";
 export { decode, PROTOCOL_VERSIONS, parse } from "./messages.js";
 export { readSafetensors, writeSafetensors } from "./safetensors.js";
-export { ClientSession, DEFAULT_MAX_FRAME_BYTES } from "./session.js";

@@ -1,6 +1,7 @@
-// A client's side of the connection, sans I/O (SPEC §4): feed received bytes to
-// `receive()`, send what `dataToSend()` returns. The same object runs in the browser,
-// in a Web Worker and under Node.
+// A client's side of the connection, sans I/O (SPEC §4), named as in the `websockets`
+// library (the coordinator's counterpart is the Python `ServerProtocol`): feed received
+// bytes to `receive()`, send what `dataToSend()` returns. The same object runs in the
+// browser, in a Web Worker and under Node.
 
 import { Reassembler, splitFrame } from "./chunking.js";
 import { ProtocolError } from "./errors.js";
@@ -12,7 +13,7 @@ export const DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024;
 let messageCounter = 0;
 const messageId = () => `m${Date.now().toString(36)}${(messageCounter++).toString(36)}`;
 
-export class ClientSession {
+export class ClientProtocol {
   constructor({ maxFrameBytes = DEFAULT_MAX_FRAME_BYTES, maxMessageBytes = 512 * 1024 * 1024 } = {}) {
     this.maxFrameBytes = maxFrameBytes;
     this.peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
@@ -39,6 +40,13 @@ export class ClientSession {
 
   heartbeat() {
     this.sendFrame(msg.heartbeat(this.seq++));
+  }
+
+  /** Send a task's reply, as a TaskWorker returns it: {type: "result", ...} or {type: "error", ...}. */
+  send(reply) {
+    if (reply.type === "result") this.result(reply.replyTo, reply.numExamples, reply.metrics, reply.delta);
+    else if (reply.type === "error") this.error(reply.code, reply.message, reply.replyTo);
+    else throw new TypeError(`a client cannot send ${reply.type}`);
   }
 
   result(replyTo, numExamples, metrics, delta) {

@@ -1,0 +1,95 @@
+// One task's work, apart from the connection: a train or evaluate task in (as
+// ClientProtocol reports it), its reply out (a result, or a training_failed error),
+// for ClientProtocol.send(). Runs anywhere a trainer does; the tests use a fake one.
+
+import { ErrorCode } from "./protocol/errors.js";
+
+/** Protocol config keys (SPEC §5) → the trainer's TrainOptions. */
+const TRAIN_OPTIONS = {
+  "local-epochs": "epochs",
+  "batch-size": "batchSize",
+  lr: "lr",
+  optimizer: "optimizer",
+  momentum: "momentum",
+  "weight-decay": "weightDecay",
+  "proximal-mu": "proximalMu",
+  seed: "seed",
+};
+
+/** The trainer's TrainOptions for a task's config; keys the config lacks are left out. */
+export function trainOptions(config) {
+  const o = {};
+  for (const [wire, key] of Object.entries(TRAIN_OPTIONS)) if (config[wire] !== undefined) o[key] = config[wire];
+  return o;
+}
+
+/** How often a training job yields to the event loop (WASM training is synchronous). */
+const PAUSE_EVERY_MS = 50;
+
+export class TaskWorker {
+  /**
+   * @param {object} o
+   * @param {(spec: object) => Promise<object>} o.createTrainer  a Trainer for a model spec; one per spec, kept
+   * @param {() => Promise<{x: Float32Array, y: Int32Array}>} o.data  the local data, asked for once (again after a failure)
+   * @param {(event: object) => void} [o.onEvent]  task, batch, trained, evaluated, task-failed
+   */
+  constructor({ createTrainer, data, onEvent }) {
+    this.createTrainer = createTrainer;
+    this.loadData = data;
+    this.emit = onEvent ?? (() => {});
+    this.trainers = new Map();
+    this.data = null;
+  }
+
+  /**
+   * @param {{kind: "train"|"evaluate", taskId: string, round: number, model: object, config: object, weights: Uint8Array}} task
+   * @returns {Promise<object>} {type: "result", replyTo, numExamples, metrics, delta?} or {type: "error", code, message, replyTo}
+   */
+  async answer(task) {
+    this.emit({ type: "task", kind: task.kind, round: task.round });
+    try {
+      return await this.run(task);
+    } catch (e) {
+      const message = String(e?.message ?? e);
+      this.emit({ type: "task-failed", round: task.round, message });
+      return { type: "error", code: ErrorCode.TRAINING_FAILED, message, replyTo: task.taskId };
+    }
+  }
+
+  /** The trainer for a model spec, created on first use. */
+  async trainer(spec) {
+    const key = JSON.stringify(spec);
+    if (!this.trainers.has(key)) this.trainers.set(key, await this.createTrainer(spec));
+    return this.trainers.get(key);
+  }
+
+  async run(task) {
+    const started = Date.now();
+    this.data ??= await this.loadData();
+    const { x, y } = this.data;
+    const trainer = await this.trainer(task.model);
+    trainer.loadWeights(task.weights);
+    const reply = { type: "result", replyTo: task.taskId, numExamples: y.length };
+    if (task.kind === "evaluate") {
+      const r = await trainer.evaluate(x, y);
+      this.emit({ type: "evaluated", round: task.round, ...r });
+      return { ...reply, metrics: { loss: r.loss, accuracy: r.accuracy } };
+    }
+    let lastPause = Date.now();
+    const onBatch = (epoch, batch, batches, loss) => {
+      this.emit({ type: "batch", round: task.round, epoch, batch, batches, loss });
+      // Pause now and then so heartbeats and the UI keep running.
+      if (Date.now() - lastPause > PAUSE_EVERY_MS) {
+        lastPause = Date.now();
+        return new Promise((r) => setTimeout(r, 0));
+      }
+    };
+    const report = await trainer.train(x, y, trainOptions(task.config), onBatch);
+    // Client-side DP (SPEC §5): clip the delta to clipping_norm; the coordinator adds the noise.
+    const d = await trainer.delta(task.config.clipping_norm ?? undefined, undefined);
+    const metrics = { train_loss: report.loss, train_seconds: (Date.now() - started) / 1000 };
+    if (d.clipped !== undefined) metrics.norm_bit = d.clipped ? 1 : 0;
+    this.emit({ type: "trained", round: task.round, loss: report.loss, seconds: metrics.train_seconds });
+    return { ...reply, metrics, delta: d.delta };
+  }
+}

@@ -1,0 +1,153 @@
+// runClient against a scripted coordinator on a fake WebSocket: a task answered end to end,
+// and fatal errors told apart by the wire's `fatal` flag, not by their code.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { runClient } from "../src/client.js";
+import { decode, encodeFrame } from "../src/protocol/index.js";
+
+const SPEC = {
+  name: "tiny",
+  input_shape: [4],
+  num_classes: 2,
+  layers: [{ type: "linear", in_features: 4, out_features: 2 }],
+};
+const DELTA = Uint8Array.of(4, 3, 2, 1);
+const welcome = (clientId) => ({
+  type: "welcome",
+  version: 1,
+  client_id: clientId,
+  node_id: 1,
+  run_id: "r1",
+  max_frame_bytes: 1 << 20,
+  heartbeat_seconds: 10,
+});
+
+/**
+ * A WebSocket class whose peer is `coordinator(frame, socket, index)`, called with every frame
+ * the client sends (decoded); it answers with socket.deliver(header, payload) and socket.hangUp(code).
+ */
+function scripted(coordinator) {
+  const sockets = [];
+  class FakeSocket {
+    constructor(url) {
+      this.url = url;
+      this.readyState = 0;
+      this.index = sockets.push(this) - 1;
+      setTimeout(() => {
+        this.readyState = 1;
+        this.onopen();
+      }, 0);
+    }
+    send(bytes) {
+      coordinator(decode(bytes), this, this.index);
+    }
+    close(code) {
+      this.hangUp(code);
+    }
+    deliver(header, payload) {
+      const bytes = encodeFrame(header, payload);
+      setTimeout(() => this.onmessage({ data: bytes.buffer }), 0);
+    }
+    hangUp(code) {
+      this.readyState = 3;
+      setTimeout(() => this.onclose({ code }), 0);
+    }
+  }
+  return { FakeSocket, sockets };
+}
+
+const fakeTrainer = () => ({
+  loadWeights() {},
+  async train() {
+    return { loss: 0.5 };
+  },
+  async delta(clip) {
+    return { delta: DELTA, norm: 2, clipped: clip < 2 };
+  },
+  async evaluate() {
+    return { loss: 0.3, accuracy: 0.9 };
+  },
+});
+
+const options = (WebSocket, events) => ({
+  url: "ws://coordinator/ws",
+  token: "s3cret",
+  WebSocket,
+  backend: "wasm-cpu",
+  agent: "test",
+  createTrainer: async () => fakeTrainer(),
+  data: async (w) => {
+    assert.equal(w.client_id, "c-1");
+    return { x: new Float32Array(12), y: Int32Array.of(0, 1, 1) };
+  },
+  onEvent: (e) => events.push(e),
+});
+
+test("a train task is answered with a result carrying the delta; a normal close ends the run", async () => {
+  const received = [];
+  const { FakeSocket } = scripted((frame, socket) => {
+    received.push(frame);
+    if (frame.header.type === "hello") {
+      socket.deliver(welcome("c-1"));
+      const config = { "local-epochs": 1, clipping_norm: 1 };
+      socket.deliver({ type: "train", task_id: "t1", run_id: "r1", round: 1, model: SPEC, config }, Uint8Array.of(1));
+    }
+    if (frame.header.type === "result") socket.hangUp(1000);
+  });
+  const events = [];
+  assert.equal(await runClient(options(FakeSocket, events)), 0);
+  const hello = received[0].header;
+  assert.deepEqual(
+    [hello.type, hello.token, hello.client_id, hello.capabilities.backend],
+    ["hello", "s3cret", null, "wasm-cpu"],
+  );
+  const result = received.find((f) => f.header.type === "result");
+  assert.equal(result.header.reply_to, "t1");
+  assert.equal(result.header.num_examples, 3);
+  assert.deepEqual(result.header.metrics.train_loss, 0.5);
+  assert.equal(result.header.metrics.norm_bit, 1);
+  assert.deepEqual(result.payload, DELTA);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    ["connected", "welcome", "task", "trained"],
+  );
+});
+
+test("a fatal error stops the client, whatever its code", async () => {
+  const { FakeSocket, sockets } = scripted((_frame, socket, index) => {
+    if (index === 0) {
+      socket.deliver({ type: "error", code: "not_ready", message: "hello first", reply_to: null, fatal: true });
+      socket.hangUp(1002);
+    } else {
+      socket.deliver(welcome("c-1")); // a client that came back would end the run normally
+      socket.hangUp(1000);
+    }
+  });
+  const events = [];
+  assert.equal(await runClient(options(FakeSocket, events)), 2);
+  assert.equal(sockets.length, 1);
+  assert.equal(events.at(-1).type, "coordinator-error");
+  assert.equal(events.at(-1).error.code, "not_ready");
+});
+
+test("a non-fatal error does not stop the client, even with a refusal's code: it reconnects", async () => {
+  const { FakeSocket, sockets } = scripted((frame, socket, index) => {
+    if (frame.header.type !== "hello") return;
+    if (index === 0) {
+      socket.deliver({ type: "error", code: "unauthorized", message: "not now", reply_to: null, fatal: false });
+      socket.hangUp(1011);
+    } else {
+      assert.equal(frame.header.client_id, null);
+      socket.deliver(welcome("c-1"));
+      socket.hangUp(1000);
+    }
+  });
+  const events = [];
+  assert.equal(await runClient(options(FakeSocket, events)), 0);
+  assert.equal(sockets.length, 2);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    ["connected", "coordinator-error", "reconnecting", "connected", "welcome"],
+  );
+});
