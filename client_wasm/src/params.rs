@@ -6,6 +6,9 @@
 //! weights share PyTorch's layout. BatchNorm's `weight`/`bias` are Burn's `gamma`/`beta`; its
 //! running statistics travel too (averaged like parameters), while PyTorch's integer
 //! `num_batches_tracked` never does.
+//!
+//! A table of our own rather than Burn's `ModuleVisitor`: that visitor reads a `RunningState`
+//! without merging its pending update, so it would send stale BatchNorm statistics.
 
 use burn::module::{Param, RunningState};
 use burn::tensor::backend::{AutodiffBackend, Backend};
