@@ -14,18 +14,18 @@ pub type Gpu = Autodiff<burn::backend::WebGpu>;
 
 /// The backend JavaScript asks for: `"cpu"` (or its old name `"wasm-cpu"`), `"webgpu"`, `"auto"`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Choice {
+pub enum BackendChoice {
     Cpu,
     WebGpu,
     Auto,
 }
 
-impl Choice {
-    pub fn parse(name: &str) -> Option<Choice> {
+impl BackendChoice {
+    pub fn parse(name: &str) -> Option<BackendChoice> {
         match name {
-            "cpu" | "wasm-cpu" => Some(Choice::Cpu),
-            "webgpu" => Some(Choice::WebGpu),
-            "auto" => Some(Choice::Auto),
+            "cpu" | "wasm-cpu" => Some(BackendChoice::Cpu),
+            "webgpu" => Some(BackendChoice::WebGpu),
+            "auto" => Some(BackendChoice::Auto),
             _ => None,
         }
     }
@@ -68,13 +68,13 @@ impl Engine {
 
     /// Start without waiting, which only the CPU can: WebGPU's device starts asynchronously.
     pub fn start_now(spec: ModelSpec, backend: &str) -> Result<Engine, TrainerError> {
-        match Choice::parse(backend) {
-            Some(Choice::Cpu) => Engine::cpu(spec),
-            Some(Choice::WebGpu) => Err(TrainerError::Backend(
+        match BackendChoice::parse(backend) {
+            Some(BackendChoice::Cpu) => Engine::cpu(spec),
+            Some(BackendChoice::WebGpu) => Err(TrainerError::Backend(
                 "WebGPU initialises asynchronously: use `await Trainer.create(spec, \"webgpu\")`"
                     .into(),
             )),
-            Some(Choice::Auto) | None => Err(TrainerError::Backend(format!(
+            Some(BackendChoice::Auto) | None => Err(TrainerError::Backend(format!(
                 "unknown backend {backend:?}: use \"cpu\" or \"webgpu\""
             ))),
         }
@@ -86,13 +86,13 @@ impl Engine {
             engine,
             fallback: None,
         };
-        match Choice::parse(backend) {
-            Some(Choice::Cpu) => Engine::cpu(spec).map(started),
-            Some(Choice::WebGpu) => Engine::webgpu(spec)
+        match BackendChoice::parse(backend) {
+            Some(BackendChoice::Cpu) => Engine::cpu(spec).map(started),
+            Some(BackendChoice::WebGpu) => Engine::webgpu(spec)
                 .await
                 .map(started)
                 .map_err(|why| TrainerError::Backend(format!("WebGPU unavailable: {why}"))),
-            Some(Choice::Auto) => match Engine::webgpu(spec.clone()).await {
+            Some(BackendChoice::Auto) => match Engine::webgpu(spec.clone()).await {
                 Ok(engine) => Ok(started(engine)),
                 Err(reason) => Ok(Started {
                     engine: Engine::cpu(spec)?,

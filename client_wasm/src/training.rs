@@ -8,7 +8,7 @@ use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, SgdConfig
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
-use crate::config::{Optimizer as Choice, Order, TrainingConfig};
+use crate::config::{Optimizer as OptimizerChoice, Order, TrainingConfig};
 use crate::data::{Dataset, fresh_seed, seeded};
 use crate::error::{Result, TrainerError};
 use crate::model::Model;
@@ -41,7 +41,7 @@ pub async fn train<B: AutodiffBackend>(
     let decay = config.weight_decay;
     let wd = (decay > 0.0).then(|| WeightDecayConfig::new(decay as f32));
     match config.optimizer {
-        Choice::Adam => {
+        OptimizerChoice::Adam => {
             // PyTorch's epsilon, so the two trainers agree.
             let optim = AdamConfig::new()
                 .with_epsilon(1e-8)
@@ -49,7 +49,7 @@ pub async fn train<B: AutodiffBackend>(
                 .init();
             run(model, optim, data, input_shape, config, device, on_batch).await
         }
-        Choice::AdamW => {
+        OptimizerChoice::AdamW => {
             let decay = if decay > 0.0 { decay as f32 } else { 0.01 };
             let optim = AdamWConfig::new()
                 .with_epsilon(1e-8)
@@ -57,7 +57,7 @@ pub async fn train<B: AutodiffBackend>(
                 .init();
             run(model, optim, data, input_shape, config, device, on_batch).await
         }
-        Choice::Sgd { momentum } => {
+        OptimizerChoice::Sgd { momentum } => {
             let momentum = (momentum > 0.0).then_some(MomentumConfig {
                 momentum,
                 dampening: 0.0,
