@@ -9,7 +9,6 @@ serve: setup
 
 test: setup lint
 	cd client_web && npm test
-	node --test client_wasm/test/
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --lib
 	.venv/bin/pytest -ra
 

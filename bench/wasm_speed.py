@@ -56,7 +56,7 @@ def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> float:
     out = subprocess.run(
         [
             "node",
-            str(ROOT / "client_wasm" / "bin" / "train-once.mjs"),
+            str(ROOT / "client_web" / "bin" / "train-once.mjs"),
             "--spec",
             str(tmp / "spec.json"),
             "--weights",

@@ -24,7 +24,7 @@ from coordinator.models.spec import BUILTIN_MODELS, ModelSpec, load_spec, spec_f
 from coordinator.models.torch_model import build_module, wire_weights
 
 ROOT = Path(__file__).resolve().parents[1]
-PARITY = ROOT / "client_wasm" / "bin" / "parity.mjs"
+PARITY = ROOT / "client_web" / "parity" / "parity.mjs"
 FORWARD, GRADIENTS, TRAIN = 10, 10, 5
 
 

@@ -4,18 +4,21 @@
 // Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 
-import { parseArgs } from "../../client_wasm/bin/trainer.mjs";
 import { launchChromium } from "./chromium.mjs";
 
-const a = parseArgs(process.argv.slice(2), {
-  clients: "v",
-  token: "v",
-  webgpu: "flag",
-  screenshots: "v",
-  timeout: "v",
+const { values: a, positionals } = parseArgs({
+  options: {
+    clients: { type: "string" },
+    token: { type: "string" },
+    webgpu: { type: "boolean" },
+    screenshots: { type: "string" },
+    timeout: { type: "string" },
+  },
+  allowPositionals: true,
 });
-const [base] = a._;
+const [base] = positionals;
 const clients = Number(a.clients ?? 1);
 const timeoutMs = Number(a.timeout ?? 3600) * 1000;
 

@@ -3,16 +3,23 @@
 // `pollen simulate --backend wasm`:
 //   node client_web/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S] [--quiet]
 // The data file holds `x` (float32 [N, ...]) and `y` (int64 [N]); `pollen shard` writes MNIST shards.
+import { parseArgs } from "node:util";
+
 import WebSocket from "ws";
 
-import { loadTrainerModule, parseArgs, readDataFile } from "../../client_wasm/bin/trainer.mjs";
 import { runClient } from "../src/client.js";
+import { loadTrainerModule, readDataFile } from "./trainer.mjs";
 
-const OPTIONS = { data: "v", token: "v", "give-up-after": "v", quiet: "flag" };
+const OPTIONS = {
+  data: { type: "string" },
+  token: { type: "string" },
+  "give-up-after": { type: "string" },
+  quiet: { type: "boolean" },
+};
 
 async function main() {
-  const a = parseArgs(process.argv.slice(2), OPTIONS);
-  const [url] = a._;
+  const { values: a, positionals } = parseArgs({ options: OPTIONS, allowPositionals: true });
+  const [url] = positionals;
   if (!url || !a.data) throw new Error("usage: join.mjs URL --data FILE [--token T]");
   const { Trainer } = loadTrainerModule();
   const data = readDataFile(a.data);

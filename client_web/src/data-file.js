@@ -1,6 +1,6 @@
 // Data files for the trainer: safetensors with `x` (float32 [N, ...]) and `y` (int64 or int32 [N]).
 // No Node APIs here, so pages (the WebGPU parity harness) decode data the same way Node does.
-import { readSafetensors } from "../../client_web/src/protocol/safetensors.js";
+import { readSafetensors } from "./protocol/safetensors.js";
 
 /** `{x: Float32Array, y: Int32Array}` from a data file's bytes; `name` labels errors. */
 export function decodeDataFile(bytes, name) {

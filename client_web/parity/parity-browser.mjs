@@ -5,16 +5,21 @@ import { readFile, writeFile } from "node:fs/promises";
 import { createServer } from "node:http";
 import { extname, join, normalize, resolve } from "node:path";
 
-import { launchChromium } from "../../client_web/bin/chromium.mjs";
+import { launchChromium } from "../bin/chromium.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
-const SERVED = ["client_wasm/pkg/web/", "client_wasm/bin/", "client_web/src/protocol/"];
-const TYPES = { ".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "application/wasm", ".json": "application/json" };
+const SERVED = ["client_wasm/pkg/web/", "client_web/parity/", "client_web/src/"];
+const TYPES = {
+  ".js": "text/javascript",
+  ".mjs": "text/javascript",
+  ".wasm": "application/wasm",
+  ".json": "application/json",
+};
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>parity</title><script type="module">
 import init, { ParityProbe, Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
-import { runCase } from "/client_wasm/bin/parity-case.mjs";
-import { decodeDataFile } from "/client_wasm/bin/data-file.mjs";
+import { runCase } from "/client_web/parity/parity-case.mjs";
+import { decodeDataFile } from "/client_web/src/data-file.js";
 const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
 try {
   await init();
@@ -45,9 +50,15 @@ function serve(dir) {
       }
       if (path === "/") return res.writeHead(200, { "content-type": "text/html" }).end(PAGE);
       const rel = normalize(path.slice(1));
-      const file = rel.startsWith("cases/") ? join(dir, rel.slice(6)) : SERVED.some((p) => rel.startsWith(p)) ? join(ROOT, rel) : null;
+      const file = rel.startsWith("cases/")
+        ? join(dir, rel.slice(6))
+        : SERVED.some((p) => rel.startsWith(p))
+          ? join(ROOT, rel)
+          : null;
       if (!file || rel.includes("..")) return res.writeHead(404).end();
-      res.writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" }).end(await readFile(file));
+      res
+        .writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" })
+        .end(await readFile(file));
     } catch (e) {
       res.writeHead(500).end(String(e));
     }
@@ -63,7 +74,10 @@ export async function inBrowser(dir, count, timeoutMs = 1_500_000) {
     const page = await browser.newPage();
     page.on("console", (m) => m.type() === "error" && console.error(`page: ${m.text()}`));
     await page.goto(`http://127.0.0.1:${server.address().port}/`);
-    await page.waitForFunction((n) => window.parityError !== undefined || window.parityDone === n, count, { timeout: timeoutMs, polling: 200 });
+    await page.waitForFunction((n) => window.parityError !== undefined || window.parityDone === n, count, {
+      timeout: timeoutMs,
+      polling: 200,
+    });
     const error = await page.evaluate(() => window.parityError);
     if (error) throw new Error(`WebGPU parity page: ${error}`);
   } finally {

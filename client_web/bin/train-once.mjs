@@ -1,16 +1,33 @@
 #!/usr/bin/env node
 // One local training job from files, so anyone can compare the trainer with PyTorch:
-//   node client_wasm/bin/train-once.mjs --spec SPEC.json --weights W.safetensors --data D.safetensors \
+//   node client_web/bin/train-once.mjs --spec SPEC.json --weights W.safetensors --data D.safetensors \
 //     --epochs E --batch-size B --lr LR --optimizer sgd|adam|adamw [--no-shuffle] [--seed S] [--clip C] \
 //     --out DELTA.safetensors
 import { readFileSync, writeFileSync } from "node:fs";
+import { parseArgs } from "node:util";
 
-import { loadTrainerModule, parseArgs, readDataFile } from "./trainer.mjs";
+import { loadTrainerModule, readDataFile } from "./trainer.mjs";
 
-const OPTIONS = { spec: "v", weights: "v", data: "v", epochs: "v", "batch-size": "v", lr: "v", optimizer: "v", "no-shuffle": "flag", seed: "v", clip: "v", out: "v", momentum: "v" };
+const VALUES = [
+  "spec",
+  "weights",
+  "data",
+  "epochs",
+  "batch-size",
+  "lr",
+  "optimizer",
+  "seed",
+  "clip",
+  "out",
+  "momentum",
+];
+const OPTIONS = {
+  ...Object.fromEntries(VALUES.map((name) => [name, { type: "string" }])),
+  "no-shuffle": { type: "boolean" },
+};
 
 async function main() {
-  const a = parseArgs(process.argv.slice(2), OPTIONS);
+  const { values: a } = parseArgs({ options: OPTIONS });
   for (const required of ["spec", "weights", "data", "out"]) {
     if (!a[required]) throw new Error(`--${required} is required`);
   }
@@ -32,7 +49,17 @@ async function main() {
   const seconds = (performance.now() - started) / 1000;
   const d = await trainer.delta(a.clip === undefined ? undefined : Number(a.clip), undefined);
   writeFileSync(a.out, d.delta);
-  console.log(JSON.stringify({ loss: report.loss, steps: report.steps, examples: report.examples, seconds, samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null }));
+  console.log(
+    JSON.stringify({
+      loss: report.loss,
+      steps: report.steps,
+      examples: report.examples,
+      seconds,
+      samplesPerSecond: report.examples / seconds,
+      norm: d.norm,
+      clipped: d.clipped ?? null,
+    }),
+  );
 }
 
 main().catch((e) => {

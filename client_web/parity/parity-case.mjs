@@ -1,14 +1,14 @@
 // One parity case through a trainer: forward logits, gradients, or the delta after local
 // training, as safetensors bytes. No Node APIs, so the WebGPU harness page runs it too (the
 // Node default for `ParityProbe` below is only imported under Node).
-import { writeSafetensors } from "../../client_web/src/protocol/safetensors.js";
+import { writeSafetensors } from "../src/protocol/safetensors.js";
 
 /** Run case `c` ({kind, spec, options}) on `trainer`, which already holds the case's weights.
  * Forward and gradient cases run on a `ParityProbe` (the class of the trainer build in use;
  * the Node build's when omitted) with the same backend and weights. */
 export async function runCase(trainer, c, { x, y }, ParityProbe) {
   if (c.kind === "forward" || c.kind === "gradients") {
-    ParityProbe ??= (await import("./trainer.mjs")).loadTrainerModule().ParityProbe;
+    ParityProbe ??= (await import("../bin/trainer.mjs")).loadTrainerModule().ParityProbe;
     const probe = await ParityProbe.create(JSON.stringify(c.spec), trainer.backend);
     try {
       probe.loadWeights(await trainer.weights());

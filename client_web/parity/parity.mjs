@@ -1,18 +1,21 @@
 #!/usr/bin/env node
 // Runs the parity cases that tests/test_wasm_parity.py writes, through the WebAssembly trainer:
-//   node client_wasm/bin/parity.mjs DIR [--backend cpu|webgpu]
+//   node client_web/parity/parity.mjs DIR [--backend cpu|webgpu]
 // Reads DIR/cases.json and writes DIR/<id>.<backend>.safetensors. `cpu` (the default) runs here in
 // Node; `webgpu` runs the same cases in a headless Chromium page on its WebGPU backend
 // (SwiftShader), and fails rather than fall back to the CPU.
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-
+import { parseArgs } from "node:util";
+import { loadTrainerModule, readDataFile } from "../bin/trainer.mjs";
 import { runCase } from "./parity-case.mjs";
-import { loadTrainerModule, parseArgs, readDataFile } from "./trainer.mjs";
 
-const a = parseArgs(process.argv.slice(2), { backend: "v" });
-const [dir] = a._;
-const backend = a.backend ?? "cpu";
+const { values, positionals } = parseArgs({
+  options: { backend: { type: "string", default: "cpu" } },
+  allowPositionals: true,
+});
+const [dir] = positionals;
+const backend = values.backend;
 const cases = JSON.parse(readFileSync(join(dir, "cases.json"), "utf8"));
 
 if (backend === "cpu") {

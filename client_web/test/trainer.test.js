@@ -2,12 +2,16 @@
 // and the module keeps working after them. Needs client_wasm/build.sh to have run.
 import assert from "node:assert/strict";
 import { test } from "node:test";
-
-import { writeSafetensors } from "../../client_web/src/protocol/safetensors.js";
 import { loadTrainerModule } from "../bin/trainer.mjs";
+import { writeSafetensors } from "../src/protocol/safetensors.js";
 
 const { Trainer } = loadTrainerModule();
-const SPEC = JSON.stringify({ name: "tiny", input_shape: [4], num_classes: 3, layers: [{ type: "linear", in_features: 4, out_features: 3 }] });
+const SPEC = JSON.stringify({
+  name: "tiny",
+  input_shape: [4],
+  num_classes: 3,
+  layers: [{ type: "linear", in_features: 4, out_features: 3 }],
+});
 
 function weights(shape = [3, 4]) {
   const n = shape.reduce((a, b) => a * b, 1);
@@ -42,8 +46,16 @@ test("auto picks the CPU under Node and says why; webgpu refuses instead of fall
 
 test("a bad spec is refused with the layer at fault", () => {
   assert.throws(() => new Trainer("{not json", "cpu"), /bad model spec/);
-  const wrong = JSON.stringify({ name: "w", input_shape: [4], num_classes: 3, layers: [{ type: "linear", in_features: 5, out_features: 3 }] });
-  assert.throws(() => new Trainer(wrong, "cpu"), /bad model spec: layer 0 with input shape \[4\]: linear expects a flat input of 5/);
+  const wrong = JSON.stringify({
+    name: "w",
+    input_shape: [4],
+    num_classes: 3,
+    layers: [{ type: "linear", in_features: 5, out_features: 3 }],
+  });
+  assert.throws(
+    () => new Trainer(wrong, "cpu"),
+    /bad model spec: layer 0 with input shape \[4\]: linear expects a flat input of 5/,
+  );
 });
 
 test("weights of the wrong shape are refused and the old ones stay", async () => {
@@ -56,7 +68,14 @@ test("weights of the wrong shape are refused and the old ones stay", async () =>
 test("bad data is refused: labels out of range, NaN images, ragged lengths", async () => {
   const t = trainer();
   const { x, y } = data();
-  await assert.rejects(t.train(x, Int32Array.from(y, () => 3), {}), /bad data: label 3 is outside 0..3/);
+  await assert.rejects(
+    t.train(
+      x,
+      Int32Array.from(y, () => 3),
+      {},
+    ),
+    /bad data: label 3 is outside 0..3/,
+  );
   const nan = x.slice();
   nan[5] = NaN;
   await assert.rejects(t.train(nan, y, {}), /bad data: images contain NaN/);
@@ -67,9 +86,19 @@ test("a diverging loss stops training with an error and leaves the global weight
   // Weights near float32's limit overflow the logits on the first batch.
   const t = new Trainer(SPEC, "cpu");
   const big = (shape) => ({ shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(3e38) });
-  t.loadWeights(writeSafetensors(new Map([["layers.0.weight", big([3, 4])], ["layers.0.bias", big([3])]])));
+  t.loadWeights(
+    writeSafetensors(
+      new Map([
+        ["layers.0.weight", big([3, 4])],
+        ["layers.0.bias", big([3])],
+      ]),
+    ),
+  );
   const { x, y } = data();
-  await assert.rejects(t.train(x, y, { shuffle: false }), /training diverged: loss became (NaN|inf) in epoch 1, batch 1/);
+  await assert.rejects(
+    t.train(x, y, { shuffle: false }),
+    /training diverged: loss became (NaN|inf) in epoch 1, batch 1/,
+  );
   assert.equal((await t.delta(undefined, undefined)).norm, 0);
   t.loadWeights(weights());
   await t.train(x, y, { lr: 0.05 });
@@ -85,7 +114,16 @@ test("a second call while training is refused as busy", async () => {
 });
 
 test("a model too big for wasm memory is an error, and the module still works", async () => {
-  const huge = JSON.stringify({ name: "huge", input_shape: [784], num_classes: 10, layers: [{ type: "linear", in_features: 784, out_features: 2000000 }, { type: "relu" }, { type: "linear", in_features: 2000000, out_features: 10 }] });
+  const huge = JSON.stringify({
+    name: "huge",
+    input_shape: [784],
+    num_classes: 10,
+    layers: [
+      { type: "linear", in_features: 784, out_features: 2000000 },
+      { type: "relu" },
+      { type: "linear", in_features: 2000000, out_features: 10 },
+    ],
+  });
   assert.throws(() => new Trainer(huge, "cpu"), /out of memory: the model needs about \d+ MB/);
   await assert.rejects(Trainer.create(huge, "auto"), /out of memory/);
   const { x, y } = data();
