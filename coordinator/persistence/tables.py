@@ -41,6 +41,7 @@ class RoundRow(Base):
     loss: Mapped[float | None] = mapped_column(Float, nullable=True)
     epsilon: Mapped[float | None] = mapped_column(Float, nullable=True)
     metrics: Mapped[dict] = mapped_column(JSON)  # type: ignore[type-arg]
+    privacy: Mapped[dict | None] = mapped_column(JSON, nullable=True)  # type: ignore[type-arg]  # DP accountant state
 
 
 class CheckpointRow(Base):
@@ -59,6 +60,7 @@ class ClientRow(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)  # Flower node id
     client_id: Mapped[str] = mapped_column(String(128), unique=True)
+    secret_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)  # SHA-256 hex of the client's secret
     backend: Mapped[str] = mapped_column(String(64))
     agent: Mapped[str | None] = mapped_column(String(256), nullable=True)
     first_seen: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -21,25 +21,35 @@ class Hello:
     backend: str
     max_frame_bytes: int
     agent: str | None = None
+    secret: str | None = None  # the credential a previous welcome issued with `client_id`
 
     def header(self) -> dict[str, Any]:
         caps: dict[str, Any] = {"backend": self.backend, "max_frame_bytes": self.max_frame_bytes}
         if self.agent is not None:
             caps["agent"] = self.agent
-        return {
+        header = {
             "type": self.type,
             "versions": self.versions,
             "token": self.token,
             "client_id": self.client_id,
             "capabilities": caps,
         }
+        if self.secret is not None:
+            header["secret"] = self.secret
+        return header
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Hello:
         h = frame.header
         caps = h["capabilities"]
         return cls(
-            h["versions"], h["token"], h["client_id"], caps["backend"], caps["max_frame_bytes"], caps.get("agent")
+            h["versions"],
+            h["token"],
+            h["client_id"],
+            caps["backend"],
+            caps["max_frame_bytes"],
+            caps.get("agent"),
+            h.get("secret"),
         )
 
 
@@ -52,13 +62,17 @@ class Welcome:
     run_id: str
     max_frame_bytes: int
     heartbeat_seconds: float
+    secret: str | None = None  # issued with a new node: present it with `client_id` to resume that node
 
     def header(self) -> dict[str, Any]:
-        return {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        header = {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
+        if self.secret is None:
+            del header["secret"]
+        return header
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Welcome:
-        return cls(**{f.name: frame.header[f.name] for f in fields(cls)})
+        return cls(**{f.name: frame.header[f.name] for f in fields(cls) if f.name in frame.header})
 
 
 @dataclass(frozen=True)

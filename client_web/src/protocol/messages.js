@@ -24,7 +24,7 @@ export function decode(data) {
   return parse(decodeFrame(data));
 }
 
-export const hello = ({ token = null, clientId = null, backend, maxFrameBytes, agent }) =>
+export const hello = ({ token = null, clientId = null, secret = null, backend, maxFrameBytes, agent }) =>
   encodeFrame({
     type: "hello",
     versions: [...PROTOCOL_VERSIONS],
@@ -34,6 +34,7 @@ export const hello = ({ token = null, clientId = null, backend, maxFrameBytes, a
       agent === undefined
         ? { backend, max_frame_bytes: maxFrameBytes }
         : { backend, max_frame_bytes: maxFrameBytes, agent },
+    ...(secret === null ? {} : { secret }),
   });
 
 export const result = ({ replyTo, numExamples, metrics }, delta = new Uint8Array(0)) =>
