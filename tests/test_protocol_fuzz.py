@@ -265,8 +265,8 @@ def test_server_endpoint_never_raises_and_stays_consistent(handshake: bool, scri
         assert server.state in State
         assert server.in_flight <= sent_tasks
         assert server.held_bytes <= CAP_BYTES and server._reassembler.partial_messages <= CAP_MESSAGES
-        if was_closed:
-            assert out == []
+        if was_closed:  # CLOSED is absorbing: no state change, no event, nothing sent
+            assert out == [] and server.state is State.CLOSED
         elif server.state is State.CLOSED:
             assert isinstance(out[-1], Error) and out[-1].fatal
             assert server.close_code in (1002, 1008, 1009, 1011) and server.held_bytes == 0
@@ -289,4 +289,4 @@ def test_client_endpoint_never_raises_and_stays_consistent(welcomed: bool, scrip
         assert client.state in State
         assert client.held_bytes <= CAP_BYTES
         if was_closed:
-            assert events == [] and out == []
+            assert events == [] and out == [] and client.state is State.CLOSED
