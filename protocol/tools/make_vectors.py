@@ -1,7 +1,9 @@
 """Regenerate `vectors/frames.json` from the literal cases below.
 
 Frames are assembled by hand (struct + RFC 8785), not through any Pollen codec,
-so the vectors test the codecs rather than echo them. Run from the repo root:
+so the vectors test the codecs rather than echo them. `invalid` holds one case
+per bound of SPEC §1.1; `tensors` holds safetensors payloads: valid ones from the
+reference writer, and one hand-built lie per check of SPEC §2. Run from the repo root:
     python protocol/tools/make_vectors.py
 """
 
