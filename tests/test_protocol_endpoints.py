@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from coordinator.protocol import Error, Heartbeat, Result, Task, Welcome, decode, encode, encode_tensors
+from coordinator.protocol import Error, Heartbeat, Result, Task, Welcome, close_codes, decode, encode, encode_tensors
 from coordinator.protocol.chunking import Reassembler, split_frame
 from coordinator.protocol.endpoints import (
     ClientProtocol,
@@ -16,7 +16,7 @@ from coordinator.protocol.endpoints import (
     TaskReceived,
     Welcomed,
 )
-from coordinator.protocol.errors import ProtocolError
+from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.messages import Chunk, Hello
 
 TINY = {
@@ -152,3 +152,118 @@ def test_client_learns_the_coordinator_limit_from_welcome() -> None:
     assert isinstance(event, Welcomed) and client.peer_max_frame_bytes == 4096
     client.send(Result("t", 1, {}, b"\0" * 10000))
     assert all(len(f) <= 4096 for f in client.data_to_send())
+
+
+def chunk_frames(size: int, message_id: str, max_frame: int = 4096) -> list[bytes]:
+    return split_frame(encode(Result("t", 1, {}, b"\1" * size)), max_frame, message_id)
+
+
+def test_a_chunk_before_hello_is_fatal_and_nothing_is_reassembled() -> None:
+    server = ServerProtocol(join_token="t")
+    first, *_ = chunk_frames(50_000, "m")
+    assert server.receive(first) == []
+    (error,) = errors(server)
+    assert error.code == "not_ready" and error.fatal
+    assert server.state is State.CLOSED and server.close_code == 1002 and server.held_bytes == 0
+
+
+def test_a_chunk_between_hello_and_welcome_is_fatal() -> None:
+    server = ServerProtocol(join_token="t")
+    server.receive(hello())
+    server.receive(chunk_frames(50_000, "m")[0])
+    assert errors(server)[-1].code == "not_ready" and server.state is State.CLOSED and server.held_bytes == 0
+
+
+def test_a_second_hello_before_welcome_is_fatal() -> None:
+    server = ServerProtocol(join_token="t")
+    assert len(server.receive(hello())) == 1
+    assert server.receive(hello()) == []
+    assert errors(server)[-1].code == "not_ready" and server.state is State.CLOSED
+
+
+def test_before_welcome_a_frame_larger_than_any_hello_is_refused_with_1009() -> None:
+    server = ServerProtocol(join_token="t")
+    server.receive(encode(Heartbeat(1)) + b"\0" * 70_000)
+    (error,) = errors(server)
+    assert error.code == "frame_too_large" and server.close_code == 1009
+
+
+def test_unfinished_chunked_messages_are_bounded_in_bytes() -> None:
+    server = open_server()
+    server._reassembler.max_partial_bytes = 20_000
+    floods = [chunk_frames(50_000, f"m{i}")[:2] for i in range(10)]
+    for first, second in floods:
+        server.receive(first)
+        server.receive(second)
+        assert server.held_bytes <= 20_000
+        if server.state is State.CLOSED:
+            break
+    assert server.state is State.CLOSED and server.close_code == 1009 and server.held_bytes == 0
+    assert errors(server)[-1].code == "frame_too_large"
+
+
+def test_unfinished_chunked_messages_are_bounded_in_number() -> None:
+    server = ServerProtocol(join_token="t", max_partial_messages=3)
+    server.receive(hello())
+    server.accept(Welcome(1, "c", 1, "r", 1 << 20, 10))
+    server.data_to_send()
+    for i in range(3):
+        server.receive(chunk_frames(50_000, f"m{i}")[0])
+    assert errors(server) == [] and server._reassembler.partial_messages == 3
+    server.receive(chunk_frames(50_000, "m3")[0])
+    (error,) = errors(server)
+    assert error.code == "invalid_message" and error.fatal and server.state is State.CLOSED
+
+
+def test_a_finished_chunked_message_releases_its_bytes() -> None:
+    server = open_server()
+    server.send_task("t", encode(Task("train", "t", "r", 1, TINY, {}, b"w")))
+    server.data_to_send()
+    events = [e for f in chunk_frames(50_000, "m") for e in server.receive(f)]
+    assert len(events) == 1 and server.held_bytes == 0
+
+
+def test_empty_chunks_are_refused() -> None:
+    server = open_server()
+    server.receive(encode(Chunk("m", 0, 3, 10, b"")))
+    assert errors(server)[0].code == "invalid_message" and server.held_bytes == 0
+
+
+def test_error_messages_built_from_exceptions_are_cut() -> None:
+    server = open_server()
+    server.fail(ProtocolError(ErrorCode.INTERNAL, "q" * 50_000), fatal=False)
+    (error,) = errors(server)
+    assert len(error.message) == 1024
+
+
+def test_nothing_is_queued_or_put_in_flight_after_close() -> None:
+    server = ServerProtocol(join_token="t")
+    server.receive(b"garbage!")
+    assert len(server.data_to_send()) == 1
+    server.send_task("t9", encode(Task("train", "t9", "r", 1, TINY, {}, b"w")))
+    server.heartbeat()
+    assert server.data_to_send() == [] and server.in_flight == set()
+
+
+@pytest.mark.parametrize(
+    ("code", "close"),
+    [
+        (ErrorCode.UNAUTHORIZED, close_codes.POLICY_VIOLATION),
+        (ErrorCode.FRAME_TOO_LARGE, close_codes.TOO_BIG),
+        (ErrorCode.INTERNAL, close_codes.SERVER_ERROR),
+        (ErrorCode.UNSUPPORTED_VERSION, close_codes.PROTOCOL_ERROR),
+        (ErrorCode.BAD_FRAME, close_codes.PROTOCOL_ERROR),
+        (ErrorCode.NOT_READY, close_codes.PROTOCOL_ERROR),
+    ],
+)
+def test_a_fatal_error_closes_with_its_rfc_6455_code(code: ErrorCode, close: int) -> None:
+    server = ServerProtocol(join_token="t")
+    server.fail(ProtocolError(code, "x"), fatal=True)
+    assert server.close_code == close != close_codes.RUN_COMPLETE
+
+
+def test_only_run_complete_unauthorized_and_unsupported_version_are_final() -> None:
+    assert close_codes.is_final(1000)
+    assert close_codes.is_final(1008, "unauthorized") and close_codes.is_final(1002, "unsupported_version")
+    for code in (1001, 1002, 1008, 1009, 1011, 1013, 4001, 4002, 4003, 4004, 4005):
+        assert not close_codes.is_final(code, "invalid_message")

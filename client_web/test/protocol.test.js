@@ -10,7 +10,9 @@ import {
   encodeFrame,
   ProtocolError,
   Reassembler,
+  readSafetensors,
   splitFrame,
+  WIRE_DTYPES,
 } from "../src/protocol/index.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../protocol/vectors/frames.json", import.meta.url)));
@@ -30,6 +32,26 @@ for (const v of vectors.invalid) {
   test(`invalid vector ${v.name} is refused with ${v.error}`, () => {
     assert.throws(
       () => decode(hex(v.frame_hex)),
+      (e) => e instanceof ProtocolError && e.code === v.error,
+    );
+  });
+}
+
+for (const v of vectors.tensors.valid) {
+  test(`valid tensors vector ${v.name} decodes`, () => {
+    const tensors = readSafetensors(hex(v.payload_hex), WIRE_DTYPES);
+    assert.deepEqual([...tensors.keys()].sort(), Object.keys(v.tensors).sort());
+    for (const [name, want] of Object.entries(v.tensors)) {
+      assert.deepEqual(tensors.get(name).shape, want.shape);
+      assert.deepEqual([...tensors.get(name).data], want.values);
+    }
+  });
+}
+
+for (const v of vectors.tensors.invalid) {
+  test(`invalid tensors vector ${v.name} is refused with ${v.error}`, () => {
+    assert.throws(
+      () => readSafetensors(hex(v.payload_hex), WIRE_DTYPES),
       (e) => e instanceof ProtocolError && e.code === v.error,
     );
   });

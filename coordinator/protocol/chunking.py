@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
 from coordinator.protocol.frame import PREFIX, encode_frame
 from coordinator.protocol.messages import Chunk
 
@@ -24,39 +24,92 @@ def split_frame(frame: bytes, max_frame_bytes: int, message_id: str) -> list[byt
     ]
 
 
-class Reassembler:
-    """Joins the pieces of chunked messages; one message per id, pieces in order."""
+DEFAULT_MAX_PARTIAL_MESSAGES = 4  # an honest peer sends one chunked message at a time
 
-    def __init__(self, max_message_bytes: int) -> None:
+
+class Reassembler:
+    """Joins the pieces of chunked messages; one message per id, pieces in order.
+
+    What unfinished messages hold is bounded per connection: at most
+    `max_partial_messages` messages and `max_partial_bytes` bytes. Breaking
+    either bound raises a fatal ProtocolError; any other bad chunk drops its
+    message and raises a non-fatal one.
+    """
+
+    def __init__(
+        self,
+        max_message_bytes: int,
+        *,
+        max_partial_bytes: int | None = None,
+        max_partial_messages: int = DEFAULT_MAX_PARTIAL_MESSAGES,
+    ) -> None:
         self.max_message_bytes = max_message_bytes
+        self.max_partial_bytes = max_message_bytes if max_partial_bytes is None else max_partial_bytes
+        self.max_partial_messages = max_partial_messages
         self._partial: dict[str, tuple[Chunk, list[bytes], int]] = {}
+        self.held_bytes = 0  # bytes in unfinished messages
+
+    @property
+    def partial_messages(self) -> int:
+        return len(self._partial)
+
+    def clear(self) -> None:
+        self._partial.clear()
+        self.held_bytes = 0
+
+    def _drop(self, message_id: str) -> None:
+        dropped = self._partial.pop(message_id, None)
+        if dropped is not None:
+            self.held_bytes -= dropped[2]
 
     def feed(self, chunk: Chunk) -> bytes | None:
+        """Take one chunk; return the whole message once its last piece arrives, else None."""
+        name = quote(chunk.message_id, 40)
         if chunk.total_bytes > self.max_message_bytes:
-            self._partial.pop(chunk.message_id, None)
+            self._drop(chunk.message_id)
             raise ProtocolError(
                 ErrorCode.FRAME_TOO_LARGE,
                 f"chunked message of {chunk.total_bytes} bytes exceeds the limit of {self.max_message_bytes}",
             )
         first, pieces, size = self._partial.get(chunk.message_id, (chunk, [], 0))
-        consistent = (chunk.count, chunk.total_bytes) == (first.count, first.total_bytes)
-        if not consistent or chunk.index != len(pieces) or chunk.index >= chunk.count:
-            self._partial.pop(chunk.message_id, None)
+        if not pieces and len(self._partial) >= self.max_partial_messages:
             raise ProtocolError(
                 ErrorCode.INVALID_MESSAGE,
-                f"chunk {chunk.index}/{chunk.count} of {chunk.message_id!r} is out of order or inconsistent",
+                f"more than {self.max_partial_messages} chunked messages are unfinished at once",
+                fatal=True,
+            )
+        consistent = (chunk.count, chunk.total_bytes) == (first.count, first.total_bytes)
+        if (
+            not consistent
+            or chunk.index != len(pieces)
+            or chunk.index >= chunk.count
+            or chunk.count > chunk.total_bytes
+            or not chunk.piece
+        ):
+            self._drop(chunk.message_id)
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE,
+                f"chunk {chunk.index}/{chunk.count} of {name} is out of order or inconsistent",
+            )
+        if size + len(chunk.piece) > chunk.total_bytes:
+            self._drop(chunk.message_id)
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"chunks of {name} exceed total_bytes")
+        if self.held_bytes + len(chunk.piece) > self.max_partial_bytes:
+            self.clear()
+            raise ProtocolError(
+                ErrorCode.FRAME_TOO_LARGE,
+                f"unfinished chunked messages would hold more than {self.max_partial_bytes} bytes",
+                fatal=True,
             )
         pieces.append(chunk.piece)
         size += len(chunk.piece)
-        if size > chunk.total_bytes:
-            self._partial.pop(chunk.message_id, None)
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"chunks of {chunk.message_id!r} exceed total_bytes")
+        self.held_bytes += len(chunk.piece)
+        self._partial[chunk.message_id] = (first, pieces, size)
         if len(pieces) < chunk.count:
-            self._partial[chunk.message_id] = (first, pieces, size)
             return None
-        self._partial.pop(chunk.message_id, None)
+        self._drop(chunk.message_id)
         if size != chunk.total_bytes:
             raise ProtocolError(
-                ErrorCode.INVALID_MESSAGE, f"chunks of {chunk.message_id!r} hold {size} bytes, not {chunk.total_bytes}"
+                ErrorCode.INVALID_MESSAGE, f"chunks of {name} hold {size} bytes, not {chunk.total_bytes}"
             )
         return b"".join(pieces)

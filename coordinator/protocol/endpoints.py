@@ -13,9 +13,11 @@ import uuid
 from dataclasses import dataclass
 from enum import Enum, auto
 
-from coordinator.protocol.chunking import Reassembler, split_frame
+from coordinator.protocol import close_codes
+from coordinator.protocol.chunking import DEFAULT_MAX_PARTIAL_MESSAGES, Reassembler, split_frame
 from coordinator.protocol.errors import ErrorCode, ProtocolError
-from coordinator.protocol.frame import decode_frame
+from coordinator.protocol.frame import PREFIX, decode_frame
+from coordinator.protocol.limits import MAX_HEADER_BYTES
 from coordinator.protocol.messages import (
     PROTOCOL_VERSIONS,
     Chunk,
@@ -33,9 +35,11 @@ from coordinator.protocol.messages import (
 DEFAULT_MAX_FRAME_BYTES = 16 * 1024 * 1024
 DEFAULT_MAX_MESSAGE_BYTES = 512 * 1024 * 1024
 
-# WebSocket close codes (RFC 6455 §7.4.1).
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_POLICY_VIOLATION = 1008
+# Before welcome only `hello` may arrive, and a hello is a header without payload.
+MAX_HELLO_FRAME_BYTES = PREFIX.size + MAX_HEADER_BYTES
+
+CLOSE_PROTOCOL_ERROR = close_codes.PROTOCOL_ERROR
+CLOSE_POLICY_VIOLATION = close_codes.POLICY_VIOLATION
 
 
 class State(Enum):
@@ -79,13 +83,17 @@ Event = HelloReceived | ReplyReceived | TaskReceived | Welcomed | PeerError | He
 
 
 class _Endpoint:
-    def __init__(self, max_frame_bytes: int, max_message_bytes: int) -> None:
+    def __init__(
+        self, max_frame_bytes: int, max_message_bytes: int, max_partial_bytes: int | None, max_partial_messages: int
+    ) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.peer_max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
         self.state = State.AWAITING_HELLO
         self.close_code: int | None = None
         self._outbox: list[bytes] = []
-        self._reassembler = Reassembler(max_message_bytes)
+        self._reassembler = Reassembler(
+            max_message_bytes, max_partial_bytes=max_partial_bytes, max_partial_messages=max_partial_messages
+        )
         self._seq = itertools.count()
         self.rejections: list[str] = []  # codes of the errors this side sent, for metrics
 
@@ -93,8 +101,15 @@ class _Endpoint:
         out, self._outbox = self._outbox, []
         return out
 
+    @property
+    def held_bytes(self) -> int:
+        """Bytes held in unfinished chunked messages (at most the reassembler's `max_partial_bytes`)."""
+        return self._reassembler.held_bytes
+
     def send_frame(self, frame: bytes) -> None:
-        """Queue an already-encoded frame, chunked to the peer's limit."""
+        """Queue an already-encoded frame, chunked to the peer's limit; nothing is sent once closed."""
+        if self.state is State.CLOSED:
+            return
         self._outbox.extend(split_frame(frame, self.peer_max_frame_bytes, uuid.uuid4().hex))
 
     def send(self, message: Message) -> None:
@@ -103,20 +118,29 @@ class _Endpoint:
     def heartbeat(self) -> None:
         self.send(Heartbeat(next(self._seq)))
 
-    def fail(self, exc: ProtocolError, *, fatal: bool, close_code: int = CLOSE_PROTOCOL_ERROR) -> None:
+    def fail(self, exc: ProtocolError, *, fatal: bool, close_code: int | None = None) -> None:
+        """Send the error; if fatal, close with `close_code` (by default the one SPEC §4.1 names for its code)."""
+        if self.state is State.CLOSED:
+            return
         self.rejections.append(exc.code.value)
         self.send(Error.from_exception(exc, fatal=fatal))
         if fatal:
             self.state = State.CLOSED
-            self.close_code = close_code
+            self.close_code = close_codes.for_error(exc.code) if close_code is None else close_code
+            self._reassembler.clear()
+
+    def _frame_limit(self) -> int:
+        return self.max_frame_bytes
 
     def _read(self, data: bytes) -> Message | None:
         """One received WebSocket message → a complete message, or None while chunks gather."""
-        if len(data) > self.max_frame_bytes:
-            raise ProtocolError(
-                ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes exceeds the limit of {self.max_frame_bytes}"
-            )
+        limit = self._frame_limit()
+        if len(data) > limit:
+            raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"frame of {len(data)} bytes exceeds the limit of {limit}")
         message = parse(decode_frame(data))
+        if isinstance(message, Chunk) and self.state is not State.OPEN:
+            # Nothing is reassembled for a peer that has not been welcomed: it could hold memory unauthenticated.
+            raise ProtocolError(ErrorCode.NOT_READY, "chunk before welcome")
         if isinstance(message, Chunk):
             whole = self._reassembler.feed(message)
             if whole is None:
@@ -136,15 +160,23 @@ class ServerProtocol(_Endpoint):
         join_token: str | None,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_partial_bytes: int | None = None,
+        max_partial_messages: int = DEFAULT_MAX_PARTIAL_MESSAGES,
         versions: tuple[int, ...] = PROTOCOL_VERSIONS,
     ) -> None:
-        super().__init__(max_frame_bytes, max_message_bytes)
+        """`max_partial_bytes` (default: `max_message_bytes`) and `max_partial_messages` bound what unfinished
+        chunked messages may hold on this connection; breaking either closes it."""
+        super().__init__(max_frame_bytes, max_message_bytes, max_partial_bytes, max_partial_messages)
         self.join_token = join_token
         self.versions = versions
         self.in_flight: set[str] = set()
         self.hello: Hello | None = None
 
+    def _frame_limit(self) -> int:
+        return self.max_frame_bytes if self.state is State.OPEN else min(self.max_frame_bytes, MAX_HELLO_FRAME_BYTES)
+
     def receive(self, data: bytes) -> list[Event]:
+        """Events for one received WebSocket message; never raises: violations become queued errors."""
         if self.state is State.CLOSED:
             return []
         try:
@@ -154,12 +186,13 @@ class ServerProtocol(_Endpoint):
             return self._handle(message)
         except ProtocolError as exc:
             # Before the handshake nothing is trusted, so any violation ends the connection.
-            self.fail(exc, fatal=self.state is State.AWAITING_HELLO)
+            self.fail(exc, fatal=self.state is State.AWAITING_HELLO or exc.fatal)
             return []
 
     def _handle(self, message: Message) -> list[Event]:
         if self.state is State.AWAITING_HELLO:
-            if not isinstance(message, Hello):
+            if not isinstance(message, Hello) or self.hello is not None:
+                # Between hello and welcome the coordinator is deciding; an honest client waits.
                 raise ProtocolError(ErrorCode.NOT_READY, f"expected hello, got {type(message).__name__.lower()}")
             return self._handshake(message)
         if isinstance(message, Heartbeat):
@@ -187,11 +220,7 @@ class ServerProtocol(_Endpoint):
         if self.join_token is not None and not hmac.compare_digest(
             (hello.token or "").encode(), self.join_token.encode()
         ):
-            self.fail(
-                ProtocolError(ErrorCode.UNAUTHORIZED, "missing or wrong join token"),
-                fatal=True,
-                close_code=CLOSE_POLICY_VIOLATION,
-            )
+            self.fail(ProtocolError(ErrorCode.UNAUTHORIZED, "missing or wrong join token"), fatal=True)
             return []
         self.hello = hello
         self.peer_max_frame_bytes = hello.max_frame_bytes
@@ -207,7 +236,9 @@ class ServerProtocol(_Endpoint):
         self.send(error)
 
     def send_task(self, task_id: str, frame: bytes) -> None:
-        """Queue a pre-encoded train/evaluate frame (the round's shared bytes)."""
+        """Queue a pre-encoded train/evaluate frame (the round's shared bytes); nothing once closed."""
+        if self.state is State.CLOSED:
+            return
         self.in_flight.add(task_id)
         self.send_frame(frame)
 
@@ -220,20 +251,23 @@ class ClientProtocol(_Endpoint):
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_partial_bytes: int | None = None,
+        max_partial_messages: int = DEFAULT_MAX_PARTIAL_MESSAGES,
     ) -> None:
-        super().__init__(max_frame_bytes, max_message_bytes)
+        super().__init__(max_frame_bytes, max_message_bytes, max_partial_bytes, max_partial_messages)
         self.welcome: Welcome | None = None
 
     def hello(self, *, token: str | None, client_id: str | None, backend: str, agent: str | None = None) -> None:
         self.send(Hello(list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent))
 
     def receive(self, data: bytes) -> list[Event]:
+        """Events for one received WebSocket message; never raises: violations become queued errors."""
         if self.state is State.CLOSED:
             return []
         try:
             message = self._read(data)
         except ProtocolError as exc:
-            self.fail(exc, fatal=False)
+            self.fail(exc, fatal=exc.fatal)
             return []
         if message is None:
             return []

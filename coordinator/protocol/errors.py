@@ -20,11 +20,18 @@ class ErrorCode(StrEnum):
     INTERNAL = "internal"
 
 
+def quote(value: object, limit: int = 64) -> str:
+    """`repr(value)`, cut to `limit` characters: what a peer sent is quoted, never echoed in full."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 1]}…"
+
+
 class ProtocolError(Exception):
     """A violation of the protocol, with the code to report to the peer."""
 
-    def __init__(self, code: ErrorCode, message: str, *, reply_to: str | None = None) -> None:
+    def __init__(self, code: ErrorCode, message: str, *, reply_to: str | None = None, fatal: bool = False) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.reply_to = reply_to
+        self.fatal = fatal  # the connection cannot go on (e.g. a per-connection bound was broken)

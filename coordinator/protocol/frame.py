@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import struct
 from dataclasses import dataclass, field
 from typing import Any
 
 import rfc8785
 
-from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
+from coordinator.protocol.limits import MAX_HEADER_BYTES, load_json
 
 MAGIC = b"PLN1"
 PREFIX = struct.Struct("<4sI")
@@ -31,18 +31,22 @@ def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
 
 
 def decode_frame(data: bytes) -> Frame:
+    """Split a frame into its header and payload; any malformed or over-limit frame raises ProtocolError."""
     if len(data) < PREFIX.size:
         raise ProtocolError(ErrorCode.TRUNCATED, f"frame of {len(data)} bytes is shorter than its 8-byte prefix")
     magic, length = PREFIX.unpack_from(data)
     if magic != MAGIC:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic {magic!r}, expected {MAGIC!r}")
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic {quote(magic)}, expected {MAGIC!r}")
+    if length > MAX_HEADER_BYTES:
+        raise ProtocolError(ErrorCode.FRAME_TOO_LARGE, f"header length {length} exceeds {MAX_HEADER_BYTES} bytes")
     end = PREFIX.size + length
     if length < 2 or end > len(data):
         raise ProtocolError(ErrorCode.TRUNCATED, f"header length {length} does not fit a frame of {len(data)} bytes")
     try:
-        header = json.loads(data[PREFIX.size : end].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"header is not UTF-8 JSON: {exc}") from None
+        text = bytes(data[PREFIX.size : end]).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"header is not UTF-8: {exc.reason} at byte {exc.start}") from None
+    header = load_json(text)
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "header must be a JSON object with a string 'type'")
     return Frame(header, bytes(data[end:]))

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.frame import Frame, decode_frame, encode_frame
+from coordinator.protocol.limits import MAX_ERROR_MESSAGE_CHARS
 from coordinator.protocol.schema import validate_header
 
 PROTOCOL_VERSIONS = (1,)
@@ -134,10 +135,14 @@ class Error:
     fatal: bool = False
 
     def header(self) -> dict[str, Any]:
+        """The error's header; a message longer than the schema allows is cut, never sent whole."""
+        message = self.message
+        if len(message) > MAX_ERROR_MESSAGE_CHARS:
+            message = message[: MAX_ERROR_MESSAGE_CHARS - 1] + "…"
         return {
             "type": self.type,
             "code": self.code,
-            "message": self.message,
+            "message": message,
             "reply_to": self.reply_to,
             "fatal": self.fatal,
         }

@@ -9,7 +9,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 
-from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
 from coordinator.resources import protocol_dir
 
 MESSAGE_TYPES = ("hello", "welcome", "train", "evaluate", "result", "error", "heartbeat", "chunk")
@@ -33,11 +33,13 @@ def validator(schema_id: str) -> Draft202012Validator:
 def validate_header(header: dict[str, Any]) -> None:
     kind = header.get("type")
     if kind not in MESSAGE_TYPES:
-        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind!r}")
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"unknown message type {quote(kind)}")
     error = next(iter(validator(f"{kind}.schema.json").iter_errors(header)), None)
     if error is not None:
-        where = "/".join(str(p) for p in error.absolute_path) or "(header)"
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"{kind}: {where}: {error.message}")
+        where = "/".join(str(p) for p in error.absolute_path)[:200] or "(header)"
+        # jsonschema's message quotes the offending value: cut it, so the peer's bytes are not echoed back.
+        reason = error.message if len(error.message) <= 200 else f"{error.message[:199]}…"
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"{kind}: {where}: {reason}")
 
 
 def validate_model_spec(spec: Any) -> None:

@@ -1,27 +1,127 @@
-"""Tensors as safetensors bytes (SPEC §2) and their checks at the boundary."""
+"""Tensors as safetensors bytes (SPEC §2) and their checks at the boundary.
+
+Decoding reads the safetensors container itself rather than through the
+`safetensors` library: a peer's file is checked field by field (dtype in the
+wire set, offsets in range, contiguous and matching the shape) before any
+array is built, so every lie is a ProtocolError and never a KeyError or a
+huge allocation.
+"""
 
 from __future__ import annotations
 
+import math
+import struct
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load, save
+from safetensors.numpy import save
 
-from coordinator.protocol.errors import ErrorCode, ProtocolError
+from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
+from coordinator.protocol.limits import JsonLimits, load_json
 
 Tensors = dict[str, np.ndarray]
+
+WIRE_DTYPES = {"F32": np.dtype("<f4")}  # protocol v1 carries F32 only
+MAX_TENSORS_HEADER_BYTES = 1024 * 1024
+MAX_RANK = 8
+# A model has at most 64 layers of a few tensors each; names are `layers.<i>.<param>`.
+TENSORS_HEADER_LIMITS = JsonLimits(max_object_keys=1024, max_depth=4)
 
 
 def encode_tensors(tensors: Mapping[str, np.ndarray]) -> bytes:
     return save({name: np.ascontiguousarray(t, dtype=np.float32) for name, t in tensors.items()})
 
 
+# Readable names of the safetensors dtypes a peer might declare, for the refusal's message.
+_DTYPE_NAMES = {
+    "F64": "float64",
+    "F32": "float32",
+    "F16": "float16",
+    "BF16": "bfloat16",
+    "F8_E4M3": "float8_e4m3",
+    "F8_E5M2": "float8_e5m2",
+    "I64": "int64",
+    "I32": "int32",
+    "I16": "int16",
+    "I8": "int8",
+    "U64": "uint64",
+    "U32": "uint32",
+    "U16": "uint16",
+    "U8": "uint8",
+    "BOOL": "bool",
+}
+
+
+def _invalid(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.INVALID_UPDATE, f"payload is not a valid safetensors file: {message}")
+
+
+def _shown(value: Any) -> str:
+    """A short printable string as is, anything else quoted and cut."""
+    return value if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else quote(value, 40)
+
+
+def _is_int(value: Any) -> bool:
+    return type(value) is int
+
+
+def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], list[int]]:
+    """One header entry, checked: (start, end, dtype, shape)."""
+    if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
+        raise _invalid(f"{_shown(name)}: an entry holds exactly dtype, shape and data_offsets")
+    dtype, shape, offsets = info["dtype"], info["shape"], info["data_offsets"]
+    if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
+        shown = _shown(dtype)
+        raise _invalid(
+            f"{_shown(name)}: dtype {_DTYPE_NAMES.get(shown, shown)}, expected float32: "
+            f"dtype {shown} is not allowed (allowed: {', '.join(sorted(WIRE_DTYPES))})"
+        )
+    if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_int(d) and d >= 0 for d in shape):
+        raise _invalid(f"{_shown(name)}: shape must be at most {MAX_RANK} non-negative integers")
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(_is_int(o) for o in offsets):
+        raise _invalid(f"{_shown(name)}: data_offsets must be two integers")
+    start, end = offsets
+    if not 0 <= start <= end:
+        raise _invalid(f"{_shown(name)}: data_offsets [{start}, {end}] are not an ascending range")
+    need = math.prod(shape) * WIRE_DTYPES[dtype].itemsize
+    if end - start != need:
+        raise _invalid(f"{_shown(name)}: shape {shape} needs {need} bytes, data_offsets hold {end - start}")
+    return start, end, WIRE_DTYPES[dtype], shape
+
+
 def decode_tensors(data: bytes) -> Tensors:
+    """Decode a safetensors file of wire dtypes; any malformed or lying file raises ProtocolError(invalid_update)."""
+    if len(data) < 8:
+        raise _invalid(f"{len(data)} bytes are shorter than the 8-byte header length")
+    (length,) = struct.unpack_from("<Q", data)
+    if length > MAX_TENSORS_HEADER_BYTES or 8 + length > len(data):
+        raise _invalid(f"header length {length} does not fit a file of {len(data)} bytes")
     try:
-        return load(data)
-    except (SafetensorError, ValueError, TypeError) as exc:
-        raise ProtocolError(ErrorCode.INVALID_UPDATE, f"payload is not a valid safetensors file: {exc}") from None
+        header = load_json(bytes(data[8 : 8 + length]).decode("utf-8"), TENSORS_HEADER_LIMITS)
+    except UnicodeDecodeError:
+        raise _invalid("header is not UTF-8") from None
+    except ProtocolError as exc:
+        raise _invalid(f"header: {exc.message}") from None
+    if not isinstance(header, dict):
+        raise _invalid("header is not a JSON object")
+    metadata = header.pop("__metadata__", {})
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise _invalid("__metadata__ must map strings to strings")
+    entries = sorted(((*_entry(name, info), name) for name, info in header.items()), key=lambda e: (e[0], e[1], e[4]))
+    body = memoryview(data)[8 + length :]
+    covered = 0
+    for start, end, _, _, name in entries:
+        if start != covered:
+            what = "overlaps the previous tensor" if start < covered else "leaves a gap before it"
+            raise _invalid(f"{_shown(name)}: data_offsets start at {start}, which {what} (expected {covered})")
+        covered = end
+    if covered != len(body):
+        raise _invalid(f"tensors cover {covered} bytes of a data section of {len(body)}")
+    return {
+        name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape).copy()
+        for start, _, dtype, shape, name in entries
+    }
 
 
 def check_tensors(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> None:
@@ -29,7 +129,9 @@ def check_tensors(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tupl
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
-        raise ProtocolError(ErrorCode.INVALID_UPDATE, f"tensor names differ: missing {missing}, unexpected {extra}")
+        raise ProtocolError(
+            ErrorCode.INVALID_UPDATE, f"tensor names differ: missing {quote(missing)}, unexpected {quote(extra)}"
+        )
     for name, shape in expected.items():
         t = tensors[name]
         if tuple(t.shape) != tuple(shape):

@@ -3,7 +3,7 @@
 // bytes to `receive()`, send what `dataToSend()` returns. The same object runs in the
 // browser, in a Web Worker and under Node.
 
-import { Reassembler, splitFrame } from "./chunking.js";
+import { DEFAULT_MAX_PARTIAL_MESSAGES, Reassembler, splitFrame } from "./chunking.js";
 import { ProtocolError } from "./errors.js";
 import { decodeFrame } from "./frame.js";
 import * as msg from "./messages.js";
@@ -14,10 +14,16 @@ let messageCounter = 0;
 const messageId = () => `m${Date.now().toString(36)}${(messageCounter++).toString(36)}`;
 
 export class ClientProtocol {
-  constructor({ maxFrameBytes = DEFAULT_MAX_FRAME_BYTES, maxMessageBytes = 512 * 1024 * 1024 } = {}) {
+  /** `maxPartialBytes` (default: `maxMessageBytes`) and `maxPartialMessages` bound unfinished chunked messages. */
+  constructor({
+    maxFrameBytes = DEFAULT_MAX_FRAME_BYTES,
+    maxMessageBytes = 512 * 1024 * 1024,
+    maxPartialBytes = maxMessageBytes,
+    maxPartialMessages = DEFAULT_MAX_PARTIAL_MESSAGES,
+  } = {}) {
     this.maxFrameBytes = maxFrameBytes;
     this.peerMaxFrameBytes = DEFAULT_MAX_FRAME_BYTES;
-    this.reassembler = new Reassembler(maxMessageBytes);
+    this.reassembler = new Reassembler(maxMessageBytes, { maxPartialBytes, maxPartialMessages });
     this.outbox = [];
     this.welcome = null;
     this.closed = false;
@@ -31,6 +37,7 @@ export class ClientProtocol {
   }
 
   sendFrame(frame) {
+    if (this.closed) return;
     this.outbox.push(...splitFrame(frame, this.peerMaxFrameBytes, messageId()));
   }
 
@@ -53,27 +60,40 @@ export class ClientProtocol {
     this.sendFrame(msg.result({ replyTo, numExamples, metrics }, delta));
   }
 
-  error(code, message, replyTo = null) {
-    this.sendFrame(msg.error({ code, message, replyTo }));
+  error(code, message, replyTo = null, fatal = false) {
+    this.sendFrame(msg.error({ code, message, replyTo, fatal }));
+    if (fatal) {
+      this.closed = true;
+      this.reassembler.clear();
+    }
   }
 
-  /** @returns {Array<{type: string}>} events: welcome, task, error, heartbeat */
+  /**
+   * Never throws for anything the peer sends: a violation queues an error frame.
+   * @returns {Array<{type: string}>} events: welcome, task, error, heartbeat
+   */
   receive(data) {
     if (this.closed) return [];
+    const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
     let frame;
     try {
-      if (data.length > this.maxFrameBytes) {
-        throw new ProtocolError("frame_too_large", `frame of ${data.length} bytes exceeds ${this.maxFrameBytes}`);
+      if (bytes.length > this.maxFrameBytes) {
+        throw new ProtocolError("frame_too_large", `frame of ${bytes.length} bytes exceeds ${this.maxFrameBytes}`);
       }
-      frame = msg.parse(decodeFrame(data));
+      frame = msg.parse(decodeFrame(bytes));
+      if (frame.header.type === "chunk" && this.welcome === null) {
+        throw new ProtocolError("not_ready", "chunk before welcome");
+      }
       if (frame.header.type === "chunk") {
         const whole = this.reassembler.feed(frame);
         if (whole === null) return [];
         frame = msg.parse(decodeFrame(whole));
+        if (frame.header.type === "chunk")
+          throw new ProtocolError("invalid_message", "a chunk may not carry another chunk");
       }
     } catch (e) {
       if (!(e instanceof ProtocolError)) throw e;
-      this.error(e.code, e.detail);
+      this.error(e.code, e.detail, null, e.fatal);
       return [];
     }
     const h = frame.header;

@@ -15,12 +15,20 @@ export const ErrorCode = Object.freeze({
   INTERNAL: "internal",
 });
 
+/** JSON of `value`, cut to `limit` characters: what a peer sent is quoted, never echoed in full. */
+export function quote(value, limit = 64) {
+  const text = typeof value === "string" ? JSON.stringify(value) : String(JSON.stringify(value));
+  return text.length <= limit ? text : `${text.slice(0, limit - 1)}…`;
+}
+
 export class ProtocolError extends Error {
-  constructor(code, message, replyTo = null) {
+  /** `fatal`: the connection cannot go on (e.g. a per-connection bound was broken). */
+  constructor(code, message, replyTo = null, { fatal = false } = {}) {
     super(`${code}: ${message}`);
     this.name = "ProtocolError";
     this.code = code;
     this.detail = message;
     this.replyTo = replyTo;
+    this.fatal = fatal;
   }
 }

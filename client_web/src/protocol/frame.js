@@ -3,6 +3,7 @@
 import canonicalize from "canonicalize";
 
 import { ErrorCode, ProtocolError } from "./errors.js";
+import { loadJson, MAX_HEADER_BYTES } from "./limits.js";
 
 const MAGIC = [0x50, 0x4c, 0x4e, 0x31]; // "PLN1"
 const encoder = new TextEncoder();
@@ -19,7 +20,10 @@ export function encodeFrame(header, payload = new Uint8Array(0)) {
   return out;
 }
 
-/** @returns {{header: object, payload: Uint8Array}} */
+/**
+ * Split a frame into header and payload; a malformed or over-limit frame raises ProtocolError.
+ * @returns {{header: object, payload: Uint8Array}}
+ */
 export function decodeFrame(data) {
   const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
   if (bytes.length < 8) {
@@ -29,18 +33,22 @@ export function decodeFrame(data) {
     throw new ProtocolError(ErrorCode.BAD_FRAME, "bad magic, expected PLN1");
   }
   const length = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength).getUint32(4, true);
+  if (length > MAX_HEADER_BYTES) {
+    throw new ProtocolError(ErrorCode.FRAME_TOO_LARGE, `header length ${length} exceeds ${MAX_HEADER_BYTES} bytes`);
+  }
   if (length < 2 || 8 + length > bytes.length) {
     throw new ProtocolError(
       ErrorCode.TRUNCATED,
       `header length ${length} does not fit a frame of ${bytes.length} bytes`,
     );
   }
-  let header;
+  let text;
   try {
-    header = JSON.parse(decoder.decode(bytes.subarray(8, 8 + length)));
-  } catch (e) {
-    throw new ProtocolError(ErrorCode.BAD_FRAME, `header is not UTF-8 JSON: ${e.message}`);
+    text = decoder.decode(bytes.subarray(8, 8 + length));
+  } catch {
+    throw new ProtocolError(ErrorCode.BAD_FRAME, "header is not UTF-8");
   }
+  const header = loadJson(text);
   if (header === null || typeof header !== "object" || Array.isArray(header) || typeof header.type !== "string") {
     throw new ProtocolError(ErrorCode.BAD_FRAME, "header must be a JSON object with a string 'type'");
   }

@@ -3,4 +3,4 @@ export { ClientProtocol, DEFAULT_MAX_FRAME_BYTES } from "./client-protocol.js";
 export { ErrorCode, ProtocolError } from "./errors.js";
 export { decodeFrame, encodeFrame } from "./frame.js";
 export { decode, PROTOCOL_VERSIONS, parse } from "./messages.js";
-export { readSafetensors, writeSafetensors } from "./safetensors.js";
+export { FILE_DTYPES, readSafetensors, WIRE_DTYPES, writeSafetensors } from "./safetensors.js";

@@ -2,6 +2,7 @@
 
 import { ErrorCode, ProtocolError } from "./errors.js";
 import { decodeFrame, encodeFrame } from "./frame.js";
+import { MAX_ERROR_MESSAGE_CHARS } from "./limits.js";
 import { validateHeader } from "./schema.js";
 
 export const PROTOCOL_VERSIONS = Object.freeze([1]);
@@ -40,7 +41,14 @@ export const hello = ({ token = null, clientId = null, secret = null, backend, m
 export const result = ({ replyTo, numExamples, metrics }, delta = new Uint8Array(0)) =>
   encodeFrame({ type: "result", reply_to: replyTo, num_examples: numExamples, metrics }, delta);
 
+/** Cut a message to the error schema's limit (in code points), so no peer's string is echoed in full. */
+export function truncateMessage(message) {
+  if (message.length <= MAX_ERROR_MESSAGE_CHARS) return message;
+  const chars = [...message];
+  return chars.length <= MAX_ERROR_MESSAGE_CHARS ? message : `${chars.slice(0, MAX_ERROR_MESSAGE_CHARS - 1).join("")}…`;
+}
+
 export const error = ({ code, message, replyTo = null, fatal = false }) =>
-  encodeFrame({ type: "error", code, message, reply_to: replyTo, fatal });
+  encodeFrame({ type: "error", code, message: truncateMessage(String(message)), reply_to: replyTo, fatal });
 
 export const heartbeat = (seq) => encodeFrame({ type: "heartbeat", seq });

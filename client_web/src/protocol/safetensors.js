@@ -1,28 +1,125 @@
-// The safetensors container (8-byte LE header length, JSON header, raw LE data), F32 only,
-// as protocol v1 needs (SPEC §2).
+// The safetensors container (8-byte LE header length, JSON header, raw LE data). The wire
+// carries F32 only (SPEC §2); data files also hold I32/I64 labels. Every field of a file is
+// checked (dtype, shape, offsets in range and contiguous) before any array is built, with
+// the same refusals as coordinator/protocol/tensors.py.
+
+import { ErrorCode, ProtocolError, quote } from "./errors.js";
+import { loadJson } from "./limits.js";
 
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
+const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** @returns {Map<string, {shape: number[], data: Float32Array}>} */
-export function readSafetensors(bytes) {
+const ARRAYS = { F32: Float32Array, I32: Int32Array, I64: BigInt64Array };
+export const WIRE_DTYPES = Object.freeze(["F32"]);
+export const FILE_DTYPES = Object.freeze(Object.keys(ARRAYS));
+const MAX_HEADER_BYTES = 1024 * 1024;
+const MAX_RANK = 8;
+const HEADER_LIMITS = { maxStringChars: 4096, maxKeyChars: 256, maxArrayItems: 1024, maxObjectKeys: 1024, maxDepth: 4 };
+
+const DTYPE_NAMES = {
+  F64: "float64",
+  F32: "float32",
+  F16: "float16",
+  BF16: "bfloat16",
+  F8_E4M3: "float8_e4m3",
+  F8_E5M2: "float8_e5m2",
+  I64: "int64",
+  I32: "int32",
+  I16: "int16",
+  I8: "int8",
+  U64: "uint64",
+  U32: "uint32",
+  U16: "uint16",
+  U8: "uint8",
+  BOOL: "bool",
+};
+
+const invalid = (message) =>
+  new ProtocolError(ErrorCode.INVALID_UPDATE, `payload is not a valid safetensors file: ${message}`);
+/** A short printable string as is, anything else quoted and cut. */
+const shown = (v) =>
+  typeof v === "string" && v.length > 0 && v.length <= 64 && !/[\p{C}]/u.test(v) ? v : quote(v, 40);
+const isCount = (v) => Number.isSafeInteger(v) && v >= 0;
+
+function entry(name, info, allowed) {
+  const keys = info !== null && typeof info === "object" && !Array.isArray(info) ? Object.keys(info).sort() : [];
+  if (keys.join() !== "data_offsets,dtype,shape") {
+    throw invalid(`${shown(name)}: an entry holds exactly dtype, shape and data_offsets`);
+  }
+  const { dtype, shape, data_offsets: offsets } = info;
+  if (typeof dtype !== "string" || !allowed.includes(dtype) || !(dtype in ARRAYS)) {
+    const d = shown(dtype);
+    throw invalid(
+      `${shown(name)}: dtype ${DTYPE_NAMES[d] ?? d}, expected ${allowed.map((a) => DTYPE_NAMES[a]).join(" or ")}: ` +
+        `dtype ${d} is not allowed (allowed: ${[...allowed].sort().join(", ")})`,
+    );
+  }
+  if (!Array.isArray(shape) || shape.length > MAX_RANK || !shape.every(isCount)) {
+    throw invalid(`${shown(name)}: shape must be at most ${MAX_RANK} non-negative integers`);
+  }
+  if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every(Number.isSafeInteger)) {
+    throw invalid(`${shown(name)}: data_offsets must be two integers`);
+  }
+  const [start, end] = offsets;
+  if (!(start >= 0 && start <= end)) {
+    throw invalid(`${shown(name)}: data_offsets [${start}, ${end}] are not an ascending range`);
+  }
+  const need = shape.reduce((a, b) => a * b, 1) * ARRAYS[dtype].BYTES_PER_ELEMENT;
+  if (end - start !== need) {
+    throw invalid(`${shown(name)}: shape [${shape}] needs ${need} bytes, data_offsets hold ${end - start}`);
+  }
+  return { name, dtype, shape, start, end };
+}
+
+/**
+ * Read a safetensors file whose dtypes are all in `allowed` (default: every dtype this reader
+ * holds; pass WIRE_DTYPES for protocol payloads). A malformed or lying file raises
+ * ProtocolError(invalid_update).
+ * @returns {Map<string, {dtype: string, shape: number[], data: Float32Array | Int32Array | BigInt64Array}>}
+ */
+export function readSafetensors(bytes, allowed = FILE_DTYPES) {
+  if (bytes.length < 8) throw invalid(`${bytes.length} bytes are shorter than the 8-byte header length`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  if (bytes.length < 8) throw new Error("safetensors: too short");
-  const n = Number(view.getBigUint64(0, true));
-  if (8 + n > bytes.length) throw new Error("safetensors: header length exceeds the file");
-  const header = JSON.parse(decoder.decode(bytes.subarray(8, 8 + n)));
-  const base = 8 + n;
+  const n = view.getBigUint64(0, true);
+  if (n > BigInt(MAX_HEADER_BYTES) || 8 + Number(n) > bytes.length) {
+    throw invalid(`header length ${n} does not fit a file of ${bytes.length} bytes`);
+  }
+  const base = 8 + Number(n);
+  let header;
+  try {
+    header = loadJson(decoder.decode(bytes.subarray(8, base)), HEADER_LIMITS);
+  } catch (e) {
+    throw invalid(`header: ${e instanceof ProtocolError ? e.detail : "not UTF-8"}`);
+  }
+  if (header === null || typeof header !== "object" || Array.isArray(header))
+    throw invalid("header is not a JSON object");
+  const { __metadata__: metadata = {}, ...tensors } = header;
+  if (
+    metadata === null ||
+    typeof metadata !== "object" ||
+    !Object.values(metadata).every((v) => typeof v === "string")
+  ) {
+    throw invalid("__metadata__ must map strings to strings");
+  }
+  const entries = Object.entries(tensors)
+    .map(([name, info]) => entry(name, info, allowed))
+    .sort((a, b) => a.start - b.start || a.end - b.end || (a.name < b.name ? -1 : 1));
+  let covered = 0;
+  for (const e of entries) {
+    if (e.start !== covered) {
+      const what = e.start < covered ? "overlaps the previous tensor" : "leaves a gap before it";
+      throw invalid(`${shown(e.name)}: data_offsets start at ${e.start}, which ${what} (expected ${covered})`);
+    }
+    covered = e.end;
+  }
+  if (covered !== bytes.length - base) {
+    throw invalid(`tensors cover ${covered} bytes of a data section of ${bytes.length - base}`);
+  }
   const out = new Map();
-  for (const [name, info] of Object.entries(header)) {
-    if (name === "__metadata__") continue;
-    const [start, end] = info.data_offsets;
-    const raw = bytes.slice(base + start, base + end);
-    let data;
-    if (info.dtype === "F32") data = new Float32Array(raw.buffer, 0, (end - start) / 4);
-    else if (info.dtype === "I64") data = new BigInt64Array(raw.buffer, 0, (end - start) / 8);
-    else if (info.dtype === "I32") data = new Int32Array(raw.buffer, 0, (end - start) / 4);
-    else throw new Error(`safetensors: dtype ${info.dtype} is not supported`);
-    out.set(name, { dtype: info.dtype, shape: info.shape, data });
+  for (const { name, dtype, shape, start, end } of entries) {
+    const raw = bytes.slice(base + start, base + end); // a copy, aligned for the typed array
+    const Type = ARRAYS[dtype];
+    out.set(name, { dtype, shape, data: new Type(raw.buffer, 0, (end - start) / Type.BYTES_PER_ELEMENT) });
   }
   return out;
 }

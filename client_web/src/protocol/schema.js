@@ -12,7 +12,7 @@ import result from "../../../protocol/schemas/result.schema.json" with { type: "
 import train from "../../../protocol/schemas/train.schema.json" with { type: "json" };
 import welcome from "../../../protocol/schemas/welcome.schema.json" with { type: "json" };
 
-import { ErrorCode, ProtocolError } from "./errors.js";
+import { ErrorCode, ProtocolError, quote } from "./errors.js";
 
 const SCHEMAS = { hello, welcome, train, evaluate, result, error, heartbeat, chunk };
 export const MESSAGE_TYPES = Object.freeze(Object.keys(SCHEMAS));
@@ -24,7 +24,7 @@ const validators = Object.fromEntries(Object.entries(SCHEMAS).map(([k, s]) => [k
 export function validateHeader(header) {
   const validate = validators[header.type];
   if (!validate) {
-    throw new ProtocolError(ErrorCode.UNKNOWN_TYPE, `unknown message type ${JSON.stringify(header.type)}`);
+    throw new ProtocolError(ErrorCode.UNKNOWN_TYPE, `unknown message type ${quote(header.type)}`);
   }
   if (!validate(header)) {
     const e = validate.errors[0];

@@ -1,0 +1,98 @@
+"""The bounds every decoder enforces on what a peer sends (SPEC §1.1), and the bounded JSON reader.
+
+A header is attacker-controlled until proven otherwise, so sizes are checked while
+parsing, before any value reaches code that could overflow, recurse or allocate
+in proportion to a number the peer chose.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
+
+MAX_HEADER_BYTES = 64 * 1024
+MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON reader (JavaScript's included) holds exactly
+MAX_ERROR_MESSAGE_CHARS = 1024  # error.schema.json's `message` maxLength
+
+
+@dataclass(frozen=True)
+class JsonLimits:
+    max_string_chars: int = 4096
+    max_key_chars: int = 256
+    max_array_items: int = 1024
+    max_object_keys: int = 256
+    max_depth: int = 16
+
+
+HEADER_LIMITS = JsonLimits()
+
+
+def _parse_int(token: str) -> int:
+    # Refuse by length first: int() on thousands of digits costs time, and CPython refuses over 4300 with ValueError.
+    if len(token.lstrip("-")) > len(str(MAX_SAFE_INTEGER)) or abs(int(token)) > MAX_SAFE_INTEGER:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"integer {quote(token)} is outside ±(2^53 − 1)")
+    return int(token)
+
+
+def _parse_float(token: str) -> float:
+    value = float(token)
+    if not math.isfinite(value):
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"number {quote(token)} does not fit a finite double")
+    return value
+
+
+def _parse_constant(token: str) -> Any:
+    raise ProtocolError(ErrorCode.BAD_FRAME, f"{token} is not JSON")
+
+
+def _check_shape(value: Any, limits: JsonLimits) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, str):
+            if len(node) > limits.max_string_chars:
+                raise ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, f"a string of {len(node)} characters exceeds {limits.max_string_chars}"
+                )
+            continue
+        if not isinstance(node, list | dict):
+            continue
+        if depth > limits.max_depth:
+            raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"JSON nested deeper than {limits.max_depth} levels")
+        if isinstance(node, list):
+            if len(node) > limits.max_array_items:
+                raise ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, f"an array of {len(node)} items exceeds {limits.max_array_items}"
+                )
+            stack.extend((item, depth + 1) for item in node)
+            continue
+        if len(node) > limits.max_object_keys:
+            raise ProtocolError(
+                ErrorCode.INVALID_MESSAGE, f"an object of {len(node)} keys exceeds {limits.max_object_keys}"
+            )
+        for key, item in node.items():
+            if len(key) > limits.max_key_chars:
+                raise ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, f"key {quote(key)} is longer than {limits.max_key_chars} characters"
+                )
+            stack.append((item, depth + 1))
+
+
+def load_json(text: str, limits: JsonLimits = HEADER_LIMITS) -> Any:
+    """Parse JSON within `limits`; any violation, or text that is not JSON, raises ProtocolError.
+
+    Integers must lie within ±(2^53 − 1) and every number must be a finite double;
+    the tokens NaN and Infinity, which Python's json accepts, are not JSON and are refused.
+    """
+    try:
+        value = json.loads(text, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"not JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"JSON nested deeper than {limits.max_depth} levels") from None
+    _check_shape(value, limits)
+    return value
