@@ -56,3 +56,8 @@ class FakeNodes:
         self.ids.remove(node_id)
         for listener in list(self.listeners):
             listener(node_id)
+
+    def drop(self, node_id: int) -> None:
+        """The node's connection drops and it reconnects at once: its tasks are lost, the node stays."""
+        for listener in list(self.listeners):
+            listener(node_id)

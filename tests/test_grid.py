@@ -205,7 +205,7 @@ def test_any_exception_while_checking_a_reply_becomes_that_clients_error(monkeyp
     # An unforeseen decoder failure (the BF16 KeyError of issue 10, say) must not escape the grid.
     import coordinator.federation.replies as replies
 
-    real = replies.decode_tensors
+    real = decode_tensors
 
     def decode(payload: bytes) -> dict[str, np.ndarray]:
         if payload == delta_of(0.2):
