@@ -138,6 +138,11 @@ def test_epsilon_after_a_resume_carries_on_from_before(store: Store) -> None:
     assert after[:2] == before
     # Before: the accountant restarted from zero, and round 3 reported the ε of one release.
     assert after[2] == pytest.approx(expected_epsilon(3)) and after[2] > before[1]
+    # Three identical releases are stored as one ledger entry, however long the run.
+    privacy = store.rounds(second.run.id)[-1].privacy
+    assert privacy is not None and privacy["compositions"] == [
+        {"event": {"noise_multiplier": NOISE, "sample_size": 4, "population_size": 4}, "count": 3}
+    ]
 
 
 def test_a_run_stored_without_accountant_state_replays_its_releases() -> None:

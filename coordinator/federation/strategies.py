@@ -99,7 +99,21 @@ def accountant(strategy: Strategy) -> PrivacyAccountant | None:
 def privacy_state(strategy: Strategy) -> dict[str, object] | None:
     """The accountant's state as JSON-ready data, to store with the round; None without an accountant."""
     keeper = accountant(strategy)
-    return None if keeper is None else keeper.state_dict()
+    if keeper is None:
+        return None
+    state = keeper.state_dict()
+    # The ledger gains an entry per release and is stored with every round. RDP composition is a sum, so identical
+    # events merge into one entry with their counts added: the ledger stays as long as the distinct cohort sizes.
+    merged: dict[str, dict[str, Any]] = {}
+    ledger = state.get("compositions")
+    entries: list[Any] = ledger if isinstance(ledger, list) else []
+    for entry in entries:
+        key = repr(sorted(entry["event"].items()))
+        if key in merged:
+            merged[key]["count"] += entry["count"]
+        else:
+            merged[key] = {"event": dict(entry["event"]), "count": entry["count"]}
+    return {**state, "compositions": list(merged.values())}
 
 
 def restore_privacy(strategy: Strategy, state: dict[str, object] | None, releases: int) -> None:
