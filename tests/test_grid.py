@@ -262,3 +262,15 @@ def test_the_mean_of_huge_finite_metrics_is_finite() -> None:
     assert report.max("train_loss") == 1.7e308
     odd = PhaseReport("train", 1, client_metrics=[{"a": float("inf")}, {"a": 10**400}, {"a": 2.0}, {"b": 1.0}])
     assert odd.mean("a") == 2.0 and odd.max("a") == 2.0 and odd.mean("c") is None
+
+
+def test_a_reply_to_that_is_not_a_task_id_is_not_accepted() -> None:
+    grid, nodes, _ = make([1], lambda n, t: None)
+    thread = threading.Thread(
+        target=grid.send_and_receive, args=(train_messages(grid, weights(), [1]),), kwargs={"timeout": 0.3}
+    )
+    thread.start()
+    while not nodes.sent:
+        time.sleep(0.01)
+    assert not grid.deliver(1, Result(["not", "hashable"], 1, {}, b""))  # type: ignore[arg-type]
+    thread.join()

@@ -183,7 +183,7 @@ class NodeGrid(Grid):
     # Called from the nodes' thread ---------------------------------------------
     def deliver(self, node_id: int, reply: wire.Result | wire.Error) -> bool:
         """A node answered; False if no such task is waiting for it (late, or never sent)."""
-        if reply.reply_to is None:
+        if not isinstance(reply.reply_to, str):  # other Nodes implementations may not have parsed it as ours does
             return False
         with self._cond:
             message_id = self._by_task.get((node_id, reply.reply_to))
