@@ -46,9 +46,18 @@ HELP = {
     "lr": "Local learning rate.",
     "optimizer": "Local optimizer: sgd, adam or adamw.",
     "momentum": "Local SGD momentum.",
-    "dp_clip": "Client-side DP: clip each delta's L2 norm to this.",
+    "dp_clip": "DP: each delta's L2 norm is clipped to this, by the clients and again by the server.",
     "dp_noise": "Client-side DP: server noise multiplier z (stddev z*C/n).",
     "dp_delta": "Delta at which epsilon is reported.",
+    "max_examples_per_client": (
+        "A train or evaluate reply claiming more examples than this is refused (not clamped): a claim no client"
+        " can back is a lie, and FedAvg weighs by it. The default is above any browser shard (the page's demo"
+        " shards hold 800 digits; a tab trains on a few thousand at most) and keeps one client's weight bounded."
+    ),
+    "max_update_norm": (
+        "Clip every delta's global L2 norm to this on the server (unset: off). A bounded bad update is then"
+        " the strategy's to outvote; under DP the bound is the tighter of this and --dp-clip."
+    ),
 }
 
 F = TypeVar("F", bound=Callable[..., Any])

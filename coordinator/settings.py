@@ -49,6 +49,9 @@ class Settings:
     dp_clip: float | None = None
     dp_noise: float | None = None
     dp_delta: float = 1e-5
+    # what one participant can weigh (issue 10)
+    max_examples_per_client: int = 10_000
+    max_update_norm: float | None = None  # None: deltas are not norm-bounded (except to --dp-clip under DP)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -65,6 +68,10 @@ class Settings:
             raise ValueError("--dp-clip and --dp-noise must be positive")
         if not 0 < self.dp_delta < 1:
             raise ValueError("--dp-delta must be in (0, 1)")
+        if self.max_examples_per_client < 1:
+            raise ValueError("--max-examples-per-client must be at least 1")
+        if self.max_update_norm is not None and not 0 < self.max_update_norm < float("inf"):
+            raise ValueError("--max-update-norm must be a positive number")
 
     @property
     def dp(self) -> bool:
@@ -74,6 +81,12 @@ class Settings:
     def cohort_size(self) -> int:
         """Clients sampled per round when it must be fixed (DP); else the minimum."""
         return self.clients_per_round or self.min_clients
+
+    @property
+    def update_norm_bound(self) -> float | None:
+        """The L2 norm the server clips every delta to: the tighter of --max-update-norm and --dp-clip."""
+        bounds = [b for b in (self.max_update_norm, self.dp_clip) if b is not None]
+        return min(bounds) if bounds else None
 
     def train_config(self) -> dict[str, Any]:
         """The training keys sent to clients (SPEC §5)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -17,59 +16,11 @@ from coordinator.federation.control import RunStopped
 from coordinator.federation.grid import NodeGrid
 from coordinator.federation.phases import PhaseReport
 from coordinator.models.spec import load_spec
-from coordinator.protocol import Error, Result, Task, decode, decode_tensors, encode_tensors
+from coordinator.protocol import Error, Result, Task, decode_tensors, encode_tensors
+from tests.fake_nodes import Answer, FakeNodes
 
 SPEC = load_spec("mnist-mlp")
 SHAPES = SPEC.wire_shapes()
-Answer = Callable[[int, Task], Result | Error | None]
-
-
-class FakeNodes:
-    """Nodes that answer each task synchronously with `answer(node_id, task)`; None means never."""
-
-    def __init__(self, ids: list[int], answer: Answer) -> None:
-        self.ids = list(ids)
-        self.answer = answer
-        self.grid: NodeGrid | None = None
-        self.sent: list[tuple[int, Task, bytes]] = []
-        self.rejected: list[tuple[int, Error]] = []
-        self.listeners: list[Callable[[int], None]] = []
-
-    def node_ids(self) -> list[int]:
-        return sorted(self.ids)
-
-    def count(self) -> int:
-        return len(self.ids)
-
-    def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
-        if node_id not in self.ids:
-            return False
-        task = decode(frame)
-        assert isinstance(task, Task) and task.task_id == task_id
-        self.sent.append((node_id, task, frame))
-        reply = self.answer(node_id, task)
-        if reply is not None:
-            assert self.grid is not None
-            self.grid.deliver(node_id, reply)
-        return True
-
-    def reject(self, node_id: int, error: Error) -> bool:
-        self.rejected.append((node_id, error))
-        return True
-
-    def on_lost(self, listener: Callable[[int], None]) -> None:
-        self.listeners.append(listener)
-
-    def off_lost(self, listener: Callable[[int], None]) -> None:
-        self.listeners.remove(listener)
-
-    def close_all(self, *, going_away: bool = False) -> None:
-        self.ids.clear()
-
-    def lose(self, node_id: int) -> None:
-        self.ids.remove(node_id)
-        for listener in list(self.listeners):
-            listener(node_id)
 
 
 def delta_of(value: float) -> bytes:
@@ -234,3 +185,92 @@ def test_detach_stops_listening_for_lost_nodes() -> None:
     assert nodes.listeners == [grid.node_lost]
     grid.detach()
     assert nodes.listeners == []
+
+
+def test_a_400_digit_metric_fails_only_its_client_and_the_round_goes_on() -> None:
+    # Before: math.isfinite raised OverflowError out of send_and_receive and the run failed.
+    def answer(n: int, t: Task) -> Result:
+        reply = good(n, t)
+        return Result(t.task_id, reply.num_examples, {"train_loss": 10**400}, reply.delta) if n == 2 else reply
+
+    grid, nodes, reports = make([1, 2, 3], answer)
+    replies = list(grid.send_and_receive(train_messages(grid, weights(), [1, 2, 3]), timeout=5))
+    assert sorted((r.metadata.src_node_id, r.has_error()) for r in replies) == [(1, False), (2, True), (3, False)]
+    ((node_id, error),) = nodes.rejected
+    assert node_id == 2 and error.code == "invalid_update" and "'train_loss'" in error.message
+    assert reports[0].ok == 2 and reports[0].rejected == 1
+
+
+def test_any_exception_while_checking_a_reply_becomes_that_clients_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    # An unforeseen decoder failure (the BF16 KeyError of issue 10, say) must not escape the grid.
+    import coordinator.federation.replies as replies
+
+    real = decode_tensors
+
+    def decode(payload: bytes) -> dict[str, np.ndarray]:
+        if payload == delta_of(0.2):
+            raise KeyError("BF16")
+        return real(payload)
+
+    monkeypatch.setattr(replies, "decode_tensors", decode)
+    grid, nodes, reports = make([1, 2])
+    replies_out = list(grid.send_and_receive(train_messages(grid, weights(), [1, 2]), timeout=5))
+    assert sorted((r.metadata.src_node_id, r.has_error()) for r in replies_out) == [(1, False), (2, True)]
+    ((node_id, error),) = nodes.rejected
+    assert node_id == 2 and error.code == "invalid_update" and "KeyError" in error.message
+    assert reports[0].rejected == 1 and reports[0].failures == [f"node 2: invalid_update: {error.message}"]
+
+
+def test_a_nodes_implementation_that_fails_to_reject_does_not_end_the_round() -> None:
+    def answer(n: int, t: Task) -> Result:
+        return Result(t.task_id, 10**9, {}, delta_of(1.0))
+
+    grid, nodes, reports = make([1], answer)
+
+    def broken_reject(node_id: int, error: Error) -> bool:
+        raise ConnectionError("socket gone")
+
+    nodes.reject = broken_reject  # type: ignore[method-assign]
+    (reply,) = grid.send_and_receive(train_messages(grid, weights(), [1]), timeout=5)
+    assert reply.has_error() and "not in 1..10000" in str(reply.error.reason)
+    assert reports[0].rejected == 1
+
+
+def test_a_client_error_message_is_shortened_in_the_failures() -> None:
+    grid, _, reports = make([1], lambda n, t: Error("training_failed", "x" * 10_000, t.task_id))
+    grid.send_and_receive(train_messages(grid, weights(), [1]), timeout=5)
+    assert len(reports[0].failures[0]) < 250
+
+
+def test_the_grid_clips_deltas_to_its_bound_and_counts_them() -> None:
+    from coordinator.federation.replies import ReplyLimits
+
+    grid, _, reports = make([1, 2], limits=ReplyLimits(clip_norm=1.0))
+    start = weights()
+    replies = list(grid.send_and_receive(train_messages(grid, start, [1, 2]), timeout=5))
+    assert reports[0].clipped == 2 and reports[0].ok == 2
+    for reply in replies:
+        arrays = reply.content.array_records["arrays"]
+        norm = np.sqrt(sum(np.square(arrays[n].numpy() - start[n].numpy(), dtype=np.float64).sum() for n in SHAPES))
+        assert norm == pytest.approx(1.0, rel=1e-4)
+
+
+def test_the_mean_of_huge_finite_metrics_is_finite() -> None:
+    # Before: np.mean of two 1.7e308 values was inf, and the round's record broke /api/status and PostgreSQL.
+    report = PhaseReport("train", 1, client_metrics=[{"train_loss": 1.7e308}, {"train_loss": 1.7e308}])
+    assert report.mean("train_loss") == pytest.approx(1.7e308)
+    assert report.max("train_loss") == 1.7e308
+    odd = PhaseReport("train", 1, client_metrics=[{"a": float("inf")}, {"a": 10**400}, {"a": 2.0}, {"b": 1.0}])
+    assert odd.mean("a") == 2.0 and odd.max("a") == 2.0 and odd.mean("c") is None
+
+
+def test_a_reply_to_that_is_not_a_task_id_is_not_accepted() -> None:
+    grid, nodes, _ = make([1], lambda n, t: None)
+    thread = threading.Thread(
+        target=grid.send_and_receive, args=(train_messages(grid, weights(), [1]),), kwargs={"timeout": 0.3}
+    )
+    thread.start()
+    while not nodes.sent:
+        time.sleep(0.01)
+    assert not grid.deliver(1, Result(["not", "hashable"], 1, {}, b""))  # type: ignore[arg-type]
+    thread.join()

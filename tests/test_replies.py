@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import save
 
-from coordinator.federation.replies import MAX_NUM_EXAMPLES, Kind, check_reply
+from coordinator.federation.replies import MAX_METRIC_ABS, MAX_METRIC_NAME, Kind, ReplyLimits, check_reply, l2_norm
 from coordinator.protocol import Result, encode_tensors
 from coordinator.protocol.errors import ProtocolError
 from coordinator.protocol.tensors import Tensors
@@ -18,6 +18,7 @@ GLOBAL: Tensors = {
     "layers.0.weight": np.arange(6, dtype=np.float32).reshape(2, 3),
     "layers.0.bias": np.array([1.0, 3e38], dtype=np.float32),  # near float32's max
 }
+ZERO: Tensors = {name: np.zeros(shape, np.float32) for name, shape in SHAPES.items()}
 
 
 def delta(**changes: Any) -> bytes:
@@ -26,33 +27,43 @@ def delta(**changes: Any) -> bytes:
     return encode_tensors({k: v for k, v in tensors.items() if v is not None})
 
 
-def train(num_examples: int = 30, metrics: dict[str, float] | None = None, payload: bytes | None = None) -> Result:
+def train(num_examples: Any = 30, metrics: dict[Any, Any] | None = None, payload: bytes | None = None) -> Result:
     return Result(
         "t1", num_examples, {"train_loss": 0.3} if metrics is None else metrics, delta() if payload is None else payload
     )
 
 
-def evaluation(metrics: dict[str, float] | None = None, payload: bytes = b"") -> Result:
+def evaluation(metrics: dict[Any, Any] | None = None, payload: bytes = b"") -> Result:
     return Result("t1", 20, {"loss": 0.2, "accuracy": 0.9} if metrics is None else metrics, payload)
 
 
 REFUSED: list[tuple[str, Kind, Result, str, str]] = [
-    ("zero examples", "train", train(num_examples=0), "invalid_update", "num_examples 0 is not plausible"),
-    ("negative examples", "train", train(num_examples=-5), "invalid_update", "not plausible"),
-    ("too many examples", "train", train(num_examples=MAX_NUM_EXAMPLES + 1), "invalid_update", "not plausible"),
+    ("zero examples", "train", train(num_examples=0), "invalid_update", "num_examples 0 is not in 1..10000"),
+    ("negative examples", "train", train(num_examples=-5), "invalid_update", "not in 1..10000"),
+    ("examples above the cap", "train", train(num_examples=10_001), "invalid_update", "10001 is not in 1..10000"),
+    ("10^9 examples", "train", train(num_examples=10**9), "invalid_update", "not in 1..10000 (the run's cap)"),
+    ("a 400-digit count", "evaluate", Result("t1", 10**400, {}, b""), "invalid_update", "10^15"),
+    ("examples as a float", "train", train(num_examples=30.0), "invalid_update", "of type float"),
+    ("examples as a bool", "train", train(num_examples=True), "invalid_update", "of type bool"),
+    ("NaN metric", "train", train(metrics={"train_loss": float("nan")}), "invalid_update", "'train_loss' is not"),
+    ("infinite metric", "evaluate", evaluation({"loss": float("inf"), "accuracy": 1.0}), "invalid_update", "'loss'"),
+    ("400-digit integer metric", "train", train(metrics={"train_loss": 10**400}), "invalid_update", "within ±1e+30"),
+    ("huge finite metric", "train", train(metrics={"train_loss": 1.7e308}), "invalid_update", "'train_loss' is not"),
+    ("metric above the bound", "train", train(metrics={"x": MAX_METRIC_ABS * 1.01}), "invalid_update", "'x' is not"),
+    ("metric below the bound", "train", train(metrics={"x": -(10**31)}), "invalid_update", "'x' is not"),
+    ("string metric", "train", train(metrics={"train_loss": "0.3"}), "invalid_update", "'train_loss' is not"),
+    ("bool metric", "train", train(metrics={"ok": True}), "invalid_update", "'ok' is not"),
+    ("nested metric", "train", train(metrics={"m": [1.0]}), "invalid_update", "'m' is not"),
+    ("long metric name", "train", train(metrics={"x" * 65: 1.0}), "invalid_update", "1..64 characters"),
+    ("empty metric name", "train", train(metrics={"": 1.0}), "invalid_update", "1..64 characters"),
+    ("non-string metric name", "train", train(metrics={7: 1.0}), "invalid_update", "1..64 characters"),
+    ("too many metrics", "train", train(metrics={f"m{i}": 1.0 for i in range(33)}), "invalid_update", "at most 32"),
     (
-        "NaN metric",
+        "metrics not a map",
         "train",
-        train(metrics={"train_loss": float("nan")}),
+        train(metrics=[1.0]),  # type: ignore[arg-type]
         "invalid_update",
-        "['train_loss'] are not finite",
-    ),
-    (
-        "infinite metric",
-        "evaluate",
-        evaluation({"loss": float("inf"), "accuracy": 1.0}),
-        "invalid_update",
-        "not finite",
+        "a map",
     ),
     (
         "missing tensor",
@@ -106,12 +117,13 @@ REFUSED: list[tuple[str, Kind, Result, str, str]] = [
 def test_bad_replies_are_refused_with_a_precise_error(kind: Kind, reply: Result, code: str, says: str) -> None:
     with pytest.raises(ProtocolError) as info:
         check_reply(kind, reply, GLOBAL, SHAPES)
+    assert len(info.value.message) < 200
     assert info.value.code.value == code
     assert says in info.value.message
 
 
 def test_a_train_result_becomes_global_plus_delta_weighted_by_examples() -> None:
-    record = check_reply("train", train(num_examples=30), GLOBAL, SHAPES)
+    record = check_reply("train", train(num_examples=30), GLOBAL, SHAPES).record
     arrays = record.array_records["arrays"]
     for name, value in GLOBAL.items():
         np.testing.assert_array_equal(arrays[name].numpy(), value + np.float32(0.5))
@@ -119,19 +131,58 @@ def test_a_train_result_becomes_global_plus_delta_weighted_by_examples() -> None
 
 
 def test_uniform_weights_give_every_client_weight_one() -> None:
-    record = check_reply("train", train(num_examples=30), GLOBAL, SHAPES, uniform_weights=True)
+    record = check_reply("train", train(num_examples=30), GLOBAL, SHAPES, uniform_weights=True).record
     assert dict(record.metric_records["metrics"]) == {"num-examples": 1}
 
 
 def test_an_evaluate_result_becomes_flower_metrics() -> None:
-    record = check_reply("evaluate", evaluation(), GLOBAL, SHAPES)
+    record = check_reply("evaluate", evaluation(), GLOBAL, SHAPES).record
     assert not record.array_records
     assert dict(record.metric_records["metrics"]) == {"num-examples": 20, "eval_loss": 0.2, "eval_acc": 0.9}
 
 
 def test_accepted_train_records_have_the_same_keys_whatever_the_client_reports() -> None:
     # Strategies abort the run when key sets differ between replies: extra client metrics must not leak in.
-    a = check_reply("train", train(metrics={"train_loss": 0.1}), GLOBAL, SHAPES)
-    b = check_reply("train", train(metrics={"train_loss": 0.1, "train_seconds": 2.0, "x": 1.0}), GLOBAL, SHAPES)
+    a = check_reply("train", train(metrics={"train_loss": 0.1}), GLOBAL, SHAPES).record
+    b = check_reply("train", train(metrics={"train_loss": 0.1, "train_seconds": 2.0, "x": 1.0}), GLOBAL, SHAPES).record
     assert set(a.metric_records["metrics"]) == set(b.metric_records["metrics"])
     assert set(a.array_records["arrays"]) == set(b.array_records["arrays"]) == set(SHAPES)
+
+
+ACCEPTED_METRICS = [
+    {"train_loss": MAX_METRIC_ABS, "x": -MAX_METRIC_ABS},
+    {"train_loss": 10**30, "count": 3},
+    {"m" * MAX_METRIC_NAME: 0.0},
+    {f"m{i}": 1.0 for i in range(32)},
+]
+
+
+@pytest.mark.parametrize("metrics", ACCEPTED_METRICS, ids=["at the bound", "big int", "longest name", "32 metrics"])
+def test_metrics_within_the_bounds_are_accepted(metrics: dict[str, float]) -> None:
+    assert check_reply("train", train(metrics=metrics), GLOBAL, SHAPES).record.array_records
+
+
+def test_the_examples_cap_is_the_runs_setting() -> None:
+    assert check_reply("train", train(num_examples=50_000), GLOBAL, SHAPES, ReplyLimits(max_examples=50_000))
+    with pytest.raises(ProtocolError, match=r"31 is not in 1\.\.30"):
+        check_reply("train", train(num_examples=31), GLOBAL, SHAPES, ReplyLimits(max_examples=30))
+
+
+def test_a_delta_above_the_norm_bound_is_clipped_to_it_before_the_strategy_sees_it() -> None:
+    big = {name: np.full(shape, 100.0, np.float32) for name, shape in SHAPES.items()}
+    sent = l2_norm(big)
+    accepted = check_reply("train", train(payload=encode_tensors(big)), ZERO, SHAPES, ReplyLimits(clip_norm=2.0))
+    arrays = accepted.record.array_records["arrays"]
+    applied = {name: arrays[name].numpy() - ZERO[name] for name in SHAPES}
+    assert accepted.clipped and accepted.norm == pytest.approx(sent)
+    assert l2_norm(applied) == pytest.approx(2.0, rel=1e-6)
+    for name in SHAPES:  # same direction, only shorter
+        np.testing.assert_allclose(applied[name], big[name] * (2.0 / sent), rtol=1e-6)
+
+
+def test_a_delta_within_the_norm_bound_is_left_as_sent() -> None:
+    accepted = check_reply("train", train(), ZERO, SHAPES, ReplyLimits(clip_norm=100.0))
+    arrays = accepted.record.array_records["arrays"]
+    assert not accepted.clipped and accepted.norm == pytest.approx(0.5 * 8**0.5)
+    for name in SHAPES:
+        np.testing.assert_array_equal(arrays[name].numpy(), np.full(SHAPES[name], 0.5, np.float32))

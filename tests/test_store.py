@@ -190,3 +190,21 @@ def test_register_client_gives_stable_node_ids(store):
     assert (rows[client].backend, rows[client].agent) == ("webgpu", None)  # updated on re-registration
     assert rows["my-laptop"].agent == "cli/3"
     assert rows[client].last_seen >= rows[client].first_seen
+
+
+def test_a_round_keeps_its_privacy_state(store):
+    run = store.create_run(SPEC, SETTINGS, b"w0")
+    state = {"schema_version": 1, "compositions": [{"event": {"noise_multiplier": 1.0}, "count": 2}]}
+    store.record_round(run.id, record(1), b"w1")
+    store.record_round(run.id, record(2, privacy=state), b"w2")
+    assert [r.privacy for r in store.rounds(run.id)] == [None, state]
+    assert "privacy" not in store.rounds(run.id)[1].to_dict()  # the accountant's ledger is not the public status
+
+
+def test_numbers_that_json_cannot_hold_are_stored_as_none(store):
+    # Before: an infinite round mean reached the JSON column; SQLite wrote `Infinity`, PostgreSQL refused the round.
+    run = store.create_run(SPEC, SETTINGS, b"w0")
+    odd = record(1, loss=float("inf"), metrics={"train_loss": float("inf"), "m": [float("nan"), 1.0], "n": 10**400})
+    store.record_round(run.id, odd, b"w1")
+    (got,) = store.rounds(run.id)
+    assert got.loss is None and got.metrics == {"train_loss": None, "m": [None, 1.0], "n": None}

@@ -6,7 +6,9 @@ Stock `flwr.serverapp` strategies run on it unchanged. The grid
   through `WeightsEncoder`) and sends the same bytes to every node;
 * checks every reply with `check_reply`, so a bad client becomes an error reply
   instead of aborting the run (strategies raise on inconsistent replies), and the
-  client is told why;
+  client is told why. Whatever goes wrong while one reply is checked or decoded,
+  even an exception nobody foresaw, stays that client's failure: nothing one
+  reply holds escapes `send_and_receive`;
 * answers a task with an error at once when its node is lost;
 * hands each phase's `PhaseReport` to `on_phase` when the phase ends.
 
@@ -32,14 +34,17 @@ from flwr.supercore.run import Run
 from coordinator.federation.control import RunControl
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.phases import PhaseReport
-from coordinator.federation.replies import Kind, Lost, Reply, check_reply
+from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, Reply, ReplyLimits, check_reply
 from coordinator.federation.weights import WeightsEncoder
 from coordinator.models.spec import ModelSpec
 from coordinator.protocol import messages as wire
-from coordinator.protocol.errors import ProtocolError
+from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.tensors import Tensors
 
 log = logging.getLogger(__name__)
+
+# A client's own error message is shown in the round's failures; keep what it can put there short.
+MAX_REASON = 200
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,7 @@ class NodeGrid(Grid):
         *,
         round_offset: int = 0,
         uniform_weights: bool = False,
+        limits: ReplyLimits = DEFAULT_LIMITS,
         min_clients: int = 1,
         control: RunControl | None = None,
         encoder: WeightsEncoder | None = None,
@@ -82,6 +88,7 @@ class NodeGrid(Grid):
         self.run_id = run_id
         self.round_offset = round_offset
         self.uniform_weights = uniform_weights
+        self.limits = limits
         self.min_clients = min_clients
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
@@ -145,7 +152,10 @@ class NodeGrid(Grid):
                 if pending is None or pending.reply is None:
                     continue
                 self._forget(message_id)
-            out.append(self._to_flower(pending, pending.reply))
+            try:
+                out.append(self._to_flower(pending, pending.reply))
+            except Exception as exc:  # one reply must never end the run
+                out.append(self._refuse(pending, ProtocolError(ErrorCode.INTERNAL, _unexpected(exc))))
         return out
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
@@ -173,7 +183,7 @@ class NodeGrid(Grid):
     # Called from the nodes' thread ---------------------------------------------
     def deliver(self, node_id: int, reply: wire.Result | wire.Error) -> bool:
         """A node answered; False if no such task is waiting for it (late, or never sent)."""
-        if reply.reply_to is None:
+        if not isinstance(reply.reply_to, str):  # other Nodes implementations may not have parsed it as ours does
             return False
         with self._cond:
             message_id = self._by_task.get((node_id, reply.reply_to))
@@ -225,27 +235,46 @@ class NodeGrid(Grid):
         if isinstance(reply, Lost):
             return self._failed(pending, FlowerErrorCode.NODE_UNAVAILABLE, reply.reason)
         if isinstance(reply, wire.Error):
-            return self._failed(pending, FlowerErrorCode.CLIENT_APP_RAISED_EXCEPTION, f"{reply.code}: {reply.message}")
+            reason = f"{reply.code}: {reply.message}"[:MAX_REASON]
+            return self._failed(pending, FlowerErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
         with self._cond:
             report.bytes_in += len(reply.delta)
         try:
-            content = check_reply(
+            accepted = check_reply(
                 pending.broadcast.kind,
                 reply,
                 pending.broadcast.global_weights,
                 self._shapes,
+                self.limits,
                 uniform_weights=self.uniform_weights,
             )
         except ProtocolError as exc:
-            log.warning("rejected reply from node %d: %s", pending.node_id, exc)
-            self.nodes.reject(pending.node_id, wire.Error(exc.code.value, exc.message, pending.broadcast.task_id))
-            return self._failed(pending, FlowerErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc))
+            return self._refuse(pending, exc)
+        except Exception as exc:  # a decoder's unforeseen failure is still this client's fault
+            return self._refuse(pending, ProtocolError(ErrorCode.INVALID_UPDATE, _unexpected(exc)))
         with self._cond:
             report.ok += 1
+            report.clipped += accepted.clipped
             report.client_metrics.append({"num_examples": reply.num_examples, **reply.metrics})
-        return Message(content, reply_to=pending.message)
+        return Message(accepted.record, reply_to=pending.message)
+
+    def _refuse(self, pending: _Pending, exc: ProtocolError) -> Message:
+        """Count and log a refused reply, tell its client why (if it is still there), and fail its task."""
+        log.warning("rejected reply from node %d: %s", pending.node_id, exc)
+        with self._cond:
+            pending.broadcast.report.rejected += 1
+        error = wire.Error(exc.code.value, exc.message[:MAX_REASON], pending.broadcast.task_id)
+        try:
+            self.nodes.reject(pending.node_id, error)
+        except Exception:  # telling the client is a courtesy; the refusal stands regardless
+            log.warning("could not tell node %d its reply was refused", pending.node_id, exc_info=True)
+        return self._failed(pending, FlowerErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc)[:MAX_REASON])
 
     def _failed(self, pending: _Pending, code: int, reason: str) -> Message:
         with self._cond:
             pending.broadcast.report.failures.append(f"node {pending.node_id}: {reason}")
         return Message(Error(code, reason), reply_to=pending.message)
+
+
+def _unexpected(exc: Exception) -> str:
+    return f"the reply could not be checked ({type(exc).__name__})"

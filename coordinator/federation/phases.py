@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
-
-import numpy as np
 
 
 @dataclass
@@ -19,11 +18,27 @@ class PhaseReport:
     client_metrics: list[dict[str, float]] = field(default_factory=list)
     bytes_out: int = 0
     bytes_in: int = 0
+    rejected: int = 0  # replies that arrived but failed the check (counted within `failures` too)
+    clipped: int = 0  # accepted deltas scaled down to the run's norm bound
 
     def mean(self, key: str) -> float | None:
-        values = [m[key] for m in self.client_metrics if key in m]
-        return float(np.mean(values)) if values else None
+        """The mean of the finite values of `key`; never inf, whatever the values (None if there are none)."""
+        values = self._finite(key)
+        # Dividing first keeps every partial sum within the largest |value|, so no overflow.
+        return sum(v / len(values) for v in values) if values else None
 
     def max(self, key: str) -> float | None:
-        values = [m[key] for m in self.client_metrics if key in m]
-        return float(np.max(values)) if values else None
+        """The largest finite value of `key` (None if there are none)."""
+        values = self._finite(key)
+        return max(values) if values else None
+
+    def _finite(self, key: str) -> list[float]:
+        values = (m.get(key) for m in self.client_metrics)
+        return [float(v) for v in values if isinstance(v, int | float) and _finite(v)]
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int too large for a float
+        return False

@@ -25,8 +25,9 @@ from coordinator.federation.control import RunControl, RunStopped
 from coordinator.federation.grid import NodeGrid
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.phases import PhaseReport
+from coordinator.federation.replies import ReplyLimits
 from coordinator.federation.status import RunStatus
-from coordinator.federation.strategies import build_strategy, epsilon
+from coordinator.federation.strategies import build_strategy, epsilon, privacy_state, restore_privacy
 from coordinator.models.local_training import evaluate
 from coordinator.models.spec import ModelSpec, load_spec, spec_from_dict
 from coordinator.models.torch_model import build_module, load_wire_weights, wire_weights
@@ -80,6 +81,7 @@ class RunLoop:
             self.run.id,
             round_offset=self.run.completed_rounds,
             uniform_weights=self.settings.dp,
+            limits=ReplyLimits(self.settings.max_examples_per_client, self.settings.update_norm_bound),
             min_clients=self.settings.min_clients,
             control=self.control,
             on_phase=self._phase_ended,
@@ -143,6 +145,7 @@ class RunLoop:
         self.wait_for_clients()
         self.status.update(state="running", message="")
         self._strategy = build_strategy(self.settings)
+        self._restore_privacy(self._strategy)
         self._round_start = time.time()
         self._strategy.start(
             self.grid,
@@ -153,6 +156,12 @@ class RunLoop:
             evaluate_config=ConfigRecord({}),
             evaluate_fn=self._after_round,
         )
+
+    def _restore_privacy(self, strategy: Strategy) -> None:
+        """A resumed run's accountant starts from what the stored rounds spent, so ε never goes backwards."""
+        done = self.store.rounds(self.run.id)
+        states = [r.privacy for r in done if r.privacy is not None]
+        restore_privacy(strategy, states[-1] if states else None, sum(r.epsilon is not None for r in done))
 
     def _phase_ended(self, report: PhaseReport) -> None:
         self._phases[report.kind] = report
@@ -177,6 +186,8 @@ class RunLoop:
                 bytes_out=train.bytes_out,
                 bytes_in=train.bytes_in,
                 sent=train.sent,
+                rejected=train.rejected,
+                clipped=train.clipped,
             )
         if evaluation is not None:
             metrics.update(federated_accuracy=evaluation.mean("accuracy"), federated_loss=evaluation.mean("loss"))
@@ -190,6 +201,7 @@ class RunLoop:
             loss=loss,
             epsilon=epsilon(self._strategy) if self._strategy is not None else None,
             metrics=metrics,
+            privacy=privacy_state(self._strategy) if self._strategy is not None else None,
         )
         self._round_start = now
         self.sink.on_round(self.run.id, record, weights.safetensors)

@@ -6,7 +6,6 @@ from typing import Any
 
 from flwr.serverapp import PrivacyConfig, RdpAccountant, SamplingMethod
 from flwr.serverapp.strategy import (
-    DifferentialPrivacyClientSideFixedClipping,
     FedAdam,
     FedAvg,
     FedAvgM,
@@ -16,8 +15,9 @@ from flwr.serverapp.strategy import (
     MultiKrum,
     Strategy,
 )
-from flwr.supercore.privacy_accounting import NeighboringRelation
+from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyAccountant
 
+from coordinator.federation.dp_strategy import DifferentialPrivacyOverValidReplies
 from coordinator.settings import Settings
 
 # Make sampling exact: with a tiny fraction, Flower samples max(int(N * f), min_train_nodes) = the cohort size.
@@ -77,7 +77,7 @@ def build_strategy(settings: Settings) -> Strategy:
                 sampling_method=SamplingMethod.NO_AMPLIFICATION,
             )
         )
-    return DifferentialPrivacyClientSideFixedClipping(
+    return DifferentialPrivacyOverValidReplies(
         strategy,
         noise_multiplier=settings.dp_noise,
         clipping_norm=settings.dp_clip,
@@ -89,3 +89,46 @@ def build_strategy(settings: Settings) -> Strategy:
 def epsilon(strategy: Strategy) -> float | None:
     spent = getattr(strategy, "privacy_spent", lambda: None)()
     return None if spent is None else float(spent.epsilon)
+
+
+def accountant(strategy: Strategy) -> PrivacyAccountant | None:
+    """The strategy's privacy accountant, if it keeps one."""
+    return getattr(strategy, "accountant", None)
+
+
+def privacy_state(strategy: Strategy) -> dict[str, object] | None:
+    """The accountant's state as JSON-ready data, to store with the round; None without an accountant."""
+    keeper = accountant(strategy)
+    if keeper is None:
+        return None
+    state = keeper.state_dict()
+    # The ledger gains an entry per release and is stored with every round. RDP composition is a sum, so identical
+    # events merge into one entry with their counts added: the ledger stays as long as the distinct cohort sizes.
+    merged: dict[str, dict[str, Any]] = {}
+    ledger = state.get("compositions")
+    entries: list[Any] = ledger if isinstance(ledger, list) else []
+    for entry in entries:
+        key = repr(sorted(entry["event"].items()))
+        if key in merged:
+            merged[key]["count"] += entry["count"]
+        else:
+            merged[key] = {"event": dict(entry["event"]), "count": entry["count"]}
+    return {**state, "compositions": list(merged.values())}
+
+
+def restore_privacy(strategy: Strategy, state: dict[str, object] | None, releases: int) -> None:
+    """Put back what the accountant had spent before a resume, so ε never goes backwards.
+
+    `state` is the last stored `privacy_state`; runs recorded before the state was kept
+    have none, and then the `releases` rounds that reported an ε are composed again
+    (without amplification each release costs the same: it depends on z alone).
+    Raises ValueError if the stored state does not fit this run's privacy settings.
+    """
+    if not isinstance(strategy, DifferentialPrivacyOverValidReplies) or strategy.accountant is None:
+        return
+    keeper = strategy.accountant
+    if state is not None:
+        keeper.load_state_dict(state)
+    elif releases:
+        population = keeper.config.population_size
+        keeper.compose(GaussianPrivacyEvent(strategy.noise_multiplier, population, population), releases)

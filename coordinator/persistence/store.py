@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +21,8 @@ def _now() -> datetime:
 
 @dataclass(frozen=True)
 class RoundRecord:
+    """One completed round. Numbers that are not finite become None (JSON and PostgreSQL have no inf or NaN)."""
+
     round: int
     seconds: float
     clients: int
@@ -28,6 +31,12 @@ class RoundRecord:
     loss: float | None
     epsilon: float | None
     metrics: dict[str, Any]
+    privacy: dict[str, Any] | None = None  # the DP accountant's state after this round, to resume it from
+
+    def __post_init__(self) -> None:
+        for name in ("accuracy", "loss", "epsilon"):
+            object.__setattr__(self, name, finite_json(getattr(self, name)))
+        object.__setattr__(self, "metrics", finite_json(self.metrics))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -123,6 +132,7 @@ class Store:
                     loss=record.loss,
                     epsilon=record.epsilon,
                     metrics=record.metrics,
+                    privacy=record.privacy,
                 )
             )
             s.add(CheckpointRow(run_id=run_id, round=record.round, created_at=now, weights=weights))
@@ -132,7 +142,9 @@ class Store:
         with self._session() as s:
             rows = s.scalars(select(RoundRow).where(RoundRow.run_id == run_id).order_by(RoundRow.round)).all()
             return [
-                RoundRecord(r.round, r.seconds, r.clients, r.failures, r.accuracy, r.loss, r.epsilon, r.metrics)
+                RoundRecord(
+                    r.round, r.seconds, r.clients, r.failures, r.accuracy, r.loss, r.epsilon, r.metrics, r.privacy
+                )
                 for r in rows
             ]
 
@@ -165,6 +177,19 @@ class Store:
             row.backend, row.agent, row.last_seen = backend, agent, now
             s.flush()
             return row.id, row.client_id
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every float that is not finite, and every int beyond float range, replaced by None."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_json(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**1023:
+        return None
+    return value
 
 
 def _info(row: RunRow) -> RunInfo:
