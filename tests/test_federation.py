@@ -72,3 +72,18 @@ def test_three_clients_vanishing_mid_round_do_not_stall_it(tmp_path: Path) -> No
     assert r2["clients"] == 7
     assert r2["seconds"] < 60  # disconnects answer at once; the 300 s timeout never ran out
     assert result["rounds"][2]["clients"] == 7
+
+
+@pytest.mark.parametrize("dp", [False, True], ids=["plain", "dp"])
+def test_half_the_clients_vanishing_mid_round_leave_the_round_to_the_rest(tmp_path: Path, dp: bool) -> None:
+    # Under DP the cohort is fixed at 6, so the run ends with the round they vanish in.
+    privacy: dict[str, Any] = {"dp_clip": 1.0, "dp_noise": 0.5, "clients_per_round": 6} if dp else {}
+    result = run(
+        tmp_path, clients=6, rounds=2, local_epochs=1, dropouts=3, dropout_round=2, round_timeout=300, **privacy
+    )
+    first, second = result["rounds"]
+    assert (first["clients"], second["clients"]) == (6, 3)
+    assert second["seconds"] < 60
+    assert second["accuracy"] != first["accuracy"], "the round aggregated the three that stayed"
+    if dp:
+        assert second["epsilon"] > first["epsilon"] > 0

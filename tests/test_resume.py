@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import torch
 
 from coordinator.models.spec import load_spec
 from coordinator.models.torch_model import build_module
-from coordinator.persistence.store import Store
+from coordinator.persistence.store import RoundRecord, Store
 
 from .conftest import free_port, wait_for
 
@@ -45,10 +46,11 @@ def kill_and_resume(
     env: dict[str, str] | None = None,
     token: str = "tok",
     sig: signal.Signals = signal.SIGKILL,
-) -> None:
+) -> tuple[list[RoundRecord], list[RoundRecord]]:
     """Run a federation, kill -9 the coordinator after two rounds, restart it, check nothing was lost.
 
     `serve` and `env` replace the default command line, e.g. by a compose service's command and environment.
+    Returns the rounds recorded before the kill and at the end.
     """
     port = free_port()
     if serve is None:
@@ -108,6 +110,7 @@ def kill_and_resume(
     module = build_module(load_spec("mnist-mlp"))
     module.load_state_dict(torch.load(out))
     assert all(np.isfinite(t.numpy()).all() for t in module.state_dict().values())
+    return before, after
 
 
 def test_kill9_and_resume_on_sqlite(tmp_path: Path) -> None:
@@ -121,3 +124,14 @@ def test_kill9_and_resume_on_postgresql(tmp_path: Path, postgres_url: str) -> No
 
 def test_sigterm_is_a_clean_stop_and_the_run_resumes(tmp_path: Path) -> None:
     kill_and_resume(f"sqlite:///{tmp_path}/pollen.db", tmp_path, sig=signal.SIGTERM)
+
+
+def test_epsilon_never_goes_backwards_across_a_kill9(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path}/pollen.db"
+    serve = ["serve", "--db", db, "--rounds", str(ROUNDS), "--min-clients", str(CLIENTS), "--local-epochs", "1"]
+    serve += ["--heartbeat-seconds", "2", "--join-token", "tok", "--dp-clip", "1.0", "--dp-noise", "0.8"]
+    serve += ["--clients-per-round", str(CLIENTS)]
+    before, after = kill_and_resume(db, tmp_path, serve=serve)
+    eps = [r.epsilon if r.epsilon is not None else float("nan") for r in after]
+    assert all(b > a for a, b in itertools.pairwise(eps)), f"ε rises every round, resume included: {eps}"
+    assert eps[len(before)] > (before[-1].epsilon or float("inf")), "the first round after the resume spent more"
