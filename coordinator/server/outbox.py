@@ -53,6 +53,11 @@ class Outbox:
             self.abandoned.set()
         self._ready.set()
 
+    def release(self) -> None:
+        """Forget whatever is still queued (the connection is over)."""
+        self._count(-self.bytes)
+        self._frames.clear()
+
     async def get(self) -> bytes | int:
         """The next frame, or the close code once every frame is out."""
         while not self._frames and self.close_code is None:

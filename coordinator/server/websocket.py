@@ -84,6 +84,7 @@ async def serve_connection(
     try:
         close_code = await session.run()
     except WebSocketDisconnect:
+        session.peer_gone = True
         close_code = Close.GOING_AWAY
     except Exception:
         log.exception("unhandled error serving %s; closing its connection with 1011", address)
@@ -94,11 +95,12 @@ async def serve_connection(
         if session.client is not None:
             clients.remove(session.client)
             log.info("client %s (node %d) left", address, session.client.node_id)
-    outbox.close(close_code)
+    outbox.close(close_code, discard=session.peer_gone)
     try:
         await asyncio.wait_for(writer, timeout=10)
     except Exception:
         writer.cancel()
+    outbox.release()
 
 
 class _Session:
@@ -119,6 +121,7 @@ class _Session:
         self.metrics, self.host, self.address, self.peer = metrics, host, address, peer
         self.conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
         self.client: ConnectedClient | None = None
+        self.peer_gone = False  # nothing left to send to
         self.bucket = TokenBucket(limits.max_messages_per_second, limits.message_burst)
         self.heartbeat = asyncio.create_task(_heartbeat(self.conn, outbox, limits.heartbeat_seconds))
 
@@ -142,6 +145,7 @@ class _Session:
                 self._reject("no hello within %.0f s", self.limits.hello_timeout)
                 return Close.HELLO_DEADLINE
             if message["type"] == "websocket.disconnect":
+                self.peer_gone = True
                 return Close.GOING_AWAY
             if self.outbox.close_code is not None:  # replaced, or dropped for not reading
                 return self.outbox.close_code
