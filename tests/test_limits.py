@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from coordinator.protocol import Hello, Welcome, decode, encode
+from coordinator.protocol import Error, Hello, Welcome, decode, encode
 from coordinator.protocol.frame import encode_frame
 from coordinator.server.close_codes import Close
 from coordinator.server.limits import TokenBucket
@@ -169,3 +169,17 @@ async def test_a_slow_request_sender_is_cut_off(start_coordinator: StartCoordina
     assert closed, "the server kept a trickling request open"
     async with httpx.AsyncClient() as http:  # an ordinary request is not affected
         assert (await http.get(f"http://127.0.0.1:{server.port}/healthz")).text == "ok"
+
+
+async def test_a_big_first_message_is_refused_with_1009_before_it_is_buffered(start_coordinator) -> None:
+    coordinator, server = start_coordinator(min_clients=50)
+    ws = await connect(server.url, max_size=None)
+    await ws.send(bytes(MiB))  # where a hello of a few hundred bytes belongs
+    assert await close_code(ws) == Close.TOO_BIG
+    ws, _ = await join(server.url)  # after the hello, messages up to the frame limit are fine
+    await ws.send(encode_frame({"type": "heartbeat", "seq": 1, "pad": "x" * MiB}))
+    while not isinstance(error := decode(await asyncio.wait_for(ws.recv(), 30)), Error):
+        pass
+    assert not error.fatal  # the protocol judged it (no such field), the transport let it through
+    assert coordinator.clients.count() == 1
+    await ws.close()

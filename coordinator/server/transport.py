@@ -8,7 +8,9 @@
   transport at once and ignores the transport's pause/resume signals, so a client that does
   not read grows the write buffer without limit. With it, sends wait while the transport is
   paused, the backlog stays in the connection's bounded `Outbox`, and a connection that does
-  not drain after its close is aborted.
+  not drain after its close is aborted. It also holds the first message (which must be the
+  `hello`) to `FIRST_MESSAGE_MAX_BYTES`, so an unauthenticated peer cannot make the server
+  buffer a message of `ws_max_size` bytes before the protocol has seen anything.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,6 +33,7 @@ except ImportError:  # uvicorn's choice too: httptools when it is installed, h11
 log = logging.getLogger(__name__)
 
 CLOSE_GRACE_SECONDS = 5.0  # after a close, time for the peer to take the rest before the socket is cut
+FIRST_MESSAGE_MAX_BYTES = 64 * 1024  # a hello is a few hundred bytes
 
 
 class _RequestDeadlineMixin:
@@ -91,6 +95,21 @@ def request_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
 
 class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     _gone = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The parser reads each frame's limit from `max_message_size` when the frame starts, and
+        # `recv_frame` runs before the next one starts: lifting the limit there covers frame two on.
+        full, self.conn.max_message_size = self.conn.max_message_size, FIRST_MESSAGE_MAX_BYTES
+        recv_frame = self.conn.recv_frame
+
+        def until_first_message(frame: Frame) -> None:
+            recv_frame(frame)
+            if frame.fin and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                self.conn.max_message_size = full
+                self.conn.recv_frame = recv_frame  # type: ignore[method-assign]
+
+        self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
 
     def pause_writing(self) -> None:
         self.writable.clear()

@@ -122,6 +122,7 @@ class _Session:
         self.conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
         self.client: ConnectedClient | None = None
         self.peer_gone = False  # nothing left to send to
+        self._seen = 0  # rejections already logged
         self.bucket = TokenBucket(limits.max_messages_per_second, limits.message_burst)
         self.heartbeat = asyncio.create_task(_heartbeat(self.conn, outbox, limits.heartbeat_seconds))
 
@@ -160,8 +161,6 @@ class _Session:
             for frame in conn.data_to_send():
                 self.outbox.put(frame)
         return conn.close_code or Close.PROTOCOL_ERROR
-
-    _seen = 0
 
     async def _handle(self, data: bytes | None) -> None:
         conn = self.conn
