@@ -24,6 +24,10 @@ HELP = {
     "max_frame_bytes": "Largest WebSocket frame accepted; larger messages are chunked.",
     "heartbeat_seconds": "Heartbeat interval; a client silent for 3x this is dropped.",
     "demo_shards": "The page's demo data: browser clients split the MNIST training digits into this many shards.",
+    "trusted_proxies": (
+        "Reverse proxies whose X-Forwarded-For header names the client (IPs or CIDRs, comma-separated): "
+        "per-address limits then count real clients, not the proxy."
+    ),
     "hello_timeout": "Seconds a new connection has to send its hello; then it is closed with 4002.",
     "request_timeout": "Seconds a client has to send an HTTP request's headers (a WebSocket upgrade included).",
     "max_connections_per_address": (

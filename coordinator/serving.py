@@ -26,6 +26,8 @@ def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
         ws_ping_interval=None,
         ws_per_message_deflate=False,
         ws=FlowControlledWebSocket,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
         http=request_deadline_protocol(settings.request_timeout),
         lifespan="on",
     )

@@ -25,6 +25,7 @@ class Settings:
     new_run: bool = False
     demo_shards: int = 10  # the page's demo data: node n trains on MNIST shard ((n-1) mod this) + 1
     # limits on what one peer may hold (0 turns a count limit off)
+    trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For names the client (comma-separated IPs/CIDRs, or *)
     hello_timeout: float = 10.0
     request_timeout: float = 10.0  # to send an HTTP request's headers (and so a WebSocket upgrade)
     max_connections_per_address: int = 16
@@ -124,6 +125,7 @@ class Settings:
         "heartbeat_seconds",
         "new_run",
         "demo_shards",
+        "trusted_proxies",
         "hello_timeout",
         "request_timeout",
         "max_connections_per_address",

@@ -183,3 +183,24 @@ async def test_a_big_first_message_is_refused_with_1009_before_it_is_buffered(st
     assert not error.fatal  # the protocol judged it (no such field), the transport let it through
     assert coordinator.clients.count() == 1
     await ws.close()
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_behind_a_trusted_proxy_the_per_address_cap_counts_forwarded_clients(start_coordinator, trusted) -> None:
+    _, server = start_coordinator(
+        min_clients=50, max_connections_per_address=1, trusted_proxies="127.0.0.1" if trusted else "10.9.9.9"
+    )
+
+    async def via_proxy(client: str):
+        return await connect(server.url, additional_headers={"X-Forwarded-For": client})
+
+    first = await via_proxy("203.0.113.1")
+    await first.send(encode(Hello([1], None, None, "python", 1 << 24)))
+    await asyncio.wait_for(first.recv(), 30)  # admitted and welcomed
+    other = await via_proxy("203.0.113.2")
+    if trusted:
+        await other.send(encode(Hello([1], None, None, "python", 1 << 24)))
+        assert isinstance(decode(await asyncio.wait_for(other.recv(), 30)), Welcome)
+        assert await close_code(await via_proxy("203.0.113.1")) == Close.TOO_MANY_CONNECTIONS
+    else:  # an untrusted peer's header is ignored: both are the proxy's one address
+        assert await close_code(other) == Close.TOO_MANY_CONNECTIONS
