@@ -122,7 +122,6 @@ class _Session:
         self.conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
         self.client: ConnectedClient | None = None
         self.peer_gone = False  # nothing left to send to
-        self._seen = 0  # rejections already logged
         self.bucket = TokenBucket(limits.max_messages_per_second, limits.message_burst)
         self.heartbeat = asyncio.create_task(_heartbeat(self.conn, outbox, limits.heartbeat_seconds))
 
@@ -154,9 +153,8 @@ class _Session:
                 self._reject("over %g messages a second", self.limits.max_messages_per_second)
                 return Close.RATE_LIMIT
             await self._handle(message.get("bytes"))
-            if new := conn.rejections[self._seen :]:
-                self._reject("rejected frame(s): %s", ", ".join(new))
-            self._seen = len(conn.rejections)
+            if conn.rejections:  # new since the last count, which clears them
+                self._reject("rejected frame(s): %s", ", ".join(conn.rejections))
             self.metrics.count_rejections(conn.rejections)
             for frame in conn.data_to_send():
                 self.outbox.put(frame)
