@@ -26,7 +26,7 @@ MiB = 1 << 20
 async def join(url: str, **connect_options):
     ws = await connect(url, max_size=None, **connect_options)
     await ws.send(encode(Hello([1], None, None, "python", 1 << 24)))
-    while not isinstance(welcome := decode(await asyncio.wait_for(ws.recv(), 30)), Welcome):
+    while not isinstance(welcome := decode(await asyncio.wait_for(ws.recv(decode=False), 30)), Welcome):
         pass
     return ws, welcome
 
@@ -178,7 +178,7 @@ async def test_a_big_first_message_is_refused_with_1009_before_it_is_buffered(st
     assert await close_code(ws) == Close.TOO_BIG
     ws, _ = await join(server.url)  # after the hello, messages up to the frame limit are fine
     await ws.send(encode_frame({"type": "heartbeat", "seq": 1, "pad": "x" * MiB}))
-    while not isinstance(error := decode(await asyncio.wait_for(ws.recv(), 30)), Error):
+    while not isinstance(error := decode(await asyncio.wait_for(ws.recv(decode=False), 30)), Error):
         pass
     assert not error.fatal  # the protocol judged it (no such field), the transport let it through
     assert coordinator.clients.count() == 1

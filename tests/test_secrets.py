@@ -11,12 +11,13 @@ from websockets.asyncio.client import connect
 from coordinator.logs import redact_tokens
 from coordinator.protocol import Hello, Welcome, decode, encode
 from coordinator.server.app import Coordinator
+from coordinator.serving import BackgroundServer
 from coordinator.settings import Settings, redact_url, storable_settings
 
 from .conftest import StartCoordinator
 
 
-def _base(server) -> str:
+def _base(server: BackgroundServer) -> str:
     return server.url.replace("ws://", "http://").removesuffix("/ws")
 
 
@@ -84,7 +85,7 @@ async def test_the_public_status_names_no_client_and_the_admin_view_needs_the_to
     _, server = start_coordinator(admin_token="admin-secret", min_clients=50)
     ws = await connect(server.url)
     await ws.send(encode(Hello([1], None, None, "webgpu", 1 << 24, "Firefox/1")))
-    while not isinstance(welcome := decode(await asyncio.wait_for(ws.recv(), 30)), Welcome):
+    while not isinstance(welcome := decode(await asyncio.wait_for(ws.recv(decode=False), 30)), Welcome):
         pass
     assert welcome.secret is not None
     port = str(ws.local_address[1])
