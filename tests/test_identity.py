@@ -91,6 +91,8 @@ async def test_an_outsider_who_knows_every_id_cannot_take_a_node(start_coordinat
     async with httpx.AsyncClient(base_url=base) as http:
         public = (await http.get("/api/status")).text
     [seen] = coordinator.clients.describe()  # more than the public status shows: the operator's view
+    lost: list[tuple[int, bool]] = []  # (node id, was the run over?) each time a connection went
+    coordinator.clients.on_lost(lambda node: lost.append((node, coordinator.status.finished.is_set())))
     assert seen["client_id"] not in public and seen["address"].split(":")[1] not in public
     for secret in (None, "x" * 43):
         ws = await hello(server.url, seen["client_id"], secret)
@@ -102,7 +104,7 @@ async def test_an_outsider_who_knows_every_id_cannot_take_a_node(start_coordinat
     assert coordinator.status.state == "completed" and len(rounds) == 3
     assert all(r["accuracy"] > 0.5 for r in rounds)
     # The victim kept its one connection to the end: never replaced, never reconnected.
-    assert not any(c["node_id"] == seen["node_id"] for c in coordinator.clients.describe())
+    assert [over for node, over in lost if node == seen["node_id"]] == [True]
     assert coordinator.store.register_client(seen["client_id"], None, "python", None).node_id != seen["node_id"]
 
 
