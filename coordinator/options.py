@@ -31,7 +31,7 @@ HELP = {
     "hello_timeout": "Seconds a new connection has to send its hello; then it is closed with 4002.",
     "request_timeout": "Seconds a client has to send an HTTP request's headers (a WebSocket upgrade included).",
     "max_connections_per_address": (
-        "WebSocket connections one remote address may hold (0: no limit; behind a proxy all clients share one)."
+        "WebSocket connections one remote address may hold (0: no limit; behind a proxy, see --trusted-proxies)."
     ),
     "max_messages_per_second": "Messages per second one connection may send (token bucket); above: closed, 4004.",
     "message_burst": "Messages one connection may send at once above --max-messages-per-second.",
