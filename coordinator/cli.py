@@ -14,7 +14,7 @@ from rich.console import Console
 
 from coordinator.logs import setup_logging
 from coordinator.options import with_settings
-from coordinator.settings import Settings
+from coordinator.settings import Settings, redact_url
 
 app = typer.Typer(help="Pollen: federated learning with browser clients.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -37,6 +37,7 @@ def serve(
     _logging(logging.INFO, log_json)
     coordinator = Coordinator(settings)
     console.print(f"[bold green]pollen[/] serving on http://{settings.host}:{settings.port}  (clients: /ws)")
+    console.print(f"database: {redact_url(settings.db)}", markup=False, highlight=False)
     serve_forever(coordinator)
 
 
@@ -76,7 +77,7 @@ def join(
 
 
 @app.command()
-@with_settings(db=None, port=0)
+@with_settings(db=None, port=0, max_connections_per_address=0)  # every simulated client shares one address
 def simulate(
     settings: Settings,
     clients: Annotated[int, typer.Option(help="Number of client processes.")] = 10,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from datetime import UTC, datetime
 
 from rich.console import Console
@@ -35,3 +36,22 @@ def setup_logging(level: int, console: Console, *, json_lines: bool = False) -> 
     flower = logging.getLogger("flwr")
     flower.setLevel(max(level, logging.WARNING))
     flower.propagate = False  # Flower prints through its own handler; don't print everything twice
+
+
+_TOKEN_QUERY = re.compile(r"\?[^\s\"]*token[^\s\"]*", re.IGNORECASE)
+
+
+class RedactTokens(logging.Filter):
+    """Masks query strings that mention a token in log records (uvicorn's access log: `/?token=...`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact_tokens(a) if isinstance(a, str) else a for a in record.args)
+        if isinstance(record.msg, str):
+            record.msg = redact_tokens(record.msg)
+        return True
+
+
+def redact_tokens(text: str) -> str:
+    """`text` with every query string that mentions a token replaced by `?[redacted]`."""
+    return _TOKEN_QUERY.sub("?[redacted]", text)

@@ -24,6 +24,21 @@ HELP = {
     "max_frame_bytes": "Largest WebSocket frame accepted; larger messages are chunked.",
     "heartbeat_seconds": "Heartbeat interval; a client silent for 3x this is dropped.",
     "demo_shards": "The page's demo data: browser clients split the MNIST training digits into this many shards.",
+    "trusted_proxies": (
+        "Reverse proxies whose X-Forwarded-For header names the client (IPs or CIDRs, comma-separated): "
+        "per-address limits then count real clients, not the proxy."
+    ),
+    "hello_timeout": "Seconds a new connection has to send its hello; then it is closed with 4002.",
+    "request_timeout": "Seconds a client has to send an HTTP request's headers (a WebSocket upgrade included).",
+    "max_connections_per_address": (
+        "WebSocket connections one remote address may hold (0: no limit; behind a proxy, see --trusted-proxies)."
+    ),
+    "max_messages_per_second": "Messages per second one connection may send (token bucket); above: closed, 4004.",
+    "message_burst": "Messages one connection may send at once above --max-messages-per-second.",
+    "max_send_buffer_bytes": (
+        "Bytes queued to one client before it is dropped with 4003 (it does not read); must hold a whole task."
+    ),
+    "max_buffered_bytes": "Bytes queued to all clients together; above it new connections are refused with 1013.",
     "new_run": "Start a new run even if the database holds an unfinished one.",
     "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
 
 import uvicorn
 
+from coordinator.logs import RedactTokens
 from coordinator.server.app import Coordinator
+from coordinator.server.transport import FlowControlledWebSocket, request_deadline_protocol
 
 
 def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
     settings = coordinator.settings
-    return uvicorn.Config(
+    config = uvicorn.Config(
         coordinator.app(),
         host=settings.host,
         port=settings.port,
@@ -22,9 +25,19 @@ def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
         ws_max_size=4 * settings.max_frame_bytes,
         ws_ping_interval=None,
         ws_per_message_deflate=False,
-        ws="websockets-sansio",
+        ws=FlowControlledWebSocket,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.trusted_proxies,
+        http=request_deadline_protocol(settings.request_timeout),
         lifespan="on",
     )
+    # After Config, which (re)configures uvicorn's loggers: the access log and the WebSocket
+    # log lines carry request paths, and a page URL may carry the join token.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, RedactTokens) for f in logger.filters):
+            logger.addFilter(RedactTokens())
+    return config
 
 
 def serve_forever(coordinator: Coordinator, log_level: str = "info") -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
 STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
@@ -21,6 +24,15 @@ class Settings:
     heartbeat_seconds: float = 10.0
     new_run: bool = False
     demo_shards: int = 10  # the page's demo data: node n trains on MNIST shard ((n-1) mod this) + 1
+    # limits on what one peer may hold (0 turns a count limit off)
+    trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For names the client (comma-separated IPs/CIDRs, or *)
+    hello_timeout: float = 10.0
+    request_timeout: float = 10.0  # to send an HTTP request's headers (and so a WebSocket upgrade)
+    max_connections_per_address: int = 16
+    max_messages_per_second: float = 50.0
+    message_burst: int = 200
+    max_send_buffer_bytes: int = 64 * 1024 * 1024
+    max_buffered_bytes: int = 1024 * 1024 * 1024
     # run
     model: str = "mnist-mlp"
     rounds: int = 20
@@ -72,6 +84,12 @@ class Settings:
             raise ValueError("--max-examples-per-client must be at least 1")
         if self.max_update_norm is not None and not 0 < self.max_update_norm < float("inf"):
             raise ValueError("--max-update-norm must be a positive number")
+        if min(self.hello_timeout, self.request_timeout, self.max_messages_per_second) <= 0:
+            raise ValueError("--hello-timeout, --request-timeout and --max-messages-per-second must be positive")
+        if self.max_connections_per_address < 0 or self.message_burst < 1:
+            raise ValueError("--max-connections-per-address must be at least 0 and --message-burst at least 1")
+        if not 0 < self.max_send_buffer_bytes <= self.max_buffered_bytes:
+            raise ValueError("need 0 < max-send-buffer-bytes <= max-buffered-bytes")
 
     @property
     def dp(self) -> bool:
@@ -120,4 +138,33 @@ class Settings:
         "heartbeat_seconds",
         "new_run",
         "demo_shards",
+        "trusted_proxies",
+        "hello_timeout",
+        "request_timeout",
+        "max_connections_per_address",
+        "max_messages_per_second",
+        "message_burst",
+        "max_send_buffer_bytes",
+        "max_buffered_bytes",
     )
+    # Credentials: never stored with a run, never printed.
+    SECRETS = ("join_token", "admin_token")
+
+
+def storable_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """Settings as a run may keep them: without the tokens, and the database URL without its password.
+
+    A resumed run takes every serving option, these included, from its invocation (`Settings.SERVING`).
+    """
+    kept = {k: v for k, v in settings.items() if k not in Settings.SECRETS}
+    if isinstance(kept.get("db"), str):
+        kept["db"] = redact_url(kept["db"])
+    return kept
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit to print or store: its password masked."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable database URL>"

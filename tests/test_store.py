@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import create_engine, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from coordinator.persistence.database import migrate
 from coordinator.persistence.store import RoundRecord, Store
-from coordinator.persistence.tables import ClientRow
+from coordinator.persistence.tables import ClientRow, RunRow
 
 SPEC = {"name": "mlp", "layers": [{"kind": "dense", "units": 8}], "input": [4]}
 SETTINGS = {"rounds": 3, "clients": 2, "lr": 0.05, "dp": {"clip": 1.0, "noise": None}}
@@ -153,7 +154,7 @@ def test_a_reopened_store_sees_everything(url):
     live = first.create_run(SPEC, SETTINGS, b"l0")
     first.record_round(live.id, record(1), b"l1")
     first.record_round(live.id, record(2), b"l2")
-    node, client = first.register_client(None, "python", "agent/1")
+    first_client = first.register_client(None, None, "python", "agent/1")
     first.close()
 
     again = Store(url)  # migrates an already migrated database
@@ -168,28 +169,38 @@ def test_a_reopened_store_sees_everything(url):
         assert again.rounds(live.id) == [record(1), record(2)]
         assert again.checkpoint(live.id) == (2, b"l2") and again.checkpoint(live.id, round=1) == (1, b"l1")
         assert again.checkpoint(done.id) == (1, b"d1")
-        assert again.register_client(client, "python", "agent/1") == (node, client)
+        resumed = again.register_client(first_client.client_id, first_client.secret, "python", "agent/1")
+        assert (resumed.node_id, resumed.client_id, resumed.secret) == (
+            first_client.node_id,
+            first_client.client_id,
+            None,
+        )
         again.record_round(live.id, record(3), b"l3")
         assert again.get_run(live.id).completed_rounds == 3
     finally:
         again.close()
 
 
-def test_register_client_gives_stable_node_ids(store):
-    node, client = store.register_client(None, "wasm", "Firefox")
-    assert len(client) == 32 and int(client, 16) >= 0
-    other_node, other_client = store.register_client(None, "wasm", "Firefox")
-    assert other_client != client and other_node != node
-    assert store.register_client(client, "webgpu", None) == (node, client)
-    named = store.register_client("my-laptop", "python", "cli/2")
-    assert named[1] == "my-laptop" and named[0] not in (node, other_node)
-    assert store.register_client("my-laptop", "python", "cli/3") == named
+def test_register_client_resumes_a_node_only_with_its_secret(store):
+    first = store.register_client(None, None, "wasm", "Firefox")
+    assert len(first.client_id) == 32 and int(first.client_id, 16) >= 0
+    assert first.secret is not None and len(first.secret) >= 43  # 32 random bytes, base64url
+    other = store.register_client(None, None, "wasm", "Firefox")
+    assert other.client_id != first.client_id and other.node_id != first.node_id and other.secret != first.secret
+    resumed = store.register_client(first.client_id, first.secret, "webgpu", None)
+    assert (resumed.node_id, resumed.client_id, resumed.secret) == (first.node_id, first.client_id, None)
+    for secret in (None, "", other.secret, first.secret[:-1] + "x"):
+        thief = store.register_client(first.client_id, secret, "python", "thief")
+        assert thief.node_id not in (first.node_id, other.node_id)
+        assert thief.client_id not in (first.client_id, other.client_id)
+        assert thief.secret is not None and thief.secret != first.secret
     with store.engine.connect() as c:
         rows = {r.client_id: r for r in c.execute(select(ClientRow.__table__))}
-    assert set(rows) == {client, other_client, "my-laptop"}
-    assert (rows[client].backend, rows[client].agent) == ("webgpu", None)  # updated on re-registration
-    assert rows["my-laptop"].agent == "cli/3"
-    assert rows[client].last_seen >= rows[client].first_seen
+    assert (rows[first.client_id].backend, rows[first.client_id].agent) == ("webgpu", None)  # updated on resume
+    assert rows[first.client_id].last_seen >= rows[first.client_id].first_seen
+    # Only the secret's SHA-256 is stored, never the secret.
+    assert rows[first.client_id].secret_hash == hashlib.sha256(first.secret.encode()).hexdigest()
+    assert not any(first.secret in str(tuple(r)) for r in rows.values())
 
 
 def test_a_round_keeps_its_privacy_state(store):
@@ -208,3 +219,24 @@ def test_numbers_that_json_cannot_hold_are_stored_as_none(store):
     store.record_round(run.id, odd, b"w1")
     (got,) = store.rounds(run.id)
     assert got.loss is None and got.metrics == {"train_loss": None, "m": [None, 1.0], "n": None}
+
+
+def test_a_client_without_a_stored_secret_cannot_be_resumed_by_its_id(store):
+    """Rows from before secrets existed have none: their id alone must not take them over."""
+    legacy = store.register_client(None, None, "python", None)
+    with store.engine.begin() as c:
+        c.execute(update(ClientRow).where(ClientRow.client_id == legacy.client_id).values(secret_hash=None))
+    for secret in (None, "", legacy.secret):
+        again = store.register_client(legacy.client_id, secret, "python", None)
+        assert again.node_id != legacy.node_id and again.client_id != legacy.client_id
+
+
+def test_runs_keep_no_tokens_and_no_database_password(store):
+    settings = {**SETTINGS, "join_token": "join-me", "admin_token": "admin-me", "db": "postgresql://u:hunter2@db/p"}
+    run = store.create_run(SPEC, settings, b"w")
+    for got in (run, store.get_run(run.id)):
+        assert "join_token" not in got.settings and "admin_token" not in got.settings
+        assert got.settings["db"] == "postgresql://u:***@db/p"
+    with store.engine.connect() as c:
+        stored = str(c.execute(select(RunRow.__table__)).all())
+    assert not any(secret in stored for secret in ("join-me", "admin-me", "hunter2"))

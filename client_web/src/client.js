@@ -9,9 +9,16 @@ import { TaskWorker } from "./task.js";
 /**
  * Run until the coordinator ends the run (resolves 0) or refuses us (resolves 2).
  *
+ * Only close code 1000 means the run is over. Every other close (replaced by a newer connection
+ * of ours, dropped for silence, a server error, a limit, a restart) means reconnect with backoff.
+ * The identity (client id and secret) lives across reconnects; a welcome that carries a secret
+ * is a new identity, reported in the `welcome` event for the caller to keep.
+ *
  * @param {object} o
  * @param {string} o.url                  ws://host:port/ws
  * @param {string|null} [o.token]
+ * @param {string|null} [o.clientId]     the identity a previous welcome gave, to resume its node…
+ * @param {string|null} [o.secret]       …with the secret that came with it
  * @param {typeof WebSocket} o.WebSocket  the WebSocket class to use
  * @param {(spec: object) => Promise<object>} o.createTrainer  a Trainer for a model spec
  * @param {(welcome: object) => Promise<{x: Float32Array, y: Int32Array}>} o.data  the local data provider
@@ -23,6 +30,7 @@ import { TaskWorker } from "./task.js";
 export async function runClient(o) {
   const emit = o.onEvent ?? (() => {});
   let clientId = o.clientId ?? null;
+  let secret = o.secret ?? null;
   let backoff = 250;
   let lastConnected = Date.now();
   let welcome = null;
@@ -67,7 +75,7 @@ export async function runClient(o) {
         lastConnected = Date.now();
         backoff = 250;
         emit({ type: "connected" });
-        protocol.hello({ token: o.token ?? null, clientId, backend: o.backend, agent: o.agent });
+        protocol.hello({ token: o.token ?? null, clientId, secret, backend: o.backend, agent: o.agent });
         flush();
         beat = setInterval(() => {
           protocol.heartbeat();
@@ -82,7 +90,8 @@ export async function runClient(o) {
           if (event.type === "welcome") {
             welcome = event.welcome;
             clientId = event.welcome.client_id;
-            emit({ type: "welcome", welcome: event.welcome });
+            if (event.welcome.secret != null) secret = event.welcome.secret; // a new node: ours was not resumed
+            emit({ type: "welcome", welcome: event.welcome, identity: { clientId, secret } });
           } else if (event.type === "task") {
             queue = queue.then(() => answer(event.task)).then(flush);
           } else if (event.type === "error") {
@@ -93,7 +102,8 @@ export async function runClient(o) {
         }
       };
       ws.onclose = (ev) => {
-        if (ev.code === 1000) finish({ done: 0 });
+        if (ev.code === 1000)
+          finish({ done: 0 }); // the run is complete; nothing else ends the client
         else finish({ reason: `closed with code ${ev.code}` });
       };
       ws.onerror = () => {}; // onclose follows with the code

@@ -151,3 +151,60 @@ test("a non-fatal error does not stop the client, even with a refusal's code: it
     ["connected", "coordinator-error", "reconnecting", "connected", "welcome"],
   );
 });
+
+test("the secret a welcome issues is sent with the client id on every reconnect", async () => {
+  const hellos = [];
+  const { FakeSocket } = scripted((frame, socket, index) => {
+    if (frame.header.type !== "hello") return;
+    hellos.push(frame.header);
+    if (index === 0) {
+      socket.deliver({ ...welcome("c-1"), secret: "s".repeat(43) });
+      socket.hangUp(4001); // replaced by a newer connection: not the end
+    } else if (index === 1) {
+      socket.deliver(welcome("c-1")); // resumed: no new secret
+      socket.hangUp(1011);
+    } else {
+      socket.deliver(welcome("c-1"));
+      socket.hangUp(1000);
+    }
+  });
+  const events = [];
+  assert.equal(await runClient(options(FakeSocket, events)), 0);
+  assert.deepEqual(
+    hellos.map((h) => [h.client_id, h.secret]),
+    [
+      [null, undefined],
+      ["c-1", "s".repeat(43)],
+      ["c-1", "s".repeat(43)],
+    ],
+  );
+  const identities = events.filter((e) => e.type === "welcome").map((e) => e.identity);
+  assert.deepEqual(identities, Array(3).fill({ clientId: "c-1", secret: "s".repeat(43) }));
+});
+
+test("a caller's saved identity is presented on the first hello", async () => {
+  const hellos = [];
+  const { FakeSocket } = scripted((frame, socket) => {
+    if (frame.header.type !== "hello") return;
+    hellos.push(frame.header);
+    socket.deliver(welcome("c-1"));
+    socket.hangUp(1000);
+  });
+  const o = { ...options(FakeSocket, []), clientId: "c-1", secret: "k".repeat(43) };
+  assert.equal(await runClient(o), 0);
+  assert.deepEqual([hellos[0].client_id, hellos[0].secret], ["c-1", "k".repeat(43)]);
+});
+
+for (const code of [1001, 1006, 1011, 1013, 4001, 4002, 4003, 4004, 4005]) {
+  test(`close code ${code} means reconnect, only 1000 means the run is over`, async () => {
+    const { FakeSocket, sockets } = scripted((frame, socket, index) => {
+      if (frame.header.type !== "hello") return;
+      socket.deliver(welcome("c-1"));
+      socket.hangUp(index === 0 ? code : 1000);
+    });
+    const events = [];
+    assert.equal(await runClient(options(FakeSocket, events)), 0);
+    assert.equal(sockets.length, 2);
+    assert.equal(events.find((e) => e.type === "reconnecting").reason, `closed with code ${code}`);
+  });
+}

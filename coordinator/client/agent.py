@@ -17,6 +17,7 @@ from coordinator.protocol.endpoints import (
     TaskReceived,
     Welcomed,
 )
+from coordinator.protocol.messages import Welcome
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,20 @@ class AgentOptions:
     drop_in_round: int | None = None  # test hook: vanish on receiving this round's train task
 
 
+@dataclass
+class Identity:
+    """Who this client is to the coordinator: the id is a name, the secret proves it (SPEC §4)."""
+
+    client_id: str | None = None
+    secret: str | None = None
+
+    def update(self, welcome: Welcome) -> None:
+        """Keep what a welcome says: with a secret, it is a new node (ours was not resumed)."""
+        self.client_id = welcome.client_id
+        if welcome.secret is not None:
+            self.secret = welcome.secret
+
+
 class Exit(Exception):
     def __init__(self, code: int, reason: str) -> None:
         super().__init__(reason)
@@ -39,8 +54,12 @@ class Exit(Exception):
 
 
 async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
-    """Returns the process exit code: 0 when the run completed, non-zero on a fatal refusal."""
-    client_id: str | None = None
+    """Returns the process exit code: 0 when the run completed, non-zero on a fatal refusal.
+
+    Only close code 1000 means the run is over; any other close (replaced by a newer
+    connection, dropped for silence, a server error, a coordinator restart) means reconnect.
+    """
+    identity = Identity()
     backoff = 0.25
     loop = asyncio.get_running_loop()
     last_connected = loop.time()
@@ -49,7 +68,7 @@ async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
             async with connect(options.url, max_size=None, compression=None, ping_interval=None) as ws:
                 last_connected = loop.time()
                 backoff = 0.25
-                client_id = await _serve(ws, options, worker, client_id)
+                await _serve(ws, options, worker, identity)
             if ws.close_code == 1000:
                 log.info("coordinator closed the connection: %s", ws.close_reason or "done")
                 return 0
@@ -74,10 +93,16 @@ async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
         backoff = min(backoff * 2, options.max_backoff)
 
 
-async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, client_id: str | None) -> str | None:
-    """One connection: join, answer tasks until the coordinator closes it; returns the client id it was given."""
+async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity: Identity) -> None:
+    """One connection: join, answer tasks until the coordinator closes it; `identity` learns what welcome says."""
     conn = ClientProtocol()
-    conn.hello(token=options.token, client_id=client_id, backend=options.backend, agent="pollen-python")
+    conn.hello(
+        token=options.token,
+        client_id=identity.client_id,
+        backend=options.backend,
+        agent="pollen-python",
+        secret=identity.secret,
+    )
 
     async def flush() -> None:
         for frame in conn.data_to_send():
@@ -97,7 +122,7 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, client_i
                 continue
             for event in conn.receive(data):
                 if isinstance(event, Welcomed):
-                    client_id = event.welcome.client_id
+                    identity.update(event.welcome)
                     log.info("joined as node %d", event.welcome.node_id)
                 elif isinstance(event, TaskReceived):
                     task = event.task
@@ -114,4 +139,3 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, client_i
             await flush()
     finally:
         beat.cancel()
-    return client_id

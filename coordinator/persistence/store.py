@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import math
+import secrets
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,6 +16,7 @@ from sqlalchemy.orm import sessionmaker
 
 from coordinator.persistence.database import connect, migrate
 from coordinator.persistence.tables import CheckpointRow, ClientRow, RoundRow, RunRow
+from coordinator.settings import storable_settings
 
 
 def _now() -> datetime:
@@ -52,6 +56,15 @@ class RoundRecord:
 
 
 @dataclass(frozen=True)
+class Registration:
+    """Who a client is after its hello: its node, its id, and the secret issued if the node is new."""
+
+    node_id: int
+    client_id: str
+    secret: str | None  # set only for a new node: the client must keep it to resume
+
+
+@dataclass(frozen=True)
 class RunInfo:
     id: str
     state: str
@@ -74,6 +87,8 @@ class Store:
 
     # runs
     def create_run(self, model_spec: dict[str, Any], settings: dict[str, Any], initial_weights: bytes) -> RunInfo:
+        """A new run; its settings are stored without tokens or the database password (see `storable_settings`)."""
+        settings = storable_settings(settings)
         now = _now()
         row = RunRow(
             id=uuid.uuid4().hex,
@@ -162,21 +177,35 @@ class Store:
             return row.round, row.weights
 
     # clients
-    def register_client(self, client_id: str | None, backend: str, agent: str | None) -> tuple[int, str]:
-        """(node id, client id): a known client keeps its node id; an unknown or absent id gets a new one."""
+    def register_client(
+        self, client_id: str | None, secret: str | None, backend: str, agent: str | None
+    ) -> Registration:
+        """Resume the node of `client_id` if `secret` is its secret; otherwise issue a new node, id and secret.
+
+        A client id is a name anyone may learn; only the secret proves it. So a wrong or missing
+        secret never reaches the named node: it gets a fresh one, as a bare hello does. Nodes
+        registered before secrets existed (NULL `secret_hash`) cannot be resumed at all.
+        """
         now = _now()
         with self._session.begin() as s:
             row = (
                 None
-                if client_id is None
+                if client_id is None or secret is None
                 else s.scalars(select(ClientRow).where(ClientRow.client_id == client_id)).first()
             )
-            if row is None:
-                row = ClientRow(client_id=client_id or uuid.uuid4().hex, backend=backend, first_seen=now)
+            issued = None
+            if row is None or row.secret_hash is None or not hmac.compare_digest(row.secret_hash, _hash(secret or "")):
+                issued = secrets.token_urlsafe(32)  # 256 random bits
+                row = ClientRow(client_id=uuid.uuid4().hex, secret_hash=_hash(issued), backend=backend, first_seen=now)
                 s.add(row)
             row.backend, row.agent, row.last_seen = backend, agent, now
             s.flush()
-            return row.id, row.client_id
+            return Registration(row.id, row.client_id, issued)
+
+
+def _hash(secret: str) -> str:
+    """SHA-256 hex: the secret has 256 random bits, so a fast hash is enough (no dictionary to attack)."""
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def finite_json(value: Any) -> Any:

@@ -257,8 +257,17 @@ class ClientProtocol(_Endpoint):
         super().__init__(max_frame_bytes, max_message_bytes, max_partial_bytes, max_partial_messages)
         self.welcome: Welcome | None = None
 
-    def hello(self, *, token: str | None, client_id: str | None, backend: str, agent: str | None = None) -> None:
-        self.send(Hello(list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent))
+    def hello(
+        self,
+        *,
+        token: str | None,
+        client_id: str | None,
+        backend: str,
+        agent: str | None = None,
+        secret: str | None = None,
+    ) -> None:
+        """Queue the opening `hello`; `client_id` with its `secret` resumes that node (SPEC §4)."""
+        self.send(Hello(list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent, secret))
 
     def receive(self, data: bytes) -> list[Event]:
         """Events for one received WebSocket message; never raises: violations become queued errors."""

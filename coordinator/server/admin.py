@@ -31,6 +31,10 @@ class RunAdmin(Protocol):
 
     def list_runs(self) -> list[RunInfo]: ...
 
+    def connected_clients(self) -> list[dict[str, Any]]:
+        """Every connected client: node id, client id, backend, agent, address, seconds connected, tasks."""
+        ...
+
     def pause(self) -> None:
         """Pause after the current phase."""
         ...
@@ -75,6 +79,9 @@ def admin_routes(admin: RunAdmin) -> list[Route]:
             ]
         )
 
+    async def clients(_: Request) -> JSONResponse:
+        return JSONResponse(admin.connected_clients())
+
     async def pause(_: Request) -> JSONResponse:
         admin.pause()
         return JSONResponse(admin.run_state())
@@ -105,6 +112,7 @@ def admin_routes(admin: RunAdmin) -> list[Route]:
     return [
         Route("/api/admin/runs", g(runs), methods=["GET"]),
         Route("/api/admin/runs", g(start), methods=["POST"]),
+        Route("/api/admin/clients", g(clients), methods=["GET"]),
         Route("/api/admin/pause", g(pause), methods=["POST"]),
         Route("/api/admin/resume", g(resume), methods=["POST"]),
         Route("/api/admin/stop", g(stop), methods=["POST"]),

@@ -23,15 +23,16 @@ from starlette.websockets import WebSocket
 
 from coordinator.federation.run_loop import RunLoop
 from coordinator.federation.status import RunStatus
-from coordinator.persistence.store import RunInfo, Store
+from coordinator.persistence.store import Registration, RunInfo, Store
 from coordinator.protocol.messages import Error, Hello, Result
 from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
+from coordinator.server.limits import ConnectionGate, ConnectionLimits
 from coordinator.server.metrics import Metrics
 from coordinator.server.recorder import RunRecorder
 from coordinator.server.routes import api_routes
 from coordinator.server.web import IsolationHeaders, web_routes
-from coordinator.server.websocket import ConnectionLimits, serve_connection
+from coordinator.server.websocket import serve_connection
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,8 @@ class Coordinator:
         self.run_loop = RunLoop(settings, self.store, self.clients, self.status, self.recorder)
         # How to serve never changes after start; what to train comes from each run.
         self.settings = self.run_loop.settings
-        self.limits = ConnectionLimits(settings.join_token, settings.max_frame_bytes, settings.heartbeat_seconds)
+        self.limits = ConnectionLimits.from_settings(settings)
+        self.gate = ConnectionGate(self.limits)
         self._thread = threading.Thread(target=self.run_loop.run_to_end, name="pollen-rounds", daemon=True)
 
     @property
@@ -77,8 +79,8 @@ class Coordinator:
         self.clients.close_all(going_away=True)
 
     # RunHost: what connections need --------------------------------------------
-    def register_client(self, hello: Hello) -> tuple[int, str]:
-        return self.store.register_client(hello.client_id, hello.backend, hello.agent)
+    def register_client(self, hello: Hello) -> Registration:
+        return self.store.register_client(hello.client_id, hello.secret, hello.backend, hello.agent)
 
     @property
     def run_id(self) -> str:
@@ -107,6 +109,9 @@ class Coordinator:
 
     def list_runs(self) -> list[RunInfo]:
         return self.store.list_runs()
+
+    def connected_clients(self) -> list[dict[str, Any]]:
+        return self.clients.describe()
 
     def pause(self) -> None:
         self.run_loop.control.pause()
@@ -147,7 +152,7 @@ class Coordinator:
             await asyncio.sleep(0.2)  # let the close frames go out
 
         async def ws(websocket: WebSocket) -> None:
-            await serve_connection(websocket, self.limits, self.clients, self.metrics, self)
+            await serve_connection(websocket, self.limits, self.gate, self.clients, self.metrics, self)
 
         return Starlette(
             routes=[

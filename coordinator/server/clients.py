@@ -10,18 +10,16 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.protocol.close_codes import Close
 from coordinator.protocol.endpoints import ServerProtocol
 from coordinator.protocol.messages import Error
 from coordinator.server.metrics import Metrics
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-# Frames to send, or a WebSocket close code that ends the connection.
-Outbox = asyncio.Queue[bytes | int]
+from coordinator.server.outbox import Outbox
 
 
 @dataclass
@@ -40,9 +38,10 @@ class ConnectedClient:
     def flush(self) -> None:
         """Move the protocol's queued frames to the writer task. Event-loop thread only."""
         for frame in self.conn.data_to_send():
-            self.outbox.put_nowait(frame)
+            self.outbox.put(frame)
 
     def describe(self) -> dict[str, Any]:
+        """The operator's view of this client (admin API only: it names the client and its address)."""
         return {
             "node_id": self.node_id,
             "client_id": self.client_id,
@@ -103,8 +102,14 @@ class ClientRegistry:
             return len(self._clients)
 
     def describe(self) -> list[dict[str, Any]]:
+        """Every client with its ids and address: for the admin API, never for public endpoints."""
         with self._lock:
             return [s.describe() for s in self._clients.values()]
+
+    def by_backend(self) -> dict[str, int]:
+        """How many clients each backend has: the public summary, naming no one."""
+        with self._lock:
+            return dict(Counter(s.backend for s in self._clients.values()))
 
     def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
         """Thread-safe: queue a task frame to a client; False if it is not connected."""
@@ -130,9 +135,10 @@ class ClientRegistry:
 
     def close_all(self, *, going_away: bool = False) -> None:
         """Close every connection: 1000 ("run complete") ends a client; 1001 (going away) makes it reconnect."""
+        code = Close.GOING_AWAY if going_away else Close.RUN_COMPLETE
         with self._lock:
             clients = list(self._clients.values())
         if self._loop is None or self._loop.is_closed():
             return
         for s in clients:
-            self._loop.call_soon_threadsafe(s.outbox.put_nowait, CLOSE_GOING_AWAY if going_away else CLOSE_NORMAL)
+            self._loop.call_soon_threadsafe(s.outbox.close, code)

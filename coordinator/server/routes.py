@@ -1,4 +1,8 @@
-"""The read-only HTTP endpoints: `/healthz` for probes, `/api/status` for people and the dashboard, `/metrics`."""
+"""The read-only HTTP endpoints: `/healthz` for probes, `/api/status` for people and the dashboard, `/metrics`.
+
+These are public: they name no client (no ids, secrets or addresses). The per-client view
+is the admin API's `/api/admin/clients`.
+"""
 
 from __future__ import annotations
 
@@ -17,7 +21,10 @@ def api_routes(status: RunStatus, clients: ClientRegistry, metrics: Metrics) -> 
         return PlainTextResponse("ok")
 
     async def run_status(_: Request) -> JSONResponse:
-        return JSONResponse({**status.snapshot(), "clients_connected": clients.count(), "clients": clients.describe()})
+        by_backend = clients.by_backend()
+        return JSONResponse(
+            {**status.snapshot(), "clients_connected": sum(by_backend.values()), "clients_by_backend": by_backend}
+        )
 
     async def exposition(_: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -1,16 +1,23 @@
-"""One client connection: Starlette WebSocket I/O around the sans-I/O `ServerProtocol`."""
+"""One client connection: Starlette WebSocket I/O around the sans-I/O `ServerProtocol`.
+
+Besides the protocol, a connection is bounded here: admission by the gate (per-address
+cap, global send buffer), a deadline for `hello`, a message rate, a bounded outbox, and
+a close code that says what happened (`close_codes`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
 from typing import Protocol
 
 import anyio
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from coordinator.persistence.store import Registration
+from coordinator.protocol.close_codes import Close
 from coordinator.protocol.endpoints import (
     HeartbeatReceived,
     HelloReceived,
@@ -21,26 +28,21 @@ from coordinator.protocol.endpoints import (
 )
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.messages import Error, Hello, Result, Welcome
-from coordinator.server.clients import CLOSE_NORMAL, ClientRegistry, ConnectedClient, Outbox
+from coordinator.server.clients import ClientRegistry, ConnectedClient
+from coordinator.server.limits import ConnectionGate, ConnectionLimits, TokenBucket
 from coordinator.server.metrics import Metrics
+from coordinator.server.outbox import Outbox, write
+from coordinator.server.rejection_log import RejectionLog
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ConnectionLimits:
-    """How every connection is served; fixed for the coordinator's lifetime."""
-
-    join_token: str | None
-    max_frame_bytes: int
-    heartbeat_seconds: float
+rejections = RejectionLog(log)
 
 
 class RunHost(Protocol):
     """What a connection needs from the coordinator, whichever run is current."""
 
-    def register_client(self, hello: Hello) -> tuple[int, str]:
-        """The node id and client id for a client that said hello (blocking: it may write to the database)."""
+    def register_client(self, hello: Hello) -> Registration:
+        """The node for a client that said hello, resumed only with its secret (blocking: it writes to the database)."""
         ...
 
     @property
@@ -59,103 +61,171 @@ class RunHost(Protocol):
 
 
 async def serve_connection(
-    ws: WebSocket, limits: ConnectionLimits, clients: ClientRegistry, metrics: Metrics, host: RunHost
-) -> None:
-    """Serve one client until it leaves, goes silent, breaks the protocol or the run ends."""
-    await ws.accept()
-    conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
-    outbox: Outbox = asyncio.Queue()
-    address = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
-    client: ConnectedClient | None = None
-    writer = asyncio.create_task(_write(ws, outbox, metrics))
-    heartbeat = asyncio.create_task(_heartbeat(conn, outbox, limits.heartbeat_seconds))
-    close_code = CLOSE_NORMAL
-    try:
-        while conn.state is not State.CLOSED:
-            try:
-                with anyio.fail_after(3 * limits.heartbeat_seconds):
-                    message = await ws.receive()
-            except TimeoutError:
-                log.warning("client %s silent for %.0f s, dropping it", address, 3 * limits.heartbeat_seconds)
-                break
-            if message["type"] == "websocket.disconnect":
-                break
-            data = message.get("bytes")
-            if data is None:
-                conn.fail(
-                    ProtocolError(
-                        ErrorCode.INVALID_MESSAGE, "text messages are not part of the protocol; send binary frames"
-                    ),
-                    fatal=conn.state is State.AWAITING_HELLO,
-                )
-            else:
-                metrics.bytes_in.inc(len(data))
-                for event in conn.receive(data):
-                    if isinstance(event, HelloReceived):
-                        client = await _join(conn, event, limits, clients, host, outbox, address)
-                    elif isinstance(event, ReplyReceived) and client is not None:
-                        if not host.deliver(client.node_id, event.reply):
-                            conn.send(
-                                Error(
-                                    ErrorCode.UNKNOWN_TASK.value,
-                                    "that task is no longer waiting for a reply",
-                                    event.reply.reply_to,
-                                )
-                            )
-                    elif isinstance(event, PeerError):
-                        log.info("client %s reports: %s %s", address, event.error.code, event.error.message)
-                    elif isinstance(event, HeartbeatReceived):
-                        pass
-            metrics.count_rejections(conn.rejections)
-            for frame in conn.data_to_send():
-                outbox.put_nowait(frame)
-        if conn.close_code is not None:
-            close_code = conn.close_code
-    except WebSocketDisconnect:
-        pass
-    finally:
-        heartbeat.cancel()
-        if client is not None:
-            clients.remove(client)
-            log.info("client %s (node %d) left", address, client.node_id)
-        outbox.put_nowait(close_code)
-        try:
-            await asyncio.wait_for(writer, timeout=10)
-        except Exception:
-            writer.cancel()
-
-
-async def _join(
-    conn: ServerProtocol,
-    event: HelloReceived,
+    ws: WebSocket,
     limits: ConnectionLimits,
+    gate: ConnectionGate,
     clients: ClientRegistry,
+    metrics: Metrics,
     host: RunHost,
-    outbox: Outbox,
-    address: str,
-) -> ConnectedClient:
-    hello = event.hello
-    node_id, client_id = await anyio.to_thread.run_sync(host.register_client, hello)
-    conn.accept(
-        Welcome(event.version, client_id, node_id, host.run_id, limits.max_frame_bytes, limits.heartbeat_seconds)
-    )
-    client = ConnectedClient(node_id, client_id, hello.backend, hello.agent, address, conn, outbox)
-    old = clients.add(client)
-    if old is not None:
-        old.outbox.put_nowait(CLOSE_NORMAL)
-    log.info("client %s joined as node %d (%s)", address, node_id, hello.backend)
-    if host.run_over:
-        outbox.put_nowait(CLOSE_NORMAL)
-    return client
+) -> None:
+    """Serve one client until it leaves, goes silent, breaks the protocol or a limit, or the run ends."""
+    address = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
+    peer = ws.client.host if ws.client else "?"
+    await ws.accept()
+    refused = gate.enter(peer)
+    if refused is not None:
+        rejections.log(logging.WARNING, peer, "refused a connection from %s: %s", peer, refused.reason)
+        with contextlib.suppress(RuntimeError, OSError):
+            await ws.close(refused, refused.reason)
+        return
+    outbox = Outbox(limits.max_send_buffer_bytes, gate)
+    writer = asyncio.create_task(write(ws, outbox, metrics))
+    session = _Session(ws, limits, outbox, clients, metrics, host, address, peer)
+    try:
+        close_code = await session.run()
+    except WebSocketDisconnect:
+        session.peer_gone = True
+        close_code = Close.GOING_AWAY
+    except Exception:
+        log.exception("unhandled error serving %s; closing its connection with 1011", address)
+        close_code = Close.SERVER_ERROR
+    finally:
+        gate.leave(peer)
+        session.heartbeat.cancel()
+        if session.client is not None:
+            clients.remove(session.client)
+            log.info("client %s (node %d) left", address, session.client.node_id)
+    outbox.close(close_code, discard=session.peer_gone)
+    try:
+        await asyncio.wait_for(writer, timeout=10)
+    except Exception:
+        writer.cancel()
+    outbox.release()
 
 
-async def _write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
-    """The only task that sends on this socket; an int in the queue means close with that code."""
-    while isinstance(item := await outbox.get(), bytes):
-        await ws.send_bytes(item)
-        metrics.bytes_out.inc(len(item))
-    with contextlib.suppress(RuntimeError):  # already closed by the peer
-        await ws.close(item, "run complete" if item == CLOSE_NORMAL else None)
+class _Session:
+    """The reading side of one admitted connection."""
+
+    def __init__(
+        self,
+        ws: WebSocket,
+        limits: ConnectionLimits,
+        outbox: Outbox,
+        clients: ClientRegistry,
+        metrics: Metrics,
+        host: RunHost,
+        address: str,
+        peer: str,
+    ) -> None:
+        self.ws, self.limits, self.outbox, self.clients = ws, limits, outbox, clients
+        self.metrics, self.host, self.address, self.peer = metrics, host, address, peer
+        self.conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
+        self.client: ConnectedClient | None = None
+        self.peer_gone = False  # nothing left to send to
+        self.bucket = TokenBucket(limits.max_messages_per_second, limits.message_burst)
+        self.heartbeat = asyncio.create_task(_heartbeat(self.conn, outbox, limits.heartbeat_seconds))
+
+    async def run(self) -> int:
+        """Read until the connection ends; returns the close code to send."""
+        hello_deadline = time.monotonic() + self.limits.hello_timeout
+        silence = 3 * self.limits.heartbeat_seconds
+        conn = self.conn
+        while conn.state is not State.CLOSED:
+            joined = conn.state is State.OPEN
+            wait = silence if joined else hello_deadline - time.monotonic()
+            try:
+                with anyio.fail_after(max(wait, 0)):
+                    message = await self.ws.receive()
+            except TimeoutError:
+                if joined:
+                    # Heartbeats stopped: the client is gone or stuck. 1001, not 1000: if it is
+                    # still there, it must reconnect, not conclude the run is over.
+                    log.warning("client %s silent for %.0f s, dropping it", self.address, silence)
+                    return Close.GOING_AWAY
+                self._reject("no hello within %.0f s", self.limits.hello_timeout)
+                return Close.HELLO_DEADLINE
+            if message["type"] == "websocket.disconnect":
+                self.peer_gone = True
+                return Close.GOING_AWAY
+            if self.outbox.close_code is not None:  # replaced, or dropped for not reading
+                return self.outbox.close_code
+            if not self.bucket.take():
+                self._reject("over %g messages a second", self.limits.max_messages_per_second)
+                return Close.RATE_LIMITED
+            await self._handle(message.get("bytes"))
+            if conn.rejections:  # new since the last count, which clears them
+                self._reject("rejected frame(s): %s", ", ".join(conn.rejections))
+            self.metrics.count_rejections(conn.rejections)
+            for frame in conn.data_to_send():
+                self.outbox.put(frame)
+        return conn.close_code or Close.PROTOCOL_ERROR
+
+    async def _handle(self, data: bytes | None) -> None:
+        conn = self.conn
+        if data is None:
+            conn.fail(
+                ProtocolError(
+                    ErrorCode.INVALID_MESSAGE, "text messages are not part of the protocol; send binary frames"
+                ),
+                fatal=conn.state is State.AWAITING_HELLO,
+            )
+            return
+        self.metrics.bytes_in.inc(len(data))
+        for event in conn.receive(data):
+            if isinstance(event, HelloReceived):
+                self.client = await self._join(event)
+            elif isinstance(event, ReplyReceived) and self.client is not None:
+                if not self.host.deliver(self.client.node_id, event.reply):
+                    conn.send(
+                        Error(
+                            ErrorCode.UNKNOWN_TASK.value,
+                            "that task is no longer waiting for a reply",
+                            event.reply.reply_to,
+                        )
+                    )
+            elif isinstance(event, PeerError):
+                rejections.log(
+                    logging.INFO,
+                    self.peer,
+                    "client %s reports: %s %s",
+                    self.address,
+                    event.error.code,
+                    event.error.message,
+                )
+            elif isinstance(event, HeartbeatReceived):
+                pass
+
+    async def _join(self, event: HelloReceived) -> ConnectedClient:
+        hello = event.hello
+        who: Registration = await anyio.to_thread.run_sync(self.host.register_client, hello)
+        limits = self.limits
+        self.conn.accept(
+            Welcome(
+                event.version,
+                who.client_id,
+                who.node_id,
+                self.host.run_id,
+                limits.max_frame_bytes,
+                limits.heartbeat_seconds,
+                who.secret,
+            )
+        )
+        client = ConnectedClient(
+            who.node_id, who.client_id, hello.backend, hello.agent, self.address, self.conn, self.outbox
+        )
+        old = self.clients.add(client)
+        if old is not None:
+            old.outbox.close(Close.REPLACED)
+            log.info(
+                "node %d: a newer connection from %s replaces the one from %s", who.node_id, self.address, old.address
+            )
+        log.info("client %s joined as node %d (%s)", self.address, who.node_id, hello.backend)
+        if self.host.run_over:
+            self.outbox.close(Close.RUN_COMPLETE)
+        return client
+
+    def _reject(self, what: str, *args: object) -> None:
+        rejections.log(logging.WARNING, self.peer, "client %s: " + what, self.address, *args)
 
 
 async def _heartbeat(conn: ServerProtocol, outbox: Outbox, every: float) -> None:
@@ -164,4 +234,4 @@ async def _heartbeat(conn: ServerProtocol, outbox: Outbox, every: float) -> None
         if conn.state is State.OPEN:
             conn.heartbeat()
             for frame in conn.data_to_send():
-                outbox.put_nowait(frame)
+                outbox.put(frame)

@@ -1,18 +1,31 @@
 // The page: starts the worker, shows what it reports, keeps state in IndexedDB.
 import { lineChart } from "./charts.js";
+import { claimIdentity, keepIdentity } from "./identity.js";
 import { readLabelledImages } from "./images.js";
 import { load, save } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const params = new URLSearchParams(location.search);
 const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
-const token = params.get("token");
+const token = takeToken();
 const lossChart = lineChart($("loss-chart"), ["step", "loss"]);
 const accuracyChart = lineChart($("accuracy-chart"), ["round", "accuracy", "loss"], { height: 260 });
 const lossHistory = [[], []];
 let worker = null;
 let userData = null;
+let identity = null; // {clientId, secret}: the node this tab is, once known
 window.pollen = { events: [], backend: null, rounds: [] }; // read by tests and the curious
+
+/** The join token from `?token=`, moved to sessionStorage and out of the address bar, history and Referer. */
+function takeToken() {
+  const url = new URL(location.href);
+  const given = url.searchParams.get("token");
+  if (given !== null) {
+    sessionStorage.setItem("pollen-join-token", given);
+    url.searchParams.delete("token");
+    history.replaceState(history.state, "", url.pathname + url.search + url.hash);
+  }
+  return sessionStorage.getItem("pollen-join-token");
+}
 
 function setConnection(state, text) {
   $("connection").dataset.state = state;
@@ -32,7 +45,8 @@ function onEvent(e) {
       break;
     case "welcome":
       $("client").textContent = `node ${e.welcome.node_id}`;
-      save("clientId", e.welcome.client_id);
+      if (e.identity.clientId !== identity?.clientId) keepIdentity(e.identity, identity);
+      identity = e.identity; // the secret resumes this node after a reload; the id alone cannot
       break;
     case "reconnecting":
       setConnection("reconnecting", `reconnecting in ${(e.inMs / 1000).toFixed(1)} s (${e.reason})`);
@@ -81,8 +95,9 @@ async function start() {
   worker?.terminate();
   worker = new Worker("worker.js", { type: "module" });
   worker.onmessage = ({ data }) => onEvent(data);
-  const clientId = (await load("clientId").catch(() => null)) ?? null;
-  worker.postMessage({ type: "start", url: wsUrl, token, clientId, userData });
+  identity ??= await claimIdentity();
+  const { clientId = null, secret = null } = identity ?? {};
+  worker.postMessage({ type: "start", url: wsUrl, token, clientId, secret, userData });
   $("leave").hidden = false;
   $("rejoin").hidden = true;
   setConnection("connecting", "connecting…");

@@ -1,4 +1,5 @@
-// The page's memory across refreshes, in IndexedDB: who we are to the coordinator, and our loss history.
+// The page's memory across refreshes, in IndexedDB: who we are to the coordinator (client id and
+// the secret that proves it), and our loss history.
 
 const DB = "pollen";
 const STORE = "state";

@@ -36,7 +36,7 @@ async function demoShard(welcome) {
   };
 }
 
-async function start({ url, token, clientId, userData }) {
+async function start({ url, token, clientId, secret, userData }) {
   await init({ module_or_path: new URL("pollen_trainer_bg.wasm", self.location.href) });
   const choice = await pickBackend();
   post({ type: "backend", ...choice });
@@ -45,6 +45,7 @@ async function start({ url, token, clientId, userData }) {
     url,
     token,
     clientId,
+    secret,
     WebSocket: self.WebSocket,
     backend: choice.wire,
     agent: `pollen-web ${navigator.userAgent.match(/(Firefox|Edg|Chrome|Safari)\/[\d.]+/)?.[0] ?? "browser"}`,

@@ -41,8 +41,8 @@ export class ClientProtocol {
     this.outbox.push(...splitFrame(frame, this.peerMaxFrameBytes, messageId()));
   }
 
-  hello({ token = null, clientId = null, backend, agent }) {
-    this.sendFrame(msg.hello({ token, clientId, backend, maxFrameBytes: this.maxFrameBytes, agent }));
+  hello({ token = null, clientId = null, secret = null, backend, agent }) {
+    this.sendFrame(msg.hello({ token, clientId, secret, backend, maxFrameBytes: this.maxFrameBytes, agent }));
   }
 
   heartbeat() {

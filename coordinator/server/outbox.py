@@ -1,0 +1,99 @@
+"""A connection's outgoing queue, bounded in bytes, and the one task that writes it to the socket.
+
+A client that stops reading makes the socket stop taking data; frames then pile up here. Past
+the connection's cap the queue is dropped and the connection closed with 4003, so a client
+cannot make the coordinator hold more than `max_send_buffer_bytes` (plus one frame) for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable
+
+from starlette.websockets import WebSocket
+
+from coordinator.protocol.close_codes import Close, reason_for
+from coordinator.server.limits import ConnectionGate
+from coordinator.server.metrics import Metrics
+
+
+class Outbox:
+    """Frames to send, then a close code. Event-loop thread only."""
+
+    def __init__(self, limit: int, gate: ConnectionGate) -> None:
+        self.limit = limit
+        self.bytes = 0
+        self.close_code: int | None = None
+        self.abandoned = asyncio.Event()  # set when queued frames were dropped: stop writing at once
+        self._gate = gate
+        self._frames: deque[bytes] = deque()
+        self._ready = asyncio.Event()
+
+    def put(self, frame: bytes) -> None:
+        """Queue a frame; over the limit the queue is dropped and the connection closes with 4003."""
+        if self.close_code is not None:
+            return
+        if self.bytes + len(frame) > self.limit:
+            self.close(Close.TOO_SLOW, discard=True)
+            return
+        self._frames.append(frame)
+        self._count(len(frame))
+        self._ready.set()
+
+    def close(self, code: int, *, discard: bool = False) -> None:
+        """Close after the queued frames (or at once, dropping them, with `discard`); the first close wins."""
+        if self.close_code is not None:
+            return
+        self.close_code = code
+        if discard:
+            self._count(-self.bytes)
+            self._frames.clear()
+            self.abandoned.set()
+        self._ready.set()
+
+    def release(self) -> None:
+        """Forget whatever is still queued (the connection is over)."""
+        self._count(-self.bytes)
+        self._frames.clear()
+
+    async def get(self) -> bytes | int:
+        """The next frame, or the close code once every frame is out."""
+        while not self._frames and self.close_code is None:
+            self._ready.clear()
+            await self._ready.wait()
+        if self._frames:
+            frame = self._frames.popleft()
+            self._count(-len(frame))
+            return frame
+        assert self.close_code is not None
+        return self.close_code
+
+    def _count(self, n: int) -> None:
+        self.bytes += n
+        self._gate.buffered += n
+
+
+async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
+    """The only task that sends on this socket, until the outbox's close code, which it sends."""
+    while isinstance(item := await outbox.get(), bytes):
+        if not await _unless(outbox.abandoned, ws.send_bytes(item)):
+            break
+        metrics.bytes_out.inc(len(item))
+    code = outbox.close_code or Close.SERVER_ERROR
+    with contextlib.suppress(RuntimeError, OSError):  # already closed by the peer
+        await ws.close(code, reason_for(code))
+
+
+async def _unless(event: asyncio.Event, send: Awaitable[None]) -> bool:
+    """Run `send` unless `event` is set first (a client that does not read never lets it finish)."""
+    task = asyncio.ensure_future(send)
+    stop = asyncio.ensure_future(event.wait())
+    await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    stop.cancel()
+    if task.done():
+        task.result()
+        return True
+    task.cancel()
+    return False

@@ -1,0 +1,144 @@
+"""uvicorn's protocol classes with the two limits uvicorn lacks, for a server open to anyone.
+
+* `RequestDeadline`: uvicorn waits for an HTTP request's headers without end (its keep-alive
+  timeout covers only idle connections between requests), so a client trickling one header
+  line at a time holds a connection forever. With it, the headers of each request, a
+  WebSocket upgrade included, must be complete within `request_timeout` seconds.
+* `FlowControlledWebSocket`: uvicorn's sans-I/O WebSocket protocol writes every frame into the
+  transport at once and ignores the transport's pause/resume signals, so a client that does
+  not read grows the write buffer without limit. With it, sends wait while the transport is
+  paused, the backlog stays in the connection's bounded `Outbox`, and a connection that does
+  not drain after its close is aborted. It also holds the first message (which must be the
+  `hello`) to `FIRST_MESSAGE_MAX_BYTES`, so an unauthenticated peer cannot make the server
+  buffer a message of `ws_max_size` bytes before the protocol has seen anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.frames import Frame, Opcode
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    HTTP_BASE: type[H11Protocol] | type[HttpToolsProtocol] = HttpToolsProtocol
+except ImportError:  # uvicorn's choice too: httptools when it is installed, h11 otherwise
+    HTTP_BASE = H11Protocol
+
+log = logging.getLogger(__name__)
+
+CLOSE_GRACE_SECONDS = 5.0  # after a close, time for the peer to take the rest before the socket is cut
+FIRST_MESSAGE_MAX_BYTES = 64 * 1024  # a hello is a few hundred bytes
+
+
+class _RequestDeadlineMixin:
+    """Closes the connection if a request's headers are not complete `request_timeout` s after it may start."""
+
+    request_timeout: float = 10.0
+    # Provided by uvicorn's HTTP protocol classes.
+    cycle: Any
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    client: tuple[str, int] | None
+    _deadline: asyncio.TimerHandle | None = None
+    _awaiting: Any = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        self._arm()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)  # type: ignore[misc]
+        if self._upgraded() or self.cycle is not self._awaiting:
+            self._disarm()  # the headers are in: a request (or an upgrade) has begun
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()  # type: ignore[misc]
+        if not self.transport.is_closing():
+            self._arm()  # keep-alive: the next request's headers get the same deadline
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)  # type: ignore[misc]
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._awaiting = self.cycle
+        self._deadline = self.loop.call_later(self.request_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _upgraded(self) -> bool:
+        current: object = self.transport.get_protocol()
+        return current is not self
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if self._upgraded() or self.cycle is not self._awaiting or self.transport.is_closing():
+            return
+        log.info("%s sent no complete request in %.0f s; closing", _peer(self.client), self.request_timeout)
+        self.transport.close()
+
+
+def request_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP protocol class (httptools, or h11) with a deadline of `seconds` for request headers."""
+    return type("RequestDeadline", (_RequestDeadlineMixin, HTTP_BASE), {"request_timeout": seconds})
+
+
+class FlowControlledWebSocket(WebSocketsSansIOProtocol):
+    _gone = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The parser reads each frame's limit from `max_message_size` when the frame starts, and
+        # `recv_frame` runs before the next one starts: lifting the limit there covers frame two on.
+        full, self.conn.max_message_size = self.conn.max_message_size, FIRST_MESSAGE_MAX_BYTES
+        recv_frame = self.conn.recv_frame
+
+        def until_first_message(frame: Frame) -> None:
+            recv_frame(frame)
+            if frame.fin and frame.opcode in (Opcode.TEXT, Opcode.BINARY, Opcode.CONT):
+                self.conn.max_message_size = full
+                self.conn.recv_frame = recv_frame  # type: ignore[method-assign]
+
+        self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
+
+    def pause_writing(self) -> None:
+        self.writable.clear()
+
+    def resume_writing(self) -> None:
+        self.writable.set()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._gone = True
+        self.writable.set()  # wake blocked senders; they find the connection closed
+        super().connection_lost(exc)
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "websocket.close" and not self.writable.is_set():
+            # The peer does not read: queue the close frame behind the backlog instead of waiting for
+            # room that may never come; run_asgi's grace period decides the rest.
+            self.writable.set()
+        await super().send(message)
+
+    async def run_asgi(self) -> None:
+        await super().run_asgi()
+        # uvicorn then calls transport.close(), which waits for the write buffer to drain:
+        # forever, if the peer never reads.
+        self.loop.call_later(CLOSE_GRACE_SECONDS, self._abort_if_open)
+
+    def _abort_if_open(self) -> None:
+        if not self._gone:
+            self.transport.abort()
+
+
+def _peer(client: tuple[str, int] | None) -> str:
+    return f"{client[0]}:{client[1]}" if client else "a client"
