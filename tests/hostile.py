@@ -42,6 +42,13 @@ class Target:
     url: str  # ws://host:port/ws
     token: str
     rng: random.Random
+    # Who the attacker claims to be, through the coordinator's trusted local proxy (X-Forwarded-For):
+    # a swarm has many addresses, and per-address limits would otherwise stop it at the door.
+    address: str | None = None
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {} if self.address is None else {"X-Forwarded-For": self.address}
 
 
 Attack = Callable[[Target], Awaitable[Outcome]]
@@ -105,7 +112,9 @@ async def _drain(ws: ClientConnection, out: Outcome, until: float = TIMEOUT) -> 
 async def _session(target: Target, send: Callable[[ClientConnection, Outcome], Awaitable[None]]) -> Outcome:
     out = Outcome()
     try:
-        async with connect(target.url, max_size=None, open_timeout=TIMEOUT, ping_interval=None) as ws:
+        async with connect(
+            target.url, max_size=None, open_timeout=TIMEOUT, ping_interval=None, additional_headers=target.headers
+        ) as ws:
             await send(ws, out)
             await _drain(ws, out)
     except (OSError, InvalidHandshake, TimeoutError) as exc:
@@ -194,7 +203,9 @@ async def idle(target: Target) -> Outcome:
     """Connect and say nothing: the coordinator should not wait for ever."""
     out = Outcome(inputs=1)
     try:
-        async with connect(target.url, open_timeout=TIMEOUT, ping_interval=None) as ws:
+        async with connect(
+            target.url, open_timeout=TIMEOUT, ping_interval=None, additional_headers=target.headers
+        ) as ws:
             await _drain(ws, out, until=20)
     except (OSError, InvalidHandshake, TimeoutError):
         out.close = "refused"
@@ -213,8 +224,8 @@ async def slow_upgrade(target: Target) -> Outcome:
         for byte in request.encode():
             writer.write(bytes([byte]))
             await writer.drain()
-            await asyncio.sleep(1.0)
-            if reader.at_eof():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(reader.read(-1), 1.0)  # returns only once the coordinator hangs up
                 out.close = "dropped"
                 return out
         out.close = "kept open"
@@ -232,17 +243,24 @@ async def never_reads(target: Target) -> Outcome:
     reader, writer = await asyncio.open_connection(host, int(port), limit=1024)
     writer.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(
+    request = (
         f"GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode()
+        f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+        + "".join(f"{k}: {v}\r\n" for k, v in target.headers.items())
+        + "\r\n"
     )
+    writer.write(request.encode())
     payload = hello(target)
     mask = os.urandom(4)
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
     writer.write(struct.pack("!BBH", 0x82, 0x80 | 126, len(payload)) + mask + masked)
     await writer.drain()
     await asyncio.sleep(20)  # the coordinator broadcasts tasks meanwhile; we read none of them
-    out.close = "dropped" if reader.at_eof() or writer.is_closing() else "kept open"
+    try:
+        await asyncio.wait_for(reader.read(-1), 5)  # now read what piled up: it ends if the coordinator hung up
+        out.close = "dropped"
+    except (TimeoutError, OSError):
+        out.close = "kept open"
     writer.close()
     return out
 

@@ -79,7 +79,9 @@ async def swarm(port: int, db: Path, finished: threading.Event) -> tuple[int, Co
     deadline = time.monotonic() + SWARM_SECONDS
 
     def target() -> hostile.Target:
-        return hostile.Target(url, TOKEN, random.Random(rng.random()))
+        # Mostly from many (documentation-range) addresses; some straight from here, to meet the per-address cap.
+        address = None if rng.random() < 0.1 else f"203.0.113.{rng.randrange(1, 255)}"
+        return hostile.Target(url, TOKEN, random.Random(rng.random()), address)
 
     def tally(outcome: hostile.Outcome, name: str) -> None:
         nonlocal inputs
