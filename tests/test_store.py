@@ -7,10 +7,10 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import create_engine, select, text, update
+from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
 
-from coordinator.persistence.database import migrate
+from coordinator.persistence.database import connect, migrate
 from coordinator.persistence.store import RoundRecord, Store
 from coordinator.persistence.tables import ClientRow, RunRow
 
@@ -240,3 +240,24 @@ def test_runs_keep_no_tokens_and_no_database_password(store):
     with store.engine.connect() as c:
         stored = str(c.execute(select(RunRow.__table__)).all())
     assert not any(secret in stored for secret in ("join-me", "admin-me", "hunter2"))
+
+
+def test_migrating_scrubs_the_secrets_that_older_runs_kept(url):
+    """Runs created before secrets were kept out still held them in their settings: 0003 removes them."""
+
+    engine = connect(url)
+    migrate(engine, "0002")
+    old = {**SETTINGS, "join_token": "join-me", "admin_token": "admin-me", "db": "postgresql://u:hunter2@db/p"}
+    with engine.begin() as c:
+        c.execute(
+            insert(RunRow).values(
+                id="old", created_at=text("CURRENT_TIMESTAMP"), updated_at=text("CURRENT_TIMESTAMP"), state="running",
+                model_name="mlp", model_spec=SPEC, settings=old, num_rounds=3, completed_rounds=0,
+            )
+        )  # fmt: skip
+    engine.dispose()
+    store = Store(url)  # migrates to the newest schema
+    try:
+        assert store.get_run("old").settings == {**SETTINGS, "db": "postgresql://u:***@db/p"}
+    finally:
+        store.close()
