@@ -38,7 +38,14 @@ HELP = {
     "max_send_buffer_bytes": (
         "Bytes queued to one client before it is dropped with 4003 (it does not read); must hold a whole task."
     ),
-    "max_buffered_bytes": "Bytes queued to all clients together; above it new connections are refused with 1013.",
+    "max_buffered_bytes": (
+        "Bytes buffered for all clients together, queued to them or held in their unfinished chunked messages; "
+        "above it new connections are refused with 1013, and a connection that pushes it over is closed with 1013."
+    ),
+    "max_message_bytes": (
+        "Largest message a client may send once its chunks are put together (a result holds one model delta), "
+        "and so what one connection may hold in unfinished chunks."
+    ),
     "new_run": "Start a new run even if the database holds an unfinished one.",
     "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",

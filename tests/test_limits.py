@@ -12,7 +12,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from coordinator.protocol import Error, Hello, Welcome, decode, encode
+from coordinator.protocol import Chunk, Error, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close
 from coordinator.protocol.frame import encode_frame
 from coordinator.server.limits import TokenBucket
@@ -204,3 +204,36 @@ async def test_behind_a_trusted_proxy_the_per_address_cap_counts_forwarded_clien
         assert await close_code(await via_proxy("203.0.113.1")) == Close.TOO_MANY_CONNECTIONS
     else:  # an untrusted peer's header is ignored: both are the proxy's one address
         assert await close_code(other) == Close.TOO_MANY_CONNECTIONS
+
+
+def _chunks(message_id: str, total: int, pieces: int, piece: int) -> list[bytes]:
+    """The first `pieces` chunks of a message of `total` bytes that will never be finished."""
+    count = total // piece
+    return [encode(Chunk(message_id, i, count, total, os.urandom(piece))) for i in range(pieces)]
+
+
+async def test_unfinished_chunks_past_max_message_bytes_close_the_connection_with_1009(start_coordinator) -> None:
+    coordinator, server = start_coordinator(min_clients=50, max_message_bytes=4 * MiB, max_frame_bytes=MiB)
+    ws, _ = await join(server.url)
+    for frame in _chunks("m", 4 * MiB, 7, MiB // 2):  # 3.5 MiB held, each message within the 4 MiB bound
+        await ws.send(frame)
+    for frame in _chunks("m2", 4 * MiB, 2, MiB // 2):  # a second unfinished message: 4.5 MiB held
+        await ws.send(frame)
+    assert await close_code(ws) == Close.TOO_BIG
+    await asyncio.to_thread(wait_for, lambda: coordinator.gate.buffered == 0, 20, "the held chunks to be released")
+
+
+async def test_unfinished_chunks_count_against_the_coordinator_wide_buffer(start_coordinator) -> None:
+    coordinator, server = start_coordinator(
+        min_clients=50, max_message_bytes=6 * MiB, max_buffered_bytes=8 * MiB, max_send_buffer_bytes=MiB
+    )
+    first, _ = await join(server.url)
+    for frame in _chunks("a", 6 * MiB, 10, MiB // 2):  # 5 MiB, within its own bound
+        await first.send(frame)
+    await asyncio.to_thread(wait_for, lambda: coordinator.gate.buffered >= 5 * MiB, 20, "the chunks to be held")
+    second, _ = await join(server.url)
+    for frame in _chunks("b", 6 * MiB, 10, MiB // 2):  # another 5 MiB: 10 MiB held in all, over 8
+        await second.send(frame)
+    assert await close_code(second) == Close.TRY_AGAIN_LATER
+    await asyncio.to_thread(wait_for, lambda: coordinator.gate.buffered <= 5 * MiB, 20, "the second's chunks to go")
+    await first.close()

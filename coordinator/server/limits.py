@@ -28,6 +28,7 @@ class ConnectionLimits:
     message_burst: int = 200
     max_send_buffer_bytes: int = 64 * 1024 * 1024
     max_buffered_bytes: int = 1024 * 1024 * 1024
+    max_message_bytes: int = 64 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConnectionLimits:
@@ -41,6 +42,7 @@ class ConnectionLimits:
             s.message_burst,
             s.max_send_buffer_bytes,
             s.max_buffered_bytes,
+            s.max_message_bytes,
         )
 
 
@@ -70,7 +72,7 @@ class ConnectionGate:
 
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
-        self.buffered = 0  # bytes in every connection's outbox
+        self.buffered = 0  # bytes in every connection's outbox and unfinished chunked messages
         self._per_address: Counter[str] = Counter()
 
     def enter(self, host: str) -> Close | None:

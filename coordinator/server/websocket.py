@@ -80,7 +80,7 @@ async def serve_connection(
         return
     outbox = Outbox(limits.max_send_buffer_bytes, gate)
     writer = asyncio.create_task(write(ws, outbox, metrics))
-    session = _Session(ws, limits, outbox, clients, metrics, host, address, peer)
+    session = _Session(ws, limits, gate, outbox, clients, metrics, host, address, peer)
     try:
         close_code = await session.run()
     except WebSocketDisconnect:
@@ -91,6 +91,7 @@ async def serve_connection(
         close_code = Close.SERVER_ERROR
     finally:
         gate.leave(peer)
+        gate.buffered -= session.held
         session.heartbeat.cancel()
         if session.client is not None:
             clients.remove(session.client)
@@ -110,6 +111,7 @@ class _Session:
         self,
         ws: WebSocket,
         limits: ConnectionLimits,
+        gate: ConnectionGate,
         outbox: Outbox,
         clients: ClientRegistry,
         metrics: Metrics,
@@ -117,9 +119,14 @@ class _Session:
         address: str,
         peer: str,
     ) -> None:
-        self.ws, self.limits, self.outbox, self.clients = ws, limits, outbox, clients
+        self.ws, self.limits, self.gate, self.outbox, self.clients = ws, limits, gate, outbox, clients
         self.metrics, self.host, self.address, self.peer = metrics, host, address, peer
-        self.conn = ServerProtocol(join_token=limits.join_token, max_frame_bytes=limits.max_frame_bytes)
+        self.conn = ServerProtocol(
+            join_token=limits.join_token,
+            max_frame_bytes=limits.max_frame_bytes,
+            max_message_bytes=limits.max_message_bytes,
+        )
+        self.held = 0  # bytes of unfinished chunked messages, as counted in the gate
         self.client: ConnectedClient | None = None
         self.peer_gone = False  # nothing left to send to
         self.bucket = TokenBucket(limits.max_messages_per_second, limits.message_burst)
@@ -153,6 +160,11 @@ class _Session:
                 self._reject("over %g messages a second", self.limits.max_messages_per_second)
                 return Close.RATE_LIMITED
             await self._handle(message.get("bytes"))
+            self.gate.buffered += conn.held_bytes - self.held
+            self.held = conn.held_bytes
+            if self.held and self.gate.buffered > self.limits.max_buffered_bytes:
+                self._reject("the coordinator is at capacity: dropping %d bytes of unfinished chunks", self.held)
+                return Close.TRY_AGAIN_LATER
             if conn.rejections:  # new since the last count, which clears them
                 self._reject("rejected frame(s): %s", ", ".join(conn.rejections))
             self.metrics.count_rejections(conn.rejections)
