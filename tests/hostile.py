@@ -327,10 +327,11 @@ async def lying_result(target: Target) -> Outcome:
 
 
 async def identity_theft(target: Target, victims: list[str]) -> Outcome:
-    """Say hello with an honest client's id (learned wherever): must get a node of its own."""
+    """Say hello with an honest client's id and no or a guessed secret: it must get a node of its own."""
 
     async def send(ws: ClientConnection, out: Outcome) -> None:
-        await ws.send(hello(target, client_id=target.rng.choice(victims)))
+        guess = target.rng.choice([None, base64.urlsafe_b64encode(target.rng.randbytes(32)).decode().rstrip("=")])
+        await ws.send(hello(target, client_id=target.rng.choice(victims), secret=guess))
         out.inputs += 1
 
     return await _session(target, send)

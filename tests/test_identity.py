@@ -16,6 +16,7 @@ from coordinator.protocol import Error, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close
 
 from .conftest import StartCoordinator, wait_for
+from .wire import close_code, next_message
 
 TOKEN = "let-me-in"
 
@@ -24,22 +25,6 @@ async def hello(url: str, client_id: str | None = None, secret: str | None = Non
     ws = await connect(url, max_size=None)
     await ws.send(encode(Hello([1], TOKEN, client_id, "python", 1 << 24, "test", secret)))
     return ws
-
-
-async def next_message(ws, kind: type) -> object:
-    while True:
-        message = decode(await asyncio.wait_for(ws.recv(), 30))
-        if isinstance(message, kind):
-            return message
-
-
-async def close_code(ws) -> int:
-    """Read until the coordinator closes; its close code."""
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await asyncio.wait_for(ws.recv(), 30)
-    assert info.value.rcvd is not None, "closed without a close frame"
-    return info.value.rcvd.code
 
 
 async def welcome(ws) -> Welcome:

@@ -10,7 +10,6 @@ import time
 import httpx
 import pytest
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from coordinator.protocol import Chunk, Error, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close
@@ -19,6 +18,7 @@ from coordinator.server.limits import TokenBucket
 from coordinator.server.rejection_log import RejectionLog
 
 from .conftest import StartCoordinator, wait_for
+from .wire import close_code
 
 MiB = 1 << 20
 
@@ -29,14 +29,6 @@ async def join(url: str, **connect_options):
     while not isinstance(welcome := decode(await asyncio.wait_for(ws.recv(decode=False), 30)), Welcome):
         pass
     return ws, welcome
-
-
-async def close_code(ws) -> int:
-    with pytest.raises(ConnectionClosed) as info:
-        while True:
-            await asyncio.wait_for(ws.recv(), 30)
-    assert info.value.rcvd is not None, "closed without a close frame"
-    return info.value.rcvd.code
 
 
 async def test_no_hello_in_time_closes_with_4002(start_coordinator: StartCoordinator) -> None:

@@ -58,6 +58,7 @@ TASK_IDS = ["t0", "t1", "t2"]
 VECTORS = json.loads((protocol_dir() / "vectors" / "frames.json").read_text())
 VALID_FRAMES = [bytes.fromhex(v["frame_hex"]) for v in VECTORS["valid"]] + [
     encode(Hello([1], "tok", None, "python", 4096)),
+    encode(Hello([1], "tok", "a-client-id", "python", 4096, "agent", "s" * 43)),  # a resuming hello, secret included
     encode(Result("t0", 10, {"train_loss": 0.5}, DELTA)),
     encode(Result("t1", 3, {"loss": 0.1, "accuracy": 0.5})),
     encode(Error("training_failed", "out of memory", "t2")),

@@ -13,10 +13,11 @@ from websockets.exceptions import ConnectionClosed
 from coordinator.client.agent import AgentOptions, run_agent
 from coordinator.client.worker import LocalData, TaskWorker
 from coordinator.data.mnist import load_split
-from coordinator.protocol import Error, Hello, Result, Task, Welcome, decode, encode, encode_tensors
+from coordinator.protocol import Error, Hello, Result, Task, Welcome, encode, encode_tensors
 from coordinator.protocol.frame import encode_frame
 
 from .conftest import StartCoordinator
+from .wire import next_message
 
 TOKEN = "let-me-in"
 
@@ -25,14 +26,6 @@ async def join(url: str, *, token: str | None = TOKEN, versions: list[int] | Non
     ws = await connect(url, max_size=None)
     await ws.send(encode(Hello(versions or [1], token, None, "python", 1 << 24)))
     return ws
-
-
-async def next_message(ws, kind: type) -> object:
-    """The next message of a kind, skipping heartbeats."""
-    while True:
-        message = decode(await asyncio.wait_for(ws.recv(), 30))
-        if isinstance(message, kind):
-            return message
 
 
 @pytest.fixture
