@@ -52,7 +52,7 @@ def main() -> None:
     for r in rounds:
         compute = r.metrics["client_seconds_max"]
         overhead = r.seconds - compute
-        down = r.metrics["bytes_out"] / r.metrics["sent"] / model_bytes
+        down = r.metrics["bytes_out"] / r.metrics["selected"] / model_bytes
         up = r.metrics["bytes_in"] / r.clients / model_bytes
         if r.round > 1:
             ratios.append(overhead / compute)

@@ -49,19 +49,29 @@ HELP = {
     "new_run": "Start a new run even if the database holds an unfinished one.",
     "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",
-    "clients_per_round": "Clients sampled per round (0: all connected).",
+    "clients_per_round": "Clients sampled per round (0: --fraction-train of those connected).",
+    "fraction_train": "Fraction of the connected clients sampled per round when --clients-per-round is 0.",
+    "overselect": (
+        "Send each round's train task to up to this many times the cohort, from the idle clients, and close the"
+        " round when the cohort's worth of updates is in; the rest are cancelled (1: off)."
+    ),
+    "max_memory": (
+        "Bytes the updates one round keeps may take. FedAvg-family strategies fold updates as they arrive and"
+        " keep one model; robust ones (fedmedian, trimmed-mean, krum, bulyan) keep every update, so their"
+        " cohort must fit: a larger --clients-per-round is refused, and otherwise a round takes at most what fits."
+    ),
     "min_clients": "Clients that must be connected before a round starts.",
     "wait_for": "Clients to wait for before the first round (0: min-clients).",
     "round_timeout": "Seconds to wait for replies in each train or evaluate phase.",
     "init": "Start from a PyTorch .pt state_dict or a .safetensors file.",
     "seed": "Seed for the initial model.",
     "fraction_evaluate": "Fraction of clients asked for federated evaluation each round (0: off).",
-    "strategy": "fedavg, fedavgm, fedprox, fedadam, fedmedian, trimmed-mean or krum.",
+    "strategy": "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, fedmedian, trimmed-mean, krum or bulyan.",
     "proximal_mu": "FedProx proximal term mu.",
-    "server_lr": "Server learning rate (fedavgm, fedadam).",
+    "server_lr": "Server learning rate (fedavgm, fedadam, fedyogi, fedadagrad).",
     "server_momentum": "Server momentum (fedavgm).",
     "trim_beta": "Fraction trimmed from each end (trimmed-mean).",
-    "byzantine": "Number of malicious clients Krum tolerates.",
+    "byzantine": "Number of malicious clients Krum and Bulyan tolerate.",
     "krum_select": "Updates Multi-Krum averages (0: cohort size minus --byzantine; 1: classic Krum).",
     "local_epochs": "Local epochs per round.",
     "batch_size": "Local mini-batch size.",

@@ -8,7 +8,21 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedmedian", "trimmed-mean", "krum")
+STRATEGIES = (
+    "fedavg",
+    "fedavgm",
+    "fedprox",
+    "fedadam",
+    "fedyogi",
+    "fedadagrad",
+    "fedmedian",
+    "trimmed-mean",
+    "krum",
+    "bulyan",
+)
+# Their server step starts from the example-weighted mean, so replies fold into a running sum as they
+# arrive (O(model) memory per round); the others need every update at once.
+STREAMING_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 
 
@@ -37,7 +51,10 @@ class Settings:
     # run
     model: str = "mnist-mlp"
     rounds: int = 20
-    clients_per_round: int = 0  # 0: every connected client
+    clients_per_round: int = 0  # 0: --fraction-train of the connected clients
+    fraction_train: float = 1.0
+    overselect: float = 1.3  # train tasks go to up to this many times the cohort; the round takes the first
+    max_memory: int = 4 * 1024**3  # what the updates a round keeps may take (robust strategies keep them all)
     min_clients: int = 2
     wait_for: int = 0  # clients to wait for before the first round (0: min-clients)
     round_timeout: float = 600.0
@@ -75,6 +92,12 @@ class Settings:
             raise ValueError("rounds, min-clients, local-epochs and batch-size must be at least 1")
         if self.clients_per_round < 0 or (0 < self.clients_per_round < self.min_clients):
             raise ValueError("clients-per-round must be 0 (all) or at least min-clients")
+        if not 0 < self.fraction_train <= 1:
+            raise ValueError("--fraction-train must be in (0, 1]")
+        if not 1 <= self.overselect <= 10:
+            raise ValueError("--overselect must be between 1 (off) and 10")
+        if self.max_memory < 1:
+            raise ValueError("--max-memory must be positive")
         if (self.dp_clip is None) != (self.dp_noise is None):
             raise ValueError("differential privacy needs both --dp-clip and --dp-noise")
         if self.dp_clip is not None and (self.dp_clip <= 0 or (self.dp_noise or 0) <= 0):
@@ -97,6 +120,11 @@ class Settings:
     @property
     def dp(self) -> bool:
         return self.dp_clip is not None
+
+    @property
+    def streaming(self) -> bool:
+        """Whether train replies fold into a running mean as they arrive (see STREAMING_STRATEGIES)."""
+        return self.strategy in STREAMING_STRATEGIES
 
     @property
     def cohort_size(self) -> int:
@@ -150,6 +178,7 @@ class Settings:
         "max_send_buffer_bytes",
         "max_buffered_bytes",
         "max_message_bytes",
+        "max_memory",
     )
     # Credentials: never stored with a run, never printed.
     SECRETS = ("join_token", "admin_token")

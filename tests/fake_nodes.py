@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from coordinator.federation.grid import NodeGrid
 from coordinator.protocol import Error, Result, Task, decode
+from coordinator.protocol.chunking import SharedFrame
 
 Answer = Callable[[int, Task], Result | Error | None]
 
@@ -18,6 +19,7 @@ class FakeNodes:
         self.answer = answer
         self.grid: NodeGrid | None = None
         self.sent: list[tuple[int, Task, bytes]] = []
+        self.shared: list[SharedFrame] = []  # the broadcast object each task was sent as
         self.rejected: list[tuple[int, Error]] = []
         self.listeners: list[Callable[[int], None]] = []
 
@@ -27,12 +29,14 @@ class FakeNodes:
     def count(self) -> int:
         return len(self.ids)
 
-    def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
+    def send_task(self, node_id: int, task_id: str, shared: SharedFrame) -> bool:
         if node_id not in self.ids:
             return False
+        frame = shared.join()
         task = decode(frame)
         assert isinstance(task, Task) and task.task_id == task_id
         self.sent.append((node_id, task, frame))
+        self.shared.append(shared)
         reply = self.answer(node_id, task)
         if reply is not None:
             assert self.grid is not None

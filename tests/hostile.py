@@ -270,7 +270,7 @@ async def never_reads(target: Target) -> Outcome:
 
 def _delta_lie(task: Task, rng: random.Random) -> bytes:
     """A safetensors payload that lies: dtypes, offsets, shapes, names, or values."""
-    names = list(json.loads(task.weights[8 : 8 + struct.unpack("<Q", task.weights[:8])[0]]))
+    names = list(json.loads(bytes(task.weights[8 : 8 + struct.unpack("<Q", task.weights[:8])[0]])))
     names = [n for n in names if n != "__metadata__"]
     kind = rng.choice(["dtype", "offsets", "shape", "names", "nan", "huge_header"])
     if kind in ("dtype", "offsets", "shape"):

@@ -83,9 +83,10 @@ def test_fedavg_over_the_grid_averages_global_plus_deltas_by_examples() -> None:
     ]
     train = reports[0]
     assert train.mean("train_loss") == pytest.approx(2.0) and train.max("num_examples") == 30
-    frames = [frame for _, task, frame in nodes.sent if task.kind == "train" and task.round == 1]
-    assert len({id(f) for f in frames}) == 1  # one encoded broadcast shared by every node
-    assert train.bytes_out == 3 * len(frames[0]) and train.bytes_in == 3 * len(delta_of(0.1))
+    shared = [s for (_, task, _), s in zip(nodes.sent, nodes.shared, strict=True) if task.kind == "train"]
+    assert len({id(s) for s in shared[:3]}) == 1  # one encoded broadcast shared by every node
+    assert len({id(f) for f in shared[0].frames(2**24)}) == len(shared[0].frames(2**24))
+    assert train.bytes_out == 3 * shared[0].wire_bytes() and train.bytes_in == 3 * len(delta_of(0.1))
     # The round's global weights are serialised once: for the evaluate broadcast, the checkpoint and the next train.
     assert grid.encoder.encodings == 1 + 2
     assert nodes.sent[0][1].config == {"server-round": 1, "lr": 0.1}

@@ -105,7 +105,14 @@ REFUSED: list[tuple[str, Kind, Result, str, str]] = [
         "train",
         train(payload=delta(**{"layers.0.bias": np.array([0, 3e38], np.float32)})),
         "invalid_update",
-        "overflows float32",
+        "layers.0.bias: contains NaN or infinity",  # its square overflows: caught in the one pass
+    ),
+    (
+        "a finite delta beyond any update",
+        "train",
+        train(payload=delta(**{"layers.0.bias": np.array([0, 1e13], np.float32)})),
+        "invalid_update",
+        "L2 norm is above 1e+12",
     ),
     ("not safetensors", "train", train(payload=b"\x00" * 9), "invalid_update", "not a valid safetensors file"),
     ("evaluate without accuracy", "evaluate", evaluation({"loss": 0.1}), "invalid_message", "loss and accuracy"),
@@ -127,12 +134,12 @@ def test_a_train_result_becomes_global_plus_delta_weighted_by_examples() -> None
     arrays = record.array_records["arrays"]
     for name, value in GLOBAL.items():
         np.testing.assert_array_equal(arrays[name].numpy(), value + np.float32(0.5))
-    assert dict(record.metric_records["metrics"]) == {"num-examples": 30}
+    assert dict(record.metric_records["metrics"]) == {"num-examples": 30, "num-clients": 1}
 
 
 def test_uniform_weights_give_every_client_weight_one() -> None:
     record = check_reply("train", train(num_examples=30), GLOBAL, SHAPES, uniform_weights=True).record
-    assert dict(record.metric_records["metrics"]) == {"num-examples": 1}
+    assert dict(record.metric_records["metrics"]) == {"num-examples": 1, "num-clients": 1}
 
 
 def test_an_evaluate_result_becomes_flower_metrics() -> None:

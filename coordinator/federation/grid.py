@@ -4,11 +4,16 @@ Stock `flwr.serverapp` strategies run on it unchanged. The grid
 
 * serialises each phase's broadcast once (and each round's global weights once,
   through `WeightsEncoder`) and sends the same bytes to every node;
-* checks every reply with `check_reply`, so a bad client becomes an error reply
-  instead of aborting the run (strategies raise on inconsistent replies), and the
-  client is told why. Whatever goes wrong while one reply is checked or decoded,
-  even an exception nobody foresaw, stays that client's failure: nothing one
-  reply holds escapes `send_and_receive`;
+* over-selects a train cohort by `overselect` when there are idle nodes to spare, and
+  ends the phase once the cohort's worth of updates is in (a `Phase`'s quorum);
+* checks every reply the moment it arrives (`Phase.take`), so a bad client becomes an
+  error reply instead of aborting the run (strategies raise on inconsistent replies),
+  and the client is told why. Whatever goes wrong while one reply is checked, even an
+  exception nobody foresaw, stays that client's failure;
+* with `streaming`, folds each accepted update into a running mean and hands the
+  strategy one record for the whole shard: O(model) memory per round, whatever the
+  cohort (see `aggregation`). Without it (robust strategies need every update) it keeps
+  at most `max_updates` updates and drops the rest;
 * answers a task with an error at once when its node is lost;
 * hands each phase's `PhaseReport` to `on_phase` when the phase ends.
 
@@ -20,50 +25,29 @@ state sits behind one condition variable.
 from __future__ import annotations
 
 import logging
+import math
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 
-from flwr.app import ConfigRecord, Error, Message, RecordDict
-from flwr.common.constant import ErrorCode as FlowerErrorCode
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from coordinator.federation.control import RunControl
 from coordinator.federation.nodes import Nodes
+from coordinator.federation.phase import Phase
 from coordinator.federation.phases import PhaseReport
-from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, Reply, ReplyLimits, check_reply
+from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, ReplyLimits
 from coordinator.federation.weights import WeightsEncoder
 from coordinator.models.spec import ModelSpec
 from coordinator.protocol import messages as wire
-from coordinator.protocol.errors import ErrorCode, ProtocolError
-from coordinator.protocol.tensors import Tensors
+from coordinator.protocol.chunking import SharedFrame
+from coordinator.protocol.frame import encode_frame
 
 log = logging.getLogger(__name__)
-
-# A client's own error message is shown in the round's failures; keep what it can put there short.
-MAX_REASON = 200
-
-
-@dataclass(frozen=True)
-class _Broadcast:
-    """One phase's task, shared by every node it goes to."""
-
-    task_id: str
-    kind: Kind
-    frame: bytes
-    global_weights: Tensors
-    report: PhaseReport
-
-
-@dataclass
-class _Pending:
-    message: Message
-    node_id: int
-    broadcast: _Broadcast
-    reply: Reply | None = None
 
 
 class NodeGrid(Grid):
@@ -77,10 +61,16 @@ class NodeGrid(Grid):
         uniform_weights: bool = False,
         limits: ReplyLimits = DEFAULT_LIMITS,
         min_clients: int = 1,
+        streaming: bool = False,
+        overselect: float = 1.0,
+        max_updates: int | None = None,
         control: RunControl | None = None,
         encoder: WeightsEncoder | None = None,
         on_phase: Callable[[PhaseReport], None] = lambda report: None,
     ) -> None:
+        """`streaming`: fold train updates as they arrive (FedAvg-family strategies only). `overselect`: send
+        each train task to up to this many times the cohort. `max_updates`: keep at most this many updates
+        per phase when not streaming (what fits in memory)."""
         self.control = control or RunControl()
         self.encoder = encoder or WeightsEncoder()
         self.nodes = nodes
@@ -90,12 +80,15 @@ class NodeGrid(Grid):
         self.uniform_weights = uniform_weights
         self.limits = limits
         self.min_clients = min_clients
+        self.streaming = streaming
+        self.overselect = overselect
+        self.max_updates = max_updates
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
         self._run = Run.create_empty(1)
         self._cond = threading.Condition()
-        self._pending: dict[str, _Pending] = {}
-        self._by_task: dict[tuple[int, str], str] = {}
+        self._phases: dict[str, Phase] = {}  # open phases by task id
+        self._pushed: dict[str, tuple[Phase, int]] = {}  # Flower message id → its phase and node (push/pull)
         self._last_wait_log = 0.0
         nodes.on_lost(self.node_lost)
 
@@ -125,156 +118,139 @@ class NodeGrid(Grid):
         return ids
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        """Send without folding or quorum: each message gets its own reply through `pull_messages`."""
         ids: list[str] = []
-        broadcasts: dict[int, _Broadcast] = {}  # id(content) → the phase's shared task
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = message_id = uuid.uuid4().hex
-            key = id(msg.content)
-            if key not in broadcasts:
-                broadcasts[key] = self._broadcast(msg)
-            broadcast = broadcasts[key]
-            node_id = msg.metadata.dst_node_id
-            with self._cond:
-                self._pending[message_id] = _Pending(msg, node_id, broadcast)
-                self._by_task[(node_id, broadcast.task_id)] = message_id
-                broadcast.report.sent += 1
-                broadcast.report.bytes_out += len(broadcast.frame)
-            if not self.nodes.send_task(node_id, broadcast.task_id, broadcast.frame):
-                self._resolve(message_id, Lost())
-            ids.append(message_id)
+        for phase, cohort in self._open_phases(list(messages), streaming=False):
+            for msg in cohort:
+                with self._cond:
+                    self._pushed[msg.metadata.message_id] = (phase, msg.metadata.dst_node_id)
+                ids.append(msg.metadata.message_id)
+            self._send(phase, cohort)
         return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         out: list[Message] = []
-        for message_id in message_ids:
-            with self._cond:
-                pending = self._pending.get(message_id)
-                if pending is None or pending.reply is None:
-                    continue
-                self._forget(message_id)
-            try:
-                out.append(self._to_flower(pending, pending.reply))
-            except Exception as exc:  # one reply must never end the run
-                out.append(self._refuse(pending, ProtocolError(ErrorCode.INTERNAL, _unexpected(exc))))
+        with self._cond:
+            for message_id in message_ids:
+                phase, node_id = self._pushed.get(message_id, (None, 0))
+                reply = phase.reply_of(node_id) if phase is not None else None
+                if reply is not None:
+                    out.append(reply)
+                    del self._pushed[message_id]
         return out
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         self.control.checkpoint()  # a paused run waits here, between phases
-        ids = list(self.push_messages(messages))
+        phases = self._open_phases(list(messages), streaming=self.streaming)
+        for phase, cohort in phases:
+            self._send(phase, cohort + self._extras(phase, cohort))
+        self._wait([p for p, _ in phases], timeout)
+        replies: list[Message] = []
         with self._cond:
-            reports = list(
-                {id(p.broadcast.report): p.broadcast.report for p in map(self._pending.get, ids) if p}.values()
-            )
-        self._wait(ids, timeout)
+            for phase, _ in phases:
+                phase.close(timeout=timeout, stopping=self.control.stopping)
+                self._phases.pop(phase.task_id, None)
+                if not self.control.stopping:
+                    replies.extend(phase.replies())
         if self.control.stopping:
-            with self._cond:
-                for i in ids:
-                    self._forget(i)
-            self.control.checkpoint()
-        replies = list(self.pull_messages(ids))
-        with self._cond:
-            late = [self._forget(i) for i in ids if i in self._pending]
-            for p in late:
-                p.broadcast.report.failures.append(f"node {p.node_id}: no reply within {timeout} s")
-        for report in reports:
-            self._on_phase(report)
+            self.control.checkpoint()  # raises RunStopped
+        for phase, _ in phases:
+            self._on_phase(phase.report)
         return replies
 
     # Called from the nodes' thread ---------------------------------------------
     def deliver(self, node_id: int, reply: wire.Result | wire.Error) -> bool:
-        """A node answered; False if no such task is waiting for it (late, or never sent)."""
+        """A node answered; False if no such task is waiting for it (late, cancelled, or never sent)."""
         if not isinstance(reply.reply_to, str):  # other Nodes implementations may not have parsed it as ours does
             return False
         with self._cond:
-            message_id = self._by_task.get((node_id, reply.reply_to))
-        if message_id is None:
-            return False
-        self._resolve(message_id, reply)
+            phase = self._phases.get(reply.reply_to)
+            if phase is None or not phase.take(node_id, reply):
+                return False
+            self._cond.notify_all()
         return True
 
     def node_lost(self, node_id: int) -> None:
         with self._cond:
-            lost = [i for i, p in self._pending.items() if p.node_id == node_id and p.reply is None]
-        for message_id in lost:
-            self._resolve(message_id, Lost())
+            for phase in list(self._phases.values()):
+                if phase.take(node_id, Lost()):
+                    self._cond.notify_all()
 
     # Internals ---------------------------------------------------------------
-    def _wait(self, ids: list[str], timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not all(self._pending[i].reply is not None for i in ids) and not self.control.stopping:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                self._cond.wait(min(left, 1.0) if left is not None else 1.0)
+    def _open_phases(self, messages: list[Message], *, streaming: bool) -> list[tuple[Phase, list[Message]]]:
+        """One phase per distinct content (a strategy broadcasts one record to its whole cohort)."""
+        groups: dict[int, list[Message]] = {}
+        for msg in messages:
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            groups.setdefault(id(msg.content), []).append(msg)
+        return [(self._open(cohort[0], streaming), cohort) for cohort in groups.values()]
 
-    def _resolve(self, message_id: str, reply: Reply) -> None:
-        with self._cond:
-            pending = self._pending.get(message_id)
-            if pending is not None and pending.reply is None:
-                pending.reply = reply
-                self._cond.notify_all()
-
-    def _forget(self, message_id: str) -> _Pending:
-        pending = self._pending.pop(message_id)
-        self._by_task.pop((pending.node_id, pending.broadcast.task_id), None)
-        return pending
-
-    def _broadcast(self, msg: Message) -> _Broadcast:
+    def _open(self, msg: Message, streaming: bool) -> Phase:
         kind: Kind = "train" if msg.metadata.message_type.startswith("train") else "evaluate"
         weights = self.encoder.encode(next(iter(msg.content.array_records.values())))
         config = next(iter(msg.content.config_records.values()), ConfigRecord())
         round_number = self.round_offset + int(config.get("server-round", 0))  # type: ignore[arg-type]
         wire_config = {k: v for k, v in config.items() if isinstance(v, bool | int | float | str)}
-        task_id = uuid.uuid4().hex
-        task = wire.Task(kind, task_id, self.run_id, round_number, self.spec.raw, wire_config, weights.safetensors)
-        return _Broadcast(task_id, kind, wire.encode(task), weights.tensors, PhaseReport(kind, round_number))
-
-    def _to_flower(self, pending: _Pending, reply: Reply) -> Message:
-        report = pending.broadcast.report
-        if isinstance(reply, Lost):
-            return self._failed(pending, FlowerErrorCode.NODE_UNAVAILABLE, reply.reason)
-        if isinstance(reply, wire.Error):
-            reason = f"{reply.code}: {reply.message}"[:MAX_REASON]
-            return self._failed(pending, FlowerErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason)
+        task = wire.Task(
+            kind, uuid.uuid4().hex, self.run_id, round_number, self.spec.raw, wire_config, weights.safetensors
+        )
+        phase = Phase(
+            task.task_id,
+            kind,
+            weights.tensors,
+            PhaseReport(kind, round_number),
+            frame=SharedFrame(encode_frame(task.header()), weights.safetensors),
+            shapes=self._shapes,
+            limits=self.limits,
+            uniform_weights=self.uniform_weights,
+            streaming=streaming,
+            refuse=self._refuse,
+        )
         with self._cond:
-            report.bytes_in += len(reply.delta)
-        try:
-            accepted = check_reply(
-                pending.broadcast.kind,
-                reply,
-                pending.broadcast.global_weights,
-                self._shapes,
-                self.limits,
-                uniform_weights=self.uniform_weights,
-            )
-        except ProtocolError as exc:
-            return self._refuse(pending, exc)
-        except Exception as exc:  # a decoder's unforeseen failure is still this client's fault
-            return self._refuse(pending, ProtocolError(ErrorCode.INVALID_UPDATE, _unexpected(exc)))
+            self._phases[phase.task_id] = phase
+        return phase
+
+    def _extras(self, phase: Phase, cohort: list[Message]) -> list[Message]:
+        """Over-selection: idle nodes that get the train task too; the phase ends at the cohort's worth."""
+        if phase.kind != "train":
+            return []
+        phase.quorum = len(cohort) if self.max_updates is None else min(len(cohort), self.max_updates)
+        wanted = math.ceil(len(cohort) * self.overselect) - len(cohort)
+        if wanted <= 0:
+            return []
+        taken = {m.metadata.dst_node_id for m in cohort}
+        idle = [n for n in self.nodes.node_ids() if n not in taken]
+        first = cohort[0]
+        extras = []
+        for node_id in random.sample(idle, min(wanted, len(idle))):
+            msg = self.create_message(first.content, first.metadata.message_type, node_id, first.metadata.group_id)
+            msg.metadata.__dict__["_message_id"] = uuid.uuid4().hex
+            extras.append(msg)
+        return extras
+
+    def _send(self, phase: Phase, messages: list[Message]) -> None:
         with self._cond:
-            report.ok += 1
-            report.clipped += accepted.clipped
-            report.client_metrics.append({"num_examples": reply.num_examples, **reply.metrics})
-        return Message(accepted.record, reply_to=pending.message)
+            for msg in messages:
+                phase.add_task(msg.metadata.dst_node_id, msg)
+        for msg in messages:
+            node_id = msg.metadata.dst_node_id
+            phase.report.bytes_out += phase.frame.wire_bytes()
+            if not self.nodes.send_task(node_id, phase.task_id, phase.frame):
+                self._lost(phase, node_id)
 
-    def _refuse(self, pending: _Pending, exc: ProtocolError) -> Message:
-        """Count and log a refused reply, tell its client why (if it is still there), and fail its task."""
-        log.warning("rejected reply from node %d: %s", pending.node_id, exc)
+    def _lost(self, phase: Phase, node_id: int) -> None:
         with self._cond:
-            pending.broadcast.report.rejected += 1
-        error = wire.Error(exc.code.value, exc.message[:MAX_REASON], pending.broadcast.task_id)
-        try:
-            self.nodes.reject(pending.node_id, error)
-        except Exception:  # telling the client is a courtesy; the refusal stands regardless
-            log.warning("could not tell node %d its reply was refused", pending.node_id, exc_info=True)
-        return self._failed(pending, FlowerErrorCode.CLIENT_APP_RAISED_EXCEPTION, str(exc)[:MAX_REASON])
+            if phase.take(node_id, Lost()):
+                self._cond.notify_all()
 
-    def _failed(self, pending: _Pending, code: int, reason: str) -> Message:
+    def _wait(self, phases: list[Phase], timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            pending.broadcast.report.failures.append(f"node {pending.node_id}: {reason}")
-        return Message(Error(code, reason), reply_to=pending.message)
+            while not all(p.complete for p in phases) and not self.control.stopping:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._cond.wait(min(left, 1.0) if left is not None else 1.0)
 
-
-def _unexpected(exc: Exception) -> str:
-    return f"the reply could not be checked ({type(exc).__name__})"
+    def _refuse(self, node_id: int, error: wire.Error) -> None:
+        self.nodes.reject(node_id, error)

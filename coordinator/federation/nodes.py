@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
+from coordinator.protocol.chunking import SharedFrame
 from coordinator.protocol.messages import Error
 
 LostListener = Callable[[int], None]
@@ -26,10 +27,10 @@ class Nodes(Protocol):
         """How many nodes are connected now."""
         ...
 
-    def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
+    def send_task(self, node_id: int, task_id: str, frame: SharedFrame) -> bool:
         """Queue an encoded train/evaluate frame to a node; False if that node is not connected.
 
-        The same `frame` object goes to every node of a phase: implementations must not mutate it.
+        The same `frame` goes to every node of a phase: implementations send its `frames`, never a copy.
         """
         ...
 

@@ -12,14 +12,17 @@ class PhaseReport:
     kind: str
     round: int
     started: float = field(default_factory=time.time)
-    sent: int = 0
-    ok: int = 0
+    sent: int = 0  # tasks sent: the cohort, and the over-selected nodes with it
+    ok: int = 0  # replies accepted into the aggregate
     failures: list[str] = field(default_factory=list)
     client_metrics: list[dict[str, float]] = field(default_factory=list)
     bytes_out: int = 0
     bytes_in: int = 0
     rejected: int = 0  # replies that arrived but failed the check (counted within `failures` too)
     clipped: int = 0  # accepted deltas scaled down to the run's norm bound
+    dropped: int = 0  # tasks cancelled, or replies refused, once the quorum was in
+    late: int = 0  # tasks still unanswered at the deadline (counted within `failures` too)
+    aggregate_seconds: float = 0.0  # spent decoding, checking and folding replies
 
     def mean(self, key: str) -> float | None:
         """The mean of the finite values of `key`; never inf, whatever the values (None if there are none)."""

@@ -24,7 +24,9 @@ from typing import Literal
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from scipy.linalg.blas import sdot
 
+from coordinator.federation.aggregation import CLIENTS_KEY
 from coordinator.protocol import messages as wire
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.tensors import Tensors, check_tensors, decode_tensors
@@ -33,6 +35,11 @@ from coordinator.protocol.tensors import Tensors, check_tensors, decode_tensors
 MAX_METRIC_ABS = 1e30
 MAX_METRIC_NAME = 64
 MAX_METRICS = 32
+# Far beyond any honest update, yet 10⁶ clients × 10⁴ examples × this stay far inside float32: no sum of
+# bounded deltas can overflow, so no reply needs a second pass to prove that global + delta is finite.
+MAX_DELTA_NORM = 1e12
+# BLAS sums squares in float32: relative error far below this, so only norms this close to a bound need float64.
+_SDOT_ERROR = 1e-4
 
 Kind = Literal["train", "evaluate"]
 
@@ -88,6 +95,96 @@ def check_reply(
     instead of its `num_examples`. Key sets are the same for every accepted reply of a
     kind, because strategies abort the run on inconsistent replies.
     """
+    if kind == "evaluate":
+        return Accepted(check_evaluation(reply, limits, uniform_weights=uniform_weights))
+    update = check_update(reply, shapes, limits, uniform_weights=uniform_weights)
+    # Finite: |delta| ≤ MAX_DELTA_NORM is far below float32's spacing near its maximum, so no sum overflows.
+    weights = {name: global_weights[name] + update.scaled(name) for name in global_weights}
+    # Only what the strategy reads: extra keys in some replies would make the key sets differ.
+    record = RecordDict(
+        {
+            "arrays": ArrayRecord({k: Array(v) for k, v in weights.items()}),
+            "metrics": MetricRecord({"num-examples": update.weight, CLIENTS_KEY: 1}),
+        }
+    )
+    return Accepted(record, update.norm, update.clipped)
+
+
+@dataclass(frozen=True)
+class Update:
+    """A checked train result: its delta (possibly read-only views into the payload) and how to weigh it."""
+
+    delta: Tensors
+    weight: int
+    norm: float  # the delta's L2 norm as sent
+    scale: float = 1.0  # below 1 when the delta was clipped to the run's bound
+
+    @property
+    def clipped(self) -> bool:
+        return self.scale < 1.0
+
+    def scaled(self, name: str) -> np.ndarray:
+        """One tensor of the delta as it counts: clipped when it was (a new array then, else the view itself)."""
+        t = self.delta[name]
+        return t if self.scale == 1.0 else (t.astype(np.float64) * self.scale).astype(np.float32)
+
+
+def check_update(
+    reply: wire.Result,
+    shapes: Mapping[str, tuple[int, ...]],
+    limits: ReplyLimits = DEFAULT_LIMITS,
+    *,
+    uniform_weights: bool = False,
+) -> Update:
+    """A train result's delta, checked and measured in one pass; raises `ProtocolError` if it is not valid.
+
+    The pass that measures the norm also finds NaN and infinity (they make it non-finite),
+    so a bad update costs no second pass over the payload.
+    """
+    weight = _check_common(reply, limits, uniform_weights)
+    delta = decode_tensors(reply.delta)
+    check_tensors(delta, shapes, finite=False)
+    squares = {name: _sum_of_squares(t) for name, t in delta.items()}
+    norm = math.sqrt(sum(squares.values()))
+    if not norm <= MAX_DELTA_NORM:  # also NaN
+        worst = next((n for n, v in squares.items() if not math.isfinite(v)), None)
+        raise ProtocolError(
+            ErrorCode.INVALID_UPDATE,
+            f"{worst}: contains NaN or infinity"
+            if worst is not None
+            else f"the delta's L2 norm is above {MAX_DELTA_NORM:g}: not a training update",
+        )
+    scale = 1.0
+    if limits.clip_norm is not None and norm > limits.clip_norm * (1 - _SDOT_ERROR):
+        norm = l2_norm(delta)  # near the bound, float32 sums are not precise enough to decide
+        if norm > limits.clip_norm:
+            scale = limits.clip_norm / norm
+    return Update(delta, weight, norm, scale)
+
+
+def check_evaluation(
+    reply: wire.Result, limits: ReplyLimits = DEFAULT_LIMITS, *, uniform_weights: bool = False
+) -> RecordDict:
+    """The Flower metrics record of a valid evaluate result; raises `ProtocolError` otherwise."""
+    weight = _check_common(reply, limits, uniform_weights)
+    missing = {"loss", "accuracy"} - set(reply.metrics)
+    if missing or reply.delta:
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, "an evaluate result carries loss and accuracy, no tensors")
+    metrics: dict[str, int | float | list[int] | list[float]] = {
+        "num-examples": weight,
+        "eval_loss": float(reply.metrics["loss"]),
+        "eval_acc": float(reply.metrics["accuracy"]),
+    }
+    return RecordDict({"metrics": MetricRecord(metrics)})
+
+
+def _sum_of_squares(t: np.ndarray) -> float:
+    flat = t.reshape(-1)
+    return float(sdot(flat, flat)) if flat.size else 0.0  # BLAS refuses empty vectors
+
+
+def _check_common(reply: wire.Result, limits: ReplyLimits, uniform_weights: bool) -> int:
+    """Checks `num_examples` and the metrics; returns the reply's weight."""
     n = reply.num_examples
     if not _is_int(n) or not 0 < n <= limits.max_examples:
         shown = _describe(n)
@@ -95,36 +192,7 @@ def check_reply(
             ErrorCode.INVALID_UPDATE, f"num_examples {shown} is not in 1..{limits.max_examples} (the run's cap)"
         )
     _check_metrics(reply.metrics)
-    weight = 1 if uniform_weights else n
-    if kind == "evaluate":
-        missing = {"loss", "accuracy"} - set(reply.metrics)
-        if missing or reply.delta:
-            raise ProtocolError(ErrorCode.INVALID_MESSAGE, "an evaluate result carries loss and accuracy, no tensors")
-        metrics: dict[str, int | float | list[int] | list[float]] = {
-            "num-examples": weight,
-            "eval_loss": float(reply.metrics["loss"]),
-            "eval_acc": float(reply.metrics["accuracy"]),
-        }
-        return Accepted(RecordDict({"metrics": MetricRecord(metrics)}))
-    delta = decode_tensors(reply.delta)
-    check_tensors(delta, shapes)
-    norm = l2_norm(delta)
-    clipped = limits.clip_norm is not None and norm > limits.clip_norm
-    if clipped:
-        assert limits.clip_norm is not None
-        scale = limits.clip_norm / norm
-        delta = {k: (v.astype(np.float64) * scale).astype(np.float32) for k, v in delta.items()}
-    weights = {name: global_weights[name] + delta[name] for name in global_weights}
-    if not all(np.isfinite(w).all() for w in weights.values()):
-        raise ProtocolError(ErrorCode.INVALID_UPDATE, "global + delta overflows float32")
-    # Only what the strategy reads: extra keys in some replies would make the key sets differ.
-    record = RecordDict(
-        {
-            "arrays": ArrayRecord({k: Array(v) for k, v in weights.items()}),
-            "metrics": MetricRecord({"num-examples": weight}),
-        }
-    )
-    return Accepted(record, norm, clipped)
+    return 1 if uniform_weights else n
 
 
 def l2_norm(tensors: Tensors) -> float:

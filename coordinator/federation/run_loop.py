@@ -12,6 +12,7 @@ operator, or failed), the sink hears of it exactly once, through `on_end`.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Protocol
 
@@ -83,6 +84,9 @@ class RunLoop:
             uniform_weights=self.settings.dp,
             limits=ReplyLimits(self.settings.max_examples_per_client, self.settings.update_norm_bound),
             min_clients=self.settings.min_clients,
+            streaming=self.settings.streaming,
+            overselect=self.settings.overselect,
+            max_updates=max_updates(self.settings, self.spec),
             control=self.control,
             on_phase=self._phase_ended,
         )
@@ -185,9 +189,13 @@ class RunLoop:
                 failures=train.failures,
                 bytes_out=train.bytes_out,
                 bytes_in=train.bytes_in,
-                sent=train.sent,
+                selected=train.sent,
+                replied=train.ok,
+                dropped=train.dropped,
+                late=train.late,
                 rejected=train.rejected,
                 clipped=train.clipped,
+                aggregate_seconds=train.aggregate_seconds,
             )
         if evaluation is not None:
             metrics.update(federated_accuracy=evaluation.mean("accuracy"), federated_loss=evaluation.mean("loss"))
@@ -213,6 +221,29 @@ class RunLoop:
         load_wire_weights(self.module, weights)
         loss, accuracy = evaluate(self.module, self.test.x, self.test.y)
         return accuracy, loss
+
+
+# What one kept update costs a robust strategy: Flower's record of it, its decoded arrays, and the stack
+# the strategy aggregates (median, trimmed mean, Krum distances) over.
+ROBUST_COPIES = 3
+
+
+def max_updates(settings: Settings, spec: ModelSpec) -> int | None:
+    """How many updates a round may keep within --max-memory; None when they are folded as they arrive.
+
+    Raises ValueError when a fixed cohort (--clients-per-round) of a robust strategy cannot fit.
+    """
+    if settings.streaming:
+        return None
+    per_update = ROBUST_COPIES * 4 * sum(math.prod(s) for s in spec.wire_shapes().values())
+    fits = settings.max_memory // per_update
+    if fits < max(settings.clients_per_round, settings.min_clients, 1):
+        raise ValueError(
+            f"{settings.strategy} keeps every update of a round ({per_update / 2**20:.1f} MiB each with"
+            f" {spec.name}): {max(settings.clients_per_round, settings.min_clients)} clients need more than"
+            f" --max-memory {settings.max_memory / 2**30:.2f} GiB, which holds {fits}"
+        )
+    return int(fits)
 
 
 def _of_round(report: PhaseReport | None, round_number: int) -> PhaseReport | None:

@@ -6,12 +6,15 @@ from typing import Any
 
 from flwr.serverapp import PrivacyConfig, RdpAccountant, SamplingMethod
 from flwr.serverapp.strategy import (
+    Bulyan,
+    FedAdagrad,
     FedAdam,
     FedAvg,
     FedAvgM,
     FedMedian,
     FedProx,
     FedTrimmedAvg,
+    FedYogi,
     MultiKrum,
     Strategy,
 )
@@ -28,7 +31,7 @@ def sampling(settings: Settings) -> dict[str, Any]:
     if settings.clients_per_round or settings.dp:
         train = {"fraction_train": _TINY_FRACTION, "min_train_nodes": settings.cohort_size}
     else:
-        train = {"fraction_train": 1.0, "min_train_nodes": settings.min_clients}
+        train = {"fraction_train": settings.fraction_train, "min_train_nodes": settings.min_clients}
     evaluate: dict[str, Any] = {"fraction_evaluate": settings.fraction_evaluate, "min_evaluate_nodes": 0}
     if settings.fraction_evaluate > 0:
         evaluate["min_evaluate_nodes"] = settings.min_clients
@@ -48,6 +51,10 @@ def base_strategy(settings: Settings) -> Strategy:
         return FedProx(**common, proximal_mu=settings.proximal_mu)
     if name == "fedadam":
         return FedAdam(**common, eta=settings.server_lr or 0.01)
+    if name == "fedyogi":
+        return FedYogi(**common, eta=settings.server_lr or 0.01)
+    if name == "fedadagrad":
+        return FedAdagrad(**common, eta=settings.server_lr or 0.1)
     if name == "fedmedian":
         return FedMedian(**common)
     if name == "trimmed-mean":
@@ -58,6 +65,9 @@ def base_strategy(settings: Settings) -> Strategy:
         cohort = settings.clients_per_round or max(settings.wait_for, settings.min_clients)
         select = settings.krum_select or max(1, cohort - settings.byzantine)
         return MultiKrum(**common, num_malicious_nodes=settings.byzantine, num_nodes_to_select=select)
+    if name == "bulyan":
+        # Bulyan needs n ≥ 4f + 3 replies (El Mhamdi et al. 2018); Flower checks it each round.
+        return Bulyan(**common, num_malicious_nodes=settings.byzantine)
     raise ValueError(f"unknown strategy {name!r}")
 
 

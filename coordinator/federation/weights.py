@@ -15,12 +15,12 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import ArrayRecord
 
-from coordinator.protocol.tensors import Tensors, encode_tensors
+from coordinator.protocol.tensors import Tensors, decode_tensors, encode_tensors
 
 
 @dataclass(frozen=True)
 class EncodedWeights:
-    tensors: Tensors  # float32 arrays by PyTorch name
+    tensors: Tensors  # float32 arrays by PyTorch name (read-only)
     safetensors: bytes  # the same, as the wire and the checkpoint carry them
 
 
@@ -35,8 +35,11 @@ class WeightsEncoder:
         with self._lock:
             if self._last is not None and self._last[0] is arrays:
                 return self._last[1]
-        tensors = {name: np.asarray(a.numpy(), dtype=np.float32) for name, a in arrays.items()}
-        encoded = EncodedWeights(tensors, encode_tensors(tensors))
+        safetensors = encode_tensors({name: np.asarray(a.numpy(), dtype=np.float32) for name, a in arrays.items()})
+        # The arrays are read from the encoding itself (views, once decoding is zero-copy): one copy, not two.
+        # Strategies line records up by position (FedAvgM's momentum): keep the record's order of names.
+        decoded = decode_tensors(safetensors)
+        encoded = EncodedWeights({name: decoded[name] for name in arrays}, safetensors)
         with self._lock:
             self._last = (arrays, encoded)
             self.encodings += 1

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import uuid
+
 from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
 from coordinator.protocol.frame import PREFIX, encode_frame
 from coordinator.protocol.messages import Chunk
@@ -22,6 +25,68 @@ def split_frame(frame: bytes, max_frame_bytes: int, message_id: str) -> list[byt
         encode_frame(Chunk(message_id, i, count, len(frame)).header(), frame[i * piece : (i + 1) * piece])
         for i in range(count)
     ]
+
+
+# A broadcast goes out in pieces of at most this: a peer that reads slowly pins one piece in its socket's
+# buffers, never a whole model, and each connection's writer yields between pieces.
+PACE_BYTES = 256 * 1024
+
+
+class SharedFrame:
+    """One encoded frame for many peers (a round's task): chunked once per chunk size, never copied per peer.
+
+    The frame is given as its head (prefix and header) and its payload, so that the whole is never
+    joined: the chunk frames are the only copy. Every peer whose `max_frame_bytes` is at least
+    `pace_bytes` gets the very same list of byte strings; a peer with a smaller limit gets a list
+    made once for that limit. Thread-safe.
+    """
+
+    def __init__(self, head: bytes, payload: bytes | memoryview, *, pace_bytes: int = PACE_BYTES) -> None:
+        self._parts = (memoryview(head), memoryview(payload))
+        self.size = len(head) + len(payload)  # bytes of the frame itself
+        self.pace_bytes = pace_bytes
+        self._message_id = uuid.uuid4().hex  # one message to each peer; ids need only be unique per connection
+        self._lock = threading.Lock()
+        self._frames: dict[int, list[bytes]] = {}
+        self.frames(pace_bytes)  # the common case, made now: not on the event loop
+
+    def frames(self, max_frame_bytes: int) -> list[bytes]:
+        """The frames to send a peer that takes frames of at most `max_frame_bytes`."""
+        limit = min(max_frame_bytes, self.pace_bytes)
+        with self._lock:
+            if limit not in self._frames:
+                self._frames[limit] = self._split(limit)
+            return self._frames[limit]
+
+    def wire_bytes(self, max_frame_bytes: int = PACE_BYTES) -> int:
+        """Bytes on the wire for one peer (the frame plus its chunk headers)."""
+        return sum(len(f) for f in self.frames(max_frame_bytes))
+
+    def join(self) -> bytes:
+        """The whole frame (for tests and fakes: a peer is sent `frames`)."""
+        return b"".join(self._parts)
+
+    def _split(self, limit: int) -> list[bytes]:
+        if self.size <= limit:
+            return [self.join()]
+        piece = limit - CHUNK_OVERHEAD - PREFIX.size
+        if piece <= 0:
+            raise ValueError(f"max_frame_bytes {limit} is too small to chunk into")
+        count = -(-self.size // piece)
+        return [
+            encode_frame(Chunk(self._message_id, i, count, self.size).header(), self._slice(i * piece, piece))
+            for i in range(count)
+        ]
+
+    def _slice(self, start: int, length: int) -> bytes:
+        head, payload = self._parts
+        out = bytearray()
+        if start < len(head):
+            out += head[start : start + length]
+        rest = start + length - len(head)
+        if rest > 0:
+            out += payload[max(start - len(head), 0) : rest]
+        return bytes(out)
 
 
 DEFAULT_MAX_PARTIAL_MESSAGES = 4  # an honest peer sends one chunked message at a time
@@ -46,7 +111,7 @@ class Reassembler:
         self.max_message_bytes = max_message_bytes
         self.max_partial_bytes = max_message_bytes if max_partial_bytes is None else max_partial_bytes
         self.max_partial_messages = max_partial_messages
-        self._partial: dict[str, tuple[Chunk, list[bytes], int]] = {}
+        self._partial: dict[str, tuple[Chunk, list[bytes | memoryview], int]] = {}
         self.held_bytes = 0  # bytes in unfinished messages
 
     @property

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from coordinator.protocol import close_codes
-from coordinator.protocol.chunking import DEFAULT_MAX_PARTIAL_MESSAGES, Reassembler, split_frame
+from coordinator.protocol.chunking import DEFAULT_MAX_PARTIAL_MESSAGES, Reassembler, SharedFrame, split_frame
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.frame import PREFIX, decode_frame
 from coordinator.protocol.limits import MAX_HEADER_BYTES
@@ -235,12 +235,19 @@ class ServerProtocol(_Endpoint):
         self.rejections.append(error.code)
         self.send(error)
 
-    def send_task(self, task_id: str, frame: bytes) -> None:
-        """Queue a pre-encoded train/evaluate frame (the round's shared bytes); nothing once closed."""
+    def send_task(self, task_id: str, frame: bytes | SharedFrame) -> None:
+        """Queue a pre-encoded train/evaluate frame; nothing once closed.
+
+        A `SharedFrame` (the round's broadcast) is queued as the very byte strings every other
+        peer gets: nothing is copied for this connection.
+        """
         if self.state is State.CLOSED:
             return
         self.in_flight.add(task_id)
-        self.send_frame(frame)
+        if isinstance(frame, SharedFrame):
+            self._outbox.extend(frame.frames(self.peer_max_frame_bytes))
+        else:
+            self.send_frame(frame)
 
 
 class ClientProtocol(_Endpoint):

@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     UNKNOWN_TASK = "unknown_task"
     INVALID_UPDATE = "invalid_update"
     TRAINING_FAILED = "training_failed"
+    TASK_CANCELLED = "task_cancelled"
     INTERNAL = "internal"
 
 

@@ -18,19 +18,20 @@ PREFIX = struct.Struct("<4sI")
 @dataclass(frozen=True)
 class Frame:
     header: dict[str, Any]
-    payload: bytes = field(default=b"", repr=False)
+    # A view into the received message, not a copy: a delta is read in place until it is folded.
+    payload: bytes | memoryview = field(default=b"", repr=False)
 
     @property
     def type(self) -> str:
         return str(self.header["type"])
 
 
-def encode_frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
+def encode_frame(header: dict[str, Any], payload: bytes | memoryview = b"") -> bytes:
     body = rfc8785.dumps(header)
     return PREFIX.pack(MAGIC, len(body)) + body + payload
 
 
-def decode_frame(data: bytes) -> Frame:
+def decode_frame(data: bytes | memoryview) -> Frame:
     """Split a frame into its header and payload; any malformed or over-limit frame raises ProtocolError."""
     if len(data) < PREFIX.size:
         raise ProtocolError(ErrorCode.TRUNCATED, f"frame of {len(data)} bytes is shorter than its 8-byte prefix")
@@ -49,4 +50,4 @@ def decode_frame(data: bytes) -> Frame:
     header = load_json(text)
     if not isinstance(header, dict) or not isinstance(header.get("type"), str):
         raise ProtocolError(ErrorCode.BAD_FRAME, "header must be a JSON object with a string 'type'")
-    return Frame(header, bytes(data[end:]))
+    return Frame(header, memoryview(data)[end:])

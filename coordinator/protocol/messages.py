@@ -86,7 +86,7 @@ class Task:
     round: int
     model: dict[str, Any]
     config: dict[str, Any]
-    weights: bytes = field(default=b"", repr=False)
+    weights: bytes | memoryview = field(default=b"", repr=False)
 
     def header(self) -> dict[str, Any]:
         return {
@@ -110,7 +110,7 @@ class Result:
     reply_to: str
     num_examples: int
     metrics: dict[str, float]
-    delta: bytes = field(default=b"", repr=False)
+    delta: bytes | memoryview = field(default=b"", repr=False)
 
     def header(self) -> dict[str, Any]:
         return {
@@ -177,7 +177,7 @@ class Chunk:
     index: int
     count: int
     total_bytes: int
-    piece: bytes = field(default=b"", repr=False)
+    piece: bytes | memoryview = field(default=b"", repr=False)
 
     def header(self) -> dict[str, Any]:
         return {

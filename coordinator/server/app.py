@@ -28,6 +28,7 @@ from coordinator.protocol.messages import Error, Hello, Result
 from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.limits import ConnectionGate, ConnectionLimits
+from coordinator.server.memory import GcKeeper, pin_mmap_threshold
 from coordinator.server.metrics import Metrics
 from coordinator.server.recorder import RunRecorder
 from coordinator.server.routes import api_routes
@@ -146,8 +147,13 @@ class Coordinator:
     def app(self) -> Starlette:
         @asynccontextmanager
         async def lifespan(_: Starlette) -> AsyncIterator[None]:
+            pin_mmap_threshold()
+            keeper = GcKeeper()
+            keeper.start()
+            gc_task = asyncio.create_task(keeper.run())
             self.start(asyncio.get_running_loop())
             yield
+            gc_task.cancel()
             self.shutdown()
             await asyncio.sleep(0.2)  # let the close frames go out
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from coordinator.protocol.chunking import SharedFrame
 from coordinator.protocol.close_codes import Close
 from coordinator.protocol.endpoints import ServerProtocol
 from coordinator.protocol.messages import Error
@@ -111,7 +112,7 @@ class ClientRegistry:
         with self._lock:
             return dict(Counter(s.backend for s in self._clients.values()))
 
-    def send_task(self, node_id: int, task_id: str, frame: bytes) -> bool:
+    def send_task(self, node_id: int, task_id: str, frame: SharedFrame) -> bool:
         """Thread-safe: queue a task frame to a client; False if it is not connected."""
         return self._call(node_id, lambda s: s.conn.send_task(task_id, frame))
 

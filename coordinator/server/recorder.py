@@ -7,6 +7,7 @@ import logging
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.status import RunStatus
 from coordinator.persistence.store import RoundRecord, Store
+from coordinator.server.memory import trim_heap
 from coordinator.server.metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ class RunRecorder:
 
     def on_round(self, run_id: str, record: RoundRecord, checkpoint: bytes) -> None:
         self.store.record_round(run_id, record, checkpoint)  # the round and its checkpoint, in one transaction
+        trim_heap()  # the round's buffers are freed: give their memory back
         self.status.add_round(record.to_dict())
         self.metrics.rounds.inc()
         self.metrics.round_seconds.observe(record.seconds)

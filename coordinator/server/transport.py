@@ -10,7 +10,8 @@
   paused, the backlog stays in the connection's bounded `Outbox`, and a connection that does
   not drain after its close is aborted. It also holds the first message (which must be the
   `hello`) to `FIRST_MESSAGE_MAX_BYTES`, so an unauthenticated peer cannot make the server
-  buffer a message of `ws_max_size` bytes before the protocol has seen anything.
+  buffer a message of `ws_max_size` bytes before the protocol has seen anything, and it
+  hands each received message to the app without uvicorn's two copies of it.
 """
 
 from __future__ import annotations
@@ -110,6 +111,25 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
                 self.conn.recv_frame = recv_frame  # type: ignore[method-assign]
 
         self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
+
+    def handle_bytes(self, event: Frame) -> None:
+        # uvicorn copies a binary message twice (into a bytearray, then into bytes) and keeps the bytearray
+        # until the next message: two model-sized copies per client that sent a delta. A whole-message frame
+        # goes to the app as the parser's own bytes.
+        if not event.fin:
+            super().handle_bytes(event)
+            return
+        self.bytes = bytearray()
+        self.curr_msg_data_type = "bytes"
+        data = event.data if isinstance(event.data, bytes) else bytes(event.data)
+        self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def send_receive_event_to_app(self) -> None:
+        super().send_receive_event_to_app()
+        self.bytes = bytearray()  # a fragmented message, delivered: do not hold it until the next one
 
     def pause_writing(self) -> None:
         self.writable.clear()

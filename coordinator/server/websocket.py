@@ -95,7 +95,7 @@ async def serve_connection(
         session.heartbeat.cancel()
         if session.client is not None:
             clients.remove(session.client)
-            log.info("client %s (node %d) left", address, session.client.node_id)
+            log.debug("client %s (node %d) left", address, session.client.node_id)
     outbox.close(close_code, discard=session.peer_gone)
     try:
         await asyncio.wait_for(writer, timeout=10)
@@ -159,7 +159,10 @@ class _Session:
             if not self.bucket.take():
                 self._reject("over %g messages a second", self.limits.max_messages_per_second)
                 return Close.RATE_LIMITED
-            await self._handle(message.get("bytes"))
+            data = message.get("bytes")
+            del message  # a delta must not stay referenced here while the next message is awaited
+            await self._handle(data)
+            del data
             self.gate.buffered += conn.held_bytes - self.held
             self.held = conn.held_bytes
             if self.held and self.gate.buffered > self.limits.max_buffered_bytes:
@@ -231,7 +234,8 @@ class _Session:
             log.info(
                 "node %d: a newer connection from %s replaces the one from %s", who.node_id, self.address, old.address
             )
-        log.info("client %s joined as node %d (%s)", self.address, who.node_id, hello.backend)
+        # Per-join lines at debug: thousands of joins would spend the event loop on log rendering.
+        log.debug("client %s joined as node %d (%s)", self.address, who.node_id, hello.backend)
         if self.host.run_over:
             self.outbox.close(Close.RUN_COMPLETE)
         return client

@@ -12,6 +12,7 @@ export const ErrorCode = Object.freeze({
   UNKNOWN_TASK: "unknown_task",
   INVALID_UPDATE: "invalid_update",
   TRAINING_FAILED: "training_failed",
+  TASK_CANCELLED: "task_cancelled",
   INTERNAL: "internal",
 });
 

@@ -1,0 +1,89 @@
+"""Folding train replies into a running example-weighted sum as they arrive.
+
+FedAvg and every strategy whose server step starts from FedAvg's mean (FedAvgM, FedProx,
+FedAdam, FedYogi, FedAdagrad, and DP with fixed clipping) need only
+
+    mean = global + Σ wᵢ·deltaᵢ / Σ wᵢ,
+
+so a round needs one model-sized accumulator, not every client's update. `RunningMean`
+keeps that accumulator; the grid folds each checked delta into it the moment it arrives
+and drops the reply. At the end of a phase `record()` is the record a Flower strategy
+reads for one aggregation shard: the shard's weighted mean and its total weight. FedAvg
+over shards weighted by their totals is exactly FedAvg over the clients, so Flower runs
+its server step unchanged on it (and a gateway in front of its own clients is a shard too).
+
+The fold is BLAS's `saxpy` (acc ← acc + w·x): one fused pass over the delta, reading it in
+place from the received payload, no temporary. Sums are float32, as Flower's own FedAvg.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+
+import numpy as np
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+from scipy.linalg.blas import saxpy
+
+from coordinator.protocol.tensors import Tensors
+
+# The metric a shard record carries besides Flower's weight: how many clients it averages.
+CLIENTS_KEY = "num-clients"
+WEIGHT_KEY = "num-examples"
+
+
+class RunningMean:
+    """The running example-weighted sum of one phase's deltas. Thread-safe."""
+
+    def __init__(self, global_weights: Mapping[str, np.ndarray]) -> None:
+        self._global = global_weights
+        self._sums: Tensors = {k: np.zeros(v.size, np.float32) for k, v in global_weights.items()}
+        self._lock = threading.Lock()
+        self.weight = 0.0
+        self.count = 0
+
+    def add(self, delta: Mapping[str, np.ndarray], weight: float, scale: float = 1.0) -> None:
+        """Fold `weight · scale · delta` in, counting `weight` (`scale` < 1 clips the delta, not its weight).
+
+        `delta` must hold finite float32 arrays of the global shapes.
+        """
+        with self._lock:
+            for name, acc in self._sums.items():
+                if not acc.size:
+                    continue  # BLAS refuses empty vectors
+                out = saxpy(delta[name].reshape(-1), acc, a=weight * scale)
+                assert out is acc  # saxpy works in place on a contiguous float32 accumulator
+            self.weight += weight
+            self.count += 1
+
+    def mean(self) -> Tensors:
+        """global + Σ w·delta / Σ w, in float32 (the global weights if nothing was folded)."""
+        with self._lock:
+            if not self.count:
+                return {k: np.array(v, np.float32) for k, v in self._global.items()}
+            scale = np.float32(1.0 / self.weight)
+            return {
+                k: (self._global[k].reshape(-1) + self._sums[k] * scale).reshape(self._global[k].shape)
+                for k in self._sums
+            }
+
+    def record(self) -> RecordDict:
+        """The shard's record for a Flower strategy: its weighted mean, total weight and client count."""
+        mean = self.mean()
+        metrics: dict[str, int | float] = {WEIGHT_KEY: _number(self.weight), CLIENTS_KEY: self.count}
+        return RecordDict(
+            {
+                "arrays": ArrayRecord({k: Array(v) for k, v in mean.items()}),
+                "metrics": MetricRecord(metrics),  # type: ignore[arg-type]
+            }
+        )
+
+    def release(self) -> None:
+        """Drop the accumulator (the phase is over)."""
+        with self._lock:
+            self._sums = {}
+
+
+def _number(value: float) -> int | float:
+    """Integral weights stay ints, as clients' `num_examples` are."""
+    return int(value) if float(value).is_integer() else value

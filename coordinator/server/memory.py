@@ -1,0 +1,83 @@
+"""Process memory for thousands of long-lived connections and model-sized rounds.
+
+Two things go wrong by default in a coordinator that holds 10,000 idle clients:
+
+* CPython's full garbage collection walks every tracked object. Each connection owns a
+  couple of hundred (protocol objects, tasks, futures, dicts), so at 10,000 clients a
+  full collection stalls the event loop for over a second, heartbeats and `/healthz`
+  included. Connection objects live as long as their client; `GcKeeper` moves the
+  survivors into the permanent generation (`gc.freeze`) every `freeze_every` seconds,
+  so collections walk only what is new. Frozen objects still die by reference
+  counting; only frozen cycles wait, for the `refresh_every` collection that unfreezes
+  everything once.
+* glibc serves large `malloc`s from its heap once its dynamic mmap threshold has grown,
+  and keeps the heap after they are freed: a round's model-sized buffers would stay in
+  the process's memory for good. The threshold is pinned (buffers of 256 KiB and more are
+  mapped, and unmapped when freed) and `trim_heap` hands free heap back after each round.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import gc
+import logging
+import time
+
+log = logging.getLogger(__name__)
+
+_M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
+_MMAP_THRESHOLD = 256 * 1024
+
+
+def _libc() -> ctypes.CDLL | None:
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+_LIBC = _libc()
+
+
+def pin_mmap_threshold() -> bool:
+    """Make large buffers mmap'ed, so freeing them returns memory to the OS; False where not glibc."""
+    return _LIBC is not None and bool(_LIBC.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD))
+
+
+def trim_heap() -> bool:
+    """Give free heap memory back to the OS (after a round); False where not glibc or nothing was freed."""
+    return _LIBC is not None and bool(_LIBC.malloc_trim(0))
+
+
+class GcKeeper:
+    """Keeps long-lived objects out of the collector's way: see the module's docstring."""
+
+    def __init__(self, freeze_every: float = 30.0, refresh_every: float = 1800.0) -> None:
+        self.freeze_every = freeze_every
+        self.refresh_every = refresh_every
+        self.last_refresh = time.monotonic()
+
+    def start(self) -> None:
+        """Freeze what startup created (modules, torch, the app): it lives as long as the process."""
+        gc.collect()
+        gc.freeze()
+
+    def tick(self) -> None:
+        """Freeze the objects that survived since the last tick; now and then, collect everything once."""
+        if time.monotonic() - self.last_refresh >= self.refresh_every:
+            started = time.perf_counter()
+            gc.unfreeze()
+            gc.collect()
+            self.last_refresh = time.monotonic()
+            log.info("full garbage collection: %.0f ms", 1000 * (time.perf_counter() - started))
+        gc.freeze()
+
+    async def run(self) -> None:
+        """Tick every `freeze_every` seconds, for as long as the event loop runs."""
+        while True:
+            await asyncio.sleep(self.freeze_every)
+            self.tick()
