@@ -26,6 +26,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 from coordinator.protocol import Chunk, Hello, Result, Task, Welcome, decode, decode_tensors, encode, encode_tensors
 from coordinator.protocol.errors import ProtocolError
 from coordinator.protocol.frame import MAGIC, PREFIX
+from tests.wire import read_message
 
 TIMEOUT = 6.0  # how long an attack waits for an answer before it calls it "silent"
 
@@ -139,7 +140,7 @@ async def _joined(ws: ClientConnection, target: Target, out: Outcome) -> Welcome
 async def _next_task(ws: ClientConnection) -> Task | None:
     try:
         while True:
-            message = decode(await _recv(ws, 30))
+            message = await read_message(ws)
             if isinstance(message, Task):
                 return message
     except TimeoutError:

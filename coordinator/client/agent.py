@@ -17,7 +17,8 @@ from coordinator.protocol.endpoints import (
     TaskReceived,
     Welcomed,
 )
-from coordinator.protocol.messages import Welcome
+from coordinator.protocol.errors import ErrorCode
+from coordinator.protocol.messages import Task, Welcome
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +115,22 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity
             conn.heartbeat()
             await flush()
 
+    cancelled: set[str] = set()  # tasks the coordinator no longer needs (SPEC §6, task_cancelled)
+    answering: asyncio.Task[None] | None = None
+
+    async def answer(task: Task, before: asyncio.Task[None] | None) -> None:
+        # Tasks run one after another while frames keep being read, so that a cancellation is heard.
+        if before is not None:
+            await before
+        if task.task_id in cancelled:
+            return
+        reply = await asyncio.to_thread(worker.answer, task)
+        if task.task_id in cancelled:
+            log.info("round %d: the coordinator no longer needs this update; not sending it", task.round)
+            return
+        conn.send(reply)
+        await flush()
+
     await flush()
     beat = asyncio.create_task(heartbeats())
     try:
@@ -129,13 +146,21 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity
                     if task.kind == "train" and task.round == options.drop_in_round:
                         ws.transport.abort()
                         raise Exit(0, f"dropping out in round {task.round} (test hook)")
-                    reply = await asyncio.to_thread(worker.answer, task)
-                    conn.send(reply)
+                    answering = asyncio.create_task(answer(task, answering))
                 elif isinstance(event, PeerError):
                     error = event.error
                     if error.fatal:  # the coordinator says retrying cannot help (bad token, no common version)
                         raise Exit(2, f"coordinator refused us: {error.code}: {error.message}")
-                    log.warning("coordinator reports %s: %s", error.code, error.message)
+                    if error.code == ErrorCode.TASK_CANCELLED and error.reply_to is not None:
+                        cancelled.add(error.reply_to)
+                        log.info("coordinator cancelled a task: %s", error.message)
+                    else:
+                        log.warning("coordinator reports %s: %s", error.code, error.message)
             await flush()
+            failure = answering.exception() if answering is not None and answering.done() else None
+            if failure is not None:
+                raise failure
     finally:
         beat.cancel()
+        if answering is not None:
+            answering.cancel()

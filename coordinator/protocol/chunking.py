@@ -32,6 +32,10 @@ def split_frame(frame: bytes, max_frame_bytes: int, message_id: str) -> list[byt
 PACE_BYTES = 256 * 1024
 
 
+class SharedBytes(bytes):
+    """Bytes of a frame that many connections send: they hold references to it, not copies."""
+
+
 class SharedFrame:
     """One encoded frame for many peers (a round's task): chunked once per chunk size, never copied per peer.
 
@@ -47,10 +51,10 @@ class SharedFrame:
         self.pace_bytes = pace_bytes
         self._message_id = uuid.uuid4().hex  # one message to each peer; ids need only be unique per connection
         self._lock = threading.Lock()
-        self._frames: dict[int, list[bytes]] = {}
+        self._frames: dict[int, list[SharedBytes]] = {}
         self.frames(pace_bytes)  # the common case, made now: not on the event loop
 
-    def frames(self, max_frame_bytes: int) -> list[bytes]:
+    def frames(self, max_frame_bytes: int) -> list[SharedBytes]:
         """The frames to send a peer that takes frames of at most `max_frame_bytes`."""
         limit = min(max_frame_bytes, self.pace_bytes)
         with self._lock:
@@ -66,15 +70,17 @@ class SharedFrame:
         """The whole frame (for tests and fakes: a peer is sent `frames`)."""
         return b"".join(self._parts)
 
-    def _split(self, limit: int) -> list[bytes]:
+    def _split(self, limit: int) -> list[SharedBytes]:
         if self.size <= limit:
-            return [self.join()]
+            return [SharedBytes(self.join())]
         piece = limit - CHUNK_OVERHEAD - PREFIX.size
         if piece <= 0:
             raise ValueError(f"max_frame_bytes {limit} is too small to chunk into")
         count = -(-self.size // piece)
         return [
-            encode_frame(Chunk(self._message_id, i, count, self.size).header(), self._slice(i * piece, piece))
+            SharedBytes(
+                encode_frame(Chunk(self._message_id, i, count, self.size).header(), self._slice(i * piece, piece))
+            )
             for i in range(count)
         ]
 

@@ -3,6 +3,9 @@
 A client that stops reading makes the socket stop taking data; frames then pile up here. Past
 the connection's cap the queue is dropped and the connection closed with 4003, so a client
 cannot make the coordinator hold more than `max_send_buffer_bytes` (plus one frame) for it.
+A round's task is queued as the `SharedBytes` every connection shares: it counts against the
+connection's cap (the queue's length) but not against the coordinator-wide budget, where it
+would be counted once per client for memory that exists once.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Awaitable
 
 from starlette.websockets import WebSocket
 
+from coordinator.protocol.chunking import SharedBytes
 from coordinator.protocol.close_codes import Close, reason_for
 from coordinator.server.limits import ConnectionGate
 from coordinator.server.metrics import Metrics
@@ -39,7 +43,7 @@ class Outbox:
             self.close(Close.TOO_SLOW, discard=True)
             return
         self._frames.append(frame)
-        self._count(len(frame))
+        self._count(len(frame), shared=isinstance(frame, SharedBytes))
         self._ready.set()
 
     def close(self, code: int, *, discard: bool = False) -> None:
@@ -48,15 +52,15 @@ class Outbox:
             return
         self.close_code = code
         if discard:
-            self._count(-self.bytes)
-            self._frames.clear()
+            self.release()
             self.abandoned.set()
         self._ready.set()
 
     def release(self) -> None:
         """Forget whatever is still queued (the connection is over)."""
-        self._count(-self.bytes)
-        self._frames.clear()
+        while self._frames:
+            frame = self._frames.popleft()
+            self._count(-len(frame), shared=isinstance(frame, SharedBytes))
 
     async def get(self) -> bytes | int:
         """The next frame, or the close code once every frame is out."""
@@ -65,14 +69,15 @@ class Outbox:
             await self._ready.wait()
         if self._frames:
             frame = self._frames.popleft()
-            self._count(-len(frame))
+            self._count(-len(frame), shared=isinstance(frame, SharedBytes))
             return frame
         assert self.close_code is not None
         return self.close_code
 
-    def _count(self, n: int) -> None:
+    def _count(self, n: int, *, shared: bool) -> None:
         self.bytes += n
-        self._gate.buffered += n
+        if not shared:  # a broadcast's frames exist once, whoever queues them: not this connection's memory
+            self._gate.buffered += n
 
 
 async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
