@@ -66,6 +66,10 @@ HELP = {
     "init": "Start from a PyTorch .pt state_dict or a .safetensors file.",
     "seed": "Seed for the initial model.",
     "fraction_evaluate": "Fraction of clients asked for federated evaluation each round (0: off).",
+    "evaluate_every": (
+        "Evaluate the global model on the coordinator's test set every this many rounds, and after the last"
+        " (0: never)."
+    ),
     "strategy": "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, fedmedian, trimmed-mean, krum or bulyan.",
     "proximal_mu": "FedProx proximal term mu.",
     "server_lr": "Server learning rate (fedavgm, fedadam, fedyogi, fedadagrad).",

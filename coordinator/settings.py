@@ -61,6 +61,7 @@ class Settings:
     init: str | None = None
     seed: int = 0
     fraction_evaluate: float = 0.0
+    evaluate_every: int = 1  # central evaluation on the test set every this many rounds (0: never)
     # strategy
     strategy: str = "fedavg"
     proximal_mu: float = 0.01
@@ -96,6 +97,8 @@ class Settings:
             raise ValueError("--fraction-train must be in (0, 1]")
         if not 1 <= self.overselect <= 10:
             raise ValueError("--overselect must be between 1 (off) and 10")
+        if self.evaluate_every < 0:
+            raise ValueError("--evaluate-every must be 0 (never) or positive")
         if self.max_memory < 1:
             raise ValueError("--max-memory must be positive")
         if (self.dp_clip is None) != (self.dp_noise is None):

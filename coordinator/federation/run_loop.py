@@ -172,7 +172,7 @@ class RunLoop:
 
     def _after_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
         weights = self.grid.encoder.encode(arrays)  # the next round's broadcast reuses this encoding
-        accuracy, loss = self._evaluate(weights.tensors)
+        accuracy, loss = self._evaluate(weights.tensors) if self._evaluates(server_round) else (None, None)
         reply = MetricRecord({} if accuracy is None else {"accuracy": accuracy, "loss": loss or 0.0})
         if server_round == 0:
             log.info("starting from round %d: accuracy %s", self.grid.round_offset, _fmt(accuracy))
@@ -214,6 +214,10 @@ class RunLoop:
         self._round_start = now
         self.sink.on_round(self.run.id, record, weights.safetensors)
         return reply
+
+    def _evaluates(self, server_round: int) -> bool:
+        every, round_number = self.settings.evaluate_every, self.grid.round_offset + server_round
+        return every > 0 and (round_number % every == 0 or round_number == self.run.num_rounds)
 
     def _evaluate(self, weights: Tensors) -> tuple[float | None, float | None]:
         if self.test is None:

@@ -1,0 +1,293 @@
+"""Thousands of browsers on one coordinator: memory, aggregation, overhead, idle connections and bytes per round.
+
+Starts `pollen serve` and the load generator (`bench.loadgen`: fake clients that speak the
+protocol and answer at once, so a round costs only the coordinator's work and the wire) and
+prints, from one run on this machine:
+
+* extra memory in a round ÷ model bytes, at each K: the coordinator's peak RSS over rounds
+  1–2 or more (VmHWM, reset through /proc/PID/clear_refs once the K clients are connected and
+  idle) minus that idle baseline; and its RSS once the rounds are over (memory given back);
+* aggregation throughput (delta bytes ÷ the seconds spent decoding, checking and folding
+  them, from the round's own record) ÷ memory-copy bandwidth (np.copyto of 256 MiB, here);
+* round time ÷ wire time at K = 100: the coordinator's round 2 (no client trains) against
+  `bench.wire_sink`, the same uvicorn stack sending the same chunked task to the same fake
+  clients and reading their replies, with no federation behind it;
+* memory per idle connection, and /healthz latency (p50, p99, max) while N clients are
+  connected, idle but for their heartbeats;
+* bytes per client per round ÷ the fp32 model, down and up (relative to 2× the model).
+
+Central evaluation is off (--evaluate-every 0): it is a fixed cost per round, not one that
+grows with the clients, and it is measured by the other benchmarks.
+
+    python -m bench.scale [--clients 10,100,1000,3000] [--idle 10000] [--quick] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from bench.loadgen import LoadGenerator
+from coordinator.models.spec import load_spec
+
+TOKEN = "bench-admin"
+console = Console()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def wait_port(port: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise RuntimeError(f"nothing listens on port {port}")
+
+
+class Server:
+    """`pollen serve` in a subprocess, with a fresh SQLite database and the admin API on."""
+
+    def __init__(self, workdir: Path, **flags: object) -> None:
+        self.port = free_port()
+        args = [sys.executable, "-m", "coordinator", "serve", "--port", str(self.port), "--new-run"]
+        args += ["--db", f"sqlite:///{workdir}/scale-{self.port}.db", "--admin-token", TOKEN]
+        for name, value in flags.items():
+            args += [f"--{name.replace('_', '-')}", str(value)]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.http = f"http://127.0.0.1:{self.port}"
+        self.url = f"ws://127.0.0.1:{self.port}/ws"
+        wait_http(self.http + "/healthz")
+
+    def _status_field(self, field: str) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def rss(self) -> int:
+        return self._status_field("VmRSS")
+
+    def peak(self) -> int:
+        return self._status_field("VmHWM")
+
+    def reset_peak(self) -> None:
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
+
+    def admin(self, action: str) -> None:
+        httpx.post(f"{self.http}/api/admin/{action}", headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
+
+    def status(self) -> dict[str, Any]:
+        result: dict[str, Any] = httpx.get(self.http + "/api/status", timeout=10).json()
+        return result
+
+    def wait_round(self, n: int, timeout: float = 1800) -> None:
+        deadline = time.monotonic() + timeout
+        while self.status()["current_round"] < n:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"round {n} did not complete")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def model_bytes(model: str) -> int:
+    return 4 * load_spec(model).num_parameters()
+
+
+def copy_bandwidth() -> float:
+    """Bytes per second np.copyto moves between two 256 MiB buffers (best of 5)."""
+    src = np.ones(64 << 20, np.float32)
+    dst = np.empty_like(src)
+    best = min(_timed(lambda: np.copyto(dst, src)) for _ in range(5))
+    return src.nbytes / best
+
+
+def _timed(fn: Any) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def processes_for(k: int) -> int:
+    return 1 if k <= 100 else 2 if k <= 1000 else 4
+
+
+def rounds_at(workdir: Path, k: int, model: str) -> dict[str, Any]:
+    """K clients, a few rounds: memory (baseline, peak, after) and round 2's record."""
+    server = Server(workdir, model=model, rounds=5, min_clients=k, wait_for=k, overselect=1, evaluate_every=0,
+                    max_connections_per_address=0, max_messages_per_second=1000, message_burst=1000,
+                    round_timeout=1800, local_epochs=1)  # fmt: skip
+    gen = LoadGenerator(server.url, k, processes_for(k))
+    try:
+        server.admin("pause")  # the run waits before round 1 while the clients join
+        gen.start()
+        gen.wait_joined()
+        time.sleep(2)
+        baseline = server.rss()
+        server.reset_peak()
+        started = time.monotonic()
+        server.admin("resume")
+        server.wait_round(2)
+        server.admin("pause")  # round 3 or 4 waits: clients stay connected, idle
+        seconds = time.monotonic() - started
+        time.sleep(2)
+        status = server.status()
+        peak, after = server.peak(), server.rss()
+    finally:
+        gen.stop()
+        server.stop()
+    second = next(r for r in status["rounds"] if r["round"] == 2)
+    return {"k": k, "baseline": baseline, "peak": peak, "after": after, "rounds_done": status["current_round"],
+            "wall_seconds": seconds, "round2": second}  # fmt: skip
+
+
+def wire_at(k: int, model: str) -> float:
+    """Seconds the bare WebSocket stack takes to send K tasks and read K results."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.wire_sink", str(port)], stderr=subprocess.DEVNULL)
+    gen = LoadGenerator(f"ws://127.0.0.1:{port}/ws", k, processes_for(k))
+    try:
+        wait_port(port)
+        gen.start()
+        gen.wait_joined()
+        runs = [httpx.get(f"http://127.0.0.1:{port}/round", params={"model": model}, timeout=600).json()
+                for _ in range(2)]  # fmt: skip
+        return float(min(r["seconds"] for r in runs))
+    finally:
+        gen.stop()
+        proc.terminate()
+        proc.wait(15)
+
+
+def idle_clients(workdir: Path, n: int, seconds: float) -> dict[str, float]:
+    server = Server(workdir, min_clients=n + 1, max_connections_per_address=0, max_messages_per_second=1000,
+                    message_burst=1000)  # fmt: skip
+    gen = LoadGenerator(server.url, n, processes_for(n))
+    try:
+        time.sleep(1)
+        before = server.rss()
+        gen.start()
+        gen.wait_joined(900)
+        time.sleep(3)
+        per_connection = (server.rss() - before) / n
+        latencies: list[float] = []
+        with httpx.Client(timeout=10) as http:
+            end = time.monotonic() + seconds
+            while time.monotonic() < end:
+                t = time.perf_counter()
+                http.get(server.http + "/healthz").raise_for_status()
+                latencies.append(time.perf_counter() - t)
+                time.sleep(max(0.0, 0.05 - (time.perf_counter() - t)))
+    finally:
+        gen.stop()
+        server.stop()
+    q = statistics.quantiles(latencies, n=100)
+    return {"clients": n, "bytes_per_connection": per_connection, "healthz_p50": q[49], "healthz_p99": q[98],
+            "healthz_max": max(latencies), "samples": len(latencies)}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--clients", default="10,100,1000,3000", help="K values for the memory sweep (mnist-cnn)")
+    parser.add_argument("--idle", type=int, default=10_000, help="idle clients for the /healthz test")
+    parser.add_argument("--idle-seconds", type=float, default=30)
+    parser.add_argument("--quick", action="store_true", help="K = 10,100; 1,000 idle; 10 s")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.quick:
+        args.clients, args.idle, args.idle_seconds = "10,100", 1000, 10
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
+    workdir = Path(tempfile.mkdtemp(prefix="pollen-scale-"))
+    out: dict[str, Any] = {"copy_bandwidth": copy_bandwidth()}
+    console.print(f"memory copy: {out['copy_bandwidth'] / 1e9:.2f} GB/s")
+    out["memory"] = []
+    for k in [int(x) for x in args.clients.split(",")]:
+        with console.status(f"mnist-cnn, {k} clients: rounds"):
+            out["memory"].append(rounds_at(workdir, k, "mnist-cnn"))
+    out["overhead"] = {}
+    for model in ("mnist-mlp", "mnist-cnn"):
+        with console.status(f"{model}, 100 clients: round and wire"):
+            mine = next((m for m in out["memory"] if m["k"] == 100), None) if model == "mnist-cnn" else None
+            rounds = mine or rounds_at(workdir, 100, model)
+            out["overhead"][model] = {"round": rounds["round2"]["seconds"], "wire": wire_at(100, model), **rounds}
+    with console.status(f"{args.idle} idle clients"):
+        out["idle"] = idle_clients(workdir, args.idle, args.idle_seconds)
+    report(out)
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=1))
+
+
+def report(out: dict[str, Any]) -> None:
+    cnn = model_bytes("mnist-cnn")
+    table = Table(title=f"Memory per round, mnist-cnn ({cnn / 1e6:.2f} MB fp32), FedAvg")
+    for col in ("K", "idle RSS MB", "extra peak MB", "extra ÷ model", "after rounds ÷ model", "goal"):
+        table.add_column(col, justify="right")
+    for m in out["memory"]:
+        extra = m["peak"] - m["baseline"]
+        goal = "≤ 3 at K=1,000" if m["k"] == 1000 else ""
+        table.add_row(str(m["k"]), f"{m['baseline'] / 1e6:.0f}", f"{extra / 1e6:.1f}", f"{extra / cnn:.2f}",
+                      f"{(m['after'] - m['baseline']) / cnn:.2f}", goal)  # fmt: skip
+    console.print(table)
+    table = Table(title="Rounds")
+    for col in ("model", "K", "round s", "wire s", "round ÷ wire", "aggregate GB/s", "÷ copy", "down+up ÷ 2·model"):
+        table.add_column(col, justify="right")
+    rows = [("mnist-cnn", m) for m in out["memory"]] + [(k, v) for k, v in out["overhead"].items() if k != "mnist-cnn"]
+    for model, m in rows:
+        r = m["round2"]["metrics"]
+        size = model_bytes(model)
+        agg = r["bytes_in"] / r["aggregate_seconds"] if r.get("aggregate_seconds") else float("nan")
+        wire = out["overhead"].get(model, {}).get("wire") if m["k"] == 100 else None
+        ratio = f"{m['round2']['seconds'] / wire:.2f}" if wire else ""
+        down_up = (r["bytes_out"] / r["selected"] + r["bytes_in"] / r["replied"]) / (2 * size)
+        table.add_row(model, str(m["k"]), f"{m['round2']['seconds']:.2f}", f"{wire:.2f}" if wire else "", ratio,
+                      f"{agg / 1e9:.2f}", f"{agg / out['copy_bandwidth']:.2f}", f"{down_up:.4f} (fp32)")  # fmt: skip
+    console.print(table)
+    idle = out["idle"]
+    console.print(
+        f"{idle['clients']:,} idle clients: {idle['bytes_per_connection'] / 1024:.1f} KiB per connection; /healthz "
+        f"p50 {idle['healthz_p50'] * 1e3:.1f} ms, p99 {idle['healthz_p99'] * 1e3:.1f} ms, max "
+        f"{idle['healthz_max'] * 1e3:.1f} ms over {idle['samples']} requests (goal: p99 ≤ 100 ms at 10,000)"
+    )
+    console.print("goals: aggregation ≥ 0.5× copy; round ≤ 1.5× wire at K=100 (mnist-mlp, mnist-cnn)")
+
+
+if __name__ == "__main__":
+    main()
