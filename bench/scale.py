@@ -4,7 +4,8 @@ Starts `pollen serve` and the load generator (`bench.loadgen`: fake clients that
 protocol and answer at once, so a round costs only the coordinator's work and the wire) and
 prints, from one run on this machine:
 
-* extra memory in a round ÷ model bytes, at each K: the coordinator's peak RSS over rounds
+* extra memory in a round ÷ model bytes, at each K, with --max-receiving-bytes at 2 models
+  (`--receiving`): the coordinator's peak RSS over rounds
   1–2 or more (VmHWM, reset through /proc/PID/clear_refs once the K clients are connected and
   idle) minus that idle baseline; and its RSS once the rounds are over (memory given back);
 * aggregation throughput (delta bytes ÷ the seconds spent decoding, checking and folding
@@ -119,6 +120,16 @@ class Server:
                 raise RuntimeError(f"round {n} did not complete")
             time.sleep(0.05)
 
+    def settle(self, quiet: float = 3.0) -> dict[str, Any]:
+        """The status once no round has completed for `quiet` seconds (a round under way when paused ends)."""
+        status, since = self.status(), time.monotonic()
+        while time.monotonic() - since < quiet:
+            time.sleep(0.2)
+            now = self.status()
+            if now["current_round"] != status["current_round"]:
+                status, since = now, time.monotonic()
+        return status
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -149,11 +160,11 @@ def processes_for(k: int) -> int:
     return 1 if k <= 100 else 2 if k <= 1000 else 4
 
 
-def rounds_at(workdir: Path, k: int, model: str) -> dict[str, Any]:
+def rounds_at(workdir: Path, k: int, model: str, receiving: int) -> dict[str, Any]:
     """K clients, a few rounds: memory (baseline, peak, after) and round 2's record."""
     server = Server(workdir, model=model, rounds=5, min_clients=k, wait_for=k, overselect=1, evaluate_every=0,
                     max_connections_per_address=0, max_messages_per_second=1000, message_burst=1000,
-                    round_timeout=1800, local_epochs=1)  # fmt: skip
+                    round_timeout=1800, local_epochs=1, max_receiving_bytes=receiving)  # fmt: skip
     gen = LoadGenerator(server.url, k, processes_for(k))
     try:
         server.admin("pause")  # the run waits before round 1 while the clients join
@@ -165,10 +176,9 @@ def rounds_at(workdir: Path, k: int, model: str) -> dict[str, Any]:
         started = time.monotonic()
         server.admin("resume")
         server.wait_round(2)
-        server.admin("pause")  # round 3 or 4 waits: clients stay connected, idle
+        server.admin("pause")  # the next round to start waits: clients stay connected, idle
         seconds = time.monotonic() - started
-        time.sleep(2)
-        status = server.status()
+        status = server.settle()
         peak, after = server.peak(), server.rss()
     finally:
         gen.stop()
@@ -229,6 +239,9 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=10_000, help="idle clients for the /healthz test")
     parser.add_argument("--idle-seconds", type=float, default=30)
     parser.add_argument("--quick", action="store_true", help="K = 10,100; 1,000 idle; 10 s")
+    parser.add_argument(
+        "--receiving", type=float, default=2.0, help="the coordinator's --max-receiving-bytes, in models"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -236,17 +249,21 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
     workdir = Path(tempfile.mkdtemp(prefix="pollen-scale-"))
+
+    def receiving(model: str) -> int:
+        return int(args.receiving * model_bytes(model))
+
     out: dict[str, Any] = {"copy_bandwidth": copy_bandwidth()}
     console.print(f"memory copy: {out['copy_bandwidth'] / 1e9:.2f} GB/s")
     out["memory"] = []
     for k in [int(x) for x in args.clients.split(",")]:
         with console.status(f"mnist-cnn, {k} clients: rounds"):
-            out["memory"].append(rounds_at(workdir, k, "mnist-cnn"))
+            out["memory"].append(rounds_at(workdir, k, "mnist-cnn", receiving("mnist-cnn")))
     out["overhead"] = {}
     for model in ("mnist-mlp", "mnist-cnn"):
         with console.status(f"{model}, 100 clients: round and wire"):
             mine = next((m for m in out["memory"] if m["k"] == 100), None) if model == "mnist-cnn" else None
-            rounds = mine or rounds_at(workdir, 100, model)
+            rounds = mine or rounds_at(workdir, 100, model, receiving(model))
             out["overhead"][model] = {"round": rounds["round2"]["seconds"], "wire": wire_at(100, model), **rounds}
     with console.status(f"{args.idle} idle clients"):
         out["idle"] = idle_clients(workdir, args.idle, args.idle_seconds)

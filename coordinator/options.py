@@ -46,6 +46,11 @@ HELP = {
         "Largest message a client may send once its chunks are put together (a result holds one model delta), "
         "and so what one connection may hold in unfinished chunks."
     ),
+    "max_receiving_bytes": (
+        "Bytes of client messages the coordinator holds at once, still arriving or not yet checked; above it,"
+        " connections are not read (TCP holds their data) until it drains. Small: a round's memory stays near one"
+        " model however many clients answer at once. Large: many slow uploads progress together."
+    ),
     "new_run": "Start a new run even if the database holds an unfinished one.",
     "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",
@@ -67,8 +72,7 @@ HELP = {
     "seed": "Seed for the initial model.",
     "fraction_evaluate": "Fraction of clients asked for federated evaluation each round (0: off).",
     "evaluate_every": (
-        "Evaluate the global model on the coordinator's test set every this many rounds, and after the last"
-        " (0: never)."
+        "Evaluate the global model on the coordinator's test set every this many rounds, and after the last (0: never)."
     ),
     "strategy": "fedavg, fedavgm, fedprox, fedadam, fedyogi, fedadagrad, fedmedian, trimmed-mean, krum or bulyan.",
     "proximal_mu": "FedProx proximal term mu.",

@@ -11,7 +11,8 @@ import uvicorn
 
 from coordinator.logs import RedactTokens
 from coordinator.server.app import Coordinator
-from coordinator.server.transport import FlowControlledWebSocket, request_deadline_protocol
+from coordinator.server.inbound import InboundBudget
+from coordinator.server.transport import flow_controlled_websocket, request_deadline_protocol
 
 
 def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
@@ -25,7 +26,7 @@ def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
         ws_max_size=4 * settings.max_frame_bytes,
         ws_ping_interval=None,
         ws_per_message_deflate=False,
-        ws=FlowControlledWebSocket,
+        ws=flow_controlled_websocket(InboundBudget(settings.max_receiving_bytes)),
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         http=request_deadline_protocol(settings.request_timeout),

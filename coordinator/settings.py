@@ -48,6 +48,7 @@ class Settings:
     max_send_buffer_bytes: int = 64 * 1024 * 1024
     max_buffered_bytes: int = 1024 * 1024 * 1024
     max_message_bytes: int = 64 * 1024 * 1024  # a whole (chunked) message, and what a connection holds unfinished
+    max_receiving_bytes: int = 256 * 1024 * 1024  # received bytes held across connections before reads wait
     # run
     model: str = "mnist-mlp"
     rounds: int = 20
@@ -115,6 +116,8 @@ class Settings:
             raise ValueError("--hello-timeout, --request-timeout and --max-messages-per-second must be positive")
         if self.max_connections_per_address < 0 or self.message_burst < 1:
             raise ValueError("--max-connections-per-address must be at least 0 and --message-burst at least 1")
+        if self.max_receiving_bytes < 1:
+            raise ValueError("--max-receiving-bytes must be positive")
         if self.max_message_bytes < 1:
             raise ValueError("--max-message-bytes must be at least 1")
         if not 0 < self.max_send_buffer_bytes <= self.max_buffered_bytes:
@@ -181,6 +184,7 @@ class Settings:
         "max_send_buffer_bytes",
         "max_buffered_bytes",
         "max_message_bytes",
+        "max_receiving_bytes",
         "max_memory",
     )
     # Credentials: never stored with a run, never printed.

@@ -184,3 +184,15 @@ def test_fedavg_sampling_a_fraction_is_the_cohort() -> None:
         grid, start(), num_rounds=1, timeout=5
     )
     assert (reports[0].sent, reports[0].ok, reports[0].dropped) == (7, 5, 2)
+
+
+def test_misaligned_deltas_fold_like_aligned_ones() -> None:
+    # A delta is read in place from its frame, and most frames put it at an odd offset.
+    base = {"w": np.zeros(5, np.float32)}
+    raw = bytearray(4 * 5 + 1)
+    misaligned = np.frombuffer(raw, np.float32, 5, 1)
+    assert not misaligned.flags.aligned
+    np.frombuffer(raw, np.uint8)[1:] = np.arange(5, dtype=np.float32).view(np.uint8)
+    mean = RunningMean(base)
+    mean.add(mean.aligned({"w": misaligned}), 2)
+    np.testing.assert_array_equal(mean.mean()["w"], np.arange(5, dtype=np.float32))

@@ -38,9 +38,28 @@ class RunningMean:
     def __init__(self, global_weights: Mapping[str, np.ndarray]) -> None:
         self._global = global_weights
         self._sums: Tensors = {k: np.zeros(v.size, np.float32) for k, v in global_weights.items()}
+        self._scratch: Tensors = {}
         self._lock = threading.Lock()
         self.weight = 0.0
         self.count = 0
+
+    def aligned(self, delta: Mapping[str, np.ndarray]) -> Tensors:
+        """`delta` with every tensor 4-byte aligned, as BLAS needs: misaligned ones are copied to scratch space.
+
+        A delta is read in place from the received frame, and where its payload starts depends on the length
+        of the frame's header: most arrive misaligned, and BLAS would copy them (into fresh pages) on every
+        call. The scratch space is allocated once per phase; replies are taken one at a time, so one suffices.
+        """
+        out: Tensors = {}
+        for name, t in delta.items():
+            if t.flags.aligned:
+                out[name] = t
+                continue
+            if name not in self._scratch:
+                self._scratch[name] = np.empty(t.shape, np.float32)
+            out[name] = self._scratch[name]
+            np.copyto(out[name], t)
+        return out
 
     def add(self, delta: Mapping[str, np.ndarray], weight: float, scale: float = 1.0) -> None:
         """Fold `weight · scale · delta` in, counting `weight` (`scale` < 1 clips the delta, not its weight).
@@ -81,7 +100,7 @@ class RunningMean:
     def release(self) -> None:
         """Drop the accumulator (the phase is over)."""
         with self._lock:
-            self._sums = {}
+            self._sums, self._scratch = {}, {}
 
 
 def _number(value: float) -> int | float:

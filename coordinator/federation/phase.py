@@ -131,7 +131,9 @@ class Phase:
             raise _Surplus()
         started = time.perf_counter()
         if self.fold is not None:
-            update = check_update(reply, self.shapes, self.limits, uniform_weights=self.uniform_weights)
+            update = check_update(
+                reply, self.shapes, self.limits, uniform_weights=self.uniform_weights, prepare=self.fold.aligned
+            )
             self.fold.add(update.delta, update.weight, update.scale)
             record, clipped = None, update.clipped
         else:

@@ -18,7 +18,7 @@ DP guarantee depends on the client having clipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -135,15 +135,18 @@ def check_update(
     limits: ReplyLimits = DEFAULT_LIMITS,
     *,
     uniform_weights: bool = False,
+    prepare: Callable[[Tensors], Tensors] = lambda delta: delta,
 ) -> Update:
     """A train result's delta, checked and measured in one pass; raises `ProtocolError` if it is not valid.
 
     The pass that measures the norm also finds NaN and infinity (they make it non-finite),
-    so a bad update costs no second pass over the payload.
+    so a bad update costs no second pass over the payload. `prepare` may give the checked tensors a
+    better layout first (`RunningMean.aligned`).
     """
     weight = _check_common(reply, limits, uniform_weights)
     delta = decode_tensors(reply.delta)
     check_tensors(delta, shapes, finite=False)
+    delta = prepare(delta)
     squares = {name: _sum_of_squares(t) for name, t in delta.items()}
     norm = math.sqrt(sum(squares.values()))
     if not norm <= MAX_DELTA_NORM:  # also NaN

@@ -91,7 +91,10 @@ def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], list[int]]:
 
 
 def decode_tensors(data: bytes | memoryview) -> Tensors:
-    """Decode a safetensors file of wire dtypes; any malformed or lying file raises ProtocolError(invalid_update)."""
+    """Decode a safetensors file of wire dtypes into read-only views of `data`.
+
+    Any malformed or lying file raises ProtocolError(invalid_update).
+    """
     if len(data) < 8:
         raise _invalid(f"{len(data)} bytes are shorter than the 8-byte header length")
     (length,) = struct.unpack_from("<Q", data)
@@ -118,8 +121,9 @@ def decode_tensors(data: bytes | memoryview) -> Tensors:
         covered = end
     if covered != len(body):
         raise _invalid(f"tensors cover {covered} bytes of a data section of {len(body)}")
+    # Views into `data`, not copies: a delta is checked and folded where it arrived. Read-only.
     return {
-        name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape).copy()
+        name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape)
         for start, _, dtype, shape, name in entries
     }
 

@@ -11,18 +11,23 @@
   not drain after its close is aborted. It also holds the first message (which must be the
   `hello`) to `FIRST_MESSAGE_MAX_BYTES`, so an unauthenticated peer cannot make the server
   buffer a message of `ws_max_size` bytes before the protocol has seen anything, and it
-  hands each received message to the app without uvicorn's two copies of it.
+  hands each received message to the app without uvicorn's two copies of it. Connections
+  share an `InboundBudget` for the bytes they hold received (see `inbound`): above it, a
+  connection stops reading until the rest drains.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+
+from coordinator.server.inbound import InboundBudget
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_GRACE_SECONDS = 5.0  # after a close, time for the peer to take the rest before the socket is cut
 FIRST_MESSAGE_MAX_BYTES = 64 * 1024  # a hello is a few hundred bytes
+SHRINK_ABOVE_BYTES = 64 * 1024
 
 
 class _RequestDeadlineMixin:
@@ -96,6 +102,9 @@ def request_deadline_protocol(seconds: float) -> type[asyncio.Protocol]:
 
 class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     _gone = False
+    inbound: InboundBudget | None = None  # shared by every connection (see `flow_controlled_websocket`)
+    _parked = False
+    _queued = 0  # bytes of received messages the app has not taken yet
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -112,22 +121,63 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 
         self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        buffer = self.conn.reader.buffer
+        if sys.getsizeof(buffer) > 4 * len(buffer) + SHRINK_ABOVE_BYTES:
+            # A bytearray keeps its allocation when its front is consumed: after one delta, every
+            # connection would keep a model-sized parser buffer for good. Keep only what is left.
+            self.conn.reader.buffer = bytearray(buffer)
+        self._account()
+
+    def _account(self) -> None:
+        """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages."""
+        if self.inbound is not None and not self._gone:
+            self.inbound.hold(self, len(self.conn.reader.buffer) + len(self.bytes) + self._queued)
+
+    def park(self) -> None:
+        self._parked = True
+        if not self.transport.is_closing():
+            self.transport.pause_reading()
+
+    def unpark(self) -> None:
+        self._parked = False
+        if not self.read_paused and not self.transport.is_closing():
+            self.transport.resume_reading()
+
+    async def receive(self) -> Any:
+        # uvicorn's, with the budget's say: reading resumes only if this connection is not parked.
+        message = await self.queue.get()
+        data = message.get("bytes") if message["type"] == "websocket.receive" else None
+        self._queued -= len(data) if data else 0
+        if self.read_paused and self.queue.empty():
+            self.read_paused = False
+            if not self._parked:
+                self.transport.resume_reading()
+        self._account()
+        return message
+
     def handle_bytes(self, event: Frame) -> None:
         # uvicorn copies a binary message twice (into a bytearray, then into bytes) and keeps the bytearray
         # until the next message: two model-sized copies per client that sent a delta. A whole-message frame
-        # goes to the app as the parser's own bytes.
+        # goes to the app as the parser's own bytes, and nothing keeps it after the app is done with it.
         if not event.fin:
             super().handle_bytes(event)
             return
         self.bytes = bytearray()
         self.curr_msg_data_type = "bytes"
         data = event.data if isinstance(event.data, bytes) else bytes(event.data)
+        # websockets' parser keeps its last frame in a local until the next frame arrives (a heartbeat,
+        # seconds later): without this, every client that just sent a delta would hold on to it.
+        event.data = b""
+        self._queued += len(data)
         self.queue.put_nowait({"type": "websocket.receive", "bytes": data})
         if not self.read_paused:
             self.read_paused = True
             self.transport.pause_reading()
 
     def send_receive_event_to_app(self) -> None:
+        self._queued += len(self.bytes)
         super().send_receive_event_to_app()
         self.bytes = bytearray()  # a fragmented message, delivered: do not hold it until the next one
 
@@ -138,6 +188,8 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self.writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.inbound is not None and not self._gone:
+            self.inbound.forget(self)
         self._gone = True
         self.writable.set()  # wake blocked senders; they find the connection closed
         super().connection_lost(exc)
@@ -158,6 +210,11 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def _abort_if_open(self) -> None:
         if not self._gone:
             self.transport.abort()
+
+
+def flow_controlled_websocket(inbound: InboundBudget) -> type[FlowControlledWebSocket]:
+    """`FlowControlledWebSocket` whose connections share one budget for the bytes they hold received."""
+    return type("BudgetedWebSocket", (FlowControlledWebSocket,), {"inbound": inbound})
 
 
 def _peer(client: tuple[str, int] | None) -> str:
