@@ -9,6 +9,9 @@ the generator's own CPU does not limit the coordinator.
 A task's payload is not kept: a chunked task is read piece by piece and only its first
 piece (which holds the header) is decoded, so 3,000 clients receiving a 6.6 MB model at
 once do not need 20 GB in the generator. Everything the coordinator sends is still read.
+An upload is one WebSocket frame, as a browser sends it; its masked copy waits in the
+generator's socket buffer until the coordinator reads it, so each process keeps at most
+`UPLOADS_IN_FLIGHT` uploads under way (the coordinator sees that many per process at once).
 
     gen = LoadGenerator(url, clients=1000, processes=2)
     gen.start(); gen.wait_joined(); ...; gen.stop()
@@ -35,6 +38,7 @@ from coordinator.protocol.messages import parse
 
 HEARTBEAT_SECONDS = 5.0
 VARIANTS = 4  # distinct deltas per process
+UPLOADS_IN_FLIGHT = 64  # per process: each holds a model-sized masked frame until it is read
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,10 @@ class _Deltas:
         return self._by_model[key][i % VARIANTS]
 
 
-async def _client(i: int, opts: Options, deltas: _Deltas, joined: list[int], stop: asyncio.Event) -> None:
-    ws = await connect(opts.url, max_size=None, compression=None, ping_interval=None, open_timeout=120)
+async def _client(
+    i: int, opts: Options, deltas: _Deltas, joined: list[int], stop: asyncio.Event, uploads: asyncio.Semaphore
+) -> None:
+    ws = await connect(opts.url, max_size=None, max_queue=4, compression=None, ping_interval=None, open_timeout=120)
     conn = ClientProtocol()
     conn.hello(token=None, client_id=None, backend=opts.backend, agent="pollen-bench")
     await ws.send(conn.data_to_send()[0])
@@ -87,7 +93,8 @@ async def _client(i: int, opts: Options, deltas: _Deltas, joined: list[int], sto
                 frame = decode_frame(first_piece.pop(chunk.message_id))
             if frame.type in ("train", "evaluate"):
                 task = Task.from_frame(frame)
-                await ws.send(_answer(task, deltas, i))
+                async with uploads:
+                    await ws.send(_answer(task, deltas, i))
     finally:
         beat.cancel()
         await ws.close()
@@ -108,11 +115,11 @@ async def _heartbeats(ws: ClientConnection) -> None:
 
 
 async def _run(opts: Options, offset: int, joined_out: Any, stop_flag: MpEvent) -> None:
-    deltas, joined, stop = _Deltas(), [0], asyncio.Event()
+    deltas, joined, stop, uploads = _Deltas(), [0], asyncio.Event(), asyncio.Semaphore(UPLOADS_IN_FLIGHT)
     tasks: list[asyncio.Task[None]] = []
     for start in range(0, opts.clients, opts.connect_batch):
         batch = range(start, min(start + opts.connect_batch, opts.clients))
-        tasks += [asyncio.create_task(_client(offset + i, opts, deltas, joined, stop)) for i in batch]
+        tasks += [asyncio.create_task(_client(offset + i, opts, deltas, joined, stop, uploads)) for i in batch]
         while joined[0] < batch.stop:
             await asyncio.sleep(0.05)
             if any(t.done() and t.exception() for t in tasks):

@@ -284,7 +284,8 @@ def report(out: dict[str, Any]) -> None:
                       f"{(m['after'] - m['baseline']) / cnn:.2f}", goal)  # fmt: skip
     console.print(table)
     table = Table(title="Rounds")
-    for col in ("model", "K", "round s", "wire s", "round ÷ wire", "aggregate GB/s", "÷ copy", "down+up ÷ 2·model"):
+    for col in ("model", "K", "round s", "train phase s", "wire s", "round ÷ wire", "aggregate GB/s", "÷ copy",
+                "down+up ÷ 2·model"):  # fmt: skip
         table.add_column(col, justify="right")
     rows = [("mnist-cnn", m) for m in out["memory"]] + [(k, v) for k, v in out["overhead"].items() if k != "mnist-cnn"]
     for model, m in rows:
@@ -294,7 +295,9 @@ def report(out: dict[str, Any]) -> None:
         wire = out["overhead"].get(model, {}).get("wire") if m["k"] == 100 else None
         ratio = f"{m['round2']['seconds'] / wire:.2f}" if wire else ""
         down_up = (r["bytes_out"] / r["selected"] + r["bytes_in"] / r["replied"]) / (2 * size)
-        table.add_row(model, str(m["k"]), f"{m['round2']['seconds']:.2f}", f"{wire:.2f}" if wire else "", ratio,
+        phase = r.get("train_phase_seconds", float("nan"))
+        wire_s = f"{wire:.2f}" if wire else ""
+        table.add_row(model, str(m["k"]), f"{m['round2']['seconds']:.2f}", f"{phase:.2f}", wire_s, ratio,
                       f"{agg / 1e9:.2f}", f"{agg / out['copy_bandwidth']:.2f}", f"{down_up:.4f} (fp32)")  # fmt: skip
     console.print(table)
     idle = out["idle"]

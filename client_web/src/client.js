@@ -55,6 +55,7 @@ export async function runClient(o) {
       ws.binaryType = "arraybuffer";
       let beat = null;
       let queue = Promise.resolve();
+      const cancelled = new Set(); // task ids the coordinator no longer needs (SPEC §6, task_cancelled)
       let finished = false;
       const finish = (value) => {
         if (finished) return;
@@ -94,6 +95,10 @@ export async function runClient(o) {
             emit({ type: "welcome", welcome: event.welcome, identity: { clientId, secret } });
           } else if (event.type === "task") {
             queue = queue.then(() => answer(event.task)).then(flush);
+          } else if (event.type === "error" && event.error.code === ErrorCode.TASK_CANCELLED) {
+            // The round has the updates it needs (or its deadline passed): this task's result is not wanted.
+            if (event.error.reply_to != null) cancelled.add(event.error.reply_to);
+            emit({ type: "task-cancelled", message: event.error.message });
           } else if (event.type === "error") {
             emit({ type: "coordinator-error", error: event.error });
             // A fatal error (SPEC §3) means the coordinator is closing on us: refused, not dropped.
@@ -109,7 +114,9 @@ export async function runClient(o) {
       ws.onerror = () => {}; // onclose follows with the code
 
       async function answer(task) {
+        if (cancelled.has(task.taskId)) return;
         const reply = await worker.answer(task);
+        if (cancelled.delete(task.taskId)) return; // cancelled while it ran: the coordinator refuses it anyway
         try {
           protocol.send(reply);
         } catch (e) {

@@ -208,3 +208,30 @@ for (const code of [1001, 1006, 1011, 1013, 4001, 4002, 4003, 4004, 4005]) {
     assert.equal(events.find((e) => e.type === "reconnecting").reason, `closed with code ${code}`);
   });
 }
+
+test("a task the coordinator cancels while it trains is not answered", async () => {
+  const received = [];
+  const { FakeSocket } = scripted((frame, socket) => {
+    received.push(frame);
+    if (frame.header.type === "hello") {
+      socket.deliver(welcome("c-1"));
+      const train = (id) => ({ type: "train", task_id: id, run_id: "r1", round: 1, model: SPEC, config: {} });
+      socket.deliver(train("t1"), Uint8Array.of(1));
+      const message = "the round has the updates it needs";
+      socket.deliver({ type: "error", code: "task_cancelled", message, reply_to: "t1", fatal: false });
+      socket.deliver(train("t2"), Uint8Array.of(1));
+    }
+    if (frame.header.type === "result") socket.hangUp(1000);
+  });
+  const events = [];
+  const slow = async () => ({
+    ...fakeTrainer(),
+    train: () => new Promise((resolve) => setTimeout(() => resolve({ loss: 0.5 }), 20)),
+  });
+  assert.equal(await runClient({ ...options(FakeSocket, events), createTrainer: slow }), 0);
+  assert.deepEqual(
+    received.filter((f) => f.header.type === "result").map((f) => f.header.reply_to),
+    ["t2"],
+  );
+  assert.ok(events.some((e) => e.type === "task-cancelled"));
+});

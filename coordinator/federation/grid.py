@@ -155,6 +155,7 @@ class NodeGrid(Grid):
         if self.control.stopping:
             self.control.checkpoint()  # raises RunStopped
         for phase, _ in phases:
+            phase.report.seconds = time.time() - phase.report.started
             self._on_phase(phase.report)
         return replies
 

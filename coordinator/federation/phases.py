@@ -12,6 +12,7 @@ class PhaseReport:
     kind: str
     round: int
     started: float = field(default_factory=time.time)
+    seconds: float = 0.0  # from the broadcast to the phase's end
     sent: int = 0  # tasks sent: the cohort, and the over-selected nodes with it
     ok: int = 0  # replies accepted into the aggregate
     failures: list[str] = field(default_factory=list)

@@ -196,6 +196,7 @@ class RunLoop:
                 rejected=train.rejected,
                 clipped=train.clipped,
                 aggregate_seconds=train.aggregate_seconds,
+                train_phase_seconds=train.seconds,
             )
         if evaluation is not None:
             metrics.update(federated_accuracy=evaluation.mean("accuracy"), federated_loss=evaluation.mean("loss"))
