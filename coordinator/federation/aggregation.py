@@ -87,15 +87,23 @@ class RunningMean:
             }
 
     def record(self) -> RecordDict:
-        """The shard's record for a Flower strategy: its weighted mean, total weight and client count."""
-        mean = self.mean()
-        metrics: dict[str, int | float] = {WEIGHT_KEY: _number(self.weight), CLIENTS_KEY: self.count}
-        return RecordDict(
-            {
-                "arrays": ArrayRecord({k: Array(v) for k, v in mean.items()}),
-                "metrics": MetricRecord(metrics),  # type: ignore[arg-type]
-            }
-        )
+        """The shard's record for a Flower strategy: its weighted mean, total weight and client count.
+
+        It ends the fold: each sum becomes its mean in place, is handed to Flower (which copies it into
+        its own buffer) and is dropped, so that building the record holds one tensor more, not a model.
+        """
+        with self._lock:
+            self._scratch = {}
+            scale = np.float32(1.0 / self.weight) if self.count else np.float32(0.0)
+            arrays: dict[str, Array] = {}
+            for name in list(self._sums):
+                acc = self._sums.pop(name)
+                acc *= scale
+                acc += self._global[name].reshape(-1)
+                arrays[name] = Array(acc.reshape(self._global[name].shape))
+                del acc
+            metrics: dict[str, int | float] = {WEIGHT_KEY: _number(self.weight), CLIENTS_KEY: self.count}
+        return RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})  # type: ignore[arg-type]
 
     def release(self) -> None:
         """Drop the accumulator (the phase is over)."""
