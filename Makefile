@@ -27,3 +27,4 @@ bench: setup
 	.venv/bin/python -m bench.round_costs
 	.venv/bin/python -m bench.round_costs --model mnist-cnn --rounds 3
 	.venv/bin/python -m bench.wasm_speed
+	.venv/bin/python -m bench.scale
