@@ -17,20 +17,42 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import save
 
+from coordinator.protocol.encodings import (
+    SCALES_SUFFIX,
+    Encoding,
+    chunk_count,
+    dequantize_int8,
+    quantize_int8,
+    to_fp16,
+)
 from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
 from coordinator.protocol.limits import JsonLimits, load_json
 
 Tensors = dict[str, np.ndarray]
 
-WIRE_DTYPES = {"F32": np.dtype("<f4")}  # protocol v1 carries F32 only
+# SPEC §2.1: float32, float16, and int8 levels with a float32 `NAME:scales` companion.
+WIRE_DTYPES: dict[str, np.dtype[Any]] = {"F32": np.dtype("<f4"), "F16": np.dtype("<f2"), "I8": np.dtype("i1")}
 MAX_TENSORS_HEADER_BYTES = 1024 * 1024
 MAX_RANK = 8
 # A model has at most 64 layers of a few tensors each; names are `layers.<i>.<param>`.
 TENSORS_HEADER_LIMITS = JsonLimits(max_object_keys=1024, max_depth=4)
 
 
-def encode_tensors(tensors: Mapping[str, np.ndarray]) -> bytes:
-    return save({name: np.ascontiguousarray(t, dtype=np.float32) for name, t in tensors.items()})
+def encode_tensors(
+    tensors: Mapping[str, np.ndarray], encoding: Encoding = "fp32", rng: np.random.Generator | None = None
+) -> bytes:
+    """Tensors as safetensors in `encoding` (SPEC §2.1); int8 rounds stochastically with `rng`, else to nearest.
+
+    Raises ValueError for a value the encoding cannot carry (fp16 beyond ±65504, anything not finite in int8).
+    """
+    if encoding == "fp32":
+        return save({name: np.ascontiguousarray(t, dtype=np.float32) for name, t in tensors.items()})
+    if encoding == "fp16":
+        return save({name: to_fp16(t) for name, t in tensors.items()})
+    out: dict[str, np.ndarray] = {}
+    for name, t in tensors.items():
+        out[name], out[name + SCALES_SUFFIX] = quantize_int8(t, rng)
+    return save(out)
 
 
 # Readable names of the safetensors dtypes a peer might declare, for the refusal's message.
@@ -74,7 +96,7 @@ def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], list[int]]:
     if not isinstance(dtype, str) or dtype not in WIRE_DTYPES:
         shown = _shown(dtype)
         raise _invalid(
-            f"{_shown(name)}: dtype {_DTYPE_NAMES.get(shown, shown)}, expected float32: "
+            f"{_shown(name)}: dtype {_DTYPE_NAMES.get(shown, shown)}, expected float32, float16 or int8: "
             f"dtype {shown} is not allowed (allowed: {', '.join(sorted(WIRE_DTYPES))})"
         )
     if not isinstance(shape, list) or len(shape) > MAX_RANK or not all(_is_int(d) and d >= 0 for d in shape):
@@ -121,11 +143,40 @@ def decode_tensors(data: bytes | memoryview) -> Tensors:
         covered = end
     if covered != len(body):
         raise _invalid(f"tensors cover {covered} bytes of a data section of {len(body)}")
-    # Views into `data`, not copies: a delta is checked and folded where it arrived. Read-only.
-    return {
+    arrays = {
         name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape)
         for start, _, dtype, shape, name in entries
     }
+    return _to_float32(arrays)
+
+
+def _to_float32(arrays: dict[str, np.ndarray]) -> Tensors:
+    """float32 tensors by name: F32 as views into the payload (a delta is checked and folded where it arrived;
+    read-only), F16 upcast, int8 levels dequantised with their `:scales` (which are not tensors of their own)."""
+    out: Tensors = {}
+    for name, a in arrays.items():
+        if name.endswith(SCALES_SUFFIX):
+            if arrays.get(name[: -len(SCALES_SUFFIX)], np.empty(0)).dtype != np.int8:
+                raise _invalid(f"{_shown(name)}: scales without an int8 tensor {_shown(name[: -len(SCALES_SUFFIX)])}")
+            continue
+        if a.dtype == np.float32:
+            out[name] = a
+        elif a.dtype == np.float16:
+            out[name] = a.astype(np.float32)
+        else:
+            out[name] = _dequantized(name, a, arrays.get(name + SCALES_SUFFIX))
+    return out
+
+
+def _dequantized(name: str, q: np.ndarray, scales: np.ndarray | None) -> np.ndarray:
+    if scales is None or scales.dtype != np.float32 or scales.shape != (chunk_count(q.size),):
+        raise _invalid(f"{_shown(name)}: an int8 tensor needs {_shown(name + SCALES_SUFFIX)}, float32 of shape "
+                       f"[{chunk_count(q.size)}]")  # fmt: skip
+    if not np.isfinite(scales).all() or (scales.size and float(scales.min()) < 0):
+        raise _invalid(f"{_shown(name)}: scales must be finite and not negative")
+    if q.size and int(q.min()) == -128:
+        raise _invalid(f"{_shown(name)}: int8 level -128 is outside the symmetric range ±127")
+    return dequantize_int8(q, scales)
 
 
 def check_tensors(
