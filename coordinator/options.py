@@ -89,6 +89,11 @@ HELP = {
     "dp_clip": "DP: each delta's L2 norm is clipped to this, by the clients and again by the server.",
     "dp_noise": "Client-side DP: server noise multiplier z (stddev z*C/n).",
     "dp_delta": "Delta at which epsilon is reported.",
+    "update_encoding": (
+        "How clients that can send their deltas: fp32, fp16, or int8 (per-chunk scales, stochastic rounding:"
+        " about a quarter of the bytes). Clients that cannot send fp32."
+    ),
+    "weights_encoding": "How the global weights go down to clients that can read it: fp32, fp16 or int8.",
     "max_examples_per_client": (
         "A train or evaluate reply claiming more examples than this is refused (not clamped): a claim no client"
         " can back is a lie, and FedAvg weighs by it. The default is above any browser shard (the page's demo"

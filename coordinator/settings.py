@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from coordinator.protocol.encodings import ENCODINGS
+
 STRATEGIES = (
     "fedavg",
     "fedavgm",
@@ -81,6 +83,9 @@ class Settings:
     dp_clip: float | None = None
     dp_noise: float | None = None
     dp_delta: float = 1e-5
+    # what travels (SPEC §2.1): to clients that can, deltas come up and weights go down in these
+    update_encoding: str = "fp32"
+    weights_encoding: str = "fp32"
     # what one participant can weigh (issue 10)
     max_examples_per_client: int = 10_000
     max_update_norm: float | None = None  # None: deltas are not norm-bounded (except to --dp-clip under DP)
@@ -88,6 +93,8 @@ class Settings:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ValueError(f"unknown strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
+        if self.update_encoding not in ENCODINGS or self.weights_encoding not in ENCODINGS:
+            raise ValueError(f"--update-encoding and --weights-encoding are one of {', '.join(ENCODINGS)}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
         if self.rounds < 1 or self.min_clients < 1 or self.local_epochs < 1 or self.batch_size < 1:

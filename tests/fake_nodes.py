@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.grid import NodeGrid
 from coordinator.protocol import Error, Result, Task, decode
 from coordinator.protocol.chunking import SharedFrame
@@ -29,9 +30,10 @@ class FakeNodes:
     def count(self) -> int:
         return len(self.ids)
 
-    def send_task(self, node_id: int, task_id: str, shared: SharedFrame) -> bool:
+    def send_task(self, node_id: int, task_id: str, broadcast: Broadcast) -> bool:
         if node_id not in self.ids:
             return False
+        shared = broadcast.frame("fp32")
         frame = shared.join()
         task = decode(frame)
         assert isinstance(task, Task) and task.task_id == task_id

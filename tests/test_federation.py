@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
+from coordinator.persistence.store import Store
 from coordinator.settings import Settings
 from coordinator.simulation import Population, simulate
 
@@ -87,3 +88,17 @@ def test_half_the_clients_vanishing_mid_round_leave_the_round_to_the_rest(tmp_pa
     assert second["accuracy"] != first["accuracy"], "the round aggregated the three that stayed"
     if dp:
         assert second["epsilon"] > first["epsilon"] > 0
+
+
+def test_int8_updates_and_fp16_weights_train_as_well_on_far_fewer_bytes(tmp_path: Path) -> None:
+    # Python clients announce every encoding (SPEC §2.1): deltas come up as int8 with stochastic rounding,
+    # weights go down as fp16. Bytes per client per round are about (1/4 + 1/2) / 2 of fp32's.
+    result = run(tmp_path, rounds=10, update_encoding="int8", weights_encoding="fp16")
+    assert best(result) >= 0.92, result["rounds"]
+    model = 4 * (784 * 128 + 128 + 128 * 10 + 10)
+    store = Store(f"sqlite:///{tmp_path}/sim.db")
+    for r in store.rounds(result["run_id"]):
+        m = r.metrics
+        down, up = m["bytes_out"] / m["selected"] / model, m["bytes_in"] / m["replied"] / model
+        assert 0.49 < down < 0.52 and 0.25 < up < 0.28, (down, up)
+    store.close()

@@ -11,6 +11,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
 from coordinator.client.worker import TaskWorker
+from coordinator.protocol.encodings import ENCODINGS
 from coordinator.protocol.endpoints import (
     ClientProtocol,
     PeerError,
@@ -103,6 +104,7 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity
         backend=options.backend,
         agent="pollen-python",
         secret=identity.secret,
+        encodings={"update": list(ENCODINGS), "weights": list(ENCODINGS)},
     )
 
     async def flush() -> None:
@@ -140,6 +142,8 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity
             for event in conn.receive(data):
                 if isinstance(event, Welcomed):
                     identity.update(event.welcome)
+                    chosen = event.welcome.encodings or {}
+                    worker.update_encoding = chosen.get("update", "fp32")  # type: ignore[assignment]
                     log.info("joined as node %d", event.welcome.node_id)
                 elif isinstance(event, TaskReceived):
                     task = event.task

@@ -11,6 +11,7 @@ import numpy as np
 from coordinator.models.local_training import TrainConfig, evaluate, train_delta
 from coordinator.models.spec import spec_from_dict
 from coordinator.models.torch_model import SpecModel, build_module, load_wire_weights
+from coordinator.protocol.encodings import Encoding
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.messages import Error, Result, Task
 from coordinator.protocol.tensors import check_tensors, decode_tensors, encode_tensors
@@ -28,6 +29,8 @@ class TaskWorker:
     def __init__(self, data: LocalData, *, poison_scale: float | None = None) -> None:
         self.data = data
         self.poison_scale = poison_scale
+        self.update_encoding: Encoding = "fp32"  # what the coordinator's welcome asked for (SPEC §2.1)
+        self._rng = np.random.default_rng()  # stochastic rounding of int8 deltas
         self._modules: dict[str, SpecModel] = {}
 
     def answer(self, task: Task) -> Result | Error:
@@ -59,4 +62,10 @@ class TaskWorker:
         metrics["train_seconds"] = time.perf_counter() - started
         if self.poison_scale is not None:
             delta = {k: v * np.float32(self.poison_scale) for k, v in delta.items()}
-        return Result(task.task_id, len(self.data.x), metrics, encode_tensors(delta))
+        return Result(task.task_id, len(self.data.x), metrics, self._encode(delta))
+
+    def _encode(self, delta: dict[str, np.ndarray]) -> bytes:
+        try:
+            return encode_tensors(delta, self.update_encoding, self._rng)
+        except ValueError:  # a value fp16 cannot carry: fp32 is always understood (SPEC §2.1)
+            return encode_tensors(delta)

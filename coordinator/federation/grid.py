@@ -36,6 +36,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
+from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.control import RunControl
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.phase import Phase
@@ -44,7 +45,7 @@ from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, ReplyLimi
 from coordinator.federation.weights import WeightsEncoder
 from coordinator.models.spec import ModelSpec
 from coordinator.protocol import messages as wire
-from coordinator.protocol.chunking import SharedFrame
+from coordinator.protocol.encodings import Encoding
 from coordinator.protocol.frame import encode_frame
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class NodeGrid(Grid):
         streaming: bool = False,
         overselect: float = 1.0,
         max_updates: int | None = None,
+        weights_encoding: Encoding = "fp32",
         control: RunControl | None = None,
         encoder: WeightsEncoder | None = None,
         on_phase: Callable[[PhaseReport], None] = lambda report: None,
@@ -83,6 +85,7 @@ class NodeGrid(Grid):
         self.streaming = streaming
         self.overselect = overselect
         self.max_updates = max_updates
+        self.weights_encoding = weights_encoding
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
         self._run = Run.create_empty(1)
@@ -156,6 +159,7 @@ class NodeGrid(Grid):
             self.control.checkpoint()  # raises RunStopped
         for phase, _ in phases:
             phase.report.seconds = time.time() - phase.report.started
+            phase.report.bytes_out = phase.frame.bytes_out
             self._on_phase(phase.report)
         return replies
 
@@ -200,7 +204,7 @@ class NodeGrid(Grid):
             kind,
             weights.tensors,
             PhaseReport(kind, round_number),
-            frame=SharedFrame(encode_frame(task.header()), weights.safetensors),
+            frame=Broadcast(encode_frame(task.header()), weights, self.weights_encoding),
             shapes=self._shapes,
             limits=self.limits,
             uniform_weights=self.uniform_weights,
@@ -235,7 +239,6 @@ class NodeGrid(Grid):
                 phase.add_task(msg.metadata.dst_node_id, msg)
         for msg in messages:
             node_id = msg.metadata.dst_node_id
-            phase.report.bytes_out += phase.frame.wire_bytes()
             if not self.nodes.send_task(node_id, phase.task_id, phase.frame):
                 self._lost(phase, node_id)
 

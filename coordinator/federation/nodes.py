@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from coordinator.protocol.chunking import SharedFrame
+from coordinator.federation.broadcast import Broadcast
 from coordinator.protocol.messages import Error
 
 LostListener = Callable[[int], None]
@@ -27,10 +27,11 @@ class Nodes(Protocol):
         """How many nodes are connected now."""
         ...
 
-    def send_task(self, node_id: int, task_id: str, frame: SharedFrame) -> bool:
-        """Queue an encoded train/evaluate frame to a node; False if that node is not connected.
+    def send_task(self, node_id: int, task_id: str, task: Broadcast) -> bool:
+        """Queue a train/evaluate task to a node; False if that node is not connected.
 
-        The same `frame` goes to every node of a phase: implementations send its `frames`, never a copy.
+        The same `task` goes to every node of a phase: implementations send the node the shared
+        `task.frame(its weights encoding)`, never a copy.
         """
         ...
 

@@ -27,6 +27,7 @@ from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode as FlowerErrorCode
 
 from coordinator.federation.aggregation import RunningMean
+from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import (
     DEFAULT_LIMITS,
@@ -38,7 +39,6 @@ from coordinator.federation.replies import (
     check_update,
 )
 from coordinator.protocol import messages as wire
-from coordinator.protocol.chunking import SharedFrame
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.tensors import Tensors
 
@@ -66,7 +66,7 @@ class Phase:
         global_weights: Tensors,
         report: PhaseReport,
         *,
-        frame: SharedFrame,
+        frame: Broadcast,
         shapes: dict[str, tuple[int, ...]],
         limits: ReplyLimits = DEFAULT_LIMITS,
         uniform_weights: bool = False,
@@ -77,7 +77,7 @@ class Phase:
         self.kind = kind
         self.global_weights = global_weights
         self.report = report
-        self.frame = frame  # the encoded task, shared by every node's send
+        self.frame = frame  # the encoded task, shared by every node's send, per weights encoding
         self.shapes = shapes
         self.limits = limits
         self.uniform_weights = uniform_weights

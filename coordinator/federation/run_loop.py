@@ -87,6 +87,7 @@ class RunLoop:
             streaming=self.settings.streaming,
             overselect=self.settings.overselect,
             max_updates=max_updates(self.settings, self.spec),
+            weights_encoding=self.settings.weights_encoding,  # type: ignore[arg-type]
             control=self.control,
             on_phase=self._phase_ended,
         )

@@ -272,9 +272,14 @@ class ClientProtocol(_Endpoint):
         backend: str,
         agent: str | None = None,
         secret: str | None = None,
+        encodings: dict[str, list[str]] | None = None,
     ) -> None:
-        """Queue the opening `hello`; `client_id` with its `secret` resumes that node (SPEC §4)."""
-        self.send(Hello(list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent, secret))
+        """Queue the opening `hello`; `client_id` with its `secret` resumes that node (SPEC §4). `encodings`:
+        what this client can send and read (SPEC §2.1)."""
+        hello = Hello(
+            list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent, secret, encodings
+        )
+        self.send(hello)
 
     def receive(self, data: bytes) -> list[Event]:
         """Events for one received WebSocket message; never raises: violations become queued errors."""

@@ -23,11 +23,14 @@ class Hello:
     max_frame_bytes: int
     agent: str | None = None
     secret: str | None = None  # the credential a previous welcome issued with `client_id`
+    encodings: dict[str, list[str]] | None = None  # {"update": [...], "weights": [...]} (SPEC §2.1)
 
     def header(self) -> dict[str, Any]:
         caps: dict[str, Any] = {"backend": self.backend, "max_frame_bytes": self.max_frame_bytes}
         if self.agent is not None:
             caps["agent"] = self.agent
+        if self.encodings is not None:
+            caps["encodings"] = self.encodings
         header = {
             "type": self.type,
             "versions": self.versions,
@@ -51,6 +54,7 @@ class Hello:
             caps["max_frame_bytes"],
             caps.get("agent"),
             h.get("secret"),
+            caps.get("encodings"),
         )
 
 
@@ -64,11 +68,13 @@ class Welcome:
     max_frame_bytes: int
     heartbeat_seconds: float
     secret: str | None = None  # issued with a new node: present it with `client_id` to resume that node
+    encodings: dict[str, str] | None = None  # {"update": E, "weights": E}: only to a client that listed some
 
     def header(self) -> dict[str, Any]:
         header = {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
-        if self.secret is None:
-            del header["secret"]
+        for optional in ("secret", "encodings"):
+            if header[optional] is None:
+                del header[optional]
         return header
 
     @classmethod

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocket
 from coordinator.federation.run_loop import RunLoop
 from coordinator.federation.status import RunStatus
 from coordinator.persistence.store import Registration, RunInfo, Store
+from coordinator.protocol.encodings import Encoding
 from coordinator.protocol.messages import Error, Hello, Result
 from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
@@ -90,6 +91,11 @@ class Coordinator:
     @property
     def run_over(self) -> bool:
         return self.status.finished.is_set()
+
+    @property
+    def encodings(self) -> tuple[Encoding, Encoding]:
+        settings = self.run_loop.settings
+        return settings.update_encoding, settings.weights_encoding  # type: ignore[return-value]
 
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
         return self.run_loop.grid.deliver(node_id, reply)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.protocol.chunking import SharedFrame
+from coordinator.federation.broadcast import Broadcast
 from coordinator.protocol.close_codes import Close
 from coordinator.protocol.endpoints import ServerProtocol
 from coordinator.protocol.messages import Error
@@ -34,6 +34,7 @@ class ConnectedClient:
     address: str
     conn: ServerProtocol
     outbox: Outbox
+    weights_encoding: str = "fp32"  # what its welcome named (SPEC §2.1)
     connected_at: float = field(default_factory=time.time)
 
     def flush(self) -> None:
@@ -112,9 +113,13 @@ class ClientRegistry:
         with self._lock:
             return dict(Counter(s.backend for s in self._clients.values()))
 
-    def send_task(self, node_id: int, task_id: str, frame: SharedFrame) -> bool:
-        """Thread-safe: queue a task frame to a client; False if it is not connected."""
-        return self._call(node_id, lambda s: s.conn.send_task(task_id, frame))
+    def send_task(self, node_id: int, task_id: str, task: Broadcast | bytes) -> bool:
+        """Thread-safe: queue a task to a client, in its weights encoding; False if it is not connected."""
+        if isinstance(task, bytes):  # an already encoded frame
+            return self._call(node_id, lambda s: s.conn.send_task(task_id, task))
+        return self._call(
+            node_id, lambda s: s.conn.send_task(task_id, task.frame(s.weights_encoding, s.conn.peer_max_frame_bytes))
+        )
 
     def reject(self, node_id: int, error: Error) -> bool:
         """Thread-safe: tell a client its reply was refused; False if it is not connected."""

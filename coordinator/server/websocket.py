@@ -18,6 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from coordinator.persistence.store import Registration
 from coordinator.protocol.close_codes import Close
+from coordinator.protocol.encodings import Encoding, negotiate
 from coordinator.protocol.endpoints import (
     HeartbeatReceived,
     HelloReceived,
@@ -57,6 +58,11 @@ class RunHost(Protocol):
 
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
         """Hand a reply to the current run; False if no task of this node is waiting for it."""
+        ...
+
+    @property
+    def encodings(self) -> tuple[Encoding, Encoding]:
+        """The current run's update and weights encodings, for the clients that can use them (SPEC §2.1)."""
         ...
 
 
@@ -214,6 +220,7 @@ class _Session:
         hello = event.hello
         who: Registration = await anyio.to_thread.run_sync(self.host.register_client, hello)
         limits = self.limits
+        chosen = _encodings(hello, *self.host.encodings)
         self.conn.accept(
             Welcome(
                 event.version,
@@ -223,10 +230,18 @@ class _Session:
                 limits.max_frame_bytes,
                 limits.heartbeat_seconds,
                 who.secret,
+                chosen,
             )
         )
         client = ConnectedClient(
-            who.node_id, who.client_id, hello.backend, hello.agent, self.address, self.conn, self.outbox
+            who.node_id,
+            who.client_id,
+            hello.backend,
+            hello.agent,
+            self.address,
+            self.conn,
+            self.outbox,
+            weights_encoding=chosen["weights"] if chosen else "fp32",
         )
         old = self.clients.add(client)
         if old is not None:
@@ -242,6 +257,16 @@ class _Session:
 
     def _reject(self, what: str, *args: object) -> None:
         rejections.log(logging.WARNING, self.peer, "client %s: " + what, self.address, *args)
+
+
+def _encodings(hello: Hello, update: Encoding, weights: Encoding) -> dict[str, str] | None:
+    """What a client that listed encodings gets (SPEC §2.1); None (fp32, unsaid) for one that listed none."""
+    if hello.encodings is None:
+        return None
+    return {
+        "update": negotiate(hello.encodings.get("update"), update),
+        "weights": negotiate(hello.encodings.get("weights"), weights),
+    }
 
 
 async def _heartbeat(conn: ServerProtocol, outbox: Outbox, every: float) -> None:
