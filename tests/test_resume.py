@@ -46,10 +46,12 @@ def kill_and_resume(
     env: dict[str, str] | None = None,
     token: str = "tok",
     sig: signal.Signals = signal.SIGKILL,
+    learns: bool = True,
 ) -> tuple[list[RoundRecord], list[RoundRecord]]:
     """Run a federation, kill -9 the coordinator after two rounds, restart it, check nothing was lost.
 
     `serve` and `env` replace the default command line, e.g. by a compose service's command and environment.
+    `learns`: the model must end better than its first round (not for runs whose noise drowns the signal).
     Returns the rounds recorded before the kill and at the end.
     """
     port = free_port()
@@ -103,7 +105,7 @@ def kill_and_resume(
     for old, new in zip(before, after, strict=False):
         assert (old.accuracy, old.seconds, old.clients) == (new.accuracy, new.seconds, new.clients)
     assert after[-1].accuracy is not None and before[0].accuracy is not None
-    assert after[-1].accuracy > before[0].accuracy
+    assert not learns or after[-1].accuracy > before[0].accuracy
 
     out = tmp_path / "model.pt"
     subprocess.run([sys.executable, "-m", "coordinator", "export", "--db", db, "-o", str(out)], check=True)
@@ -131,7 +133,9 @@ def test_epsilon_never_goes_backwards_across_a_kill9(tmp_path: Path) -> None:
     serve = ["serve", "--db", db, "--rounds", str(ROUNDS), "--min-clients", str(CLIENTS), "--local-epochs", "1"]
     serve += ["--heartbeat-seconds", "2", "--join-token", "tok", "--dp-clip", "1.0", "--dp-noise", "0.8"]
     serve += ["--clients-per-round", str(CLIENTS)]
-    before, after = kill_and_resume(db, tmp_path, serve=serve)
+    # z = 0.8 over a cohort of 3 adds noise of std 0.27 to every weight each round: accuracy is noise here
+    # (it went up in one run and down in the next), and only ε is this test's subject.
+    before, after = kill_and_resume(db, tmp_path, serve=serve, learns=False)
     eps = [r.epsilon if r.epsilon is not None else float("nan") for r in after]
     assert all(b > a for a, b in itertools.pairwise(eps)), f"ε rises every round, resume included: {eps}"
     assert eps[len(before)] > (before[-1].epsilon or float("inf")), "the first round after the resume spent more"
