@@ -105,6 +105,23 @@ def test_a_decoder_refuses_every_malformed_encoding(tensors: dict[str, np.ndarra
     assert info.value.code.value == "invalid_update" and says in info.value.message
 
 
+@pytest.mark.parametrize(
+    ("shapes", "says"),
+    [({"w": (301,)}, "w: shape [300], expected [301]"), ({"v": (300,)}, "missing ['v'], unexpected ['w']")],
+)
+def test_a_wrong_model_is_refused_before_anything_is_widened(
+    monkeypatch: pytest.MonkeyPatch, shapes: dict[str, tuple[int, ...]], says: str
+) -> None:
+    widened: list[str] = []
+    monkeypatch.setattr("coordinator.protocol.tensors.dequantize_int8", lambda q, s: widened.append("int8"))
+    payload = save({"w": np.ones(300, np.int8), "w:scales": np.ones(2, np.float32)})
+    with pytest.raises(ProtocolError) as info:
+        decode_tensors(payload, shapes)
+    assert says in info.value.message and widened == []
+    decode_tensors(payload, {"w": (300,)})
+    assert widened == ["int8"]  # the patch is live: a right-shaped reply is widened
+
+
 def test_negotiation_takes_the_preference_only_when_the_peer_offers_it() -> None:
     assert negotiate(["int8", "fp32"], "int8") == "int8"
     assert negotiate(["fp16"], "int8") == "fp32"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -208,10 +209,10 @@ def test_any_exception_while_checking_a_reply_becomes_that_clients_error(monkeyp
 
     real = decode_tensors
 
-    def decode(payload: bytes) -> dict[str, np.ndarray]:
+    def decode(payload: bytes, shapes: Mapping[str, tuple[int, ...]] | None = None) -> dict[str, np.ndarray]:
         if payload == delta_of(0.2):
             raise KeyError("BF16")
-        return real(payload)
+        return real(payload, shapes)
 
     monkeypatch.setattr(replies, "decode_tensors", decode)
     grid, nodes, reports = make([1, 2])

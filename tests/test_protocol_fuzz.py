@@ -53,7 +53,14 @@ TINY = {
     "num_classes": 2,
     "layers": [{"type": "linear", "in_features": 4, "out_features": 2}],
 }
-DELTA = encode_tensors({"layers.0.weight": np.ones((2, 4), np.float32), "layers.0.bias": np.zeros(2, np.float32)})
+DELTA_TENSORS = {
+    "layers.0.weight": np.linspace(-1, 1, 8, dtype=np.float32).reshape(2, 4),
+    "layers.0.bias": np.zeros(2, np.float32),
+}
+DELTA = encode_tensors(DELTA_TENSORS)
+SHAPES = {name: t.shape for name, t in DELTA_TENSORS.items()}
+# Every encoding of SPEC §2.1, so flips and cuts also land in fp16 halves, int8 levels and `:scales`.
+DELTAS = [DELTA, encode_tensors(DELTA_TENSORS, "fp16"), encode_tensors(DELTA_TENSORS, "int8")]
 TASK_IDS = ["t0", "t1", "t2"]
 VECTORS = json.loads((protocol_dir() / "vectors" / "frames.json").read_text())
 VALID_FRAMES = [bytes.fromhex(v["frame_hex"]) for v in VECTORS["valid"]] + [
@@ -152,8 +159,9 @@ payloads = (
     st.binary(max_size=256)
     | safetensors_lies()
     | consistent_dtype_lies()
-    | st.builds(flip_bits, st.just(DELTA), st.lists(st.integers(0, 8 * len(DELTA)), min_size=1, max_size=4))
-    | st.builds(lambda n: DELTA[:n], st.integers(0, len(DELTA)))
+    | st.sampled_from(DELTAS)
+    | st.builds(flip_bits, st.sampled_from(DELTAS), st.lists(st.integers(0, 8 * len(DELTA)), min_size=1, max_size=4))
+    | st.builds(lambda d, n: d[:n], st.sampled_from(DELTAS), st.integers(0, len(DELTA)))
 )
 
 frames = (
@@ -219,12 +227,14 @@ def test_decode_of_mutated_headers_raises_only_protocol_errors(data: bytes) -> N
 @FUZZ
 @given(payloads)
 def test_decode_tensors_raises_only_protocol_errors(data: bytes) -> None:
-    try:
-        tensors = decode_tensors(data)
-    except ProtocolError as exc:
-        assert exc.code == "invalid_update"
-        return
-    assert all(t.dtype == np.float32 for t in tensors.values())
+    for expected in (None, SHAPES):
+        try:
+            tensors = decode_tensors(data, expected)
+        except ProtocolError as exc:
+            assert exc.code == "invalid_update"
+            continue
+        assert all(t.dtype == np.float32 for t in tensors.values())
+        assert expected is None or {n: t.shape for n, t in tensors.items()} == expected
 
 
 def check_sent(frames_out: list[bytes]) -> list[Any]:

@@ -112,9 +112,11 @@ def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], list[int]]:
     return start, end, WIRE_DTYPES[dtype], shape
 
 
-def decode_tensors(data: bytes | memoryview) -> Tensors:
-    """Decode a safetensors file of wire dtypes into read-only views of `data`.
+def decode_tensors(data: bytes | memoryview, expected: Mapping[str, tuple[int, ...]] | None = None) -> Tensors:
+    """Decode a safetensors file of wire dtypes into float32 tensors; F32 ones are read-only views of `data`.
 
+    With `expected`, names and shapes are checked on the raw wire arrays, before any fp16 or int8
+    tensor is widened, so a reply of the wrong model never costs a float32 allocation.
     Any malformed or lying file raises ProtocolError(invalid_update).
     """
     if len(data) < 8:
@@ -147,6 +149,8 @@ def decode_tensors(data: bytes | memoryview) -> Tensors:
         name: np.frombuffer(body, dtype, math.prod(shape), start).reshape(shape)
         for start, _, dtype, shape, name in entries
     }
+    if expected is not None:
+        _check_names_and_shapes({n: a for n, a in arrays.items() if not n.endswith(SCALES_SUFFIX)}, expected)
     return _to_float32(arrays)
 
 
@@ -183,6 +187,16 @@ def check_tensors(
     tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]], *, finite: bool = True
 ) -> None:
     """Names, shapes, dtype and (unless the caller proves it in a pass of its own) finiteness, each precisely."""
+    _check_names_and_shapes(tensors, expected)
+    for name in expected:
+        t = tensors[name]
+        if t.dtype != np.float32:
+            raise ProtocolError(ErrorCode.INVALID_UPDATE, f"{name}: dtype {t.dtype}, expected float32")
+        if finite and not np.isfinite(t).all():
+            raise ProtocolError(ErrorCode.INVALID_UPDATE, f"{name}: contains NaN or infinity")
+
+
+def _check_names_and_shapes(tensors: Mapping[str, np.ndarray], expected: Mapping[str, tuple[int, ...]]) -> None:
     missing = sorted(set(expected) - set(tensors))
     extra = sorted(set(tensors) - set(expected))
     if missing or extra:
@@ -193,7 +207,3 @@ def check_tensors(
         t = tensors[name]
         if tuple(t.shape) != tuple(shape):
             raise ProtocolError(ErrorCode.INVALID_UPDATE, f"{name}: shape {list(t.shape)}, expected {list(shape)}")
-        if t.dtype != np.float32:
-            raise ProtocolError(ErrorCode.INVALID_UPDATE, f"{name}: dtype {t.dtype}, expected float32")
-        if finite and not np.isfinite(t).all():
-            raise ProtocolError(ErrorCode.INVALID_UPDATE, f"{name}: contains NaN or infinity")
