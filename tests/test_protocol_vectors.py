@@ -8,7 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from coordinator.protocol import ProtocolError, decode, decode_frame, decode_tensors, encode, encode_frame
+from coordinator.protocol import (
+    ProtocolError,
+    decode,
+    decode_frame,
+    decode_tensors,
+    encode,
+    encode_frame,
+    encode_tensors,
+)
 from coordinator.resources import protocol_dir
 
 VECTORS = json.loads((protocol_dir() / "vectors" / "frames.json").read_text())
@@ -47,6 +55,49 @@ def test_valid_tensors_vector_decodes(case: dict[str, Any]) -> None:
 
 @pytest.mark.parametrize("case", VECTORS["tensors"]["invalid"], ids=lambda c: c["name"])
 def test_invalid_tensors_vector_is_refused(case: dict[str, Any]) -> None:
+    with pytest.raises(ProtocolError) as info:
+        decode_tensors(bytes.fromhex(case["payload_hex"]))
+    assert info.value.code == case["error"]
+
+
+ENCODINGS = json.loads((protocol_dir() / "vectors" / "encodings.json").read_text())
+
+
+def f32(hex_values: str) -> np.ndarray:
+    return np.frombuffer(bytes.fromhex(hex_values), "<f4")
+
+
+class GivenUniforms:
+    """Stands in for a sender's generator: hands out the vector's u_i, tensor by tensor."""
+
+    def __init__(self, uniforms: list[np.ndarray]) -> None:
+        self.uniforms = iter(uniforms)
+
+    def random(self, size: int, dtype: Any) -> np.ndarray:
+        u = next(self.uniforms)
+        assert u.size == size and dtype == np.float32
+        return u
+
+
+@pytest.mark.parametrize("case", ENCODINGS["encode"], ids=lambda c: c["name"])
+def test_encoding_vector_is_written_and_read_byte_for_byte(case: dict[str, Any]) -> None:
+    tensors = {n: f32(t["values_hex"]).reshape(t["shape"]) for n, t in case["tensors"].items()}
+    uniforms = case.get("uniforms_hex")
+    rng = None if uniforms is None else GivenUniforms([f32(uniforms[n]) for n in tensors])
+    assert encode_tensors(tensors, case["encoding"], rng).hex() == case["payload_hex"]  # type: ignore[arg-type]
+    shapes = {n: tuple(t["shape"]) for n, t in case["tensors"].items()}
+    out = decode_tensors(bytes.fromhex(case["payload_hex"]), shapes)
+    assert {n: t.tobytes().hex() for n, t in out.items()} == case["decoded_hex"]
+
+
+@pytest.mark.parametrize("case", ENCODINGS["unencodable"], ids=lambda c: c["name"])
+def test_unencodable_vector_is_refused_by_the_sender(case: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        encode_tensors({"w": f32(case["values_hex"])}, case["encoding"], np.random.default_rng(0))
+
+
+@pytest.mark.parametrize("case", ENCODINGS["refused"], ids=lambda c: c["name"])
+def test_refused_encoding_vector_is_invalid_update(case: dict[str, Any]) -> None:
     with pytest.raises(ProtocolError) as info:
         decode_tensors(bytes.fromhex(case["payload_hex"]))
     assert info.value.code == case["error"]

@@ -7,6 +7,7 @@ import {
   ClientProtocol,
   decode,
   decodeFrame,
+  decodeTensors,
   encodeFrame,
   ProtocolError,
   readSafetensors,
@@ -117,6 +118,7 @@ test("error messages are cut to the schema's limit", () => {
 // A small seeded fuzzer over the shared vectors (bit flips, truncations, hostile JSON tokens spliced
 // into headers, mutated safetensors payloads): the codec raises only ProtocolError, the client never throws.
 const vectors = JSON.parse(readFileSync(new URL("../../protocol/vectors/frames.json", import.meta.url)));
+const encodings = JSON.parse(readFileSync(new URL("../../protocol/vectors/encodings.json", import.meta.url)));
 const hex = (s) => Uint8Array.from(Buffer.from(s, "hex"));
 
 function mulberry32(seed) {
@@ -202,11 +204,11 @@ test("mutated frames raise only ProtocolError, and ClientProtocol.receive never 
 
 test("mutated safetensors payloads raise only ProtocolError(invalid_update)", () => {
   const rand = mulberry32(11);
-  const payloads = vectors.tensors.valid.map((v) => hex(v.payload_hex));
+  const payloads = [...vectors.tensors.valid, ...encodings.encode].map((v) => hex(v.payload_hex));
   for (let i = 0; i < 1500; i++) {
     const data = mutate(payloads[i % payloads.length], rand, spliceTensors);
     try {
-      for (const { dtype } of readSafetensors(data, WIRE_DTYPES).values()) assert.equal(dtype, "F32");
+      for (const { data: values } of decodeTensors(data).values()) assert.ok(values instanceof Float32Array);
     } catch (e) {
       assert.ok(e instanceof ProtocolError && e.code === "invalid_update", `case ${i}: ${e}`);
     }

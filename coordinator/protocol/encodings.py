@@ -38,10 +38,11 @@ def chunk_count(size: int) -> int:
     return math.ceil(size / CHUNK)
 
 
-def quantize_int8(x: np.ndarray, rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+def quantize_int8(x: np.ndarray, uniforms: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(q, scales): int8 levels of `x`'s shape and one float32 scale per chunk of `CHUNK` values.
 
-    Without `rng`, levels are rounded to nearest (ties to even); with it, stochastically.
+    Without `uniforms`, levels are rounded to nearest (ties to even); with them (float32 in [0, 1),
+    one per value, row-major), stochastically: the shared vectors fix them, a sender draws them.
     """
     flat = np.asarray(x, np.float32).reshape(-1)
     if not np.isfinite(flat).all():
@@ -53,7 +54,7 @@ def quantize_int8(x: np.ndarray, rng: np.random.Generator | None = None) -> tupl
     per_value = np.repeat(scales, CHUNK)[:n]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(per_value > 0, flat / per_value, np.float32(0)).astype(np.float32)
-    levels = np.rint(ratio) if rng is None else np.floor(ratio + rng.random(n, dtype=np.float32))
+    levels = np.rint(ratio) if uniforms is None else np.floor(ratio + np.asarray(uniforms, np.float32).reshape(n))
     q = np.clip(levels, -127, 127).astype(np.int8)
     return q.reshape(np.shape(x)), scales
 

@@ -51,7 +51,8 @@ def encode_tensors(
         return save({name: to_fp16(t) for name, t in tensors.items()})
     out: dict[str, np.ndarray] = {}
     for name, t in tensors.items():
-        out[name], out[name + SCALES_SUFFIX] = quantize_int8(t, rng)
+        uniforms = None if rng is None else rng.random(np.size(t), dtype=np.float32)
+        out[name], out[name + SCALES_SUFFIX] = quantize_int8(t, uniforms)
     return save(out)
 
 

@@ -1,7 +1,7 @@
 // The safetensors container (8-byte LE header length, JSON header, raw LE data). The wire
-// carries F32 only (SPEC §2); data files also hold I32/I64 labels. Every field of a file is
-// checked (dtype, shape, offsets in range and contiguous) before any array is built, with
-// the same refusals as coordinator/protocol/tensors.py.
+// carries F32, F16 and I8 (SPEC §2.1, widened by encodings.js); data files also hold I32/I64
+// labels. Every field of a file is checked (dtype, shape, offsets in range and contiguous)
+// before any array is built, with the same refusals as coordinator/protocol/tensors.py.
 
 import { ErrorCode, ProtocolError, quote } from "./errors.js";
 import { loadJson } from "./limits.js";
@@ -9,8 +9,9 @@ import { loadJson } from "./limits.js";
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-const ARRAYS = { F32: Float32Array, I32: Int32Array, I64: BigInt64Array };
-export const WIRE_DTYPES = Object.freeze(["F32"]);
+// F16 stays as its raw binary16 bits: JS has no float16 array on Node 20.
+const ARRAYS = { F32: Float32Array, F16: Uint16Array, I8: Int8Array, I32: Int32Array, I64: BigInt64Array };
+export const WIRE_DTYPES = Object.freeze(["F32", "F16", "I8"]);
 export const FILE_DTYPES = Object.freeze(Object.keys(ARRAYS));
 const MAX_HEADER_BYTES = 1024 * 1024;
 const MAX_RANK = 8;
@@ -75,7 +76,7 @@ function entry(name, info, allowed) {
  * Read a safetensors file whose dtypes are all in `allowed` (default: every dtype this reader
  * holds; pass WIRE_DTYPES for protocol payloads). A malformed or lying file raises
  * ProtocolError(invalid_update).
- * @returns {Map<string, {dtype: string, shape: number[], data: Float32Array | Int32Array | BigInt64Array}>}
+ * @returns {Map<string, {dtype: string, shape: number[], data: Float32Array | Uint16Array | Int8Array | Int32Array | BigInt64Array}>}
  */
 export function readSafetensors(bytes, allowed = FILE_DTYPES) {
   if (bytes.length < 8) throw invalid(`${bytes.length} bytes are shorter than the 8-byte header length`);
@@ -124,14 +125,29 @@ export function readSafetensors(bytes, allowed = FILE_DTYPES) {
   return out;
 }
 
-/** Write F32 tensors: entries of [name, {shape, data: Float32Array}]. */
+const DTYPE_OF = new Map([
+  [Float32Array, "F32"],
+  [Uint16Array, "F16"],
+  [Int8Array, "I8"],
+  [Int32Array, "I32"],
+  [BigInt64Array, "I64"],
+]);
+
+/**
+ * Write tensors: a Map of name to {shape, data}, the dtype given by data's type (a Uint16Array
+ * holds binary16 bits). Laid out as the reference writer lays them out (SPEC §2.1): by element
+ * size, largest first, then by name, so every codec writes the same bytes.
+ */
 export function writeSafetensors(tensors) {
   const header = {};
   let offset = 0;
-  const names = [...tensors.keys()].sort();
+  const size = (name) => tensors.get(name).data.BYTES_PER_ELEMENT;
+  const names = [...tensors.keys()].sort((a, b) => size(b) - size(a) || (a < b ? -1 : a > b ? 1 : 0));
   for (const name of names) {
     const { shape, data } = tensors.get(name);
-    header[name] = { dtype: "F32", shape, data_offsets: [offset, offset + data.byteLength] };
+    const dtype = DTYPE_OF.get(data.constructor);
+    if (!dtype) throw new TypeError(`${name}: no safetensors dtype for ${data.constructor.name}`);
+    header[name] = { dtype, shape, data_offsets: [offset, offset + data.byteLength] };
     offset += data.byteLength;
   }
   let json = encoder.encode(JSON.stringify(header));
