@@ -124,7 +124,11 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
         server.stop()
         coordinator.store.close()
     snap = status.snapshot()
-    rounds = [{k: r[k] for k in ("round", "accuracy", "loss", "clients", "seconds", "epsilon")} for r in snap["rounds"]]
+    rounds = [
+        {k: r[k] for k in ("round", "accuracy", "loss", "clients", "seconds", "epsilon")}
+        | {k: r["metrics"].get(k) for k in ("bytes_out", "bytes_in")}
+        for r in snap["rounds"]
+    ]
     result = {
         "run_id": snap["run_id"],
         "state": snap["state"],

@@ -9,6 +9,7 @@ use js_sys::{Float32Array, Function, Int32Array, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
+use crate::encoding::Encoding;
 use crate::engine::{Engine, on_learner};
 use crate::js::{self, Shared};
 use crate::spec::ModelSpec;
@@ -146,18 +147,26 @@ impl Trainer {
     }
 
     /// trained − global as safetensors; optionally clipped to global L2 norm `clip`, then
-    /// noised with N(0, noiseStd²) from a cryptographically seeded generator.
+    /// noised with N(0, noiseStd²) from a cryptographically seeded generator, and sent in
+    /// `encoding` ("fp32" when undefined, "fp16", or "int8" rounded stochastically; SPEC §2.1).
     #[wasm_bindgen(unchecked_return_type = "Promise<DeltaReport>")]
     pub fn delta(
         &self,
         clip: Option<f64>,
         #[wasm_bindgen(js_name = noiseStd)] noise_std: Option<f64>,
+        #[wasm_bindgen(unchecked_param_type = "\"fp32\" | \"fp16\" | \"int8\" | undefined")]
+        encoding: Option<String>,
     ) -> Promise {
         let shared = self.engine.clone();
         future_to_promise(async move {
+            let encoding = encoding
+                .map_or(Ok(Encoding::Fp32), |e| Encoding::parse(&e))
+                .map_err(js::error)?;
             let engine = shared.read()?;
-            let out =
-                on_learner!(&*engine, l => l.delta(clip, noise_std).await.map_err(js::error)?);
+            let out = on_learner!(&*engine, l => l
+                .delta(clip, noise_std, encoding)
+                .await
+                .map_err(js::error)?);
             Ok(js::delta_report(out))
         })
     }

@@ -8,6 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 
 use crate::config::TrainingConfig;
 use crate::data::Dataset;
+use crate::encoding::{self, Encoding};
 use crate::error::{Result, TrainerError};
 use crate::memory;
 use crate::model::Model;
@@ -115,8 +116,14 @@ impl<B: AutodiffBackend> Learner<B> {
         .await
     }
 
-    /// trained − global, optionally clipped to `clip` and noised with std `noise_std`.
-    pub async fn delta(&self, clip: Option<f64>, noise_std: Option<f64>) -> Result<DeltaOut> {
+    /// trained − global, optionally clipped to `clip` and noised with std `noise_std`, sent in
+    /// `encoding` (the norm is the float32 delta's, before encoding).
+    pub async fn delta(
+        &self,
+        clip: Option<f64>,
+        noise_std: Option<f64>,
+        encoding: Encoding,
+    ) -> Result<DeltaOut> {
         let global = self
             .global
             .as_ref()
@@ -128,7 +135,7 @@ impl<B: AutodiffBackend> Learner<B> {
         }
         let norm = weights::l2_norm(&delta);
         Ok(DeltaOut {
-            bytes: weights::encode(&delta, &self.spec)?,
+            bytes: encoding::encode(&delta, &self.spec.wire_tensors()?, encoding)?,
             norm,
             clipped,
         })

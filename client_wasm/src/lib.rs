@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod data;
+pub mod encoding;
 pub mod error;
 pub mod learner;
 pub mod memory;

@@ -31,16 +31,22 @@ pub fn add_gaussian(named: &mut Named, std: f64) -> Result<()> {
             "noise std must be non-negative, got {std}"
         )));
     }
-    let mut seed = [0u8; 32];
-    getrandom_03::fill(&mut seed)
-        .map_err(|e| TrainerError::Backend(format!("no random source: {e}")))?;
-    let mut rng = StdRng::from_seed(seed);
+    let mut rng = seeded_rng()?;
     let normal = Normal::new(0.0f64, std).map_err(|e| TrainerError::Config(e.to_string()))?;
     named
         .values_mut()
         .flatten()
         .for_each(|v| *v += normal.sample(&mut rng) as f32);
     Ok(())
+}
+
+/// A ChaCha generator seeded with 256 bits of OS entropy (the browser's crypto on wasm): the
+/// noise, and the stochastic rounding of int8 deltas, must not be predictable by anyone.
+pub fn seeded_rng() -> Result<StdRng> {
+    let mut seed = [0u8; 32];
+    getrandom_03::fill(&mut seed)
+        .map_err(|e| TrainerError::Backend(format!("no random source: {e}")))?;
+    Ok(StdRng::from_seed(seed))
 }
 
 #[cfg(test)]

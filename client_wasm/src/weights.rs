@@ -3,91 +3,33 @@
 
 use std::collections::BTreeMap;
 
-use burn::tensor::Tensor;
-use burn::tensor::backend::Backend;
-use safetensors::{Dtype, SafeTensors};
-
+use crate::encoding::{self, Encoding};
 use crate::error::{Result, TrainerError};
 use crate::model::Model;
 use crate::params;
 use crate::spec::ModelSpec;
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
 
 /// Flat f32 values per wire name, in the spec's order.
 pub type Named = BTreeMap<String, Vec<f32>>;
 
-/// Parse safetensors bytes and check names, dtypes, shapes and finiteness against the spec.
+/// Parse a payload in any encoding (SPEC §2.1) and check names, shapes and finiteness against
+/// the spec.
 pub fn decode(bytes: &[u8], spec: &ModelSpec) -> Result<Named> {
-    let st = SafeTensors::deserialize(bytes)
-        .map_err(|e| TrainerError::Weights(format!("not safetensors: {e}")))?;
-    let expected = spec.wire_tensors()?;
-    let mut names: Vec<String> = st.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    let mut wanted: Vec<String> = expected.iter().map(|t| t.name.clone()).collect();
-    wanted.sort();
-    if names != wanted {
+    let named = encoding::decode(bytes, &spec.wire_tensors()?)?;
+    if let Some((name, _)) = named.iter().find(|(_, v)| v.iter().any(|x| !x.is_finite())) {
         return Err(TrainerError::Weights(format!(
-            "tensor names {names:?}, expected {wanted:?}"
+            "{name}: contains NaN or infinity"
         )));
     }
-    let mut out = Named::new();
-    for t in expected {
-        let view = st
-            .tensor(&t.name)
-            .map_err(|e| TrainerError::Weights(e.to_string()))?;
-        if view.dtype() != Dtype::F32 {
-            return Err(TrainerError::Weights(format!(
-                "{}: dtype {:?}, expected F32",
-                t.name,
-                view.dtype()
-            )));
-        }
-        if view.shape() != t.shape.as_slice() {
-            return Err(TrainerError::Weights(format!(
-                "{}: shape {:?}, expected {:?}",
-                t.name,
-                view.shape(),
-                t.shape
-            )));
-        }
-        let values: Vec<f32> = view
-            .data()
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        if values.iter().any(|v| !v.is_finite()) {
-            return Err(TrainerError::Weights(format!(
-                "{}: contains NaN or infinity",
-                t.name
-            )));
-        }
-        out.insert(t.name, values);
-    }
-    Ok(out)
+    Ok(named)
 }
 
-/// Serialise named tensors as safetensors, shapes from the spec; names absent from `named` are left out.
+/// Serialise named tensors as fp32 safetensors, shapes from the spec; names absent from `named`
+/// are left out.
 pub fn encode(named: &Named, spec: &ModelSpec) -> Result<Vec<u8>> {
-    let shapes = spec.wire_tensors()?;
-    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-        .into_iter()
-        .filter(|t| named.contains_key(&t.name))
-        .map(|t| {
-            let data = named[&t.name]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
-            (t.name, t.shape, data)
-        })
-        .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
-        .iter()
-        .map(|(name, shape, data)| {
-            let view = safetensors::tensor::TensorView::new(Dtype::F32, shape.clone(), data)
-                .map_err(|e| TrainerError::Weights(e.to_string()))?;
-            Ok((name.clone(), view))
-        })
-        .collect::<Result<_>>()?;
-    safetensors::serialize(views, None).map_err(|e| TrainerError::Weights(e.to_string()))
+    encoding::encode(named, &spec.wire_tensors()?, Encoding::Fp32)
 }
 
 /// Replace the model's parameters with the named (PyTorch-layout) tensors.

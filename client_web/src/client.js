@@ -6,6 +6,9 @@ import { ClientProtocol } from "./protocol/client-protocol.js";
 import { ErrorCode } from "./protocol/errors.js";
 import { TaskWorker } from "./task.js";
 
+/** The encodings Pollen's trainer sends deltas in and reads weights in (SPEC §2.1). */
+export const TRAINER_ENCODINGS = Object.freeze({ update: ["int8", "fp16", "fp32"], weights: ["fp16", "fp32"] });
+
 /**
  * Run until the coordinator ends the run (resolves 0) or refuses us (resolves 2).
  *
@@ -23,6 +26,8 @@ import { TaskWorker } from "./task.js";
  * @param {(spec: object) => Promise<object>} o.createTrainer  a Trainer for a model spec
  * @param {(welcome: object) => Promise<{x: Float32Array, y: Int32Array}>} o.data  the local data provider
  * @param {string} o.backend              reported to the coordinator (e.g. "wasm-cpu")
+ * @param {{update: string[], weights: string[]}|null} [o.encodings]  what the trainer can send and read
+ *   (SPEC §2.1; default: everything Pollen's trainer does); the welcome names the coordinator's choice
  * @param {(event: object) => void} [o.onEvent]  status updates for a UI or a log
  * @param {number|null} [o.giveUpAfter]   seconds without a connection before giving up (null: never)
  * @param {AbortSignal} [o.signal]        abort to leave the federation (closes with 1000, resolves 0)
@@ -34,7 +39,13 @@ export async function runClient(o) {
   let backoff = 250;
   let lastConnected = Date.now();
   let welcome = null;
-  const worker = new TaskWorker({ createTrainer: o.createTrainer, data: () => o.data(welcome), onEvent: emit });
+  const encodings = o.encodings === undefined ? TRAINER_ENCODINGS : o.encodings;
+  const worker = new TaskWorker({
+    createTrainer: o.createTrainer,
+    data: () => o.data(welcome),
+    updateEncoding: () => welcome?.encodings?.update ?? "fp32",
+    onEvent: emit,
+  });
   for (;;) {
     if (o.signal?.aborted) return 0;
     const outcome = await connectOnce();
@@ -76,7 +87,7 @@ export async function runClient(o) {
         lastConnected = Date.now();
         backoff = 250;
         emit({ type: "connected" });
-        protocol.hello({ token: o.token ?? null, clientId, secret, backend: o.backend, agent: o.agent });
+        protocol.hello({ token: o.token ?? null, clientId, secret, backend: o.backend, agent: o.agent, encodings });
         flush();
         beat = setInterval(() => {
           protocol.heartbeat();

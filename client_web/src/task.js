@@ -31,11 +31,13 @@ export class TaskWorker {
    * @param {object} o
    * @param {(spec: object) => Promise<object>} o.createTrainer  a Trainer for a model spec; one per spec, kept
    * @param {() => Promise<{x: Float32Array, y: Int32Array}>} o.data  the local data, asked for once (again after a failure)
+   * @param {() => string} [o.updateEncoding]  the encoding the coordinator asked deltas in (SPEC §2.1)
    * @param {(event: object) => void} [o.onEvent]  task, batch, trained, evaluated, task-failed
    */
-  constructor({ createTrainer, data, onEvent }) {
+  constructor({ createTrainer, data, updateEncoding, onEvent }) {
     this.createTrainer = createTrainer;
     this.loadData = data;
+    this.updateEncoding = updateEncoding ?? (() => "fp32");
     this.emit = onEvent ?? (() => {});
     this.trainers = new Map();
     this.data = null;
@@ -86,7 +88,7 @@ export class TaskWorker {
     };
     const report = await trainer.train(x, y, trainOptions(task.config), onBatch);
     // Client-side DP (SPEC §5): clip the delta to clipping_norm; the coordinator adds the noise.
-    const d = await trainer.delta(task.config.clipping_norm ?? undefined, undefined);
+    const d = await trainer.delta(task.config.clipping_norm ?? undefined, undefined, this.updateEncoding());
     const metrics = { train_loss: report.loss, train_seconds: (Date.now() - started) / 1000 };
     if (d.clipped !== undefined) metrics.norm_bit = d.clipped ? 1 : 0;
     this.emit({ type: "trained", round: task.round, loss: report.loss, seconds: metrics.train_seconds });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { runClient } from "../src/client.js";
+import { runClient, TRAINER_ENCODINGS } from "../src/client.js";
 import { decode, encodeFrame } from "../src/protocol/index.js";
 
 const SPEC = {
@@ -234,4 +234,30 @@ test("a task the coordinator cancels while it trains is not answered", async () 
     ["t2"],
   );
   assert.ok(events.some((e) => e.type === "task-cancelled"));
+});
+
+test("the hello lists the trainer's encodings and the delta goes in the welcome's choice", async () => {
+  for (const [chosen, want] of [
+    [{ update: "int8", weights: "fp16" }, "int8"],
+    [undefined, "fp32"],
+  ]) {
+    const received = [];
+    const asked = [];
+    const { FakeSocket } = scripted((frame, socket) => {
+      received.push(frame);
+      if (frame.header.type === "hello") {
+        socket.deliver({ ...welcome("c-1"), ...(chosen && { encodings: chosen }) });
+        const config = { "local-epochs": 1 };
+        socket.deliver({ type: "train", task_id: "t1", run_id: "r1", round: 1, model: SPEC, config }, Uint8Array.of(1));
+      }
+      if (frame.header.type === "result") socket.hangUp(1000);
+    });
+    const trainer = {
+      ...fakeTrainer(),
+      delta: async (_clip, _noise, encoding) => asked.push(encoding) && { delta: DELTA },
+    };
+    assert.equal(await runClient({ ...options(FakeSocket, []), createTrainer: async () => trainer }), 0);
+    assert.deepEqual(received[0].header.capabilities.encodings, TRAINER_ENCODINGS);
+    assert.deepEqual(asked, [want]);
+  }
 });

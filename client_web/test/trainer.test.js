@@ -3,7 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { loadTrainerModule } from "../bin/trainer.mjs";
-import { writeSafetensors } from "../src/protocol/safetensors.js";
+import { decodeTensors, encodeTensors } from "../src/protocol/encodings.js";
+import { readSafetensors, writeSafetensors } from "../src/protocol/safetensors.js";
 
 const { Trainer } = loadTrainerModule();
 const SPEC = JSON.stringify({
@@ -136,4 +137,41 @@ test("options are checked before training", async () => {
   await assert.rejects(t.train(x, y, { optimizer: "lion" }), /optimizer "lion"/);
   await assert.rejects(t.train(x, y, { batchSize: 0 }), /batchSize must be at least 1/);
   await assert.rejects(t.train(x, y, { learningRate: 0.1 }), /unknown field/);
+});
+
+test("the delta goes in fp32, fp16 or int8 (stochastic), and fp16 or int8 weights load", async () => {
+  const t = trainer();
+  const { x, y } = data();
+  await t.train(x, y, { epochs: 1, batchSize: 10, lr: 0.5 });
+  const exact = decodeTensors((await t.delta(undefined, undefined, "fp32")).delta);
+  const half = decodeTensors((await t.delta(undefined, undefined, "fp16")).delta);
+  const draws = [1, 2, 3].map(async () => (await t.delta(undefined, undefined, "int8")).delta);
+  const levels = await Promise.all(draws);
+  const dtypes = (bytes) => [...readSafetensors(bytes).values()].map((e) => e.dtype).sort();
+  assert.deepEqual(dtypes(levels[0]), ["F32", "F32", "I8", "I8"]); // levels and their scales
+  assert.deepEqual(dtypes((await t.delta(undefined, undefined, "fp16")).delta), ["F16", "F16"]);
+  assert.deepEqual(dtypes((await t.delta()).delta), ["F32", "F32"]);
+  assert.ok(
+    levels.some((d) => Buffer.compare(d, levels[0]) !== 0),
+    "stochastic rounding varies",
+  );
+  for (const [name, { data: want }] of exact) {
+    const scale = Math.max(...want.map(Math.abs)) / 127;
+    for (let i = 0; i < want.length; i++) {
+      assert.ok(Math.abs(half.get(name).data[i] - want[i]) <= Math.abs(want[i]) * 2 ** -11);
+      for (const d of levels) assert.ok(Math.abs(decodeTensors(d).get(name).data[i] - want[i]) <= scale * 1.0001);
+    }
+  }
+  await assert.rejects(t.delta(undefined, undefined, "bf16"), /unknown encoding "bf16"/);
+  const global = decodeTensors(weights());
+  for (const encoding of ["fp16", "int8"]) {
+    const u = new Trainer(SPEC, "cpu");
+    u.loadWeights(encodeTensors(global, encoding));
+    const loaded = decodeTensors(await u.weights());
+    const w = global.get("layers.0.weight").data;
+    const tolerance = encoding === "fp16" ? 2 ** -11 : 0.5 / 127;
+    for (let i = 0; i < w.length; i++) {
+      assert.ok(Math.abs(loaded.get("layers.0.weight").data[i] - w[i]) <= tolerance * 0.3 + 1e-9);
+    }
+  }
 });

@@ -41,8 +41,9 @@ export class ClientProtocol {
     this.outbox.push(...splitFrame(frame, this.peerMaxFrameBytes, messageId()));
   }
 
-  hello({ token = null, clientId = null, secret = null, backend, agent }) {
-    this.sendFrame(msg.hello({ token, clientId, secret, backend, maxFrameBytes: this.maxFrameBytes, agent }));
+  hello({ token = null, clientId = null, secret = null, backend, agent, encodings }) {
+    const maxFrameBytes = this.maxFrameBytes;
+    this.sendFrame(msg.hello({ token, clientId, secret, backend, maxFrameBytes, agent, encodings }));
   }
 
   heartbeat() {

@@ -25,16 +25,18 @@ export function decode(data) {
   return parse(decodeFrame(data));
 }
 
-export const hello = ({ token = null, clientId = null, secret = null, backend, maxFrameBytes, agent }) =>
+export const hello = ({ token = null, clientId = null, secret = null, backend, maxFrameBytes, agent, encodings }) =>
   encodeFrame({
     type: "hello",
     versions: [...PROTOCOL_VERSIONS],
     token,
     client_id: clientId,
-    capabilities:
-      agent === undefined
-        ? { backend, max_frame_bytes: maxFrameBytes }
-        : { backend, max_frame_bytes: maxFrameBytes, agent },
+    capabilities: {
+      backend,
+      max_frame_bytes: maxFrameBytes,
+      ...(agent === undefined ? {} : { agent }),
+      ...(encodings == null ? {} : { encodings }),
+    },
     ...(secret === null ? {} : { secret }),
   });
 
