@@ -12,6 +12,7 @@ import uvicorn
 from coordinator.logs import RedactTokens
 from coordinator.server.app import Coordinator
 from coordinator.server.inbound import InboundBudget
+from coordinator.server.readiness import readiness_watcher
 from coordinator.server.transport import flow_controlled_websocket, request_deadline_protocol
 
 
@@ -26,7 +27,7 @@ def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
         ws_max_size=4 * settings.max_frame_bytes,
         ws_ping_interval=None,
         ws_per_message_deflate=False,
-        ws=flow_controlled_websocket(InboundBudget(settings.max_receiving_bytes)),
+        ws=flow_controlled_websocket(InboundBudget(settings.max_receiving_bytes, readiness_watcher())),
         proxy_headers=True,
         forwarded_allow_ips=settings.trusted_proxies,
         http=request_deadline_protocol(settings.request_timeout),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from coordinator.server.inbound import SMALL_BYTES, InboundBudget
+from collections.abc import Callable
+
+from coordinator.server.inbound import READ_BYTES, SMALL_BYTES, InboundBudget, Reader
 
 MB = 1 << 20
 
@@ -17,6 +19,9 @@ class FakeReader:
 
     def unpark(self) -> None:
         self.reading = True
+
+    def fileno(self) -> int:
+        return 3
 
     def __repr__(self) -> str:
         return self.name
@@ -67,3 +72,98 @@ def test_a_parked_reader_that_goes_away_is_forgotten() -> None:
     assert not b.reading and not budget.parked(b) and budget.total == 4 * MB
     budget.hold(a, 0)
     assert c.reading and budget.total == 2 * MB
+
+
+class FakeWatcher:
+    """Sockets become readable when the test says so."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        self.watched: dict[Reader, Callable[[Reader], None]] = {}
+        self.refuse = refuse
+
+    def watch(self, reader: Reader, readable: Callable[[Reader], None]) -> bool:
+        if self.refuse:
+            return False
+        self.watched[reader] = readable
+        return True
+
+    def unwatch(self, reader: Reader) -> None:
+        self.watched.pop(reader, None)
+
+    def data_arrives(self, reader: Reader) -> None:
+        self.watched.pop(reader)(reader)
+
+    def ready_now(self) -> list[Reader]:
+        return []
+
+
+def test_under_pressure_idle_readers_are_gated_before_they_read_and_let_in_when_there_is_room() -> None:
+    watcher = FakeWatcher()
+    budget = InboundBudget(limit=4 * MB, watcher=watcher)
+    idle = [FakeReader(f"idle{i}") for i in range(4)]
+    for r in idle:
+        budget.hold(r, 100)  # a hello, say
+        budget.hold(r, 0)  # taken: idle
+    assert all(r.reading for r in idle) and not budget.pressure
+    uploader = FakeReader("uploader")
+    budget.hold(uploader, 3 * MB)  # past half the limit: pressure
+    assert budget.pressure and uploader.reading
+    assert not any(r.reading for r in idle) and set(watcher.watched) == set(idle)
+    budget.hold(uploader, 4 * MB - READ_BYTES + 1)  # less room than one read
+    watcher.data_arrives(idle[0])  # its upload begins
+    assert budget.held_back(idle[0]) and not idle[0].reading
+    budget.hold(uploader, 0)  # the upload was taken: room for a read
+    assert idle[0].reading and not budget.held_back(idle[0])
+    assert budget.pressure  # one admitted reader not yet counted
+    budget.hold(idle[0], 2 * MB)
+    assert uploader in watcher.watched and not uploader.reading  # idle now, so gated
+    budget.hold(idle[0], 0)  # drained: pressure is over, everyone reads
+    assert not budget.pressure and all(r.reading for r in [*idle, uploader]) and watcher.watched == {}
+
+
+def test_a_heartbeat_is_read_and_its_reader_gated_again() -> None:
+    watcher = FakeWatcher()
+    budget = InboundBudget(limit=4 * MB, watcher=watcher)
+    a, b = FakeReader("a"), FakeReader("b")
+    budget.hold(a, 0)
+    budget.hold(b, 3 * MB)
+    watcher.data_arrives(a)
+    assert a.reading  # 3 MB + one read fits in 4 MB
+    budget.hold(a, 60)
+    budget.hold(a, 0)
+    assert not a.reading and a in watcher.watched
+
+
+def test_pressure_ends_when_what_is_held_drains_and_everyone_reads_again() -> None:
+    watcher = FakeWatcher()
+    budget = InboundBudget(limit=4 * MB, watcher=watcher)
+    idle, uploader = FakeReader("idle"), FakeReader("uploader")
+    budget.hold(idle, 0)
+    budget.hold(uploader, 3 * MB)
+    assert not idle.reading
+    budget.hold(uploader, 0)
+    assert not budget.pressure and idle.reading and uploader.reading and watcher.watched == {}
+
+
+def test_without_a_watcher_or_when_it_cannot_watch_nobody_is_gated() -> None:
+    for watcher in (None, FakeWatcher(refuse=True)):
+        budget = InboundBudget(limit=4 * MB, watcher=watcher)
+        idle, uploader = FakeReader("idle"), FakeReader("uploader")
+        budget.hold(idle, 0)
+        budget.hold(uploader, 3 * MB)
+        assert idle.reading
+
+
+def test_gated_and_ready_readers_that_go_away_are_forgotten() -> None:
+    watcher = FakeWatcher()
+    budget = InboundBudget(limit=4 * MB, watcher=watcher)
+    gated, ready, uploader = FakeReader("gated"), FakeReader("ready"), FakeReader("uploader")
+    budget.hold(gated, 0)
+    budget.hold(ready, 0)
+    budget.hold(uploader, 4 * MB)
+    watcher.data_arrives(ready)
+    budget.forget(gated)
+    budget.forget(ready)
+    assert watcher.watched == {} and not budget.held_back(ready)
+    budget.hold(uploader, 0)
+    assert not gated.reading and not ready.reading and not budget.pressure

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 CLOSE_GRACE_SECONDS = 5.0  # after a close, time for the peer to take the rest before the socket is cut
 FIRST_MESSAGE_MAX_BYTES = 64 * 1024  # a hello is a few hundred bytes
 SHRINK_ABOVE_BYTES = 64 * 1024
+HELD_BACK_EXTENSION = "pollen.inbound"  # ASGI scope extension: {"connection": FlowControlledWebSocket}
 
 
 class _RequestDeadlineMixin:
@@ -134,6 +135,20 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages."""
         if self.inbound is not None and not self._gone:
             self.inbound.hold(self, len(self.conn.reader.buffer) + len(self.bytes) + self._queued)
+
+    def fileno(self) -> int:
+        sock = None if self.transport.is_closing() else self.transport.get_extra_info("socket")
+        return -1 if sock is None else int(sock.fileno())
+
+    @property
+    def held_back(self) -> bool:
+        """True while the budget keeps this connection's data unread (its silence is not the client's)."""
+        return self.inbound is not None and self.inbound.held_back(self)
+
+    def handle_connect(self, event: Any) -> None:
+        super().handle_connect(event)
+        if hasattr(self, "scope"):  # the app finds this connection's `held_back` through its scope
+            self.scope["extensions"][HELD_BACK_EXTENSION] = {"connection": self}
 
     def park(self) -> None:
         self._parked = True

@@ -34,6 +34,7 @@ from coordinator.server.limits import ConnectionGate, ConnectionLimits, TokenBuc
 from coordinator.server.metrics import Metrics
 from coordinator.server.outbox import Outbox, write
 from coordinator.server.rejection_log import RejectionLog
+from coordinator.server.transport import HELD_BACK_EXTENSION
 
 log = logging.getLogger(__name__)
 rejections = RejectionLog(log)
@@ -150,6 +151,8 @@ class _Session:
                 with anyio.fail_after(max(wait, 0)):
                     message = await self.ws.receive()
             except TimeoutError:
+                if joined and self._held_back():
+                    continue  # its heartbeats are in the data the inbound budget keeps unread
                 if joined:
                     # Heartbeats stopped: the client is gone or stuck. 1001, not 1000: if it is
                     # still there, it must reconnect, not conclude the run is over.
@@ -180,6 +183,10 @@ class _Session:
             for frame in conn.data_to_send():
                 self.outbox.put(frame)
         return conn.close_code or Close.PROTOCOL_ERROR
+
+    def _held_back(self) -> bool:
+        connection = self.ws.scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
+        return bool(getattr(connection, "held_back", False))
 
     async def _handle(self, data: bytes | None) -> None:
         conn = self.conn
