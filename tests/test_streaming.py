@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.federation.aggregation import RunningMean
+from coordinator.federation.aggregation import BLOCK, RunningMean, aligned_blocks
 from coordinator.federation.grid import NodeGrid
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import ReplyLimits
@@ -186,13 +186,20 @@ def test_fedavg_sampling_a_fraction_is_the_cohort() -> None:
     assert (reports[0].sent, reports[0].ok, reports[0].dropped) == (7, 5, 2)
 
 
-def test_misaligned_deltas_fold_like_aligned_ones() -> None:
+def test_misaligned_deltas_fold_like_aligned_ones_block_by_block() -> None:
     # A delta is read in place from its frame, and most frames put it at an odd offset.
-    base = {"w": np.zeros(5, np.float32)}
-    raw = bytearray(4 * 5 + 1)
-    misaligned = np.frombuffer(raw, np.float32, 5, 1)
+    n = 2 * BLOCK + 3  # three blocks, the last short
+    values = np.random.default_rng(0).standard_normal(n).astype(np.float32)
+    raw = bytearray(4 * n + 1)
+    misaligned = np.frombuffer(raw, np.float32, n, 1)
     assert not misaligned.flags.aligned
-    np.frombuffer(raw, np.uint8)[1:] = np.arange(5, dtype=np.float32).view(np.uint8)
-    mean = RunningMean(base)
-    mean.add(mean.aligned({"w": misaligned}), 2)
-    np.testing.assert_array_equal(mean.mean()["w"], np.arange(5, dtype=np.float32))
+    np.frombuffer(raw, np.uint8)[1:] = values.view(np.uint8)
+    parts = [(part, block.copy()) for part, block in aligned_blocks(misaligned)]
+    assert [p.stop - p.start for p, _ in parts] == [BLOCK, BLOCK, 3]
+    assert all(b.flags.aligned for _, b in aligned_blocks(misaligned))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in parts]), values)
+    folded, reference = RunningMean({"w": np.zeros(n, np.float32)}), RunningMean({"w": np.zeros(n, np.float32)})
+    folded.add({"w": misaligned}, 2)
+    reference.add({"w": values}, 2)
+    np.testing.assert_array_equal(folded.mean()["w"], reference.mean()["w"])
+    np.testing.assert_array_equal(folded.mean()["w"], values)

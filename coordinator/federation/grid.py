@@ -92,6 +92,7 @@ class NodeGrid(Grid):
         self._cond = threading.Condition()
         self._phases: dict[str, Phase] = {}  # open phases by task id
         self._pushed: dict[str, tuple[Phase, int]] = {}  # Flower message id → its phase and node (push/pull)
+        self._shards: list[RecordDict] = []  # shard records handed to the strategy in the last phase
         self._last_wait_log = 0.0
         nodes.on_lost(self.node_lost)
 
@@ -144,6 +145,7 @@ class NodeGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         self.control.checkpoint()  # a paused run waits here, between phases
+        self._let_go_of_shards()
         phases = self._open_phases(list(messages), streaming=self.streaming)
         for phase, cohort in phases:
             self._send(phase, cohort + self._extras(phase, cohort))
@@ -155,6 +157,8 @@ class NodeGrid(Grid):
                 self._phases.pop(phase.task_id, None)
                 if not self.control.stopping:
                     replies.extend(phase.replies())
+                    if phase.shard is not None:
+                        self._shards.append(phase.shard)
         if self.control.stopping:
             self.control.checkpoint()  # raises RunStopped
         for phase, _ in phases:
@@ -182,6 +186,19 @@ class NodeGrid(Grid):
                     self._cond.notify_all()
 
     # Internals ---------------------------------------------------------------
+    def _let_go_of_shards(self) -> None:
+        """Drop the arrays of the shard records handed out in the last phase: a model each.
+
+        Flower's `start` keeps its `train_replies` until the next train phase returns, long after
+        `aggregate_train` read them; without this, a round's folded mean would live through the
+        next round. Only the record's own reference goes: a strategy that kept the ArrayRecord
+        itself keeps it.
+        """
+        for shard in self._shards:
+            for name in list(shard.array_records):
+                del shard[name]
+        self._shards.clear()
+
     def _open_phases(self, messages: list[Message], *, streaming: bool) -> list[tuple[Phase, list[Message]]]:
         """One phase per distinct content (a strategy broadcasts one record to its whole cohort)."""
         groups: dict[int, list[Message]] = {}

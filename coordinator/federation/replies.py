@@ -18,7 +18,7 @@ DP guarantee depends on the client having clipped.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -26,7 +26,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from scipy.linalg.blas import sdot
 
-from coordinator.federation.aggregation import CLIENTS_KEY
+from coordinator.federation.aggregation import CLIENTS_KEY, aligned_blocks
 from coordinator.protocol import messages as wire
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.tensors import Tensors, decode_tensors
@@ -135,18 +135,15 @@ def check_update(
     limits: ReplyLimits = DEFAULT_LIMITS,
     *,
     uniform_weights: bool = False,
-    prepare: Callable[[Tensors], Tensors] = lambda delta: delta,
 ) -> Update:
     """A train result's delta, checked and measured in one pass; raises `ProtocolError` if it is not valid.
 
     The pass that measures the norm also finds NaN and infinity (they make it non-finite),
-    so a bad update costs no second pass over the payload. `prepare` may give the checked tensors a
-    better layout first (`RunningMean.aligned`).
+    so a bad update costs no second pass over the payload.
     """
     weight = _check_common(reply, limits, uniform_weights)
     delta = decode_tensors(reply.delta, shapes)
-    delta = prepare(delta)
-    squares = {name: _sum_of_squares(t) for name, t in delta.items()}
+    squares = {name: sum(float(sdot(b, b)) for _, b in aligned_blocks(t)) for name, t in delta.items()}
     norm = math.sqrt(sum(squares.values()))
     if not norm <= MAX_DELTA_NORM:  # also NaN
         worst = next((n for n, v in squares.items() if not math.isfinite(v)), None)
@@ -178,11 +175,6 @@ def check_evaluation(
         "eval_acc": float(reply.metrics["accuracy"]),
     }
     return RecordDict({"metrics": MetricRecord(metrics)})
-
-
-def _sum_of_squares(t: np.ndarray) -> float:
-    flat = t.reshape(-1)
-    return float(sdot(flat, flat)) if flat.size else 0.0  # BLAS refuses empty vectors
 
 
 def _check_common(reply: wire.Result, limits: ReplyLimits, uniform_weights: bool) -> int:

@@ -146,7 +146,8 @@ class RunLoop:
         if done >= total:
             return
         _, weights = self.store.checkpoint(self.run.id)
-        global_weights = decode_tensors(weights)
+        initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in decode_tensors(weights).items()})
+        del weights  # Flower's record is the copy the run goes on from
         self.wait_for_clients()
         self.status.update(state="running", message="")
         self._strategy = build_strategy(self.settings)
@@ -154,7 +155,7 @@ class RunLoop:
         self._round_start = time.time()
         self._strategy.start(
             self.grid,
-            ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in global_weights.items()}),
+            initial,
             num_rounds=total - done,
             timeout=self.settings.round_timeout,
             train_config=ConfigRecord(self.settings.train_config()),
