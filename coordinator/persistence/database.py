@@ -13,7 +13,10 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 def connect(url: str) -> Engine:
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        # No statement cache: a cached INSERT keeps its last bound values, and sqlite3 binds a blob by copying
+        # it, so every connection would hold a copy of the last checkpoint (a model) until its next insert.
+        connect_args = {"check_same_thread": False, "timeout": 30, "cached_statements": 0}
+        engine = create_engine(url, connect_args=connect_args)
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
