@@ -10,13 +10,16 @@ import pytest
 
 from coordinator.protocol import (
     ProtocolError,
+    Result,
     decode,
     decode_frame,
     decode_tensors,
     encode,
     encode_frame,
     encode_tensors,
+    parse,
 )
+from coordinator.protocol.tensors import aligned_in_frame
 from coordinator.resources import protocol_dir
 
 VECTORS = json.loads((protocol_dir() / "vectors" / "frames.json").read_text())
@@ -30,6 +33,28 @@ def test_valid_vector_round_trips(case: dict[str, Any]) -> None:
     assert frame.payload.hex() == case["payload_hex"]
     assert encode_frame(frame.header, frame.payload) == data
     assert encode(decode(data)) == data
+
+
+def test_a_tensors_payload_is_laid_out_so_its_data_starts_8_aligned_in_the_frame() -> None:
+    carrying = [c for c in VECTORS["valid"] if c["payload_hex"] and c["header"]["type"] != "chunk"]
+    assert len(carrying) >= 3
+    for case in carrying:
+        payload = bytes.fromhex(case["payload_hex"])
+        want = decode_tensors(payload)
+        for offset in range(16):
+            head, data = aligned_in_frame(payload, offset)
+            assert (offset + len(head)) % 8 == 0
+            moved = decode_tensors(head + bytes(data))
+            assert moved.keys() == want.keys() and all(np.array_equal(moved[k], want[k]) for k in want)
+    assert aligned_in_frame(b"\x01\x02", 3) == (b"\x01\x02", b"")
+    # A delta as the codec writes it (padded for offset 0) goes out aligned: the receiver's views are aligned.
+    delta = {"w": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.ones(3, np.float32)}
+    frame = encode(Result("t-123", 5, {"train_loss": 0.5}, encode_tensors(delta)))
+    reply = parse(decode_frame(memoryview(bytearray(frame))))  # a buffer of its own, as a socket read gives
+    assert isinstance(reply, Result)
+    received = decode_tensors(reply.delta)
+    assert all(t.flags.aligned for t in received.values())
+    assert all(np.array_equal(received[k], delta[k]) for k in delta)
 
 
 @pytest.mark.parametrize("case", VECTORS["invalid"], ids=lambda c: c["name"])

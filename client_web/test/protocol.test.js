@@ -2,7 +2,6 @@
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { test } from "node:test";
-
 import {
   ClientProtocol,
   decode,
@@ -14,6 +13,7 @@ import {
   splitFrame,
   WIRE_DTYPES,
 } from "../src/protocol/index.js";
+import { alignedInFrame } from "../src/protocol/safetensors.js";
 
 const vectors = JSON.parse(readFileSync(new URL("../../protocol/vectors/frames.json", import.meta.url)));
 const hex = (s) => Uint8Array.from(Buffer.from(s, "hex"));
@@ -27,6 +27,26 @@ for (const v of vectors.valid) {
     assert.equal(Buffer.from(encodeFrame(frame.header, frame.payload)).toString("hex"), v.frame_hex);
   });
 }
+
+test("a tensors payload is laid out so its data starts 8-aligned in the frame, at any offset", () => {
+  const carrying = vectors.valid.filter((v) => v.payload_hex && v.header.type !== "chunk");
+  assert.ok(carrying.length >= 3);
+  for (const v of carrying) {
+    assert.equal(
+      Buffer.from(encodeFrame(v.header, hex(v.payload_hex), { tensors: true })).toString("hex"),
+      v.frame_hex,
+    );
+    const want = readSafetensors(hex(v.payload_hex), WIRE_DTYPES);
+    for (let offset = 0; offset < 16; offset++) {
+      const { head, data } = alignedInFrame(hex(v.payload_hex), offset);
+      assert.equal((offset + head.length) % 8, 0, `offset ${offset}`);
+      const moved = readSafetensors(Uint8Array.from([...head, ...data]), WIRE_DTYPES);
+      assert.deepEqual([...moved.entries()], [...want.entries()]);
+    }
+  }
+  const garbage = Uint8Array.from([1, 2, 3]);
+  assert.deepEqual(alignedInFrame(garbage, 5).head, garbage);
+});
 
 for (const v of vectors.invalid) {
   test(`invalid vector ${v.name} is refused with ${v.error}`, () => {

@@ -10,6 +10,7 @@ import rfc8785
 
 from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
 from coordinator.protocol.limits import MAX_HEADER_BYTES, load_json
+from coordinator.protocol.tensors import aligned_in_frame
 
 MAGIC = b"PLN1"
 PREFIX = struct.Struct("<4sI")
@@ -26,9 +27,14 @@ class Frame:
         return str(self.header["type"])
 
 
-def encode_frame(header: dict[str, Any], payload: bytes | memoryview = b"") -> bytes:
+def encode_frame(header: dict[str, Any], payload: bytes | memoryview = b"", *, tensors: bool = False) -> bytes:
+    """The frame of `header` and `payload`; a `tensors` payload is laid out for aligned reads (SPEC §2)."""
     body = rfc8785.dumps(header)
-    return PREFIX.pack(MAGIC, len(body)) + body + payload
+    prefix = PREFIX.pack(MAGIC, len(body))
+    if tensors and payload:
+        head, data = aligned_in_frame(payload, PREFIX.size + len(body))
+        return b"".join((prefix, body, head, data))
+    return prefix + body + payload
 
 
 def decode_frame(data: bytes | memoryview) -> Frame:

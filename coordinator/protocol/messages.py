@@ -218,7 +218,7 @@ _DECODERS: dict[str, Any] = {
 def encode(message: Message) -> bytes:
     attr = _PAYLOAD_ATTR.get(type(message))
     payload: bytes = getattr(message, attr) if attr else b""
-    return encode_frame(message.header(), payload)
+    return encode_frame(message.header(), payload, tensors=isinstance(message, Task | Result))
 
 
 def parse(frame: Frame) -> Message:

@@ -56,6 +56,24 @@ def encode_tensors(
     return save(out)
 
 
+def aligned_in_frame(data: bytes | memoryview, offset: int) -> tuple[bytes, bytes | memoryview]:
+    """A safetensors payload laid out to sit `offset` bytes into a frame (SPEC §2): (new head, data section).
+
+    The head is the 8-byte length and the JSON header, re-padded with spaces so that the data section
+    starts at a multiple of 8 bytes from the frame's first byte; the data section is `data`'s own,
+    not copied. Bytes that are not a safetensors file come back whole, as the head, for the receiver
+    to refuse.
+    """
+    if len(data) < 8:
+        return bytes(data), b""
+    (length,) = struct.unpack_from("<Q", data)
+    if length > MAX_TENSORS_HEADER_BYTES or 8 + length > len(data):
+        return bytes(data), b""
+    header = bytes(data[8 : 8 + length]).rstrip(b" ")
+    padded = header + b" " * (-(offset + 8 + len(header)) % 8)
+    return struct.pack("<Q", len(padded)) + padded, memoryview(data)[8 + length :]
+
+
 # Readable names of the safetensors dtypes a peer might declare, for the refusal's message.
 _DTYPE_NAMES = {
     "F64": "float64",

@@ -32,6 +32,17 @@ def frame(header: dict[str, Any], payload: bytes = b"") -> bytes:
     return b"PLN1" + struct.pack("<I", len(body)) + body + payload
 
 
+def laid_out(header: dict[str, Any], payload: bytes) -> bytes:
+    """SPEC §2: a tensors payload's header re-padded so its data starts 8-aligned in the frame."""
+    if header["type"] not in ("train", "evaluate", "result") or not payload:
+        return payload
+    (n,) = struct.unpack("<Q", payload[:8])
+    text = payload[8 : 8 + n].rstrip(b" ")
+    at = 8 + len(rfc8785.dumps(header)) + 8 + len(text)
+    text += b" " * ((8 - at % 8) % 8)
+    return struct.pack("<Q", len(text)) + text + payload[8 + n :]
+
+
 def tensors() -> bytes:
     w = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
     b = np.array([0.5, -0.25], dtype=np.float32)
@@ -134,6 +145,7 @@ def valid() -> list[dict[str, Any]]:
             b"PLN1\x02\x00\x00\x00{}"[:5],
         ),
     ]
+    cases = [(n, h, laid_out(h, p)) for n, h, p in cases]
     return [{"name": n, "header": h, "payload_hex": p.hex(), "frame_hex": frame(h, p).hex()} for n, h, p in cases]
 
 

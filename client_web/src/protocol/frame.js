@@ -4,19 +4,28 @@ import canonicalize from "canonicalize";
 
 import { ErrorCode, ProtocolError } from "./errors.js";
 import { loadJson, MAX_HEADER_BYTES } from "./limits.js";
+import { alignedInFrame } from "./safetensors.js";
 
 const MAGIC = [0x50, 0x4c, 0x4e, 0x31]; // "PLN1"
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
 
-/** @returns {Uint8Array} */
-export function encodeFrame(header, payload = new Uint8Array(0)) {
+/**
+ * The frame of `header` and `payload`; a `tensors` payload is laid out for aligned reads (SPEC §2).
+ * @returns {Uint8Array}
+ */
+export function encodeFrame(header, payload = new Uint8Array(0), { tensors = false } = {}) {
   const body = encoder.encode(canonicalize(header));
-  const out = new Uint8Array(8 + body.length + payload.length);
+  const { head, data } =
+    tensors && payload.length
+      ? alignedInFrame(payload, 8 + body.length)
+      : { head: payload, data: payload.subarray(0, 0) };
+  const out = new Uint8Array(8 + body.length + head.length + data.length);
   out.set(MAGIC, 0);
   new DataView(out.buffer).setUint32(4, body.length, true);
   out.set(body, 8);
-  out.set(payload, 8 + body.length);
+  out.set(head, 8 + body.length);
+  out.set(data, 8 + body.length + head.length);
   return out;
 }
 

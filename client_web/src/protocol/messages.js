@@ -41,7 +41,7 @@ export const hello = ({ token = null, clientId = null, secret = null, backend, m
   });
 
 export const result = ({ replyTo, numExamples, metrics }, delta = new Uint8Array(0)) =>
-  encodeFrame({ type: "result", reply_to: replyTo, num_examples: numExamples, metrics }, delta);
+  encodeFrame({ type: "result", reply_to: replyTo, num_examples: numExamples, metrics }, delta, { tensors: true });
 
 /** Cut a message to the error schema's limit (in code points), so no peer's string is echoed in full. */
 export function truncateMessage(message) {

@@ -164,3 +164,25 @@ export function writeSafetensors(tensors) {
   }
   return out;
 }
+
+/**
+ * A safetensors payload laid out to sit `offset` bytes into a frame (SPEC §2): its header re-padded with
+ * spaces so that the data section starts at a multiple of 8 bytes from the frame's first byte.
+ * Returns the new 8-byte length and header, and the data section (a view, not a copy); bytes that are
+ * not a safetensors file come back whole, as the head, for the receiver to refuse.
+ * @returns {{head: Uint8Array, data: Uint8Array}}
+ */
+export function alignedInFrame(payload, offset) {
+  const whole = { head: payload, data: new Uint8Array(0) };
+  if (payload.length < 8) return whole;
+  const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength);
+  const length = view.getBigUint64(0, true);
+  if (length > BigInt(MAX_HEADER_BYTES) || 8n + length > BigInt(payload.length)) return whole;
+  let end = 8 + Number(length);
+  while (end > 8 && payload[end - 1] === 0x20) end--;
+  const pad = (8 - ((offset + end) % 8)) % 8;
+  const head = new Uint8Array(end + pad).fill(0x20);
+  head.set(payload.subarray(0, end));
+  new DataView(head.buffer).setBigUint64(0, BigInt(end + pad - 8), true);
+  return { head, data: payload.subarray(8 + Number(length)) };
+}
