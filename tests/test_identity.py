@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -12,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 from coordinator.client.agent import AgentOptions, run_agent
 from coordinator.client.worker import LocalData, TaskWorker
 from coordinator.data.mnist import load_split
-from coordinator.protocol import Error, Hello, Welcome, decode, encode
+from coordinator.protocol import Error, Heartbeat, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close
 
 from .conftest import StartCoordinator, wait_for
@@ -143,3 +145,23 @@ async def test_a_silent_client_is_dropped_with_1001_not_1000(start_coordinator: 
             assert not isinstance(message, Error)
     assert info.value.rcvd is not None and info.value.rcvd.code == Close.GOING_AWAY
     assert coordinator.clients.count() == 0
+
+
+async def test_a_client_sending_a_long_message_is_not_silent(start_coordinator: StartCoordinator) -> None:
+    # Its heartbeats wait behind the message in the client, but its bytes keep arriving.
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, heartbeat_seconds=0.3)
+    ws = await hello(server.url)
+    await welcome(ws)
+    frame = encode(Heartbeat(1))
+    started = time.monotonic()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for i in range(0, len(frame), 4):
+            await asyncio.sleep(0.35)
+            yield frame[i : i + 4]
+
+    await ws.send(slowly())
+    assert time.monotonic() - started > 3 * 0.9  # three times the silence that drops a client
+    await ws.send(encode(Heartbeat(2)))
+    await asyncio.sleep(0.2)
+    assert coordinator.clients.count() == 1

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -106,6 +107,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     inbound: InboundBudget | None = None  # shared by every connection (see `flow_controlled_websocket`)
     _parked = False
     _queued = 0  # bytes of received messages the app has not taken yet
+    last_read = 0.0  # time.monotonic() when bytes last arrived
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -123,6 +125,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
+        self.last_read = time.monotonic()
         super().data_received(data)
         buffer = self.conn.reader.buffer
         if sys.getsizeof(buffer) > 4 * len(buffer) + SHRINK_ABOVE_BYTES:

@@ -151,8 +151,8 @@ class _Session:
                 with anyio.fail_after(max(wait, 0)):
                     message = await self.ws.receive()
             except TimeoutError:
-                if joined and self._held_back():
-                    continue  # its heartbeats are in the data the inbound budget keeps unread
+                if joined and self._receiving(silence):
+                    continue  # mid-upload, or its heartbeats are in the data the inbound budget keeps unread
                 if joined:
                     # Heartbeats stopped: the client is gone or stuck. 1001, not 1000: if it is
                     # still there, it must reconnect, not conclude the run is over.
@@ -184,9 +184,18 @@ class _Session:
                 self.outbox.put(frame)
         return conn.close_code or Close.PROTOCOL_ERROR
 
-    def _held_back(self) -> bool:
+    def _receiving(self, within: float) -> bool:
+        """True if no message for a while is not the client's silence.
+
+        The inbound budget may hold its data unread, or a large message may take longer to arrive
+        than three heartbeat periods (its heartbeats queue behind it, in the client): bytes that
+        arrived within `within` seconds count as signs of life, whole messages or not.
+        """
         connection = self.ws.scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
-        return bool(getattr(connection, "held_back", False))
+        if connection is None:
+            return False
+        recent = time.monotonic() - float(getattr(connection, "last_read", 0.0)) < within
+        return recent or bool(getattr(connection, "held_back", False))
 
     async def _handle(self, data: bytes | None) -> None:
         conn = self.conn
