@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 
 from coordinator.server.inbound import READ_BYTES, SMALL_BYTES, InboundBudget, Reader
@@ -167,3 +168,66 @@ def test_gated_and_ready_readers_that_go_away_are_forgotten() -> None:
     assert watcher.watched == {} and not budget.held_back(ready)
     budget.hold(uploader, 0)
     assert not gated.reading and not ready.reading and not budget.pressure
+
+
+class ModelReader(FakeReader):
+    """A connection as the transport runs it: reads while neither the budget nor a queued message pauses it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.paused_by_message = False  # uvicorn's read_paused: a whole message waits for the app
+        self.stream: list[int] = []  # sizes of the messages its client is sending, in order
+        self.sent = 0  # bytes of stream[0] read so far
+        self.partial = 0
+        self.queue: list[int] = []
+
+    def can_read(self) -> bool:
+        return self.reading and not self.paused_by_message and bool(self.stream)
+
+    def held(self) -> int:
+        return self.partial + sum(self.queue)
+
+
+class ModelWatcher(FakeWatcher):
+    def ready_now(self) -> list[Reader]:
+        ready = [r for r in self.watched if isinstance(r, ModelReader) and r.stream]
+        for r in ready:
+            self.watched.pop(r)
+        return ready
+
+
+def test_a_random_run_of_uploads_and_heartbeats_never_stalls_the_budget() -> None:
+    # Liveness: whenever a client has bytes in flight or the app has a message waiting, something can move.
+    model = 6 * MB
+    for seed in range(6):
+        rnd = random.Random(seed)
+        watcher = ModelWatcher()
+        budget = InboundBudget(limit=2 * model, watcher=watcher)
+        readers = [ModelReader(f"r{i}") for i in range(40)]
+        for step in range(6_000):
+            moves: list[tuple[str, ModelReader]] = []
+            for r in readers:
+                moves += [("read", r)] if r.can_read() else []
+                moves += [("take", r)] if r.queue else []
+            moves += [("readable", r) for r in watcher.watched if isinstance(r, ModelReader) and r.stream]
+            pending = [r for r in readers if r.stream or r.queue]
+            assert moves or not pending, f"seed {seed}, step {step}: {pending[:3]} wait and nothing can move"
+            moves += [("send", r) for r in readers if len(r.stream) < 2]
+            kind, r = rnd.choice(moves)
+            if kind == "send":
+                r.stream.append(model if rnd.random() < 0.3 else 40)  # an upload, or a heartbeat
+            elif kind == "read":
+                n = READ_BYTES
+                while n and r.stream:
+                    take = min(n, r.stream[0] - r.sent)
+                    r.sent, r.partial, n = r.sent + take, r.partial + take, n - take
+                    if r.sent == r.stream[0]:
+                        r.queue.append(r.stream.pop(0))
+                        r.partial, r.sent, r.paused_by_message = r.partial - r.sent, 0, True
+                budget.hold(r, r.held())
+            elif kind == "take":
+                r.queue.pop(0)
+                r.paused_by_message = r.paused_by_message and bool(r.queue)
+                budget.hold(r, r.held())
+            else:
+                watcher.data_arrives(r)
