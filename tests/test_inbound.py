@@ -190,7 +190,7 @@ class ModelReader(FakeReader):
 
 class ModelWatcher(FakeWatcher):
     def ready_now(self) -> list[Reader]:
-        ready = [r for r in self.watched if isinstance(r, ModelReader) and r.stream]
+        ready: list[Reader] = [r for r in self.watched if isinstance(r, ModelReader) and r.stream]
         for r in ready:
             self.watched.pop(r)
         return ready
