@@ -51,6 +51,11 @@ HELP = {
         " connections are not read (TCP holds their data) until it drains. Small: a round's memory stays near one"
         " model however many clients answer at once. Large: many slow uploads progress together."
     ),
+    "min_upload_rate": (
+        "Bytes a second a client's message must arrive at while the coordinator reads it (averaged over 3"
+        " heartbeat periods; time the client waits for the inbound budget does not count); slower: closed, 4006."
+        " 0: no minimum."
+    ),
     "new_run": "Start a new run even if the database holds an unfinished one.",
     "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",

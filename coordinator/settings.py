@@ -51,6 +51,7 @@ class Settings:
     max_buffered_bytes: int = 1024 * 1024 * 1024
     max_message_bytes: int = 64 * 1024 * 1024  # a whole (chunked) message, and what a connection holds unfinished
     max_receiving_bytes: int = 256 * 1024 * 1024  # received bytes held across connections before reads wait
+    min_upload_rate: float = 16 * 1024  # bytes/s a message must keep up while it is read (0: no minimum)
     # run
     model: str = "mnist-mlp"
     rounds: int = 20
@@ -123,6 +124,8 @@ class Settings:
             raise ValueError("--hello-timeout, --request-timeout and --max-messages-per-second must be positive")
         if self.max_connections_per_address < 0 or self.message_burst < 1:
             raise ValueError("--max-connections-per-address must be at least 0 and --message-burst at least 1")
+        if not 0 <= self.min_upload_rate < float("inf"):
+            raise ValueError("--min-upload-rate must be a number of bytes a second, 0 or more")
         if self.max_receiving_bytes < 1:
             raise ValueError("--max-receiving-bytes must be positive")
         if self.max_message_bytes < 1:
@@ -192,6 +195,7 @@ class Settings:
         "max_buffered_bytes",
         "max_message_bytes",
         "max_receiving_bytes",
+        "min_upload_rate",
         "max_memory",
     )
     # Credentials: never stored with a run, never printed.

@@ -148,8 +148,8 @@ async def test_a_silent_client_is_dropped_with_1001_not_1000(start_coordinator: 
 
 
 async def test_a_client_sending_a_long_message_is_not_silent(start_coordinator: StartCoordinator) -> None:
-    # Its heartbeats wait behind the message in the client, but its bytes keep arriving.
-    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, heartbeat_seconds=0.3)
+    # Its heartbeats wait behind the message in the client, but its bytes keep arriving (above the minimum rate).
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, heartbeat_seconds=0.3, min_upload_rate=8)
     ws = await hello(server.url)
     await welcome(ws)
     frame = encode(Heartbeat(1))
@@ -165,3 +165,26 @@ async def test_a_client_sending_a_long_message_is_not_silent(start_coordinator: 
     await ws.send(encode(Heartbeat(2)))
     await asyncio.sleep(0.2)
     assert coordinator.clients.count() == 1
+
+
+async def test_a_message_trickling_in_below_the_minimum_rate_is_closed_with_4006(
+    start_coordinator: StartCoordinator,
+) -> None:
+    # Bytes keep arriving, so it is not silent; but it would hold its share of the inbound budget for ever.
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, heartbeat_seconds=0.3, min_upload_rate=64)
+    ws = await hello(server.url)
+    await welcome(ws)
+    frame = encode(Heartbeat(1))
+    started = time.monotonic()
+
+    async def slowly() -> AsyncIterator[bytes]:
+        for i in range(0, len(frame), 2):
+            await asyncio.sleep(0.35)  # 6 bytes a second
+            yield frame[i : i + 2]
+
+    sending = asyncio.create_task(ws.send(slowly()))
+    assert await close_code(ws) == Close.UPLOAD_TOO_SLOW
+    assert not sending.done() or sending.exception() is not None  # closed before the message was through
+    assert time.monotonic() - started < 3  # a silence period (0.9 s) of pace, then the next check
+    sending.cancel()
+    wait_for(lambda: coordinator.clients.count() == 0, 5, "the slow client to be removed")

@@ -26,6 +26,7 @@ class Close(IntEnum):
     TOO_SLOW = 4003  # the client does not read: its send queue is full
     RATE_LIMITED = 4004
     TOO_MANY_CONNECTIONS = 4005  # from this remote address
+    UPLOAD_TOO_SLOW = 4006  # a message arrives slower than the coordinator's minimum rate
 
     @property
     def reason(self) -> str:
@@ -46,6 +47,7 @@ _REASONS = {
     Close.TOO_SLOW: "too slow: not reading",
     Close.RATE_LIMITED: "too many messages",
     Close.TOO_MANY_CONNECTIONS: "too many connections from this address",
+    Close.UPLOAD_TOO_SLOW: "too slow: a message is not arriving",
 }
 
 # Module-level names for the codes, as the endpoints and the spec's table use them.

@@ -29,6 +29,7 @@ class ConnectionLimits:
     max_send_buffer_bytes: int = 64 * 1024 * 1024
     max_buffered_bytes: int = 1024 * 1024 * 1024
     max_message_bytes: int = 64 * 1024 * 1024
+    min_upload_rate: float = 16 * 1024  # bytes a second a message under way must keep up (0: none)
 
     @classmethod
     def from_settings(cls, s: Settings) -> ConnectionLimits:
@@ -43,6 +44,7 @@ class ConnectionLimits:
             s.max_send_buffer_bytes,
             s.max_buffered_bytes,
             s.max_message_bytes,
+            s.min_upload_rate,
         )
 
 

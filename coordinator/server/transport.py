@@ -13,13 +13,16 @@
   buffer a message of `ws_max_size` bytes before the protocol has seen anything, and it
   hands each received message to the app without uvicorn's two copies of it. Connections
   share an `InboundBudget` for the bytes they hold received (see `inbound`): above it, a
-  connection stops reading until the rest drains.
+  connection stops reading until the rest drains. What a connection does not read waits in
+  the kernel, so each socket's receive buffer is capped (`RECEIVE_BUFFER_BYTES`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import sys
 import time
 from typing import Any
@@ -42,6 +45,12 @@ log = logging.getLogger(__name__)
 CLOSE_GRACE_SECONDS = 5.0  # after a close, time for the peer to take the rest before the socket is cut
 FIRST_MESSAGE_MAX_BYTES = 64 * 1024  # a hello is a few hundred bytes
 SHRINK_ABOVE_BYTES = 64 * 1024
+# A connection the budget does not read keeps what arrives in its kernel receive buffer, which Linux
+# autotunes up to tcp_rmem's maximum (32 MiB here). A thousand parked uploads then took the kernel past
+# tcp_mem: it dropped segments of the one connection allowed to read, whose retransmission backoff
+# (up to a minute) stalled the round. Capped, a thousand sockets hold at most a quarter of a gigabyte;
+# the price is a window of about this size per client (2.6 MB/s at 50 ms round trip).
+RECEIVE_BUFFER_BYTES = 128 * 1024
 HELD_BACK_EXTENSION = "pollen.inbound"  # ASGI scope extension: {"connection": FlowControlledWebSocket}
 
 
@@ -108,6 +117,8 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     _parked = False
     _queued = 0  # bytes of received messages the app has not taken yet
     last_read = 0.0  # time.monotonic() when bytes last arrived
+    received = 0  # bytes that arrived, in all
+    _pace_from = (0.0, 0)  # (time, bytes received then) since which the message under way is timed
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -124,8 +135,18 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 
         self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
 
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()
+        if not self.mid_message:
+            self._pace_from = (self.last_read, self.received)  # a message starts
+        self.received += len(data)
         super().data_received(data)
         buffer = self.conn.reader.buffer
         if sys.getsizeof(buffer) > 4 * len(buffer) + SHRINK_ABOVE_BYTES:
@@ -144,6 +165,23 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         return -1 if sock is None else int(sock.fileno())
 
     @property
+    def mid_message(self) -> bool:
+        """True while part of a message has arrived and the rest has not."""
+        return bool(self.conn.reader.buffer) or bool(self.bytes)
+
+    def slower_than(self, rate: float, at_least: float) -> bool:
+        """True if the message under way has arrived at under `rate` bytes a second for `at_least` seconds.
+
+        Only the time this connection was free to read counts: the clock restarts when a message
+        starts and when the budget lets the connection read again.
+        """
+        if not self.mid_message or self.held_back:
+            return False
+        since, then = self._pace_from
+        elapsed = time.monotonic() - since
+        return elapsed >= at_least and self.received - then < rate * elapsed
+
+    @property
     def held_back(self) -> bool:
         """True while the budget keeps this connection's data unread (its silence is not the client's)."""
         return self.inbound is not None and self.inbound.held_back(self)
@@ -160,6 +198,8 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 
     def unpark(self) -> None:
         self._parked = False
+        self.last_read = time.monotonic()  # its silence while held back was not the client's
+        self._pace_from = (self.last_read, self.received)
         if not self.read_paused and not self.transport.is_closing():
             self.transport.resume_reading()
 

@@ -151,13 +151,11 @@ class _Session:
                 with anyio.fail_after(max(wait, 0)):
                     message = await self.ws.receive()
             except TimeoutError:
-                if joined and self._receiving(silence):
-                    continue  # mid-upload, or its heartbeats are in the data the inbound budget keeps unread
                 if joined:
-                    # Heartbeats stopped: the client is gone or stuck. 1001, not 1000: if it is
-                    # still there, it must reconnect, not conclude the run is over.
-                    log.warning("client %s silent for %.0f s, dropping it", self.address, silence)
-                    return Close.GOING_AWAY
+                    stalled = self._stalled(silence)
+                    if stalled is None:
+                        continue  # mid-upload, or its heartbeats are in the data the inbound budget keeps unread
+                    return stalled
                 self._reject("no hello within %.0f s", self.limits.hello_timeout)
                 return Close.HELLO_DEADLINE
             if message["type"] == "websocket.disconnect":
@@ -184,18 +182,29 @@ class _Session:
                 self.outbox.put(frame)
         return conn.close_code or Close.PROTOCOL_ERROR
 
-    def _receiving(self, within: float) -> bool:
-        """True if no message for a while is not the client's silence.
+    def _stalled(self, within: float) -> Close | None:
+        """Why a client that sent no whole message for `within` seconds must go; None if it may stay.
 
         The inbound budget may hold its data unread, or a large message may take longer to arrive
         than three heartbeat periods (its heartbeats queue behind it, in the client): bytes that
-        arrived within `within` seconds count as signs of life, whole messages or not.
+        arrived within `within` seconds count as signs of life, whole messages or not. But a
+        message that trickles in below `--min-upload-rate` holds its share of the budget, and
+        everyone waiting behind it, for as long as its sender likes: it goes with 4006.
         """
         connection = self.ws.scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
-        if connection is None:
-            return False
-        recent = time.monotonic() - float(getattr(connection, "last_read", 0.0)) < within
-        return recent or bool(getattr(connection, "held_back", False))
+        recent = connection is not None and time.monotonic() - float(connection.last_read) < within
+        if connection is not None and connection.held_back:
+            return None
+        if not recent:
+            # Heartbeats stopped: the client is gone or stuck. 1001, not 1000: if it is
+            # still there, it must reconnect, not conclude the run is over.
+            log.warning("client %s silent for %.0f s, dropping it", self.address, within)
+            return Close.GOING_AWAY
+        rate = self.limits.min_upload_rate
+        if rate and connection.slower_than(rate, within):
+            self._reject("a message arriving at under %g bytes a second", rate)
+            return Close.UPLOAD_TOO_SLOW
+        return None
 
     async def _handle(self, data: bytes | None) -> None:
         conn = self.conn
