@@ -16,7 +16,7 @@ import os
 import random
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -266,6 +266,31 @@ async def never_reads(target: Target) -> Outcome:
     return out
 
 
+async def trickle(target: Target) -> Outcome:
+    """Join, then send one message a few bytes at a time (80 bytes a second, never finishing)."""
+    out = Outcome()
+    try:
+        async with connect(
+            target.url, max_size=None, open_timeout=TIMEOUT, ping_interval=None, additional_headers=target.headers
+        ) as ws:
+            if await _joined(ws, target, out) is None:
+                return out
+
+            async def pieces() -> AsyncIterator[bytes]:
+                for _ in range(200):  # 40 s: many times the swarm's silence period
+                    await asyncio.sleep(0.2)
+                    out.inputs += 1
+                    yield os.urandom(16)
+
+            await ws.send(pieces())
+            out.close = "kept open"  # the whole trickle went through: nothing stopped it
+    except (OSError, InvalidHandshake, TimeoutError) as exc:
+        out.close = f"refused ({type(exc).__name__})"
+    except ConnectionClosed as exc:
+        out.close = f"close {exc.rcvd.code}" if exc.rcvd is not None else "dropped"
+    return out
+
+
 # After the handshake -------------------------------------------------------------
 
 
@@ -339,4 +364,4 @@ async def identity_theft(target: Target, victims: list[str]) -> Outcome:
 
 
 ATTACKS: list[Attack] = [garbage, mutated_hello, header_lie, chunk_flood, lying_result]
-SLOW_ATTACKS: list[Attack] = [idle, slow_upgrade, never_reads]
+SLOW_ATTACKS: list[Attack] = [idle, slow_upgrade, never_reads, trickle]

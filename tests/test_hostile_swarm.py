@@ -3,8 +3,8 @@
 The coordinator runs in its own process (so that its memory and its survival are its
 own); three honest Python clients train mnist-mlp; meanwhile the swarm (tests/hostile.py)
 sends garbage, mutated and lying frames, chunk floods, wrong-state messages, replayed and
-foreign task ids, lying results, stolen client ids, and idle, slow and never-reading
-sockets. The test prints what it sent and how the coordinator answered, and asserts that
+foreign task ids, lying results, stolen client ids, and idle, slow, never-reading and
+trickling sockets. The test prints what it sent and how the coordinator answered, and asserts that
 the process survives, `/healthz` answers throughout, peak memory stays bounded, every
 round aggregates all three honest clients, and the model is as good as usual.
 """
@@ -162,3 +162,4 @@ def test_a_hostile_swarm_does_not_stop_honest_clients(tmp_path: Path) -> None:
     assert all(r["clients"] >= HONEST for r in rounds), "every round aggregated every honest client"
     assert codes == [0] * HONEST, "every honest client trained to the end"
     assert accuracy is not None and accuracy >= 0.85
+    assert answers["trickle: kept open"] == 0, "a message trickling in is cut off (4006)"

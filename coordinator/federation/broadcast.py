@@ -3,8 +3,10 @@
 Nodes read the global weights in the encoding their `welcome` named (SPEC §2.1). The frame in
 the run's own weights encoding is made when the phase opens, on the strategy's thread; one in
 another encoding (a client that cannot read it gets fp32) is made the first time a node needs
-it. Every node of an encoding is sent the same `SharedFrame`. `bytes_out` counts what was
-handed to nodes, whatever their encodings.
+it. Every node of an encoding is sent the same `SharedFrame`; an fp32 one is made of the
+global weights' own buffers (`EncodedWeights.payload`), laid out so that the tensors sit
+aligned in the frame (SPEC §2). `bytes_out` counts what was handed to nodes, whatever their
+encodings.
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ from __future__ import annotations
 import threading
 
 from coordinator.federation.weights import EncodedWeights
-from coordinator.protocol.chunking import SharedFrame
+from coordinator.protocol.chunking import Buffer, SharedFrame
 from coordinator.protocol.encodings import Encoding
-from coordinator.protocol.tensors import encode_tensors
+from coordinator.protocol.tensors import aligned_in_frame, encode_tensors
+
+_NARROW: dict[str, Encoding] = {"fp16": "fp16", "int8": "int8"}
 
 
 class Broadcast:
@@ -37,9 +41,9 @@ class Broadcast:
                 self.bytes_out += frame.wire_bytes() if max_frame_bytes is None else frame.wire_bytes(max_frame_bytes)
         return frame
 
-    def _payload(self, encoding: str) -> bytes:
-        if encoding == "fp16":
-            return encode_tensors(self._weights.tensors, "fp16")
-        if encoding == "int8":
-            return encode_tensors(self._weights.tensors, "int8")  # weights round to nearest: no rng
-        return self._weights.safetensors
+    def _payload(self, encoding: str) -> list[Buffer]:
+        narrow = _NARROW.get(encoding)
+        if narrow is not None:  # weights round to nearest in int8: no rng
+            head, data = aligned_in_frame(encode_tensors(self._weights.tensors, narrow), len(self._head))
+            return [head, data]
+        return self._weights.payload(len(self._head))

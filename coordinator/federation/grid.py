@@ -213,9 +213,8 @@ class NodeGrid(Grid):
         config = next(iter(msg.content.config_records.values()), ConfigRecord())
         round_number = self.round_offset + int(config.get("server-round", 0))  # type: ignore[arg-type]
         wire_config = {k: v for k, v in config.items() if isinstance(v, bool | int | float | str)}
-        task = wire.Task(
-            kind, uuid.uuid4().hex, self.run_id, round_number, self.spec.raw, wire_config, weights.safetensors
-        )
+        # The frame's payload comes from `weights` as the broadcast is made: the task here is its header.
+        task = wire.Task(kind, uuid.uuid4().hex, self.run_id, round_number, self.spec.raw, wire_config)
         phase = Phase(
             task.task_id,
             kind,

@@ -1,46 +1,108 @@
-"""The global model's weights, serialised once per round.
+"""The global model's weights, laid out for the wire once per round, without a copy of their own.
 
 Within a round the same global `ArrayRecord` is broadcast for evaluation, written as
 the round's checkpoint, and broadcast again for the next round's training (Flower's
-`Strategy.start` passes the one object to all three). Serialising it is O(model)
-work and memory each time, so the last encoding is kept and reused while the
-strategy hands over the very same object.
+`Strategy.start` passes the one object to all three), so the last encoding is kept and
+reused while the strategy hands over the very same object.
+
+An encoding holds no copy of the weights: Flower keeps each `Array` as the bytes of a
+`.npy` file, whose data section is the tensor itself, so the tensors are read-only views
+of the record's own buffers and the safetensors file the wire carries is a short header
+followed by those same buffers (`payload`). The round's broadcast is sent from them, and
+only the checkpoint, written once, joins them into one `bytes`.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import math
+import struct
 import threading
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord
+from flwr.app import Array, ArrayRecord
 
-from coordinator.protocol.tensors import Tensors, decode_tensors, encode_tensors
+from coordinator.protocol.tensors import Tensors
+
+_NPY = "numpy.ndarray"  # Flower's stype for Arrays made from numpy (np.save's format)
+_F32 = np.dtype("<f4")
 
 
 @dataclass(frozen=True)
 class EncodedWeights:
-    tensors: Tensors  # float32 arrays by PyTorch name (read-only)
-    safetensors: bytes  # the same, as the wire and the checkpoint carry them
+    tensors: Tensors  # float32 arrays by PyTorch name, in the record's order (read-only)
+
+    def payload(self, offset: int = 0) -> list[bytes | memoryview]:
+        """The weights as a safetensors file (SPEC §2), in parts: its head, then each tensor's own bytes.
+
+        The head is padded so that the data section starts at a multiple of 8 bytes from the
+        start of a frame in which the file begins `offset` bytes in. Tensors are laid out in
+        name order, as the `safetensors` library writes them; nothing is copied.
+        """
+        names = sorted(self.tensors)
+        entries, start = {}, 0
+        for name in names:
+            t = self.tensors[name]
+            entries[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [start, start + t.nbytes]}
+            start += t.nbytes
+        header = json.dumps(entries, separators=(",", ":")).encode()
+        header += b" " * (-(offset + 8 + len(header)) % 8)
+        return [
+            struct.pack("<Q", len(header)) + header,
+            *(self.tensors[n].reshape(-1).view(np.uint8).data for n in names),
+        ]
+
+    @property
+    def safetensors(self) -> bytes:
+        """The safetensors file in one piece (for the checkpoint): a copy of the weights."""
+        return b"".join(self.payload())
 
 
 class WeightsEncoder:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last: tuple[ArrayRecord, EncodedWeights] | None = None
-        self.encodings = 0  # how many times weights were actually serialised
+        self.encodings = 0  # how many times weights were actually encoded
 
     def encode(self, arrays: ArrayRecord) -> EncodedWeights:
-        """`arrays` as float32 tensors and safetensors bytes; free when `arrays` is the last object encoded."""
+        """`arrays` as float32 tensors for the wire; free when `arrays` is the last object encoded."""
         with self._lock:
             if self._last is not None and self._last[0] is arrays:
                 return self._last[1]
-        safetensors = encode_tensors({name: np.asarray(a.numpy(), dtype=np.float32) for name, a in arrays.items()})
-        # The arrays are read from the encoding itself (views, once decoding is zero-copy): one copy, not two.
         # Strategies line records up by position (FedAvgM's momentum): keep the record's order of names.
-        decoded = decode_tensors(safetensors)
-        encoded = EncodedWeights({name: decoded[name] for name in arrays}, safetensors)
+        encoded = EncodedWeights({name: float32_view(a) for name, a in arrays.items()})
         with self._lock:
             self._last = (arrays, encoded)
             self.encodings += 1
         return encoded
+
+
+def float32_view(array: Array) -> np.ndarray:
+    """`array` as a read-only float32 ndarray: a view of its own buffer when it is a C-ordered float32 `.npy`.
+
+    Anything else (another dtype or serialisation) is converted, once, into an array of its own.
+    """
+    size = math.prod(array.shape)
+    if array.stype == _NPY and size:
+        stream = io.BytesIO(array.data[:4096])  # a .npy header is 128 bytes, rarely more
+        header = None
+        try:
+            version = np.lib.format.read_magic(stream)
+            if version == (1, 0):
+                header = np.lib.format.read_array_header_1_0(stream)
+            elif version == (2, 0):
+                header = np.lib.format.read_array_header_2_0(stream)
+        except ValueError:
+            header = None
+        start = len(array.data) - size * _F32.itemsize
+        if header is not None and start == stream.tell():
+            shape, fortran, dtype = header
+            if dtype == _F32 and not fortran and tuple(shape) == tuple(array.shape):
+                view = np.frombuffer(array.data, _F32, size, start).reshape(shape)
+                if view.flags.aligned:
+                    return view
+    converted = np.ascontiguousarray(array.numpy(), dtype=np.float32)
+    converted.flags.writeable = False
+    return converted

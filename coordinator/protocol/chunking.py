@@ -31,6 +31,8 @@ def split_frame(frame: bytes, max_frame_bytes: int, message_id: str) -> list[byt
 # buffers, never a whole model, and each connection's writer yields between pieces.
 PACE_BYTES = 256 * 1024
 
+Buffer = bytes | memoryview
+
 
 class SharedBytes(bytes):
     """Bytes of a frame that many connections send: they hold references to it, not copies."""
@@ -39,15 +41,19 @@ class SharedBytes(bytes):
 class SharedFrame:
     """One encoded frame for many peers (a round's task): chunked once per chunk size, never copied per peer.
 
-    The frame is given as its head (prefix and header) and its payload, so that the whole is never
-    joined: the chunk frames are the only copy. Every peer whose `max_frame_bytes` is at least
-    `pace_bytes` gets the very same list of byte strings; a peer with a smaller limit gets a list
-    made once for that limit. Thread-safe.
+    The frame is given as its head (prefix and header) and its payload, whole or in parts (the
+    global weights come as the buffers they live in), and is never joined: the chunk frames
+    are the only copy. Every peer whose `max_frame_bytes` is at least `pace_bytes` gets the very
+    same list of byte strings; a peer with a smaller limit gets a list made once for that limit.
+    Thread-safe.
     """
 
-    def __init__(self, head: bytes, payload: bytes | memoryview, *, pace_bytes: int = PACE_BYTES) -> None:
-        self._parts = (memoryview(head), memoryview(payload))
-        self.size = len(head) + len(payload)  # bytes of the frame itself
+    def __init__(
+        self, head: bytes, payload: Buffer | list[Buffer] | tuple[Buffer, ...], *, pace_bytes: int = PACE_BYTES
+    ) -> None:
+        parts = [payload] if isinstance(payload, bytes | memoryview) else list(payload)
+        self._parts = tuple(memoryview(p).cast("B") for p in (head, *parts) if len(p))
+        self.size = sum(len(p) for p in self._parts)  # bytes of the frame itself
         self.pace_bytes = pace_bytes
         self._message_id = uuid.uuid4().hex  # one message to each peer; ids need only be unique per connection
         self._lock = threading.Lock()
@@ -79,20 +85,27 @@ class SharedFrame:
         count = -(-self.size // piece)
         return [
             SharedBytes(
-                encode_frame(Chunk(self._message_id, i, count, self.size).header(), self._slice(i * piece, piece))
+                b"".join(
+                    [
+                        encode_frame(Chunk(self._message_id, i, count, self.size).header()),
+                        *self._slice(i * piece, piece),
+                    ]
+                )
             )
             for i in range(count)
         ]
 
-    def _slice(self, start: int, length: int) -> bytes:
-        head, payload = self._parts
-        out = bytearray()
-        if start < len(head):
-            out += head[start : start + length]
-        rest = start + length - len(head)
-        if rest > 0:
-            out += payload[max(start - len(head), 0) : rest]
-        return bytes(out)
+    def _slice(self, start: int, length: int) -> list[memoryview]:
+        """Views of the frame's bytes [start, start + length), across its parts."""
+        out, at, end = [], 0, start + length
+        for part in self._parts:
+            lo, hi = max(start - at, 0), min(end - at, len(part))
+            if lo < hi:
+                out.append(part[lo:hi])
+            at += len(part)
+            if at >= end:
+                break
+        return out
 
 
 DEFAULT_MAX_PARTIAL_MESSAGES = 4  # an honest peer sends one chunked message at a time
