@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing as mp
+import random
 import resource
 import time
 from dataclasses import dataclass
@@ -108,10 +109,12 @@ def _answer(task: Task, deltas: _Deltas, i: int) -> bytes:
 
 async def _heartbeats(ws: ClientConnection) -> None:
     seq = 0
+    # Browsers join over minutes, not in the generator's burst: each keeps its own phase.
+    await asyncio.sleep(random.uniform(0, HEARTBEAT_SECONDS))
     while True:
-        await asyncio.sleep(HEARTBEAT_SECONDS)
         seq += 1
         await ws.send(encode(Heartbeat(seq)))
+        await asyncio.sleep(HEARTBEAT_SECONDS)
 
 
 async def _run(opts: Options, offset: int, joined_out: Any, stop_flag: MpEvent) -> None:

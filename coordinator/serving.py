@@ -13,7 +13,7 @@ from coordinator.logs import RedactTokens
 from coordinator.server.app import Coordinator
 from coordinator.server.inbound import InboundBudget
 from coordinator.server.readiness import readiness_watcher
-from coordinator.server.transport import flow_controlled_websocket, request_deadline_protocol
+from coordinator.server.transport import RECEIVE_BUFFER_BYTES, flow_controlled_websocket, request_deadline_protocol
 
 
 def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
@@ -42,8 +42,22 @@ def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
     return config
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound; its connections inherit its capped receive buffer (`RECEIVE_BUFFER_BYTES`).
+
+    Set before `listen`, the cap also sizes the window scale each connection negotiates. (Set on a
+    connection's own socket after the upgrade, through uvloop's transport, it slowed rounds tenfold.)
+    """
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+    sock.bind((host, port))
+    return sock
+
+
 def serve_forever(coordinator: Coordinator, log_level: str = "info") -> None:
-    uvicorn.Server(_config(coordinator, log_level)).run()
+    settings = coordinator.settings
+    uvicorn.Server(_config(coordinator, log_level)).run(sockets=[listening_socket(settings.host, settings.port)])
 
 
 class BackgroundServer:
@@ -51,9 +65,7 @@ class BackgroundServer:
 
     def __init__(self, coordinator: Coordinator, log_level: str = "warning") -> None:
         settings = coordinator.settings
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((settings.host, settings.port))
+        self.sock = listening_socket(settings.host, settings.port)
         self.port = self.sock.getsockname()[1]
         self.server = uvicorn.Server(_config(coordinator, log_level))
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)

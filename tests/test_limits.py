@@ -16,6 +16,7 @@ from coordinator.protocol.close_codes import Close
 from coordinator.protocol.frame import encode_frame
 from coordinator.server.limits import TokenBucket
 from coordinator.server.rejection_log import RejectionLog
+from coordinator.server.transport import RECEIVE_BUFFER_BYTES
 
 from .conftest import StartCoordinator, wait_for
 from .wire import close_code
@@ -229,3 +230,12 @@ async def test_unfinished_chunks_count_against_the_coordinator_wide_buffer(start
     assert await close_code(second) == Close.TRY_AGAIN_LATER
     await asyncio.to_thread(wait_for, lambda: coordinator.gate.buffered <= 5 * MiB, 20, "the second's chunks to go")
     await first.close()
+
+
+def test_every_connection_inherits_a_capped_kernel_receive_buffer(start_coordinator: StartCoordinator) -> None:
+    # Parked uploads wait in the kernel: autotuned buffers (tcp_rmem's 32 MiB) let a thousand of them push
+    # the kernel into TCP memory pressure. The cap is set on the listening socket; accepted sockets inherit it.
+    _, server = start_coordinator(min_clients=50)
+    granted = server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    assert RECEIVE_BUFFER_BYTES <= granted <= 2 * RECEIVE_BUFFER_BYTES  # Linux doubles it for bookkeeping
+    assert server.sock.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR)

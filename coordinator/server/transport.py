@@ -14,15 +14,14 @@
   hands each received message to the app without uvicorn's two copies of it. Connections
   share an `InboundBudget` for the bytes they hold received (see `inbound`): above it, a
   connection stops reading until the rest drains. What a connection does not read waits in
-  the kernel, so each socket's receive buffer is capped (`RECEIVE_BUFFER_BYTES`).
+  the kernel, so each socket's receive buffer is capped (`RECEIVE_BUFFER_BYTES`, set on the
+  listening socket, whose connections inherit it: see `serving`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import socket
 import sys
 import time
 from typing import Any
@@ -134,13 +133,6 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
                 self.conn.recv_frame = recv_frame  # type: ignore[method-assign]
 
         self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
 
     def data_received(self, data: bytes) -> None:
         self.last_read = time.monotonic()

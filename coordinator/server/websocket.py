@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from typing import Protocol
 
@@ -295,9 +296,12 @@ def _encodings(hello: Hello, update: Encoding, weights: Encoding) -> dict[str, s
 
 
 async def _heartbeat(conn: ServerProtocol, outbox: Outbox, every: float) -> None:
+    # Clients join in bursts (a page shared, a coordinator restarted): a random phase keeps thousands of
+    # heartbeats from falling due in the same moment of the event loop, every period, for good.
+    await asyncio.sleep(random.uniform(0, every))
     while True:
-        await asyncio.sleep(every)
         if conn.state is State.OPEN:
             conn.heartbeat()
             for frame in conn.data_to_send():
                 outbox.put(frame)
+        await asyncio.sleep(every)
