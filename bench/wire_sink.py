@@ -28,7 +28,7 @@ from coordinator.models.torch_model import build_module, wire_weights
 from coordinator.protocol import Task, Welcome, encode, encode_tensors
 from coordinator.protocol.chunking import SharedFrame
 from coordinator.protocol.frame import decode_frame, encode_frame
-from coordinator.server.transport import FlowControlledWebSocket
+from coordinator.server.transport import HELD_BACK_EXTENSION, FlowControlledWebSocket
 
 
 class Sink:
@@ -67,8 +67,9 @@ class Sink:
         started = time.perf_counter()
 
         async def send(ws: WebSocket) -> None:
-            for piece in frame.frames(16 << 20):
-                await ws.send_bytes(piece)
+            connection = ws.scope["extensions"][HELD_BACK_EXTENSION]["connection"]
+            for piece in frame.frames(16 << 20):  # as the coordinator sends a broadcast: no copy per socket
+                await connection.send_shared(piece)
 
         await asyncio.gather(*(send(ws) for ws in list(self.sockets)))
         await self.all_in.wait()

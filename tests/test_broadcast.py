@@ -1,19 +1,21 @@
-"""The round's broadcast is made from the buffers Flower keeps the global weights in, with no copy on the way."""
+"""The round's broadcast holds no copy of the global weights: it is made of the buffers Flower keeps them in."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord
+from websockets.frames import Frame, Opcode
 
 from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.weights import WeightsEncoder, float32_view
 from coordinator.models.spec import load_spec
 from coordinator.protocol import Chunk, Task, decode, encode_tensors
-from coordinator.protocol.chunking import CHUNK_OVERHEAD, Reassembler, SharedBytes, SharedFrame
+from coordinator.protocol.chunking import CHUNK_OVERHEAD, Reassembler, SharedFrame, SharedPiece
 from coordinator.protocol.encodings import Encoding
 from coordinator.protocol.frame import PREFIX, encode_frame
 from coordinator.protocol.tensors import decode_tensors
+from coordinator.server.transport import _binary_frame_head
 
 MODEL = load_spec("mnist-mlp").raw  # any valid spec: the frames here are checked as a client would
 
@@ -68,7 +70,7 @@ def test_the_payload_is_the_safetensors_file_with_its_tensors_aligned_in_the_fra
 
 
 @pytest.mark.parametrize("pace", [64 * 1024, 4096, 1000])
-def test_a_shared_frame_made_of_parts_is_chunked_like_the_whole_frame(pace: int) -> None:
+def test_a_shared_frame_made_of_parts_is_the_frame_and_its_pieces_copy_nothing(pace: int) -> None:
     arrays, _ = record()
     encoded = WeightsEncoder().encode(arrays)
     head = encode_frame(Task("train", "t1", "r", 1, MODEL, {}).header())
@@ -77,9 +79,12 @@ def test_a_shared_frame_made_of_parts_is_chunked_like_the_whole_frame(pace: int)
     assert frame.join() == head + b"".join(parts)
     pieces = frame.frames(1 << 24)
     assert pieces is frame.frames(1 << 24)  # made once, shared by every peer
-    assert all(isinstance(p, SharedBytes) and len(p) <= pace for p in pieces)
+    assert all(isinstance(p, SharedPiece) and len(p) <= pace for p in pieces)
+    views = [np.frombuffer(part, np.uint8) for p in pieces for part in p.parts if isinstance(part, memoryview)]
+    for name in arrays:  # every tensor's bytes go out from Flower's own buffer: no piece holds a copy
+        assert any(np.shares_memory(v, np.frombuffer(arrays[name].data, np.uint8)) for v in views)
     joiner = Reassembler(1 << 24)
-    whole = [m for m in (_whole(joiner, p) for p in pieces) if m is not None]
+    whole = [m for m in (_whole(joiner, bytes(p)) for p in pieces) if m is not None]
     assert len(whole) == 1 and whole[0] == frame.join()
     task = decode(whole[0])
     assert isinstance(task, Task)
@@ -113,3 +118,10 @@ def _whole(joiner: Reassembler, data: bytes) -> bytes | None:
     """A received frame, or the whole frame once its last chunk is in."""
     message = decode(data)
     return joiner.feed(message) if isinstance(message, Chunk) else data
+
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65_535, 65_536, 300_000])
+def test_a_shared_piece_is_framed_as_websockets_frames_a_binary_message(length: int) -> None:
+    data = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    ours = _binary_frame_head(length) + data
+    assert ours == Frame(Opcode.BINARY, data).serialize(mask=False, extensions=[])

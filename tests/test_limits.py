@@ -55,7 +55,9 @@ async def test_connections_per_address_are_capped_with_4005(start_coordinator: S
 async def test_too_many_messages_close_with_4004(start_coordinator: StartCoordinator) -> None:
     _, server = start_coordinator(min_clients=50, max_messages_per_second=5, message_burst=10)
     ws, _ = await join(server.url)
-    for seq in range(30):
+    # One over the burst, and no more: bytes still unread when the coordinator closes would make its
+    # kernel answer with a reset, which may overtake the close frame.
+    for seq in range(11):
         await ws.send(encode_frame({"type": "heartbeat", "seq": seq}))
     assert await close_code(ws) == Close.RATE_LIMITED
 

@@ -34,17 +34,38 @@ PACE_BYTES = 256 * 1024
 Buffer = bytes | memoryview
 
 
-class SharedBytes(bytes):
-    """Bytes of a frame that many connections send: they hold references to it, not copies."""
+class SharedPiece:
+    """One frame of a broadcast, as the parts it is made of: every peer sending it shares the object.
+
+    The parts are the frame's own head and views of the shared payload, so the pieces hold no
+    copy of it, and neither do the peers that queue them: I/O writes the parts to the socket as
+    they are (`FlowControlledWebSocket.send_shared`), or makes the frame for one write with
+    `bytes(piece)`.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: tuple[Buffer, ...]) -> None:
+        self.parts = parts
+        self.size = sum(len(p) for p in parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+
+Outgoing = bytes | SharedPiece  # a frame queued to a peer: its own, or a piece of a broadcast
 
 
 class SharedFrame:
     """One encoded frame for many peers (a round's task): chunked once per chunk size, never copied per peer.
 
     The frame is given as its head (prefix and header) and its payload, whole or in parts (the
-    global weights come as the buffers they live in), and is never joined: the chunk frames
-    are the only copy. Every peer whose `max_frame_bytes` is at least `pace_bytes` gets the very
-    same list of byte strings; a peer with a smaller limit gets a list made once for that limit.
+    global weights come as the buffers they live in), and is never joined: its pieces are views
+    of it. Every peer whose `max_frame_bytes` is at least `pace_bytes` gets the very same list of
+    pieces; a peer with a smaller limit gets a list made once for that limit.
     Thread-safe.
     """
 
@@ -57,10 +78,10 @@ class SharedFrame:
         self.pace_bytes = pace_bytes
         self._message_id = uuid.uuid4().hex  # one message to each peer; ids need only be unique per connection
         self._lock = threading.Lock()
-        self._frames: dict[int, list[SharedBytes]] = {}
+        self._frames: dict[int, list[SharedPiece]] = {}
         self.frames(pace_bytes)  # the common case, made now: not on the event loop
 
-    def frames(self, max_frame_bytes: int) -> list[SharedBytes]:
+    def frames(self, max_frame_bytes: int) -> list[SharedPiece]:
         """The frames to send a peer that takes frames of at most `max_frame_bytes`."""
         limit = min(max_frame_bytes, self.pace_bytes)
         with self._lock:
@@ -76,24 +97,22 @@ class SharedFrame:
         """The whole frame (for tests and fakes: a peer is sent `frames`)."""
         return b"".join(self._parts)
 
-    def _split(self, limit: int) -> list[SharedBytes]:
+    def _split(self, limit: int) -> list[SharedPiece]:
         if self.size <= limit:
-            return [SharedBytes(self.join())]
+            return [SharedPiece(self._parts)]
         piece = limit - CHUNK_OVERHEAD - PREFIX.size
         if piece <= 0:
             raise ValueError(f"max_frame_bytes {limit} is too small to chunk into")
         count = -(-self.size // piece)
         return [
-            SharedBytes(
-                b"".join(
-                    [
-                        encode_frame(Chunk(self._message_id, i, count, self.size).header()),
-                        *self._slice(i * piece, piece),
-                    ]
-                )
+            SharedPiece(
+                (encode_frame(Chunk(self._message_id, i, count, self.size).header()), *self._slice(i * piece, piece))
             )
             for i in range(count)
         ]
+
+    def _chunk_head(self, index: int, count: int) -> bytes:
+        return encode_frame(Chunk(self._message_id, index, count, self.size).header())
 
     def _slice(self, start: int, length: int) -> list[memoryview]:
         """Views of the frame's bytes [start, start + length), across its parts."""

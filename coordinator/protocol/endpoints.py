@@ -14,7 +14,13 @@ from dataclasses import dataclass
 from enum import Enum, auto
 
 from coordinator.protocol import close_codes
-from coordinator.protocol.chunking import DEFAULT_MAX_PARTIAL_MESSAGES, Reassembler, SharedFrame, split_frame
+from coordinator.protocol.chunking import (
+    DEFAULT_MAX_PARTIAL_MESSAGES,
+    Outgoing,
+    Reassembler,
+    SharedFrame,
+    split_frame,
+)
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.frame import PREFIX, decode_frame
 from coordinator.protocol.limits import MAX_HEADER_BYTES
@@ -90,7 +96,7 @@ class _Endpoint:
         self.peer_max_frame_bytes = DEFAULT_MAX_FRAME_BYTES
         self.state = State.AWAITING_HELLO
         self.close_code: int | None = None
-        self._outbox: list[bytes] = []
+        self._outbox: list[Outgoing] = []
         self._reassembler = Reassembler(
             max_message_bytes, max_partial_bytes=max_partial_bytes, max_partial_messages=max_partial_messages
         )
@@ -98,6 +104,15 @@ class _Endpoint:
         self.rejections: list[str] = []  # codes of the errors this side sent, for metrics
 
     def data_to_send(self) -> list[bytes]:
+        """The frames queued since the last call, as bytes (a broadcast's pieces are joined)."""
+        return [bytes(frame) for frame in self.outgoing()]
+
+    def outgoing(self) -> list[Outgoing]:
+        """The frames queued since the last call, a broadcast's as the `SharedPiece`s every peer shares.
+
+        For I/O that sends many peers the same broadcast: it writes each piece's parts as they are,
+        so that neither the queue nor the socket's buffer holds a copy per peer.
+        """
         out, self._outbox = self._outbox, []
         return out
 
@@ -238,8 +253,8 @@ class ServerProtocol(_Endpoint):
     def send_task(self, task_id: str, frame: bytes | SharedFrame) -> None:
         """Queue a pre-encoded train/evaluate frame; nothing once closed.
 
-        A `SharedFrame` (the round's broadcast) is queued as the very byte strings every other
-        peer gets: nothing is copied for this connection.
+        A `SharedFrame` (the round's broadcast) is queued as the very pieces every other peer
+        gets: nothing is copied for this connection (see `outgoing`).
         """
         if self.state is State.CLOSED:
             return

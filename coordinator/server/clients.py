@@ -39,7 +39,7 @@ class ConnectedClient:
 
     def flush(self) -> None:
         """Move the protocol's queued frames to the writer task. Event-loop thread only."""
-        for frame in self.conn.data_to_send():
+        for frame in self.conn.outgoing():
             self.outbox.put(frame)
 
     def describe(self) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 A client that stops reading makes the socket stop taking data; frames then pile up here. Past
 the connection's cap the queue is dropped and the connection closed with 4003, so a client
 cannot make the coordinator hold more than `max_send_buffer_bytes` (plus one frame) for it.
-A round's task is queued as the `SharedBytes` every connection shares: it counts against the
-connection's cap (the queue's length) but not against the coordinator-wide budget, where it
-would be counted once per client for memory that exists once.
+A round's task is queued as the `SharedPiece`s every connection shares: they count against the
+connection's cap (the queue's length) but not against the coordinator-wide budget, where they
+would be counted once per client for memory that exists once. They are written to the socket
+as they are (`FlowControlledWebSocket.send_shared`): a thousand connections sending the same
+model hold references to it, in this queue and in their transports' buffers, not copies.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ from collections.abc import Awaitable
 
 from starlette.websockets import WebSocket
 
-from coordinator.protocol.chunking import SharedBytes
+from coordinator.protocol.chunking import Outgoing, SharedPiece
 from coordinator.protocol.close_codes import Close, reason_for
 from coordinator.server.limits import ConnectionGate
 from coordinator.server.metrics import Metrics
+from coordinator.server.transport import HELD_BACK_EXTENSION
 
 
 class Outbox:
@@ -32,10 +35,10 @@ class Outbox:
         self.close_code: int | None = None
         self.abandoned = asyncio.Event()  # set when queued frames were dropped: stop writing at once
         self._gate = gate
-        self._frames: deque[bytes] = deque()
+        self._frames: deque[Outgoing] = deque()
         self._ready = asyncio.Event()
 
-    def put(self, frame: bytes) -> None:
+    def put(self, frame: Outgoing) -> None:
         """Queue a frame; over the limit the queue is dropped and the connection closes with 4003."""
         if self.close_code is not None:
             return
@@ -43,7 +46,7 @@ class Outbox:
             self.close(Close.TOO_SLOW, discard=True)
             return
         self._frames.append(frame)
-        self._count(len(frame), shared=isinstance(frame, SharedBytes))
+        self._count(len(frame), shared=isinstance(frame, SharedPiece))
         self._ready.set()
 
     def close(self, code: int, *, discard: bool = False) -> None:
@@ -60,16 +63,16 @@ class Outbox:
         """Forget whatever is still queued (the connection is over)."""
         while self._frames:
             frame = self._frames.popleft()
-            self._count(-len(frame), shared=isinstance(frame, SharedBytes))
+            self._count(-len(frame), shared=isinstance(frame, SharedPiece))
 
-    async def get(self) -> bytes | int:
+    async def get(self) -> Outgoing | int:
         """The next frame, or the close code once every frame is out."""
         while not self._frames and self.close_code is None:
             self._ready.clear()
             await self._ready.wait()
         if self._frames:
             frame = self._frames.popleft()
-            self._count(-len(frame), shared=isinstance(frame, SharedBytes))
+            self._count(-len(frame), shared=isinstance(frame, SharedPiece))
             return frame
         assert self.close_code is not None
         return self.close_code
@@ -82,8 +85,13 @@ class Outbox:
 
 async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
     """The only task that sends on this socket, until the outbox's close code, which it sends."""
-    while isinstance(item := await outbox.get(), bytes):
-        if not await _unless(outbox.abandoned, ws.send_bytes(item)):
+    connection = ws.scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
+    while not isinstance(item := await outbox.get(), int):
+        if isinstance(item, SharedPiece):
+            sent = connection.send_shared(item) if connection is not None else ws.send_bytes(bytes(item))
+        else:
+            sent = ws.send_bytes(item)
+        if not await _unless(outbox.abandoned, sent):
             break
         metrics.bytes_out.inc(len(item))
     code = outbox.close_code or Close.SERVER_ERROR
@@ -91,7 +99,7 @@ async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
         await ws.close(code, reason_for(code))
 
 
-async def _unless(event: asyncio.Event, send: Awaitable[None]) -> bool:
+async def _unless(event: asyncio.Event, send: Awaitable[object]) -> bool:
     """Run `send` unless `event` is set first (a client that does not read never lets it finish)."""
     task = asyncio.ensure_future(send)
     stop = asyncio.ensure_future(event.wait())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import sys
 import time
 from typing import Any
@@ -29,7 +30,9 @@ from typing import Any
 from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.frames import Frame, Opcode
+from websockets.protocol import State as ProtocolState
 
+from coordinator.protocol.chunking import SharedPiece
 from coordinator.server.inbound import InboundBudget
 
 try:
@@ -231,6 +234,19 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         super().send_receive_event_to_app()
         self.bytes = bytearray()  # a fragmented message, delivered: do not hold it until the next one
 
+    async def send_shared(self, piece: SharedPiece) -> None:
+        """Send a broadcast's frame as one binary message, writing its parts as they are (no copy).
+
+        uvicorn's send would serialise each message into bytes of its own: a copy of the frame per
+        connection, which stays in the transport's buffer while the client reads. Written here, the
+        buffer holds references to the one frame every connection shares. Nothing is written once
+        the connection is closing.
+        """
+        await self.writable.wait()
+        if self.close_sent or self.transport.is_closing() or self.conn.state is not ProtocolState.OPEN:
+            return
+        self.transport.writelines([_binary_frame_head(len(piece)), *piece.parts])
+
     def pause_writing(self) -> None:
         self.writable.clear()
 
@@ -265,6 +281,18 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 def flow_controlled_websocket(inbound: InboundBudget) -> type[FlowControlledWebSocket]:
     """`FlowControlledWebSocket` whose connections share one budget for the bytes they hold received."""
     return type("BudgetedWebSocket", (FlowControlledWebSocket,), {"inbound": inbound})
+
+
+def _binary_frame_head(length: int) -> bytes:
+    """The head of a final, unmasked binary WebSocket frame (RFC 6455 §5.2) carrying `length` bytes.
+
+    A server's frames are never masked, and this server negotiates no extension (no RSV bits).
+    """
+    if length < 126:
+        return struct.pack("!BB", 0x82, length)
+    if length < 1 << 16:
+        return struct.pack("!BBH", 0x82, 126, length)
+    return struct.pack("!BBQ", 0x82, 127, length)
 
 
 def _peer(client: tuple[str, int] | None) -> str:

@@ -179,7 +179,7 @@ class _Session:
             if conn.rejections:  # new since the last count, which clears them
                 self._reject("rejected frame(s): %s", ", ".join(conn.rejections))
             self.metrics.count_rejections(conn.rejections)
-            for frame in conn.data_to_send():
+            for frame in conn.outgoing():
                 self.outbox.put(frame)
         return conn.close_code or Close.PROTOCOL_ERROR
 
@@ -302,6 +302,6 @@ async def _heartbeat(conn: ServerProtocol, outbox: Outbox, every: float) -> None
     while True:
         if conn.state is State.OPEN:
             conn.heartbeat()
-            for frame in conn.data_to_send():
+            for frame in conn.outgoing():
                 outbox.put(frame)
         await asyncio.sleep(every)
