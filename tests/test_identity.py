@@ -147,20 +147,20 @@ async def test_a_silent_client_is_dropped_with_1001_not_1000(start_coordinator: 
     assert coordinator.clients.count() == 0
 
 
+async def slowly(frame: bytes, piece: int) -> AsyncIterator[bytes]:
+    """`frame` as one message's fragments of `piece` bytes, one every 0.35 s."""
+    for i in range(0, len(frame), piece):
+        await asyncio.sleep(0.35)
+        yield frame[i : i + piece]
+
+
 async def test_a_client_sending_a_long_message_is_not_silent(start_coordinator: StartCoordinator) -> None:
     # Its heartbeats wait behind the message in the client, but its bytes keep arriving (above the minimum rate).
     coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, heartbeat_seconds=0.3, min_upload_rate=8)
     ws = await hello(server.url)
     await welcome(ws)
-    frame = encode(Heartbeat(1))
     started = time.monotonic()
-
-    async def slowly() -> AsyncIterator[bytes]:
-        for i in range(0, len(frame), 4):
-            await asyncio.sleep(0.35)
-            yield frame[i : i + 4]
-
-    await ws.send(slowly())
+    await ws.send(slowly(encode(Heartbeat(1)), 4))  # 11 bytes a second
     assert time.monotonic() - started > 3 * 0.9  # three times the silence that drops a client
     await ws.send(encode(Heartbeat(2)))
     await asyncio.sleep(0.2)
@@ -174,15 +174,8 @@ async def test_a_message_trickling_in_below_the_minimum_rate_is_closed_with_4006
     coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50, heartbeat_seconds=0.3, min_upload_rate=64)
     ws = await hello(server.url)
     await welcome(ws)
-    frame = encode(Heartbeat(1))
     started = time.monotonic()
-
-    async def slowly() -> AsyncIterator[bytes]:
-        for i in range(0, len(frame), 2):
-            await asyncio.sleep(0.35)  # 6 bytes a second
-            yield frame[i : i + 2]
-
-    sending = asyncio.create_task(ws.send(slowly()))
+    sending = asyncio.create_task(ws.send(slowly(encode(Heartbeat(1)), 2)))  # 6 bytes a second
     assert await close_code(ws) == Close.UPLOAD_TOO_SLOW
     assert not sending.done() or sending.exception() is not None  # closed before the message was through
     assert time.monotonic() - started < 3  # a silence period (0.9 s) of pace, then the next check

@@ -121,6 +121,8 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     last_read = 0.0  # time.monotonic() when bytes last arrived
     received = 0  # bytes that arrived, in all
     _pace_from = (0.0, 0)  # (time, bytes received then) since which the message under way is timed
+    _draining = False  # our close frame is out: read and discard until the peer's (see `_await_peer_close`)
+    _socket: Any = None  # the transport itself, once `transport` is wrapped by `_ClosesAfterHandshake`
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -138,6 +140,9 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self.conn.recv_frame = until_first_message  # type: ignore[method-assign]
 
     def data_received(self, data: bytes) -> None:
+        if self._draining:
+            self._drain(data)
+            return
         self.last_read = time.monotonic()
         if not self.mid_message:
             self._pace_from = (self.last_read, self.received)  # a message starts
@@ -185,6 +190,33 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         super().handle_connect(event)
         if hasattr(self, "scope"):  # the app finds this connection's `held_back` through its scope
             self.scope["extensions"][HELD_BACK_EXTENSION] = {"connection": self}
+        self._socket = self.transport
+        self.transport = _ClosesAfterHandshake(self)  # type: ignore[assignment]
+
+    def _await_peer_close(self) -> bool:
+        """uvicorn closes the socket right after our close frame; True if it must wait for the peer's instead.
+
+        Closing a socket with input still unread makes the kernel answer with a reset, which can
+        overtake the close frame: a client that was still sending (past a rate limit, say) would
+        never learn why it was closed. So, once our close frame is out, the connection reads and
+        discards until the peer's close frame arrives, then closes; `run_asgi` bounds the wait.
+        """
+        if not self.close_sent or self._gone or self.conn.close_rcvd is not None:
+            return False
+        if not self._draining:
+            self._draining = True
+            if self.inbound is not None:
+                self.inbound.forget(self)
+            self._parked = self.read_paused = False
+            self._socket.resume_reading()
+        return True
+
+    def _drain(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self.conn.events_received()  # after our close frame, nothing the peer sends is for the app
+        self.conn.data_to_send()
+        if self.conn.close_rcvd is not None or self.conn.state is ProtocolState.CLOSED or self.conn.parser_exc:
+            self._socket.close()
 
     def park(self) -> None:
         self._parked = True
@@ -254,7 +286,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self.writable.set()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self.inbound is not None and not self._gone:
+        if self.inbound is not None and not self._gone and not self._draining:
             self.inbound.forget(self)
         self._gone = True
         self.writable.set()  # wake blocked senders; they find the connection closed
@@ -276,6 +308,20 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def _abort_if_open(self) -> None:
         if not self._gone:
             self.transport.abort()
+
+
+class _ClosesAfterHandshake:
+    """A connection's transport whose `close` waits for the closing handshake (see `_await_peer_close`)."""
+
+    def __init__(self, connection: FlowControlledWebSocket) -> None:
+        self._connection = connection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection._socket, name)
+
+    def close(self) -> None:
+        if not self._connection._await_peer_close():
+            self._connection._socket.close()
 
 
 def flow_controlled_websocket(inbound: InboundBudget) -> type[FlowControlledWebSocket]:
