@@ -89,7 +89,8 @@ async def test_an_outsider_who_knows_every_id_cannot_take_a_node(start_coordinat
     assert await asyncio.wait_for(victim, 120) == 0
     rounds = coordinator.status.snapshot()["rounds"]
     assert coordinator.status.state == "completed" and len(rounds) == 3
-    assert all(r["accuracy"] > 0.5 for r in rounds)
+    # The victim trained on: 600 digits, one epoch a round (round 1 lands near 50% with unseeded shuffling).
+    assert rounds[-1]["accuracy"] > 0.6 and rounds[-1]["accuracy"] > rounds[0]["accuracy"]
     # The victim kept its one connection to the end: never replaced, never reconnected.
     assert [over for node, over in lost if node == seen["node_id"]] == [True]
     assert coordinator.store.register_client(seen["client_id"], None, "python", None).node_id != seen["node_id"]
