@@ -23,7 +23,7 @@ from coordinator.protocol.chunking import Outgoing, SharedPiece
 from coordinator.protocol.close_codes import Close, reason_for
 from coordinator.server.limits import ConnectionGate
 from coordinator.server.metrics import Metrics
-from coordinator.server.transport import HELD_BACK_EXTENSION
+from coordinator.server.transport import connection_of
 
 
 class Outbox:
@@ -85,7 +85,7 @@ class Outbox:
 
 async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
     """The only task that sends on this socket, until the outbox's close code, which it sends."""
-    connection = ws.scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
+    connection = connection_of(ws.scope)
     while not isinstance(item := await outbox.get(), int):
         if isinstance(item, SharedPiece):
             sent = connection.send_shared(item) if connection is not None else ws.send_bytes(bytes(item))

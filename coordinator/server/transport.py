@@ -25,6 +25,7 @@ import logging
 import struct
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -308,6 +309,12 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def _abort_if_open(self) -> None:
         if not self._gone:
             self.transport.abort()
+
+
+def connection_of(scope: Mapping[str, Any]) -> FlowControlledWebSocket | None:
+    """The connection an ASGI WebSocket scope belongs to (None under another server)."""
+    found = scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
+    return found if isinstance(found, FlowControlledWebSocket) else None
 
 
 class _ClosesAfterHandshake:

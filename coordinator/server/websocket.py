@@ -35,7 +35,7 @@ from coordinator.server.limits import ConnectionGate, ConnectionLimits, TokenBuc
 from coordinator.server.metrics import Metrics
 from coordinator.server.outbox import Outbox, write
 from coordinator.server.rejection_log import RejectionLog
-from coordinator.server.transport import HELD_BACK_EXTENSION
+from coordinator.server.transport import connection_of
 
 log = logging.getLogger(__name__)
 rejections = RejectionLog(log)
@@ -192,11 +192,10 @@ class _Session:
         message that trickles in below `--min-upload-rate` holds its share of the budget, and
         everyone waiting behind it, for as long as its sender likes: it goes with 4006.
         """
-        connection = self.ws.scope.get("extensions", {}).get(HELD_BACK_EXTENSION, {}).get("connection")
-        recent = connection is not None and time.monotonic() - float(connection.last_read) < within
+        connection = connection_of(self.ws.scope)
         if connection is not None and connection.held_back:
             return None
-        if not recent:
+        if connection is None or time.monotonic() - connection.last_read >= within:
             # Heartbeats stopped: the client is gone or stuck. 1001, not 1000: if it is
             # still there, it must reconnect, not conclude the run is over.
             log.warning("client %s silent for %.0f s, dropping it", self.address, within)
