@@ -3,6 +3,7 @@ and a resumed run's ε carries on from where it stopped."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,7 +42,7 @@ class Sink:
         self.loop: RunLoop | None = None
         self.ended: list[str] = []
 
-    def on_round(self, run_id: str, record: RoundRecord, checkpoint: bytes) -> None:
+    def on_round(self, run_id: str, record: RoundRecord, checkpoint: Sequence[bytes | memoryview]) -> None:
         self.store.record_round(run_id, record, checkpoint)
         if record.round == self.stop_after and self.loop is not None:
             self.loop.control.stop()

@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 from sqlalchemy import create_engine, insert, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -67,6 +68,17 @@ def test_create_run_is_visible_everywhere_with_its_initial_checkpoint(store):
     assert store.checkpoint(run.id) == (0, b"\x00initial\xff")
     assert store.checkpoint(run.id, round=0) == (0, b"\x00initial\xff")
     assert store.rounds(run.id) == []
+
+
+def test_a_checkpoint_in_parts_is_stored_as_their_concatenation(store):
+    # The run loop hands over the safetensors head and views of the tensors; SQLite writes them into the blob.
+    run = store.create_run(SPEC, SETTINGS, b"w0")
+    tensor = np.arange(1000, dtype=np.float32)
+    store.record_round(run.id, record(1), [b"head", tensor.view(np.uint8).data, memoryview(b"")])
+    assert store.checkpoint(run.id) == (1, b"head" + tensor.tobytes())
+    store.record_round(run.id, record(2), [b"only"])
+    assert store.checkpoint(run.id) == (2, b"only")
+    assert store.checkpoint(run.id, round=1) == (1, b"head" + tensor.tobytes())
 
 
 def test_record_round_stores_the_round_its_checkpoint_and_progress(store):

@@ -7,6 +7,8 @@ on the same model within 1e-6.
 
 from __future__ import annotations
 
+import gc
+import math
 import random
 from collections.abc import Iterator
 
@@ -203,3 +205,19 @@ def test_misaligned_deltas_fold_like_aligned_ones_block_by_block() -> None:
     reference.add({"w": values}, 2)
     np.testing.assert_array_equal(folded.mean()["w"], reference.mean()["w"])
     np.testing.assert_array_equal(folded.mean()["w"], values)
+
+
+@pytest.mark.parametrize(("strategy", "streaming"), [("fedavg", True), ("fedmedian", False)])
+def test_a_round_s_weights_do_not_wait_for_the_cyclic_collector(strategy: str, streaming: bool) -> None:
+    # Flower's records refer to themselves once viewed (`array_records`): the grid lets go of the arrays
+    # of every record it is done with, or each round's global model and updates would outlive it.
+    biggest = max(SHAPES, key=lambda n: math.prod(SHAPES[n]))
+    gc.collect()
+    gc.disable()
+    try:
+        model = federate(strategy, streaming=streaming, rounds=4)
+        alive = [o for o in gc.get_objects() if isinstance(o, Array) and o.shape == SHAPES[biggest]]
+    finally:
+        gc.enable()
+    assert len(alive) <= 2, f"{len(alive)} copies of {biggest} alive"  # the final model and the initial one
+    assert model[biggest].shape == SHAPES[biggest]

@@ -32,7 +32,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 
-from flwr.app import ConfigRecord, Message, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
@@ -92,7 +92,7 @@ class NodeGrid(Grid):
         self._cond = threading.Condition()
         self._phases: dict[str, Phase] = {}  # open phases by task id
         self._pushed: dict[str, tuple[Phase, int]] = {}  # Flower message id → its phase and node (push/pull)
-        self._shards: list[RecordDict] = []  # shard records handed to the strategy in the last phase
+        self._handed_out: list[RecordDict] = []  # records of the replies the strategy got from the last exchange
         self._last_wait_log = 0.0
         nodes.on_lost(self.node_lost)
 
@@ -145,8 +145,9 @@ class NodeGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         self.control.checkpoint()  # a paused run waits here, between phases
-        self._let_go_of_shards()
-        phases = self._open_phases(list(messages), streaming=self.streaming)
+        _let_go_of_arrays(self._handed_out, ours=True)
+        messages = list(messages)
+        phases = self._open_phases(messages, streaming=self.streaming)
         for phase, cohort in phases:
             self._send(phase, cohort + self._extras(phase, cohort))
         self._wait([p for p, _ in phases], timeout)
@@ -157,8 +158,8 @@ class NodeGrid(Grid):
                 self._phases.pop(phase.task_id, None)
                 if not self.control.stopping:
                     replies.extend(phase.replies())
-                    if phase.shard is not None:
-                        self._shards.append(phase.shard)
+        _let_go_of_arrays(list({id(m.content): m.content for m in messages}.values()))
+        self._handed_out = [m.content for m in replies if not m.has_error()]
         if self.control.stopping:
             self.control.checkpoint()  # raises RunStopped
         for phase, _ in phases:
@@ -186,19 +187,6 @@ class NodeGrid(Grid):
                     self._cond.notify_all()
 
     # Internals ---------------------------------------------------------------
-    def _let_go_of_shards(self) -> None:
-        """Drop the arrays of the shard records handed out in the last phase: a model each.
-
-        Flower's `start` keeps its `train_replies` until the next train phase returns, long after
-        `aggregate_train` read them; without this, a round's folded mean would live through the
-        next round. Only the record's own reference goes: a strategy that kept the ArrayRecord
-        itself keeps it.
-        """
-        for shard in self._shards:
-            for name in list(shard.array_records):
-                del shard[name]
-        self._shards.clear()
-
     def _open_phases(self, messages: list[Message], *, streaming: bool) -> list[tuple[Phase, list[Message]]]:
         """One phase per distinct content (a strategy broadcasts one record to its whole cohort)."""
         groups: dict[int, list[Message]] = {}
@@ -209,8 +197,8 @@ class NodeGrid(Grid):
 
     def _open(self, msg: Message, streaming: bool) -> Phase:
         kind: Kind = "train" if msg.metadata.message_type.startswith("train") else "evaluate"
-        weights = self.encoder.encode(next(iter(msg.content.array_records.values())))
-        config = next(iter(msg.content.config_records.values()), ConfigRecord())
+        weights = self.encoder.encode(next(r for r in msg.content.values() if isinstance(r, ArrayRecord)))
+        config = next((r for r in msg.content.values() if isinstance(r, ConfigRecord)), ConfigRecord())
         round_number = self.round_offset + int(config.get("server-round", 0))  # type: ignore[arg-type]
         wire_config = {k: v for k, v in config.items() if isinstance(v, bool | int | float | str)}
         # The frame's payload comes from `weights` as the broadcast is made: the task here is its header.
@@ -274,3 +262,24 @@ class NodeGrid(Grid):
 
     def _refuse(self, node_id: int, error: wire.Error) -> None:
         self.nodes.reject(node_id, error)
+
+
+def _let_go_of_arrays(records: list[RecordDict], *, ours: bool = False) -> None:
+    """Drop the model-sized arrays of records that have served their exchange.
+
+    Flower's records wait for the cyclic garbage collector more often than not: each view such as
+    `RecordDict.array_records` is a new dict that refers to itself (a bound method in it) and to
+    the record's `ArrayRecord`s. So the weights of every task's content (the global model) and of
+    every reply handed to the strategy (a shard's mean, or a client's update) would outlive their
+    exchange, into the next round's peak, or for good once `GcKeeper` has frozen them. A task's
+    content is done when its exchange returns: its records lose their arrays (an `ArrayRecord`
+    the strategy kept stays whole). Replies are done once the strategy asks for the next
+    exchange (Flower's `start` keeps its `train_replies` until then, long after `aggregate_train`
+    read them); their `ArrayRecord`s are the grid's own (`ours`), and are emptied.
+    """
+    for record in records:
+        for name, item in list(record.items()):
+            if isinstance(item, ArrayRecord):
+                del record[name]
+                if ours:
+                    item.clear()

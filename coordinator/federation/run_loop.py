@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
@@ -43,8 +44,8 @@ log = logging.getLogger(__name__)
 class RunSink(Protocol):
     """Where a run's results go. Called from the run loop's thread."""
 
-    def on_round(self, run_id: str, record: RoundRecord, checkpoint: bytes) -> None:
-        """A round completed: `checkpoint` is the new global model as safetensors. Must commit both together."""
+    def on_round(self, run_id: str, record: RoundRecord, checkpoint: Sequence[bytes | memoryview]) -> None:
+        """A round completed: `checkpoint` is the new global model as safetensors, in parts. Commit both together."""
         ...
 
     def on_end(self, run_id: str, state: str, message: str) -> None:
@@ -92,6 +93,7 @@ class RunLoop:
             on_phase=self._phase_ended,
         )
         self._strategy: Strategy | None = None
+        self._initial: ArrayRecord | None = None
         self._round_start = time.time()
 
     def _open_run(self, settings: Settings) -> tuple[RunInfo, Settings]:
@@ -148,6 +150,7 @@ class RunLoop:
         _, weights = self.store.checkpoint(self.run.id)
         initial = ArrayRecord({k: Array(np.ascontiguousarray(v)) for k, v in decode_tensors(weights).items()})
         del weights  # Flower's record is the copy the run goes on from
+        self._initial = initial
         self.wait_for_clients()
         self.status.update(state="running", message="")
         self._strategy = build_strategy(self.settings)
@@ -173,6 +176,11 @@ class RunLoop:
         self._phases[report.kind] = report
 
     def _after_round(self, server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        if self._initial is not None and arrays is not self._initial:
+            # Strategy.start holds its initial record to the end of the run; nothing reads it once
+            # there is a newer global model, so its weights (a model) are given back.
+            self._initial.clear()
+            self._initial = None
         weights = self.grid.encoder.encode(arrays)  # the next round's broadcast reuses this encoding
         accuracy, loss = self._evaluate(weights.tensors) if self._evaluates(server_round) else (None, None)
         reply = MetricRecord({} if accuracy is None else {"accuracy": accuracy, "loss": loss or 0.0})
@@ -215,7 +223,7 @@ class RunLoop:
             privacy=privacy_state(self._strategy) if self._strategy is not None else None,
         )
         self._round_start = now
-        self.sink.on_round(self.run.id, record, weights.safetensors)
+        self.sink.on_round(self.run.id, record, weights.payload())
         return reply
 
     def _evaluates(self, server_round: int) -> bool:

@@ -9,7 +9,7 @@ An encoding holds no copy of the weights: Flower keeps each `Array` as the bytes
 `.npy` file, whose data section is the tensor itself, so the tensors are read-only views
 of the record's own buffers and the safetensors file the wire carries is a short header
 followed by those same buffers (`payload`). The round's broadcast is sent from them, and
-only the checkpoint, written once, joins them into one `bytes`.
+so is the checkpoint, where the database takes a blob in parts (SQLite).
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ class EncodedWeights:
 
     @property
     def safetensors(self) -> bytes:
-        """The safetensors file in one piece (for the checkpoint): a copy of the weights."""
+        """The safetensors file in one piece: a copy of the weights."""
         return b"".join(self.payload())
 
 

@@ -7,16 +7,30 @@ import hmac
 import math
 import secrets
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, select, update
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy import Engine, func, select, update
+from sqlalchemy.orm import Session, sessionmaker
 
 from coordinator.persistence.database import connect, migrate
 from coordinator.persistence.tables import CheckpointRow, ClientRow, RoundRow, RunRow
 from coordinator.settings import storable_settings
+
+
+def _write_blob(session: Session, checkpoint_id: int, parts: list[bytes | memoryview]) -> None:
+    """Fill a checkpoint row's zeroblob with `parts`, in the session's transaction (SQLite only).
+
+    Bound as a parameter, a blob is copied whole by the driver (sqlite3 binds with SQLITE_TRANSIENT);
+    written through SQLite's incremental blob I/O, it goes from the parts into the pages.
+    """
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
+    with connection.blobopen("checkpoints", "weights", checkpoint_id) as blob:
+        for part in parts:
+            blob.write(part)
 
 
 def _now() -> datetime:
@@ -131,8 +145,15 @@ class Store:
             s.execute(update(RunRow).where(RunRow.id == run_id).values(state=state, updated_at=_now()))
 
     # rounds
-    def record_round(self, run_id: str, record: RoundRecord, weights: bytes) -> None:
-        """The round's metrics, its checkpoint and the run's progress, atomically."""
+    def record_round(self, run_id: str, record: RoundRecord, weights: bytes | Sequence[bytes | memoryview]) -> None:
+        """The round's metrics, its checkpoint and the run's progress, atomically.
+
+        `weights` is the checkpoint, whole or as the parts it is made of (a safetensors head and
+        views of the tensors). SQLite gets the parts written into the row's blob one after the
+        other; other databases get them joined, a copy of the model for the length of the write.
+        """
+        parts: list[bytes | memoryview] = [weights] if isinstance(weights, bytes) else list(weights)
+        streamed = self.engine.dialect.name == "sqlite" and len(parts) > 1
         now = _now()
         with self._session.begin() as s:
             s.add(
@@ -150,7 +171,13 @@ class Store:
                     privacy=record.privacy,
                 )
             )
-            s.add(CheckpointRow(run_id=run_id, round=record.round, created_at=now, weights=weights))
+            size = sum(len(p) for p in parts)
+            blob = func.zeroblob(size) if streamed else parts[0] if len(parts) == 1 else b"".join(parts)
+            checkpoint = CheckpointRow(run_id=run_id, round=record.round, created_at=now, weights=blob)
+            s.add(checkpoint)
+            if streamed:
+                s.flush()
+                _write_blob(s, checkpoint.id, parts)
             s.execute(update(RunRow).where(RunRow.id == run_id).values(completed_rounds=record.round, updated_at=now))
 
     def rounds(self, run_id: str) -> list[RoundRecord]:

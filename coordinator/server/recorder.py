@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.status import RunStatus
@@ -20,7 +21,7 @@ class RunRecorder:
         self.metrics = metrics
         self.nodes = nodes
 
-    def on_round(self, run_id: str, record: RoundRecord, checkpoint: bytes) -> None:
+    def on_round(self, run_id: str, record: RoundRecord, checkpoint: Sequence[bytes | memoryview]) -> None:
         self.store.record_round(run_id, record, checkpoint)  # the round and its checkpoint, in one transaction
         trim_heap()  # the round's buffers are freed: give their memory back
         self.status.add_round(record.to_dict())

@@ -35,6 +35,7 @@ from websockets.protocol import State as ProtocolState
 
 from coordinator.protocol.chunking import SharedPiece
 from coordinator.server.inbound import InboundBudget
+from coordinator.server.payloads import Payload, take_payloads
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -127,6 +128,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._reader = take_payloads(self.conn.reader)
         # The parser reads each frame's limit from `max_message_size` when the frame starts, and
         # `recv_frame` runs before the next one starts: lifting the limit there covers frame two on.
         full, self.conn.max_message_size = self.conn.max_message_size, FIRST_MESSAGE_MAX_BYTES
@@ -149,17 +151,17 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
             self._pace_from = (self.last_read, self.received)  # a message starts
         self.received += len(data)
         super().data_received(data)
-        buffer = self.conn.reader.buffer
+        buffer = self._reader.buffer
         if sys.getsizeof(buffer) > 4 * len(buffer) + SHRINK_ABOVE_BYTES:
             # A bytearray keeps its allocation when its front is consumed: after one delta, every
             # connection would keep a model-sized parser buffer for good. Keep only what is left.
-            self.conn.reader.buffer = bytearray(buffer)
+            self._reader.compact()
         self._account()
 
     def _account(self) -> None:
         """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages."""
         if self.inbound is not None and not self._gone:
-            self.inbound.hold(self, len(self.conn.reader.buffer) + len(self.bytes) + self._queued)
+            self.inbound.hold(self, self._reader.pending + len(self.bytes) + self._queued)
 
     def fileno(self) -> int:
         sock = None if self.transport.is_closing() else self.transport.get_extra_info("socket")
@@ -168,7 +170,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     @property
     def mid_message(self) -> bool:
         """True while part of a message has arrived and the rest has not."""
-        return bool(self.conn.reader.buffer) or bool(self.bytes)
+        return bool(self._reader.pending) or bool(self.bytes)
 
     def slower_than(self, rate: float, at_least: float) -> bool:
         """True if the message under way has arrived at under `rate` bytes a second for `at_least` seconds.
@@ -252,7 +254,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
             return
         self.bytes = bytearray()
         self.curr_msg_data_type = "bytes"
-        data = event.data if isinstance(event.data, bytes) else bytes(event.data)
+        data = event.data if isinstance(event.data, bytes | Payload) else bytes(event.data)  # see `payloads`
         # websockets' parser keeps its last frame in a local until the next frame arrives (a heartbeat,
         # seconds later): without this, every client that just sent a delta would hold on to it.
         event.data = b""

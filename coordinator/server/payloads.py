@@ -1,0 +1,128 @@
+"""Received frame payloads handed over by the WebSocket parser as they are, and unmasked in place.
+
+websockets' parser collects a frame in its read buffer, growing it read by read, then copies
+the payload out of it (`buffer[:n]`) and unmasks that copy into a third buffer (a client's
+frames are always masked). For a model-sized upload that is three copies at the moment the
+frame completes, two of them thrown away at once, and a trail of reallocations before: with
+a thousand clients answering a round, the copies, not the uploads, set the coordinator's peak
+memory.
+
+`PayloadReader` receives a large payload into a `Payload` of its exact size instead, and
+hands that over; nothing else references it, so `apply_mask` unmasks it in place. A frame's
+payload then costs its own size, once, and starts where an allocation starts, so tensors read
+from it in place are aligned.
+
+Event-loop thread only, like the parser it serves.
+"""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Callable, Generator
+from typing import Any
+
+import numpy as np
+import websockets.frames
+from websockets.streams import StreamReader
+
+OWN_ABOVE_BYTES = 64 * 1024  # smaller payloads (headers, heartbeats) are copied: handing them over saves nothing
+
+
+class Payload(mmap.mmap):
+    """A frame's payload in memory of its own, which only the parser's caller references.
+
+    Anonymous memory, mapped at the payload's size: pages are taken as bytes arrive, and all of
+    it goes back to the system when the payload is dropped. It may be unmasked in place.
+    """
+
+    @classmethod
+    def of_size(cls, n: int) -> Payload:
+        return cls(-1, n)
+
+
+class PayloadReader(StreamReader):
+    """websockets' `StreamReader`, receiving each large payload into a buffer of its own, its exact size.
+
+    Once a frame's header has announced a large payload, the bytes that arrive go straight into a
+    `Payload` allocated once, at its full length, and handed over when it is full: no copy is made,
+    and no buffer grows read by read (reallocations that leave a trail of freed blocks, which a
+    thousand uploads turn into memory the allocator keeps). The payload's memory is taken when its
+    header arrives: `pending` counts it all from then on.
+    """
+
+    _payload: Payload | None = None  # the large payload being received
+    _filled = 0  # how much of it has arrived
+
+    @property
+    def pending(self) -> int:
+        """Bytes this reader holds: unparsed input, and what arrived of a payload under way."""
+        return len(self.buffer) + self._filled
+
+    def read_exact(self, n: int) -> Generator[None, None, Any]:
+        """Read `n` bytes: a copy of them if `n` is small, else a `Payload` they were received into."""
+        if n < OWN_ABOVE_BYTES:
+            return (yield from super().read_exact(n))
+        payload = Payload.of_size(n)
+        taken = min(len(self.buffer), n)
+        with memoryview(self.buffer) as view, memoryview(payload) as into:
+            into[:taken] = view[:taken]
+        del self.buffer[:taken]
+        self._payload, self._filled = payload, taken
+        try:
+            while self._filled < n:
+                if self.eof:
+                    raise EOFError(f"stream ends after {self._filled} bytes, expected {n} bytes")
+                yield
+        finally:
+            self._payload, self._filled = None, 0
+        return payload
+
+    def feed_data(self, data: bytes | bytearray) -> None:
+        """Take `data` that arrived: into the payload under way first, the rest into the buffer."""
+        payload = self._payload
+        if payload is not None and self._filled < len(payload) and not self.eof:
+            take = min(len(payload) - self._filled, len(data))
+            with memoryview(data) as view, memoryview(payload) as into:
+                into[self._filled : self._filled + take] = view[:take]
+                self._filled += take
+                if take == len(data):
+                    return
+                data = bytes(view[take:])
+        super().feed_data(data)
+
+    def compact(self) -> None:
+        """Let go of the room a consumed front left in the buffer: keep only what is still unread."""
+        self.buffer = bytearray(self.buffer)
+
+
+def take_payloads(reader: StreamReader) -> PayloadReader:
+    """Turn a connection's reader into a `PayloadReader`, in place (its parser holds it already)."""
+    reader.__class__ = PayloadReader
+    assert isinstance(reader, PayloadReader)
+    return reader
+
+
+def unmask_in_place(data: Payload | bytearray, mask: bytes) -> None:
+    """XOR `data` with the 4-byte `mask` repeated (RFC 6455 §5.3), in place."""
+    whole = len(data) // 4
+    if whole:
+        words = np.frombuffer(data, np.uint32, whole)
+        np.bitwise_xor(words, np.frombuffer(mask, np.uint32)[0], out=words)
+        del words  # a live view would forbid resizing the buffer
+    for i in range(whole * 4, len(data)):
+        data[i] ^= mask[i % 4]
+
+
+def _install() -> None:
+    copying: Callable[[Any, bytes], bytes] = getattr(websockets.frames, "apply_mask")  # noqa: B009 (not exported)
+
+    def apply_mask(data: Any, mask: bytes) -> Any:
+        if type(data) is Payload:
+            unmask_in_place(data, mask)
+            return data
+        return copying(data, mask)
+
+    setattr(websockets.frames, "apply_mask", apply_mask)  # noqa: B010 (Frame.parse reads the module's global)
+
+
+_install()

@@ -1,0 +1,94 @@
+"""Large frame payloads are received into memory of their own and unmasked in place (coordinator.server.payloads)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Protocol, Side, State
+from websockets.streams import StreamReader
+
+from coordinator.server.payloads import OWN_ABOVE_BYTES, Payload, PayloadReader, take_payloads, unmask_in_place
+
+
+def _server() -> tuple[Protocol, PayloadReader]:
+    protocol = Protocol(Side.SERVER, state=State.OPEN, max_size=None)  # past the handshake: frames
+    return protocol, take_payloads(protocol.reader)
+
+
+def _masked(payload: bytes, opcode: Opcode = Opcode.BINARY) -> bytes:
+    return Frame(opcode, payload).serialize(mask=True, extensions=[])
+
+
+def _feed(protocol: Protocol, data: bytes, cuts: list[int]) -> list[Frame]:
+    frames: list[Frame] = []
+    start = 0
+    for cut in [*sorted(c % (len(data) + 1) for c in cuts), len(data)]:
+        if cut > start:
+            protocol.receive_data(data[start:cut])
+            frames.extend(e for e in protocol.events_received() if isinstance(e, Frame))
+            start = cut
+    return frames
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    size=st.integers(OWN_ABOVE_BYTES, OWN_ABOVE_BYTES + 4099),
+    cuts=st.lists(st.integers(0, 1 << 20), max_size=6),
+    small=st.binary(min_size=1, max_size=100),
+)
+def test_a_large_payload_arrives_whole_in_a_payload_of_its_own_however_it_is_split(
+    size: int, cuts: list[int], small: bytes
+) -> None:
+    protocol, reader = _server()
+    big = os.urandom(size)
+    frames = _feed(protocol, _masked(small) + _masked(big) + _masked(small), cuts)
+    assert [bytes(f.data) for f in frames] == [small, big, small]
+    assert isinstance(frames[1].data, Payload) and len(frames[1].data) == size
+    assert not isinstance(frames[0].data, Payload)  # small frames take websockets' own path
+    assert reader.pending == 0
+
+
+def test_pending_counts_what_arrived_of_a_payload_under_way() -> None:
+    protocol, reader = _server()
+    frame = _masked(os.urandom(3 * OWN_ABOVE_BYTES))
+    protocol.receive_data(frame[:1000])
+    assert reader.pending == 1000 - 14  # a 64-bit length and a mask: 14 bytes of header
+    protocol.receive_data(frame[1000:-1])
+    assert reader.pending == len(frame) - 1 - 14
+    protocol.receive_data(frame[-1:])
+    assert [len(e.data) for e in protocol.events_received() if isinstance(e, Frame)] == [3 * OWN_ABOVE_BYTES]
+    assert reader.pending == 0
+
+
+def test_a_stream_that_ends_mid_payload_is_an_error_not_a_short_frame() -> None:
+    protocol, _ = _server()
+    protocol.receive_data(_masked(os.urandom(2 * OWN_ABOVE_BYTES))[:-10])
+    protocol.receive_eof()
+    assert not [e for e in protocol.events_received() if isinstance(e, Frame) and e.opcode is Opcode.BINARY]
+    assert isinstance(protocol.parser_exc, EOFError)
+
+
+@given(data=st.binary(max_size=64), mask=st.binary(min_size=4, max_size=4))
+def test_unmasking_in_place_matches_the_rfc(data: bytes, mask: bytes) -> None:
+    buffer = bytearray(data)
+    unmask_in_place(buffer, mask)
+    assert bytes(buffer) == bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+
+
+def test_a_payload_s_tensors_are_aligned_views_of_it() -> None:
+    payload = Payload.of_size(4096 + 3)
+    assert np.frombuffer(payload, np.float32, 1024).flags.aligned
+
+
+def test_other_readers_and_senders_keep_websockets_behaviour() -> None:
+    # The in-place unmasking is reserved to Payloads: a client masking what it sends copies as before.
+    data = bytes(range(256)) * 400
+    frame = Frame(Opcode.BINARY, data)
+    assert frame.serialize(mask=True, extensions=[]) != data
+    assert frame.data == data
+    reader = StreamReader()
+    assert not isinstance(reader, PayloadReader)
