@@ -46,8 +46,8 @@ class PayloadReader(StreamReader):
     Once a frame's header has announced a large payload, the bytes that arrive go straight into a
     `Payload` allocated once, at its full length, and handed over when it is full: no copy is made,
     and no buffer grows read by read (reallocations that leave a trail of freed blocks, which a
-    thousand uploads turn into memory the allocator keeps). The payload's memory is taken when its
-    header arrives: `pending` counts it all from then on.
+    thousand uploads turn into memory the allocator keeps). Its pages are taken as bytes arrive
+    (`pending`); `expected` counts the whole payload from the moment its header announces it.
     """
 
     _payload: Payload | None = None  # the large payload being received
@@ -57,6 +57,11 @@ class PayloadReader(StreamReader):
     def pending(self) -> int:
         """Bytes this reader holds: unparsed input, and what arrived of a payload under way."""
         return len(self.buffer) + self._filled
+
+    @property
+    def expected(self) -> int:
+        """Bytes this reader will hold before it can hand anything over: a payload under way counts whole."""
+        return len(self.buffer) + (len(self._payload) if self._payload is not None else 0)
 
     def read_exact(self, n: int) -> Generator[None, None, Any]:
         """Read `n` bytes: a copy of them if `n` is small, else a `Payload` they were received into."""

@@ -159,9 +159,14 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self._account()
 
     def _account(self) -> None:
-        """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages."""
+        """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages.
+
+        A frame under way counts at the size its header announced, not at what has arrived: a thousand
+        clients answering at once would otherwise each start an upload (a read each, all below the
+        budget) and sit parked in the middle of it, a read or two each, far past the budget in all.
+        """
         if self.inbound is not None and not self._gone:
-            self.inbound.hold(self, self._reader.pending + len(self.bytes) + self._queued)
+            self.inbound.hold(self, self._reader.expected + len(self.bytes) + self._queued)
 
     def fileno(self) -> int:
         sock = None if self.transport.is_closing() else self.transport.get_extra_info("socket")
