@@ -91,9 +91,7 @@ async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
             sent = connection.send_shared(item) if connection is not None else ws.send_bytes(bytes(item))
         else:
             sent = ws.send_bytes(item)
-        if connection is not None and connection.writable.is_set():
-            await sent  # the socket takes it now: no wait to abandon (and no two tasks per frame, as below)
-        elif not await _unless(outbox.abandoned, sent):
+        if not await _unless(outbox.abandoned, sent):
             break
         metrics.bytes_out.inc(len(item))
     code = outbox.close_code or Close.SERVER_ERROR
