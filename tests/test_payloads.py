@@ -64,6 +64,20 @@ def test_pending_counts_what_arrived_of_a_payload_under_way() -> None:
     assert reader.pending == 0
 
 
+def test_a_budget_is_charged_what_arrived_and_a_bounded_part_of_what_was_announced() -> None:
+    # Counting a frame whole from its header would let a client trickling a large one hold that much of the
+    # coordinator's budget; counting only what arrived let a thousand uploads start at once.
+    protocol, reader = _server()
+    frame = _masked(os.urandom(4 * OWN_ABOVE_BYTES))
+    protocol.receive_data(frame[:1000])
+    assert reader.counted(OWN_ABOVE_BYTES) == 1000 - 14 + OWN_ABOVE_BYTES
+    assert reader.counted(10 * OWN_ABOVE_BYTES) == reader.expected == 4 * OWN_ABOVE_BYTES
+    protocol.receive_data(frame[1000:-100])
+    assert reader.counted(OWN_ABOVE_BYTES) == reader.expected == 4 * OWN_ABOVE_BYTES
+    protocol.receive_data(frame[-100:])
+    assert reader.counted(OWN_ABOVE_BYTES) == 0
+
+
 def test_a_stream_that_ends_mid_payload_is_an_error_not_a_short_frame() -> None:
     protocol, _ = _server()
     protocol.receive_data(_masked(os.urandom(2 * OWN_ABOVE_BYTES))[:-10])

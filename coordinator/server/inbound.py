@@ -5,7 +5,7 @@ upload at the same moment: read as fast as it arrives, a thousand uploads sit in
 process together (partial frames in the WebSocket parser, whole messages waiting for their
 connection's turn on the event loop), a thousand models of memory, although the grid folds
 each one in a millisecond once it has it. TCP can hold them instead: `InboundBudget`
-counts the bytes each connection holds (a frame under way at the size its header
+counts the bytes each connection holds (a frame under way with some of what its header
 announced: see `FlowControlledWebSocket._account`) and, above `limit`, *parks* connections (their
 transports stop reading, so their data waits in the kernel and in the client) until what
 is held drains; then parked connections resume, one per drain, first parked first. One

@@ -63,6 +63,10 @@ class PayloadReader(StreamReader):
         """Bytes this reader will hold before it can hand anything over: a payload under way counts whole."""
         return len(self.buffer) + (len(self._payload) if self._payload is not None else 0)
 
+    def counted(self, headroom: int) -> int:
+        """What arrived, and up to `headroom` bytes more of a payload under way (what a budget charges)."""
+        return self.pending + min(self.expected - self.pending, headroom)
+
     def read_exact(self, n: int) -> Generator[None, None, Any]:
         """Read `n` bytes: a copy of them if `n` is small, else a `Payload` they were received into."""
         if n < OWN_ABOVE_BYTES:

@@ -55,6 +55,7 @@ SHRINK_ABOVE_BYTES = 64 * 1024
 # (up to a minute) stalled the round. Capped, a thousand sockets hold at most a quarter of a gigabyte;
 # the price is a window of about this size per client (2.6 MB/s at 50 ms round trip).
 RECEIVE_BUFFER_BYTES = 128 * 1024
+ANNOUNCED_HEADROOM_BYTES = 1024 * 1024  # of a frame under way, counted before it arrives (see `_account`)
 HELD_BACK_EXTENSION = "pollen.inbound"  # ASGI scope extension: {"connection": FlowControlledWebSocket}
 
 
@@ -161,12 +162,16 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def _account(self) -> None:
         """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages.
 
-        A frame under way counts at the size its header announced, not at what has arrived: a thousand
-        clients answering at once would otherwise each start an upload (a read each, all below the
-        budget) and sit parked in the middle of it, a read or two each, far past the budget in all.
+        A frame under way counts what has arrived of it plus up to `ANNOUNCED_HEADROOM_BYTES` more of
+        what its header announced. Counted as it arrives, a thousand clients answering at once each
+        started an upload (a read each, all below the budget) and sat parked in the middle of it, a
+        read or two each, far past the budget in all; counted whole from its header, a client
+        trickling a large frame at the minimum upload rate would hold a frame's worth of everyone's
+        budget for as long as it liked.
         """
         if self.inbound is not None and not self._gone:
-            self.inbound.hold(self, self._reader.expected + len(self.bytes) + self._queued)
+            counted = self._reader.counted(ANNOUNCED_HEADROOM_BYTES)
+            self.inbound.hold(self, counted + len(self.bytes) + self._queued)
 
     def fileno(self) -> int:
         sock = None if self.transport.is_closing() else self.transport.get_extra_info("socket")
