@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flwr.app import Error, Message, RecordDict
+from flwr.app import Error, Message
 from flwr.common.constant import ErrorCode as FlowerErrorCode
 
 from coordinator.federation.aggregation import RunningMean
@@ -82,7 +82,6 @@ class Phase:
         self.limits = limits
         self.uniform_weights = uniform_weights
         self.fold = RunningMean(global_weights) if streaming and kind == "train" else None
-        self.shard: RecordDict | None = None  # the folded replies, once handed to the strategy
         self.quorum: int | None = None
         self.closed = False
         self._refuse = refuse
@@ -195,8 +194,7 @@ class Phase:
         if self.fold is not None:
             if self.fold.count:
                 first = next(iter(self._tasks.values()))
-                self.shard = self.fold.record()
-                out.append(Message(self.shard, reply_to=first.message))
+                out.append(Message(self.fold.record(), reply_to=first.message))
             self.fold.release()
         # A cancelled task has no reply: it was the coordinator's choice, not the client's failure.
         out.extend(t.reply for t in self._tasks.values() if t.reply is not None)
