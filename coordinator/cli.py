@@ -7,7 +7,7 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.console import Console
 from coordinator.logs import setup_logging
 from coordinator.options import with_settings
 from coordinator.settings import Settings, redact_url
+
+if TYPE_CHECKING:
+    from coordinator.server.gateways import GatewayFactory
 
 app = typer.Typer(help="Pollen: federated learning with browser clients.", no_args_is_help=True, add_completion=False)
 console = Console(stderr=True)
@@ -35,10 +38,19 @@ def serve(
     from coordinator.serving import serve_forever
 
     _logging(logging.INFO, log_json)
-    coordinator = Coordinator(settings)
+    coordinator = Coordinator(settings, gateway_pool(settings))
     console.print(f"[bold green]pollen[/] serving on http://{settings.host}:{settings.port}  (clients: /ws)")
     console.print(f"database: {redact_url(settings.db)}", markup=False, highlight=False)
     serve_forever(coordinator)
+
+
+def gateway_pool(settings: Settings) -> GatewayFactory | None:
+    """The factory of `--gateways`' pool (None without gateways: no Ray is imported)."""
+    if not settings.gateways:
+        return None
+    from coordinator.cluster.pool import GatewayPool
+
+    return lambda host: GatewayPool(settings, host)
 
 
 @app.command()

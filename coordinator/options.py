@@ -24,6 +24,12 @@ HELP = {
     "max_frame_bytes": "Largest WebSocket frame accepted; larger messages are chunked.",
     "heartbeat_seconds": "Heartbeat interval; a client silent for 3x this is dropped.",
     "demo_shards": "The page's demo data: browser clients split the MNIST training digits into this many shards.",
+    "gateways": (
+        "WebSocket gateways to start on Ray: each serves its own clients on its own port and pre-aggregates"
+        " their updates; clients find one through GET /api/join. 0: clients connect to this process's /ws."
+    ),
+    "ray_address": "Ray cluster for the gateways (e.g. 10.0.0.5:6379); unset: a local Ray instance.",
+    "gateway_port": "Gateway i listens on this port + i (0: --port + 1).",
     "trusted_proxies": (
         "Reverse proxies whose X-Forwarded-For header names the client (IPs or CIDRs, comma-separated): "
         "per-address limits then count real clients, not the proxy."

@@ -8,18 +8,24 @@ import threading
 import time
 
 import uvicorn
+from starlette.applications import Starlette
 
 from coordinator.logs import RedactTokens
 from coordinator.server.app import Coordinator
 from coordinator.server.inbound import InboundBudget
 from coordinator.server.readiness import readiness_watcher
 from coordinator.server.transport import RECEIVE_BUFFER_BYTES, flow_controlled_websocket, request_deadline_protocol
+from coordinator.settings import Settings
 
 
 def _config(coordinator: Coordinator, log_level: str) -> uvicorn.Config:
-    settings = coordinator.settings
+    return uvicorn_config(coordinator.app(), coordinator.settings, log_level)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicorn.Config:
+    """How an app that serves clients runs under uvicorn: a coordinator's, or a gateway's."""
     config = uvicorn.Config(
-        coordinator.app(),
+        app,
         host=settings.host,
         port=settings.port,
         log_level=log_level,

@@ -40,6 +40,9 @@ class Settings:
     heartbeat_seconds: float = 10.0
     new_run: bool = False
     demo_shards: int = 10  # the page's demo data: node n trains on MNIST shard ((n-1) mod this) + 1
+    gateways: int = 0  # WebSocket gateways on Ray (0: clients connect to this process's /ws)
+    ray_address: str | None = None  # the Ray cluster for gateways (None: a local instance)
+    gateway_port: int = 0  # gateway i listens on this + i (0: --port + 1)
     # limits on what one peer may hold (0 turns a count limit off)
     trusted_proxies: str = "127.0.0.1"  # whose X-Forwarded-For names the client (comma-separated IPs/CIDRs, or *)
     hello_timeout: float = 10.0
@@ -176,6 +179,9 @@ class Settings:
 
     # Options that say where and how to serve, not what to train: a resumed run takes these from the command line.
     SERVING = (
+        "gateways",
+        "ray_address",
+        "gateway_port",
         "host",
         "port",
         "db",

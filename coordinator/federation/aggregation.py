@@ -65,6 +65,21 @@ class RunningMean:
             self.weight += weight
             self.count += 1
 
+    def merge(self, sums: Mapping[str, np.ndarray], weight: float, count: int) -> None:
+        """Fold in another fold's `take` (a gateway's shard): the sum of sums is the sum over all clients."""
+        with self._lock:
+            for name, acc in self._sums.items():
+                for part, block in aligned_blocks(sums[name]):
+                    saxpy(block, acc[part], a=1.0)
+            self.weight += weight
+            self.count += count
+
+    def take(self) -> tuple[Tensors, float, int]:
+        """End the fold and hand over its raw sums (flat float32), total weight and count, for `merge` elsewhere."""
+        with self._lock:
+            sums, self._sums = self._sums, {}
+            return sums, self.weight, self.count
+
     def mean(self) -> Tensors:
         """global + Σ w·delta / Σ w, in float32 (the global weights if nothing was folded)."""
         with self._lock:

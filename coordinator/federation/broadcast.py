@@ -31,6 +31,15 @@ class Broadcast:
         self.bytes_out = 0
         self.frame(encoding, count=False)
 
+    @property
+    def head(self) -> bytes:
+        """The task frame up to its payload."""
+        return self._head
+
+    @property
+    def weights(self) -> EncodedWeights:
+        return self._weights
+
     def frame(self, encoding: str, max_frame_bytes: int | None = None, *, count: bool = True) -> SharedFrame:
         """The task in `encoding` (fp32 if unknown), counted in `bytes_out` as sent to one more node."""
         with self._lock:

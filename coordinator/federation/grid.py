@@ -42,6 +42,7 @@ from coordinator.federation.nodes import Nodes
 from coordinator.federation.phase import Phase
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, ReplyLimits
+from coordinator.federation.shards import Partial, Shards, ShardTask
 from coordinator.federation.weights import WeightsEncoder
 from coordinator.models.spec import ModelSpec
 from coordinator.protocol import messages as wire
@@ -49,6 +50,8 @@ from coordinator.protocol.encodings import Encoding
 from coordinator.protocol.frame import encode_frame
 
 log = logging.getLogger(__name__)
+
+SHARD_GRACE_SECONDS = 30.0  # a gateway answers at its phase's deadline; this covers getting the partial here
 
 
 class NodeGrid(Grid):
@@ -94,6 +97,7 @@ class NodeGrid(Grid):
         self._pushed: dict[str, tuple[Phase, int]] = {}  # Flower message id → its phase and node (push/pull)
         self._handed_out: list[RecordDict] = []  # records of the replies the strategy got from the last exchange
         self._last_wait_log = 0.0
+        self._phase_timeout: float | None = None  # the current exchange's, for shards
         nodes.on_lost(self.node_lost)
 
     def detach(self) -> None:
@@ -146,11 +150,12 @@ class NodeGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         self.control.checkpoint()  # a paused run waits here, between phases
         _let_go_of_arrays(self._handed_out, ours=True)
+        self._phase_timeout = timeout
         messages = list(messages)
         phases = self._open_phases(messages, streaming=self.streaming)
         for phase, cohort in phases:
             self._send(phase, cohort + self._extras(phase, cohort))
-        self._wait([p for p, _ in phases], timeout)
+        self._wait([p for p, _ in phases], None if timeout is None else timeout + self._grace())
         replies: list[Message] = []
         with self._cond:
             for phase, _ in phases:
@@ -164,7 +169,7 @@ class NodeGrid(Grid):
             self.control.checkpoint()  # raises RunStopped
         for phase, _ in phases:
             phase.report.seconds = time.time() - phase.report.started
-            phase.report.bytes_out = phase.frame.bytes_out
+            phase.report.bytes_out += phase.frame.bytes_out  # shards count their own
             self._on_phase(phase.report)
         return replies
 
@@ -241,10 +246,41 @@ class NodeGrid(Grid):
         with self._cond:
             for msg in messages:
                 phase.add_task(msg.metadata.dst_node_id, msg)
+        if isinstance(self.nodes, Shards):
+            self._send_to_shards(self.nodes, phase, messages)
+            return
         for msg in messages:
             node_id = msg.metadata.dst_node_id
             if not self.nodes.send_task(node_id, phase.task_id, phase.frame):
                 self._lost(phase, node_id)
+
+    def _send_to_shards(self, shards: Shards, phase: Phase, messages: list[Message]) -> None:
+        """The whole phase to the shards that hold its nodes, the task once each; partials come back whole."""
+        task = ShardTask(
+            phase.task_id,
+            phase.kind,
+            phase.report.round,
+            phase.frame.head,
+            tuple(m.metadata.dst_node_id for m in messages),
+            phase.quorum,
+            self._phase_timeout,
+            phase.fold is not None,
+            self._shapes,
+            self.limits,
+            self.uniform_weights,
+            self.weights_encoding,
+        )
+
+        def take(partial: Partial) -> None:
+            with self._cond:
+                phase.take_partial(partial)
+                self._cond.notify_all()
+
+        shards.send_phase(task, phase.global_weights, take)
+
+    def _grace(self) -> float:
+        """How long past a phase's deadline to wait for shards' partials (they close their phases at it)."""
+        return SHARD_GRACE_SECONDS if isinstance(self.nodes, Shards) else 0.0
 
     def _lost(self, phase: Phase, node_id: int) -> None:
         with self._cond:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flwr.app import Error, Message
+from flwr.app import Error, Message, RecordDict
 from flwr.common.constant import ErrorCode as FlowerErrorCode
 
 from coordinator.federation.aggregation import RunningMean
@@ -38,6 +38,8 @@ from coordinator.federation.replies import (
     check_reply,
     check_update,
 )
+from coordinator.federation.shards import Partial, ShardTask
+from coordinator.federation.weights import EncodedWeights
 from coordinator.protocol import messages as wire
 from coordinator.protocol.errors import ErrorCode, ProtocolError
 from coordinator.protocol.tensors import Tensors
@@ -199,6 +201,62 @@ class Phase:
         # A cancelled task has no reply: it was the coordinator's choice, not the client's failure.
         out.extend(t.reply for t in self._tasks.values() if t.reply is not None)
         return out
+
+    # Shards ------------------------------------------------------------------------
+    @classmethod
+    def for_shard(cls, task: ShardTask, weights: Tensors, refuse: Refuse) -> Phase:
+        """A shard's own phase for `task`, with a task for each of its nodes, to send with `frame`."""
+        phase = cls(
+            task.task_id,
+            task.kind,
+            weights,
+            PhaseReport(task.kind, task.round),
+            frame=Broadcast(task.head, EncodedWeights(weights), task.weights_encoding),  # type: ignore[arg-type]
+            shapes=task.shapes,
+            limits=task.limits,
+            uniform_weights=task.uniform_weights,
+            streaming=task.streaming,
+            refuse=refuse,
+        )
+        phase.quorum = task.quorum
+        message_type = "train" if task.kind == "train" else "evaluate"
+        for node_id in task.nodes:
+            phase.add_task(node_id, Message(RecordDict(), node_id, message_type))
+        return phase
+
+    def partial(self) -> Partial:
+        """This phase, run by a shard for its own clients, as the partial the coordinator merges (ends the fold)."""
+        out = Partial(self.task_id, tuple(self._tasks), report=self.report)
+        if self.fold is not None:
+            out.sums, out.weight, out.count = self.fold.take()
+        for node_id, task in self._tasks.items():
+            if task.reply is None:
+                continue
+            if task.reply.has_error():
+                out.outcomes[node_id] = (task.reply.error.code, task.reply.error.reason or "")
+            else:
+                out.outcomes[node_id] = task.reply.content
+        return out
+
+    def take_partial(self, partial: Partial) -> None:
+        """Take in a shard's answer for its nodes: fold its sums, keep its other outcomes, add up its report."""
+        if self.closed:
+            return
+        for node_id in partial.nodes:
+            task = self._tasks.get(node_id)
+            if task is None or task.done:
+                continue
+            task.done = True
+            self._open -= 1
+            outcome = partial.outcomes.get(node_id)
+            if isinstance(outcome, tuple):
+                task.reply = Message(Error(*outcome), reply_to=task.message)
+            elif outcome is not None:
+                task.reply = Message(outcome, reply_to=task.message)
+        if partial.sums is not None and self.fold is not None and partial.count:
+            self.fold.merge(partial.sums, partial.weight, partial.count)
+        if partial.report is not None:
+            self.report.add(partial.report)
 
     def reply_of(self, node_id: int) -> Message | None:
         """One task's per-client outcome, once it has one (push/pull callers; not for folded updates)."""

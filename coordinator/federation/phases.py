@@ -25,6 +25,19 @@ class PhaseReport:
     late: int = 0  # tasks still unanswered at the deadline (counted within `failures` too)
     aggregate_seconds: float = 0.0  # spent decoding, checking and folding replies
 
+    def add(self, other: PhaseReport) -> None:
+        """Count a shard's report of the same phase in this one (its `sent` is already counted here)."""
+        self.ok += other.ok
+        self.failures += other.failures
+        self.client_metrics += other.client_metrics
+        self.bytes_out += other.bytes_out
+        self.bytes_in += other.bytes_in
+        self.rejected += other.rejected
+        self.clipped += other.clipped
+        self.dropped += other.dropped
+        self.late += other.late
+        self.aggregate_seconds += other.aggregate_seconds
+
     def mean(self, key: str) -> float | None:
         """The mean of the finite values of `key`; never inf, whatever the values (None if there are none)."""
         values = self._finite(key)

@@ -21,6 +21,7 @@ from starlette.middleware import Middleware
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 
+from coordinator.federation.nodes import Nodes
 from coordinator.federation.run_loop import RunLoop
 from coordinator.federation.status import RunStatus
 from coordinator.persistence.store import Registration, RunInfo, Store
@@ -28,6 +29,7 @@ from coordinator.protocol.encodings import Encoding
 from coordinator.protocol.messages import Error, Hello, Result
 from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
+from coordinator.server.gateways import GatewayFactory
 from coordinator.server.limits import ConnectionGate, ConnectionLimits
 from coordinator.server.memory import GcKeeper, pin_mmap_threshold
 from coordinator.server.metrics import Metrics
@@ -43,14 +45,17 @@ log = logging.getLogger(__name__)
 class Coordinator:
     """Owns the pieces of one coordinator process and the thread the current run loop lives in."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, gateways: GatewayFactory | None = None) -> None:
+        """`gateways`: builds the pool of gateways that hold the clients (None: they connect to `/ws` here)."""
         self.store = Store(settings.db)
         self.metrics = Metrics()
         self.clients = ClientRegistry(self.metrics)
-        self.metrics.track_clients(self.clients.count)
         self.status = RunStatus()
-        self.recorder = RunRecorder(self.store, self.status, self.metrics, self.clients)
-        self.run_loop = RunLoop(settings, self.store, self.clients, self.status, self.recorder)
+        self.gateways = gateways(self) if gateways is not None else None
+        self.nodes: Nodes = self.gateways if self.gateways is not None else self.clients
+        self.metrics.track_clients(self.nodes.count)
+        self.recorder = RunRecorder(self.store, self.status, self.metrics, self.nodes)
+        self.run_loop = RunLoop(settings, self.store, self.nodes, self.status, self.recorder)
         # How to serve never changes after start; what to train comes from each run.
         self.settings = self.run_loop.settings
         self.limits = ConnectionLimits.from_settings(settings)
@@ -78,7 +83,7 @@ class Coordinator:
                 self.run_loop.run.id,
                 self.status.current_round + 1,
             )
-        self.clients.close_all(going_away=True)
+        self.nodes.close_all(going_away=True)
 
     # RunHost: what connections need --------------------------------------------
     def register_client(self, hello: Hello) -> Registration:
@@ -143,7 +148,7 @@ class Coordinator:
             raise RuntimeError("a run is in progress: stop it first")
         self.status.finished.clear()
         self.status.update(state="starting", message="", history=[], current_round=0)
-        self.run_loop = RunLoop(settings, self.store, self.clients, self.status, self.recorder)
+        self.run_loop = RunLoop(settings, self.store, self.nodes, self.status, self.recorder)
         self.settings = self.run_loop.settings
         self._thread = threading.Thread(target=self.run_loop.run_to_end, name="pollen-rounds", daemon=True)
         self._thread.start()
@@ -157,18 +162,22 @@ class Coordinator:
             keeper = GcKeeper()
             keeper.start()
             gc_task = asyncio.create_task(keeper.run())
+            if self.gateways is not None:
+                await asyncio.to_thread(self.gateways.start)
             self.start(asyncio.get_running_loop())
             yield
             gc_task.cancel()
             self.shutdown()
             await asyncio.sleep(0.2)  # let the close frames go out
+            if self.gateways is not None:
+                await asyncio.to_thread(self.gateways.stop)
 
         async def ws(websocket: WebSocket) -> None:
             await serve_connection(websocket, self.limits, self.gate, self.clients, self.metrics, self)
 
         return Starlette(
             routes=[
-                *api_routes(self.status, self.clients, self.metrics),
+                *api_routes(self.status, self.clients, self.metrics, self.gateways),
                 *admin_routes(self),
                 WebSocketRoute("/ws", ws),
                 *web_routes(self.settings.demo_shards),

@@ -13,20 +13,38 @@ from starlette.routing import Route
 
 from coordinator.federation.status import RunStatus
 from coordinator.server.clients import ClientRegistry
+from coordinator.server.gateways import Gateways
 from coordinator.server.metrics import Metrics
 
 
-def api_routes(status: RunStatus, clients: ClientRegistry, metrics: Metrics) -> list[Route]:
+def api_routes(status: RunStatus, clients: ClientRegistry, metrics: Metrics, gateways: Gateways | None) -> list[Route]:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
     async def run_status(_: Request) -> JSONResponse:
         by_backend = clients.by_backend()
-        return JSONResponse(
-            {**status.snapshot(), "clients_connected": sum(by_backend.values()), "clients_by_backend": by_backend}
-        )
+        body = {**status.snapshot(), "clients_connected": sum(by_backend.values()), "clients_by_backend": by_backend}
+        if gateways is not None:
+            body["gateways"] = gateways.describe()
+            body["clients_connected"] = gateways.count()
+        return JSONResponse(body)
+
+    async def join(request: Request) -> JSONResponse:
+        """Where a client should connect: the least-loaded live gateway, or this process's own `/ws`."""
+        if gateways is None:
+            scheme = "wss" if request.url.scheme == "https" else "ws"
+            return JSONResponse({"url": f"{scheme}://{request.url.netloc}/ws"})
+        url = gateways.join_url()
+        if url is None:
+            return JSONResponse({"error": "no gateway is up; try again shortly"}, status_code=503)
+        return JSONResponse({"url": url})
 
     async def exposition(_: Request) -> Response:
         return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
-    return [Route("/healthz", healthz), Route("/api/status", run_status), Route("/metrics", exposition)]
+    return [
+        Route("/healthz", healthz),
+        Route("/api/status", run_status),
+        Route("/api/join", join),
+        Route("/metrics", exposition),
+    ]

@@ -1,0 +1,258 @@
+"""A gateway: a WebSocket endpoint of its own, on its own machine, that aggregates its own clients.
+
+It runs as a Ray actor (`GatewayPool` starts it) and serves protocol v1 exactly as the
+coordinator's `/ws` does, with the same connection code (`serve_connection`): the same
+limits, outbox, inbound budget and checks. What differs is where decisions are made:
+
+* joining: the coordinator is the only writer to the database, so a hello waits here while
+  the coordinator registers it (`joins` hands the waiting hellos over, `admit` answers them);
+* a phase: the coordinator sends the task once (`run_phase`), with the weights through
+  Ray's object store; the gateway sends it to its nodes of the cohort, checks and folds
+  their replies in its own `Phase`, and answers with one `Partial`.
+
+Every method is `async`: a plain method of an async actor would run on the event loop and
+stop the WebSocket server while it ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from flwr.supercore.task_identity import TaskIdentity
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from coordinator.federation.phase import Phase
+from coordinator.federation.replies import Lost
+from coordinator.federation.shards import Partial, ShardTask
+from coordinator.persistence.store import Registration
+from coordinator.protocol.encodings import Encoding
+from coordinator.protocol.messages import Error, Hello, Result
+from coordinator.protocol.tensors import Tensors
+from coordinator.server.clients import ClientRegistry
+from coordinator.server.limits import ConnectionGate, ConnectionLimits
+from coordinator.server.metrics import Metrics
+from coordinator.server.websocket import serve_connection
+from coordinator.serving import listening_socket, uvicorn_config
+from coordinator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JOIN_TIMEOUT_SECONDS = 30.0  # a hello the coordinator has not registered by then fails (the client retries)
+
+
+@dataclass(frozen=True)
+class JoinRequest:
+    """A hello waiting for the coordinator to register it."""
+
+    ticket: int
+    hello: Hello
+
+
+@dataclass
+class GatewayEvents:
+    """What changed at a gateway since the coordinator last asked (`Gateway.events`)."""
+
+    joins: list[JoinRequest] = field(default_factory=list)
+    nodes: list[int] = field(default_factory=list)  # every node connected now
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What a gateway's connections need to know of the coordinator's current run."""
+
+    run_id: str = ""
+    update_encoding: Encoding = "fp32"
+    weights_encoding: Encoding = "fp32"
+    over: bool = False
+
+
+class Gateway:
+    """The actor's body; see the module docstring. Construct it inside a running event loop."""
+
+    def __init__(self, index: int, settings: dict[str, Any], host: str, port: int) -> None:
+        self.index = index
+        self.settings = Settings.from_dict(settings)
+        self.metrics = Metrics()
+        self.clients = ClientRegistry(self.metrics)
+        self.limits = ConnectionLimits.from_settings(self.settings)
+        self.gate = ConnectionGate(self.limits)
+        self.view = RunView()
+        self._tickets = itertools.count(1)
+        self._waiting: dict[int, tuple[JoinRequest, concurrent.futures.Future[Registration]]] = {}
+        self._handed: set[int] = set()  # tickets given to the coordinator, not yet answered
+        self._news = asyncio.Event()
+        self._lock = threading.Lock()  # the waiting hellos: worker threads add them, the loop hands them over
+        self._cond = threading.Condition()
+        self._phases: dict[str, Phase] = {}
+        TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+        self._loop = loop = asyncio.get_running_loop()
+        self.clients.bind_loop(loop)
+        self.clients.on_lost(self._lost)
+        # Bound to every interface, it is reached at its machine's address in the cluster.
+        self._host = host if host not in ("0.0.0.0", "::", "") else _node_ip()
+        self._sock = listening_socket(host, port)
+        self.port = int(self._sock.getsockname()[1])
+        self._server = uvicorn.Server(uvicorn_config(self._app(), self.settings, "warning"))
+        self._serving = loop.create_task(self._server.serve(sockets=[self._sock]))
+
+    # Called by the coordinator (through Ray) --------------------------------------
+    async def address(self) -> tuple[str, int]:
+        """Where clients reach it (host, port), once the server listens."""
+        while not self._server.started:
+            if self._serving.done():
+                self._serving.result()
+                raise RuntimeError(f"gateway {self.index} stopped serving")
+            await asyncio.sleep(0.01)
+        return self._host, self.port
+
+    async def configure(self, view: RunView) -> None:
+        """The coordinator's current run (its id and encodings), for welcomes."""
+        self.view = view
+        if view.over:
+            self.clients.close_all()
+
+    async def events(self, wait: float) -> GatewayEvents:
+        """Hellos to register and the connected nodes; waits up to `wait` seconds for a hello."""
+        with self._lock:
+            idle = not self._pending()
+        if idle:
+            self._news.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._news.wait(), wait)
+        with self._lock:
+            joins = self._pending()
+            self._handed.update(j.ticket for j in joins)
+        return GatewayEvents(joins, self.clients.node_ids())
+
+    async def admit(self, answers: dict[int, Registration | str]) -> None:
+        """The coordinator's answers to hellos: a registration, or why it failed."""
+        for ticket, answer in answers.items():
+            with self._lock:
+                self._handed.discard(ticket)
+                _, future = self._waiting.pop(ticket, (None, None))
+            if future is None or future.done():
+                continue
+            if isinstance(answer, str):
+                future.set_exception(RuntimeError(answer))
+            else:
+                future.set_result(answer)
+
+    async def run_phase(self, task: ShardTask, weights: Tensors) -> Partial:
+        """Send `task` to its nodes here, take their replies in until done or the deadline, and answer."""
+        phase = Phase.for_shard(task, weights, self._refuse)
+        with self._cond:
+            self._phases[task.task_id] = phase
+        for node_id in task.nodes:
+            if not self.clients.send_task(node_id, task.task_id, phase.frame):
+                self._take(phase, node_id, Lost())
+        await asyncio.to_thread(self._wait, phase, task.timeout)
+        with self._cond:
+            phase.close(timeout=task.timeout)
+            self._phases.pop(task.task_id, None)
+            partial = phase.partial()
+        phase.report.bytes_out = phase.frame.bytes_out
+        phase.report.seconds = time.time() - phase.report.started
+        return partial
+
+    async def reject(self, node_id: int, error: Error) -> bool:
+        return self.clients.reject(node_id, error)
+
+    async def close_all(self, going_away: bool) -> None:
+        self.clients.close_all(going_away=going_away)
+
+    async def pid(self) -> int:
+        return os.getpid()
+
+    # RunHost: what its connections need --------------------------------------------
+    def register_client(self, hello: Hello) -> Registration:
+        """Blocking, on a worker thread: wait for the coordinator to register this hello."""
+        ticket = next(self._tickets)
+        future: concurrent.futures.Future[Registration] = concurrent.futures.Future()
+        request = JoinRequest(ticket, hello)
+        with self._lock:
+            self._waiting[ticket] = (request, future)
+        self._loop.call_soon_threadsafe(self._news.set)
+        try:
+            return future.result(timeout=JOIN_TIMEOUT_SECONDS)
+        finally:
+            with self._lock:
+                self._waiting.pop(ticket, None)
+
+    @property
+    def run_id(self) -> str:
+        return self.view.run_id
+
+    @property
+    def run_over(self) -> bool:
+        return self.view.over
+
+    @property
+    def encodings(self) -> tuple[Encoding, Encoding]:
+        return self.view.update_encoding, self.view.weights_encoding
+
+    def deliver(self, node_id: int, reply: Result | Error) -> bool:
+        if not isinstance(reply.reply_to, str):
+            return False
+        with self._cond:
+            phase = self._phases.get(reply.reply_to)
+            if phase is None or not phase.take(node_id, reply):
+                return False
+            self._cond.notify_all()
+        return True
+
+    # Internals -------------------------------------------------------------------------
+    def _pending(self) -> list[JoinRequest]:
+        """Hellos not yet handed to the coordinator (caller holds `_lock`)."""
+        return [r for t, (r, _) in self._waiting.items() if t not in self._handed]
+
+    def _refuse(self, node_id: int, error: Error) -> None:
+        self.clients.reject(node_id, error)
+
+    def _lost(self, node_id: int) -> None:
+        with self._cond:
+            for phase in list(self._phases.values()):
+                if phase.take(node_id, Lost()):
+                    self._cond.notify_all()
+
+    def _take(self, phase: Phase, node_id: int, reply: Lost) -> None:
+        with self._cond:
+            if phase.take(node_id, reply):
+                self._cond.notify_all()
+
+    def _wait(self, phase: Phase, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while not phase.complete:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._cond.wait(min(left, 1.0) if left is not None else 1.0)
+
+    def _app(self) -> Starlette:
+        async def ws(websocket: WebSocket) -> None:
+            await serve_connection(websocket, self.limits, self.gate, self.clients, self.metrics, self)
+
+        async def healthz(_: Request) -> PlainTextResponse:
+            return PlainTextResponse("ok")
+
+        return Starlette(routes=[Route("/healthz", healthz), WebSocketRoute("/ws", ws)])
+
+
+def _node_ip() -> str:
+    import ray
+
+    return str(ray.util.get_node_ip_address())  # type: ignore[no-untyped-call]

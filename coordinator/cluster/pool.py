@@ -1,0 +1,268 @@
+"""The coordinator's side of its gateways: Ray actors it starts, registers clients for, and sends phases to.
+
+`GatewayPool` is the federation core's `Nodes` (the clients behind every live gateway) and
+`Shards` (a phase goes to each gateway whole). Per gateway, one thread long-polls its events:
+hellos to register in the database (the coordinator stays its only writer) and the nodes
+connected there. Per phase, the weights are put in Ray's object store once and every gateway
+with nodes in the cohort runs its part (`Gateway.run_phase`); a gateway that dies meanwhile
+answers with every one of its tasks failed, and Ray restarts it (`max_restarts=-1`): its
+server comes back on the same port, its clients reconnect through `/api/join`, and the next
+round uses it.
+
+A task is never retried by Ray (`max_task_retries=0`): a phase re-run on a restarted gateway
+would count its clients twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from flwr.common.constant import ErrorCode as FlowerErrorCode
+
+from coordinator.cluster.gateway import Gateway, GatewayEvents, JoinRequest, RunView
+from coordinator.federation.broadcast import Broadcast
+from coordinator.federation.shards import Partial, ShardTask
+from coordinator.persistence.store import Registration
+from coordinator.protocol.messages import Error
+from coordinator.protocol.tensors import Tensors
+from coordinator.server.websocket import RunHost
+from coordinator.settings import Settings
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "pollen"
+POLL_SECONDS = 1.0  # how long a gateway holds the coordinator's events call when nothing happens
+DEAD_RETRY_SECONDS = 1.0
+LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2  # Ray's default is 30% of the machine's memory
+
+
+@dataclass
+class GatewayState:
+    """What the coordinator knows of one gateway."""
+
+    index: int
+    actor: Any
+    host: str
+    port: int
+    alive: bool = False
+    nodes: set[int] = field(default_factory=set)
+    view: RunView | None = None  # the run view it last acknowledged
+    promised: int = 0  # clients sent here by /api/join that have not said hello yet
+    last_phase_bytes: int = 0
+    last_phase_seconds: float = 0.0
+
+    @property
+    def url(self) -> str:
+        return f"ws://{self.host}:{self.port}/ws"
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "id": self.index,
+            "address": self.url,
+            "clients": len(self.nodes),
+            "alive": self.alive,
+            "last_phase_bytes": self.last_phase_bytes,
+            "last_phase_seconds": round(self.last_phase_seconds, 3),
+        }
+
+
+class GatewayPool:
+    def __init__(self, settings: Settings, host: RunHost) -> None:
+        """`host`: the coordinator, which registers clients and names the current run."""
+        self.settings = settings
+        self.host = host
+        self._lock = threading.Lock()
+        self._listeners: list[Callable[[int], None]] = []
+        self._gateways: list[GatewayState] = []
+        self._stop = threading.Event()
+        self._started_ray = False
+
+    # Life --------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start (or join) Ray, start the gateways and wait until each listens."""
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        if self.settings.ray_address is None:
+            # A local instance of our own: a token of our own, which its processes inherit. Ray reads
+            # these when it is imported, so they are set first.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        import ray
+
+        if not ray.is_initialized():
+            local = self.settings.ray_address is None
+            ray.init(
+                address=self.settings.ray_address,
+                namespace=NAMESPACE,
+                include_dashboard=False,
+                log_to_driver=False,
+                logging_level=logging.WARNING,
+                # Gateways take no CPU slot (num_cpus=0); the object store holds a round's weights and partials.
+                num_cpus=1 if local else None,
+                object_store_memory=LOCAL_OBJECT_STORE_BYTES if local else None,
+            )
+            self._started_ray = True
+        actor = ray.remote(Gateway)
+        base = self.settings.gateway_port or self.settings.port + 1
+        for i in range(self.settings.gateways):
+            handle = actor.options(
+                name=f"gateway-{i}",
+                get_if_exists=True,
+                num_cpus=0,
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=1000,
+            ).remote(i, self.settings.to_dict(), self.settings.host, base + i)
+            self._gateways.append(GatewayState(i, handle, "", base + i))
+        for g in self._gateways:
+            g.host, g.port = ray.get(g.actor.address.remote(), timeout=120)
+            g.alive = True
+            threading.Thread(target=self._follow, args=(g,), name=f"pollen-gateway-{g.index}", daemon=True).start()
+        log.info("gateways: %s", ", ".join(g.url for g in self._gateways))
+
+    def stop(self) -> None:
+        import ray
+
+        self._stop.set()
+        if self._started_ray:
+            ray.shutdown()
+
+    # Nodes ------------------------------------------------------------------------------
+    def node_ids(self) -> list[int]:
+        with self._lock:
+            return sorted(n for g in self._gateways if g.alive for n in g.nodes)
+
+    def count(self) -> int:
+        with self._lock:
+            return sum(len(g.nodes) for g in self._gateways if g.alive)
+
+    def send_task(self, node_id: int, task_id: str, task: Broadcast) -> bool:
+        """A pool takes whole phases (`send_phase`); the grid never sends it single tasks. False: not sent."""
+        return False
+
+    def reject(self, node_id: int, error: Error) -> bool:
+        g = self._gateway_of(node_id)
+        if g is None:
+            return False
+        g.actor.reject.remote(node_id, error)
+        return True
+
+    def on_lost(self, listener: Callable[[int], None]) -> None:
+        self._listeners.append(listener)
+
+    def off_lost(self, listener: Callable[[int], None]) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def close_all(self, *, going_away: bool = False) -> None:
+        for g in self._gateways:
+            if g.alive:
+                g.actor.close_all.remote(going_away)
+
+    # Shards -----------------------------------------------------------------------------
+    def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
+        import ray
+
+        by_gateway: dict[int, list[int]] = {}
+        unplaced: list[int] = []
+        for node_id in task.nodes:
+            g = self._gateway_of(node_id)
+            (by_gateway.setdefault(g.index, []) if g is not None else unplaced).append(node_id)
+        if unplaced:
+            on_partial(Partial.failed(replace(task, nodes=tuple(unplaced)), "client disconnected", _UNAVAILABLE))
+        if not by_gateway:
+            return
+        ref = ray.put(weights)  # once per phase, whatever the number of gateways
+        for index, nodes in by_gateway.items():
+            quorum = None if task.quorum is None else math.ceil(task.quorum * len(nodes) / len(task.nodes))
+            part = replace(task, nodes=tuple(nodes), quorum=quorum)
+            g = self._gateways[index]
+            pending = g.actor.run_phase.remote(part, ref)
+            threading.Thread(target=self._await_partial, args=(g, part, pending, on_partial), daemon=True).start()
+
+    def _await_partial(
+        self, g: GatewayState, task: ShardTask, pending: Any, on_partial: Callable[[Partial], None]
+    ) -> None:
+        import ray
+
+        try:
+            partial: Partial = ray.get(pending)
+        except ray.exceptions.RayError as exc:
+            log.warning(
+                "gateway %d failed during a phase (%s): its %d tasks fail", g.index, type(exc).__name__, len(task.nodes)
+            )
+            partial = Partial.failed(task, f"gateway {g.index} failed", _UNAVAILABLE)
+        if partial.report is not None:
+            g.last_phase_bytes = partial.report.bytes_in + partial.report.bytes_out
+            g.last_phase_seconds = partial.report.seconds
+        on_partial(partial)
+
+    # Status -----------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [g.describe() for g in self._gateways]
+
+    def join_url(self) -> str | None:
+        """The WebSocket URL of the live gateway with the fewest clients (None if none is live)."""
+        with self._lock:
+            live = [g for g in self._gateways if g.alive]
+            if not live:
+                return None
+            chosen = min(live, key=lambda g: len(g.nodes) + g.promised)
+            chosen.promised += 1
+            return chosen.url
+
+    # Internals ---------------------------------------------------------------------------
+    def _gateway_of(self, node_id: int) -> GatewayState | None:
+        with self._lock:
+            return next((g for g in self._gateways if g.alive and node_id in g.nodes), None)
+
+    def _follow(self, g: GatewayState) -> None:
+        """One gateway's events, for as long as the pool runs: registrations, nodes, and its death and return."""
+        import ray
+
+        while not self._stop.is_set():
+            try:
+                update, weights = self.host.encodings
+                view = RunView(self.host.run_id, update, weights, self.host.run_over)
+                if g.view != view:
+                    ray.get(g.actor.configure.remote(view), timeout=30)
+                    g.view = view
+                events: GatewayEvents = ray.get(g.actor.events.remote(POLL_SECONDS), timeout=POLL_SECONDS + 30)
+            except ray.exceptions.RayError as exc:
+                if g.alive:
+                    log.warning("gateway %d is down (%s); Ray restarts it", g.index, type(exc).__name__)
+                self._set_nodes(g, set(), alive=False)
+                g.view = None
+                time.sleep(DEAD_RETRY_SECONDS)
+                continue
+            if events.joins:
+                g.actor.admit.remote({j.ticket: self._register(j) for j in events.joins})
+                with self._lock:
+                    g.promised = max(0, g.promised - len(events.joins))
+            self._set_nodes(g, set(events.nodes), alive=True)
+
+    def _register(self, join: JoinRequest) -> Registration | str:
+        try:
+            return self.host.register_client(join.hello)
+        except Exception as exc:  # the database is down: this hello fails, the client retries
+            log.exception("could not register a client")
+            return f"registration failed ({type(exc).__name__})"
+
+    def _set_nodes(self, g: GatewayState, nodes: set[int], *, alive: bool) -> None:
+        with self._lock:
+            gone = g.nodes - nodes
+            g.nodes, g.alive = nodes, alive
+        for node_id in gone:
+            for listener in list(self._listeners):
+                listener(node_id)
+
+
+_UNAVAILABLE = FlowerErrorCode.NODE_UNAVAILABLE

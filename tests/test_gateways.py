@@ -1,0 +1,115 @@
+"""Gateways on a local Ray instance: clients spread by `/api/join`, and FedAvg through them equals FedAvg without.
+
+Each test client answers every train task with a delta fixed by its own index and the
+round, so a run's model depends only on which clients answered: the same six clients give
+the same model through three gateways as through the coordinator's own `/ws`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosedOK
+
+from coordinator.cli import gateway_pool
+from coordinator.models.spec import load_spec
+from coordinator.protocol import Result, decode_tensors, encode_tensors
+from coordinator.protocol.endpoints import ClientProtocol, TaskReceived
+from coordinator.server.app import Coordinator
+from coordinator.serving import BackgroundServer
+from coordinator.settings import Settings
+from tests.conftest import free_port, wait_for
+
+MODEL = "mnist-2nn"
+SHAPES = load_spec(MODEL).wire_shapes()
+CLIENTS = 6
+
+
+def delta(index: int, round_number: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng([index, round_number])
+    return {n: (rng.standard_normal(s) * 0.01).astype(np.float32) for n, s in SHAPES.items()}
+
+
+async def client(url: str, index: int, stop: asyncio.Event) -> str:
+    """Join at `url`, answer train tasks until `stop`; returns the host:port it was served by."""
+    ws: ClientConnection = await connect(url, max_size=None, ping_interval=None)
+    conn = ClientProtocol()
+    conn.hello(token=None, client_id=None, backend="test", agent=f"client-{index}")
+    for frame in conn.data_to_send():
+        await ws.send(frame)
+    try:
+        while not stop.is_set():
+            try:
+                data = await asyncio.wait_for(ws.recv(decode=False), 0.5)
+            except TimeoutError:
+                continue
+            except ConnectionClosedOK:  # the run is complete
+                break
+            for event in conn.receive(data):
+                if not isinstance(event, TaskReceived) or event.task.kind != "train":
+                    continue
+                message = event.task
+                reply = Result(
+                    message.task_id, 10 + index, {"train_loss": 1.0}, encode_tensors(delta(index, message.round))
+                )
+                conn.send(reply)
+            for frame in conn.data_to_send():
+                await ws.send(frame)
+    finally:
+        await ws.close()
+    return url
+
+
+def run(tmp_path: Path, name: str, gateways: int) -> tuple[dict[str, np.ndarray], Counter[str]]:
+    """A two-round FedAvg run of the six clients; the final model and how many clients each URL served."""
+    settings = Settings(
+        db=f"sqlite:///{tmp_path}/{name}.db",
+        port=0,
+        model=MODEL,
+        rounds=2,
+        min_clients=CLIENTS,
+        wait_for=CLIENTS,
+        overselect=1.0,
+        evaluate_every=0,
+        round_timeout=60,
+        gateways=gateways,
+        gateway_port=free_port() if gateways else 0,
+        new_run=True,
+    )
+    coordinator = Coordinator(settings, gateway_pool(settings))
+    server = BackgroundServer(coordinator)
+    server.start(timeout=120)
+    http = f"http://127.0.0.1:{server.port}"
+    try:
+        urls = [httpx.get(f"{http}/api/join", timeout=10).json()["url"] for _ in range(CLIENTS)]
+        served = Counter(urls)
+
+        async def federate() -> None:
+            stop = asyncio.Event()
+            tasks = [asyncio.create_task(client(url, i, stop)) for i, url in enumerate(urls)]
+            await asyncio.to_thread(wait_for, lambda: coordinator.status.finished.is_set(), 120, "the run to end")
+            stop.set()
+            await asyncio.gather(*tasks)
+
+        asyncio.run(federate())
+        assert coordinator.status.state == "completed", coordinator.status.message
+        _, weights = coordinator.store.checkpoint(coordinator.run_loop.run.id)
+        return decode_tensors(weights), served
+    finally:
+        server.stop()
+        coordinator.store.close()
+
+
+@pytest.mark.slow
+def test_fedavg_through_three_gateways_equals_fedavg_without_them(tmp_path: Path) -> None:
+    direct, served_direct = run(tmp_path, "direct", gateways=0)
+    through, served = run(tmp_path, "gateways", gateways=3)
+    assert len(served_direct) == 1 and next(iter(served_direct)).endswith("/ws")
+    assert len(served) == 3 and all(v == 2 for v in served.values()), served  # the least-loaded, each time
+    assert max(float(np.abs(direct[k] - through[k]).max()) for k in direct) < 1e-6

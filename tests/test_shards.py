@@ -1,0 +1,159 @@
+"""Shards (gateways) at the grid level: the same replies give the same model through shards as through one grid.
+
+`FakeShards` runs each phase the way a gateway does (`Phase.for_shard`, `Phase.partial`), with
+no Ray and no sockets, so every strategy can be checked in milliseconds; tests/test_gateways.py
+runs the real thing.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from flwr.app import ConfigRecord
+from flwr.common.constant import ErrorCode as FlowerErrorCode
+from flwr.supercore.task_identity import TaskIdentity
+
+from coordinator.federation.aggregation import RunningMean
+from coordinator.federation.broadcast import Broadcast
+from coordinator.federation.grid import NodeGrid
+from coordinator.federation.phase import Phase
+from coordinator.federation.replies import ReplyLimits
+from coordinator.federation.shards import Partial, Shards, ShardTask
+from coordinator.federation.strategies import build_strategy
+from coordinator.protocol import Error, Task, decode
+from coordinator.protocol.tensors import Tensors
+from coordinator.settings import STREAMING_STRATEGIES, Settings
+from tests.fake_nodes import Answer
+from tests.test_streaming import NODES, SPEC, distance, federate, start, varied
+
+
+@pytest.fixture(autouse=True)
+def task_identity() -> Iterator[None]:
+    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
+    yield
+
+
+class FakeShards:
+    """`count` shards; node n sits in shard n mod count. A shard in `dead` answers with every task failed."""
+
+    def __init__(self, ids: list[int], answer: Answer, count: int = 3, dead: frozenset[int] = frozenset()) -> None:
+        self.ids, self.answer, self.shards, self.dead = list(ids), answer, count, dead
+        self.tasks: list[ShardTask] = []
+        self.listeners: list[Callable[[int], None]] = []
+
+    def node_ids(self) -> list[int]:
+        return sorted(self.ids)
+
+    def count(self) -> int:
+        return len(self.ids)
+
+    def send_task(self, node_id: int, task_id: str, task: Broadcast) -> bool:
+        raise AssertionError("a grid over shards sends whole phases")
+
+    def reject(self, node_id: int, error: Error) -> bool:
+        return True
+
+    def on_lost(self, listener: Callable[[int], None]) -> None:
+        self.listeners.append(listener)
+
+    def off_lost(self, listener: Callable[[int], None]) -> None:
+        self.listeners.remove(listener)
+
+    def close_all(self, *, going_away: bool = False) -> None:
+        self.ids.clear()
+
+    def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
+        for shard in range(self.shards):
+            nodes = tuple(n for n in task.nodes if n % self.shards == shard)
+            if not nodes:
+                continue
+            part = ShardTask(**{**task.__dict__, "nodes": nodes, "quorum": None})
+            self.tasks.append(part)
+            if shard in self.dead:
+                partial = Partial.failed(part, f"gateway {shard} failed", FlowerErrorCode.NODE_UNAVAILABLE)
+            else:
+                partial = self._run(part, weights)
+            threading.Thread(target=on_partial, args=(partial,)).start()  # as Ray's waiter threads do
+
+    def _run(self, task: ShardTask, weights: Tensors) -> Partial:
+        phase = Phase.for_shard(task, weights, lambda node_id, error: None)
+        frame = phase.frame.frame("fp32").join()
+        for node_id in task.nodes:
+            sent = decode(frame)
+            assert isinstance(sent, Task)
+            reply = self.answer(node_id, sent)
+            if reply is not None:
+                phase.take(node_id, reply)
+        phase.close(timeout=task.timeout)
+        return phase.partial()
+
+
+def federate_sharded(
+    strategy: str, *, dp: bool = False, rounds: int = 3, dead: frozenset[int] = frozenset()
+) -> tuple[dict[str, np.ndarray], FakeShards]:
+    privacy = {"dp_clip": 1.0, "dp_noise": 0.3, "clients_per_round": len(NODES)} if dp else {}
+    settings = Settings(strategy=strategy, min_clients=len(NODES), **privacy)  # type: ignore[arg-type]
+    shards = FakeShards(NODES, varied, dead=dead)
+    assert isinstance(shards, Shards)
+    limits = ReplyLimits(clip_norm=settings.update_norm_bound)
+    streaming = strategy in STREAMING_STRATEGIES
+    grid = NodeGrid(shards, SPEC, "run", uniform_weights=dp, limits=limits, streaming=streaming, overselect=1.0)
+    random.seed(0)
+    np.random.seed(1)
+    result = build_strategy(settings).start(
+        grid, start(), num_rounds=rounds, timeout=30, train_config=ConfigRecord({"lr": 0.1})
+    )
+    return {k: v.numpy() for k, v in result.arrays.items()}, shards
+
+
+@pytest.mark.parametrize("strategy", [s for s in STREAMING_STRATEGIES if s != "fedadagrad"])
+def test_shards_give_the_same_model_as_one_grid(strategy: str) -> None:
+    sharded, shards = federate_sharded(strategy)
+    assert distance(sharded, federate(strategy, streaming=True)) < 1e-6
+    assert len(shards.tasks) == 3 * 3  # three rounds, three shards each: the task once per shard
+
+
+def test_shards_with_dp_give_the_same_model_and_noise() -> None:
+    sharded, _ = federate_sharded("fedavg", dp=True)
+    assert distance(sharded, federate("fedavg", streaming=True, dp=True)) < 1e-6
+
+
+def test_a_robust_strategy_gets_every_update_through_the_shards() -> None:
+    sharded, _ = federate_sharded("fedmedian")
+    assert distance(sharded, federate("fedmedian", streaming=False)) < 1e-6
+
+
+def test_a_dead_shard_fails_its_clients_and_the_round_goes_on_with_the_rest() -> None:
+    """Shard 0 holds nodes 3 and 6: the model is FedAvg over the other six."""
+    sharded, _ = federate_sharded("fedavg", rounds=1, dead=frozenset({0}))
+    alive = [n for n in NODES if n % 3]
+    settings = Settings(strategy="fedavg", min_clients=1)
+    from tests.fake_nodes import FakeNodes
+
+    nodes = FakeNodes(alive, varied)
+    grid = NodeGrid(nodes, SPEC, "run", streaming=True, overselect=1.0)
+    nodes.grid = grid
+    random.seed(0)
+    expected = build_strategy(settings).start(
+        grid, start(), num_rounds=1, timeout=30, train_config=ConfigRecord({"lr": 0.1})
+    )
+    assert distance(sharded, {k: v.numpy() for k, v in expected.arrays.items()}) < 1e-6
+
+
+def test_merged_sums_are_the_sum_over_all_clients() -> None:
+    rng = np.random.default_rng(3)
+    base = {"w": rng.standard_normal((4, 5)).astype(np.float32)}
+    deltas = [({"w": rng.standard_normal((4, 5)).astype(np.float32)}, float(w)) for w in (1, 3, 5, 7)]
+    whole, left, right = RunningMean(base), RunningMean(base), RunningMean(base)
+    for i, (delta, weight) in enumerate(deltas):
+        whole.add(delta, weight)
+        (left if i % 2 else right).add(delta, weight)
+    merged = RunningMean(base)
+    for part in (left, right):
+        merged.merge(*part.take())
+    assert merged.count == 4 and merged.weight == 16.0
+    np.testing.assert_allclose(merged.mean()["w"], whole.mean()["w"], atol=1e-6)
