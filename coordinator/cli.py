@@ -55,7 +55,13 @@ def gateway_pool(settings: Settings) -> GatewayFactory | None:
 
 @app.command()
 def join(
-    url: Annotated[str, typer.Argument(help="Coordinator WebSocket URL, e.g. ws://127.0.0.1:8080/ws")],
+    url: Annotated[
+        str,
+        typer.Argument(
+            help="The coordinator's address, e.g. http://127.0.0.1:8080 (asks /api/join where to connect:"
+            " a gateway, or its own /ws), or a WebSocket URL, e.g. ws://127.0.0.1:8080/ws."
+        ),
+    ],
     token: Annotated[str | None, typer.Option(envvar="POLLEN_JOIN_TOKEN", help="Join token.")] = None,
     shard: Annotated[str, typer.Option(help="Train on MNIST shard K of N (1-based), e.g. 3/10.")] = "1/1",
     partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",

@@ -8,6 +8,8 @@ the same model through three gateways as through the coordinator's own `/ws`.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections import Counter
 from pathlib import Path
 
@@ -18,6 +20,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedOK
 
 from coordinator.cli import gateway_pool
+from coordinator.client.agent import AgentOptions, run_agent
+from coordinator.client.worker import LocalData, TaskWorker
+from coordinator.cluster.pool import NAMESPACE
+from coordinator.data.mnist import load_split
 from coordinator.models.spec import load_spec
 from coordinator.protocol import Result, decode_tensors, encode_tensors
 from coordinator.protocol.endpoints import ClientProtocol, TaskReceived
@@ -113,3 +119,60 @@ def test_fedavg_through_three_gateways_equals_fedavg_without_them(tmp_path: Path
     assert len(served_direct) == 1 and next(iter(served_direct)).endswith("/ws")
     assert len(served) == 3 and all(v == 2 for v in served.values()), served  # the least-loaded, each time
     assert max(float(np.abs(direct[k] - through[k]).max()) for k in direct) < 1e-6
+
+
+@pytest.mark.slow
+async def test_a_gateway_killed_mid_round_fails_its_clients_who_come_back_through_join(tmp_path: Path) -> None:
+    """kill -9 of a gateway while its clients train: the round ends with their failures, they reconnect
+    through /api/join (with backoff, resuming their nodes), Ray restarts the gateway, and the run ends well."""
+    settings = Settings(
+        db=f"sqlite:///{tmp_path}/kill.db",
+        port=0,
+        model="mnist-mlp",
+        rounds=3,
+        min_clients=4,
+        wait_for=CLIENTS,
+        overselect=1.0,
+        local_epochs=3,
+        round_timeout=60,
+        gateways=3,
+        gateway_port=free_port(),
+        new_run=True,
+    )
+    coordinator = Coordinator(settings, gateway_pool(settings))
+    server = BackgroundServer(coordinator)
+    server.start(timeout=120)
+    http = f"http://127.0.0.1:{server.port}"
+    train = load_split("train")
+    agents = [
+        asyncio.create_task(
+            run_agent(
+                AgentOptions(http, heartbeat_seconds=0.5, max_backoff=0.5, give_up_after=60),
+                TaskWorker(LocalData(train.x[i * 800 : (i + 1) * 800], train.y[i * 800 : (i + 1) * 800])),
+            )
+        )
+        for i in range(CLIENTS)
+    ]
+    try:
+        await asyncio.to_thread(wait_for, lambda: coordinator.status.state == "running", 60, "round 1")
+        import ray  # after the pool imported it, with its settings (tests/test_gateways.py runs no Ray of its own)
+
+        gateway = ray.get_actor("gateway-0", namespace=NAMESPACE)
+        pid: int = await asyncio.to_thread(ray.get, gateway.pid.remote())
+        nodes_before = set(coordinator.nodes.node_ids())
+        os.kill(pid, signal.SIGKILL)
+        await asyncio.to_thread(wait_for, lambda: coordinator.status.finished.is_set(), 180, "the run to end")
+        assert coordinator.status.state == "completed", coordinator.status.message
+        history = coordinator.store.rounds(coordinator.run_loop.run.id)
+        assert sum(r.failures for r in history) >= 1, history
+        assert history[-1].accuracy is not None and history[-1].accuracy > 0.85
+        assert set(coordinator.nodes.node_ids()) <= nodes_before  # back as themselves: no new nodes
+        pool = coordinator.gateways
+        assert pool is not None
+        await asyncio.to_thread(wait_for, lambda: all(g["alive"] for g in pool.describe()), 60, "Ray's restart")
+        assert await asyncio.gather(*agents) == [0] * CLIENTS
+    finally:
+        for agent in agents:
+            agent.cancel()
+        server.stop()
+        coordinator.store.close()

@@ -10,6 +10,7 @@ from websockets.asyncio.client import ClientConnection as Socket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 
+from coordinator.client.directory import endpoint
 from coordinator.client.worker import TaskWorker
 from coordinator.protocol.encodings import ENCODINGS
 from coordinator.protocol.endpoints import (
@@ -67,7 +68,8 @@ async def run_agent(options: AgentOptions, worker: TaskWorker) -> int:
     last_connected = loop.time()
     while True:
         try:
-            async with connect(options.url, max_size=None, compression=None, ping_interval=None) as ws:
+            url = await asyncio.to_thread(endpoint, options.url)
+            async with connect(url, max_size=None, compression=None, ping_interval=None) as ws:
                 last_connected = loop.time()
                 backoff = 0.25
                 await _serve(ws, options, worker, identity)

@@ -84,6 +84,7 @@ class GatewayPool:
         self._gateways: list[GatewayState] = []
         self._stop = threading.Event()
         self._started_ray = False
+        self._followers: list[threading.Thread] = []
 
     # Life --------------------------------------------------------------------------
     def start(self) -> None:
@@ -124,13 +125,17 @@ class GatewayPool:
         for g in self._gateways:
             g.host, g.port = ray.get(g.actor.address.remote(), timeout=120)
             g.alive = True
-            threading.Thread(target=self._follow, args=(g,), name=f"pollen-gateway-{g.index}", daemon=True).start()
+            follower = threading.Thread(target=self._follow, args=(g,), name=f"pollen-gateway-{g.index}", daemon=True)
+            follower.start()
+            self._followers.append(follower)
         log.info("gateways: %s", ", ".join(g.url for g in self._gateways))
 
     def stop(self) -> None:
         import ray
 
         self._stop.set()
+        for follower in self._followers:  # each is back from its long poll within POLL_SECONDS
+            follower.join(timeout=POLL_SECONDS + 10)
         if self._started_ray:
             ray.shutdown()
 
