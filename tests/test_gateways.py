@@ -106,6 +106,12 @@ def run(tmp_path: Path, name: str, gateways: int) -> tuple[dict[str, np.ndarray]
         asyncio.run(federate())
         assert coordinator.status.state == "completed", coordinator.status.message
         _, weights = coordinator.store.checkpoint(coordinator.run_loop.run.id)
+        if gateways:
+            listed = httpx.get(f"{http}/api/status", timeout=10).json()["gateways"]
+            assert [g["id"] for g in listed] == list(range(gateways)) and all(g["alive"] for g in listed)
+            assert all(g["last_phase_bytes"] > 0 and g["address"] in served for g in listed), listed
+            scraped = httpx.get(f"{http}/metrics", timeout=10).text
+            assert all(f'pollen_gateway_alive{{gateway="{i}"}} 1.0' in scraped for i in range(gateways))
         return decode_tensors(weights), served
     finally:
         server.stop()

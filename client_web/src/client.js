@@ -2,6 +2,7 @@
 // local trainer, heartbeat, and reconnect with backoff. Transport-agnostic: pass the
 // browser's WebSocket or Node's `ws`.
 
+import { endpoint } from "./directory.js";
 import { ClientProtocol } from "./protocol/client-protocol.js";
 import { ErrorCode } from "./protocol/errors.js";
 import { TaskWorker } from "./task.js";
@@ -18,7 +19,9 @@ export const TRAINER_ENCODINGS = Object.freeze({ update: ["int8", "fp16", "fp32"
  * is a new identity, reported in the `welcome` event for the caller to keep.
  *
  * @param {object} o
- * @param {string} o.url                  ws://host:port/ws
+ * @param {string} o.url                  the coordinator's http(s)://host:port (asks /api/join where to
+ *   connect, before every attempt: a gateway, or its own /ws), or a ws(s)://host:port/ws URL
+ * @param {typeof fetch} [o.fetch]        the fetch to ask /api/join with (default: the global one)
  * @param {string|null} [o.token]
  * @param {string|null} [o.clientId]     the identity a previous welcome gave, to resume its node…
  * @param {string|null} [o.secret]       …with the secret that came with it
@@ -48,7 +51,12 @@ export async function runClient(o) {
   });
   for (;;) {
     if (o.signal?.aborted) return 0;
-    const outcome = await connectOnce();
+    let outcome;
+    try {
+      outcome = await connectOnce(await endpoint(o.url, o.fetch));
+    } catch (e) {
+      outcome = { reason: String(e?.message ?? e) }; // no endpoint now: back off as for a refused connection
+    }
     if (outcome.done !== undefined) return outcome.done;
     if (o.giveUpAfter != null && Date.now() - lastConnected > o.giveUpAfter * 1000) {
       emit({ type: "gave-up" });
@@ -59,10 +67,10 @@ export async function runClient(o) {
     backoff = Math.min(backoff * 2, 5000);
   }
 
-  function connectOnce() {
+  function connectOnce(url) {
     return new Promise((resolve) => {
       const protocol = new ClientProtocol();
-      const ws = new o.WebSocket(o.url);
+      const ws = new o.WebSocket(url);
       ws.binaryType = "arraybuffer";
       let beat = null;
       let queue = Promise.resolve();

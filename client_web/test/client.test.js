@@ -261,3 +261,40 @@ test("the hello lists the trainer's encodings and the delta goes in the welcome'
     assert.deepEqual(asked, [want]);
   }
 });
+
+test("given the coordinator's http address, every attempt asks /api/join where to connect", async () => {
+  const asked = [];
+  const answers = [
+    { ok: true, url: "ws://gateway-a:8081/ws" }, // hangs up with 1001: its gateway went away
+    { ok: false, status: 503 }, // no gateway up: back off and ask again
+    { ok: true, url: "ws://gateway-b:8082/ws" },
+  ];
+  const fakeFetch = async (url) => {
+    asked.push(url);
+    const a = answers.shift();
+    return { ok: a.ok, status: a.status ?? 200, json: async () => ({ url: a.url }) };
+  };
+  const { FakeSocket, sockets } = scripted((frame, socket, index) => {
+    if (frame.header.type !== "hello") return;
+    socket.deliver(welcome("c-1"));
+    socket.hangUp(index === 0 ? 1001 : 1000);
+  });
+  const events = [];
+  const o = { ...options(FakeSocket, events), url: "http://coordinator:8080/", fetch: fakeFetch };
+  assert.equal(await runClient(o), 0);
+  assert.deepEqual(asked, Array(3).fill("http://coordinator:8080/api/join"));
+  assert.deepEqual(
+    sockets.map((s) => s.url),
+    ["ws://gateway-a:8081/ws", "ws://gateway-b:8082/ws"],
+  );
+  assert.ok(events.some((e) => e.type === "reconnecting" && /503/.test(e.reason)));
+});
+
+test("a WebSocket URL is used as it is, with no question asked", async () => {
+  const fakeFetch = async () => assert.fail("no /api/join for a ws:// URL");
+  const { FakeSocket, sockets } = scripted((frame, socket) => {
+    if (frame.header.type === "hello") socket.hangUp(1000);
+  });
+  assert.equal(await runClient({ ...options(FakeSocket, []), fetch: fakeFetch }), 0);
+  assert.equal(sockets[0].url, "ws://coordinator/ws");
+});

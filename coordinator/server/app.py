@@ -54,6 +54,8 @@ class Coordinator:
         self.gateways = gateways(self) if gateways is not None else None
         self.nodes: Nodes = self.gateways if self.gateways is not None else self.clients
         self.metrics.track_clients(self.nodes.count)
+        if self.gateways is not None:
+            self.metrics.track_gateways(self.gateways.describe)
         self.recorder = RunRecorder(self.store, self.status, self.metrics, self.nodes)
         self.run_loop = RunLoop(settings, self.store, self.nodes, self.status, self.recorder)
         # How to serve never changes after start; what to train comes from each run.
@@ -117,6 +119,7 @@ class Coordinator:
             "state": self.status.state,
             "paused": control.paused,
             "stopping": control.stopping,
+            "gateways": self.gateways.describe() if self.gateways is not None else [],
         }
 
     def list_runs(self) -> list[RunInfo]:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -37,5 +40,29 @@ class Metrics:
     def track_clients(self, count: Callable[[], int]) -> None:
         self.clients.set_function(lambda: float(count()))
 
+    def track_gateways(self, describe: Callable[[], list[dict[str, Any]]]) -> None:
+        """Per-gateway gauges, labelled `gateway`, read from `describe()` at each scrape."""
+        self.registry.register(_GatewayCollector(describe))
+
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _GatewayCollector(Collector):
+    GAUGES = (
+        ("clients", "pollen_gateway_clients", "Clients connected to the gateway now."),
+        ("alive", "pollen_gateway_alive", "1 while the gateway answers the coordinator, 0 while it is down."),
+        ("last_phase_bytes", "pollen_gateway_phase_bytes", "Bytes the gateway sent and received in its last phase."),
+        ("last_phase_seconds", "pollen_gateway_phase_seconds", "Wall time of the gateway's last phase."),
+    )
+
+    def __init__(self, describe: Callable[[], list[dict[str, Any]]]) -> None:
+        self._describe = describe
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        gateways = self._describe()
+        for key, name, doc in self.GAUGES:
+            family = GaugeMetricFamily(name, doc, labels=["gateway"])
+            for g in gateways:
+                family.add_metric([str(g["id"])], float(g[key]))
+            yield family

@@ -5,7 +5,8 @@ import { readLabelledImages } from "./images.js";
 import { load, save } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
-const wsUrl = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
+// The coordinator that served this page names where to connect (/api/join): a gateway, or its own /ws.
+const coordinatorUrl = location.origin;
 const token = takeToken();
 const lossChart = lineChart($("loss-chart"), ["step", "loss"]);
 const accuracyChart = lineChart($("accuracy-chart"), ["round", "accuracy", "loss"], { height: 260 });
@@ -97,7 +98,7 @@ async function start() {
   worker.onmessage = ({ data }) => onEvent(data);
   identity ??= await claimIdentity();
   const { clientId = null, secret = null } = identity ?? {};
-  worker.postMessage({ type: "start", url: wsUrl, token, clientId, secret, userData });
+  worker.postMessage({ type: "start", url: coordinatorUrl, token, clientId, secret, userData });
   $("leave").hidden = false;
   $("rejoin").hidden = true;
   setConnection("connecting", "connecting…");
