@@ -51,6 +51,7 @@ from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
 
+PUBLIC_URL_ENV = "POLLEN_GATEWAY_URL"
 JOIN_TIMEOUT_SECONDS = 30.0  # a hello the coordinator has not registered by then fails (the client retries)
 
 
@@ -110,14 +111,15 @@ class Gateway:
         self._serving = loop.create_task(self._server.serve(sockets=[self._sock]))
 
     # Called by the coordinator (through Ray) --------------------------------------
-    async def address(self) -> tuple[str, int]:
-        """Where clients reach it (host, port), once the server listens."""
+    async def url(self) -> str:
+        """Where clients reach it, once the server listens: `POLLEN_GATEWAY_URL` from its node's
+        environment (a public name, or a proxy in front), else ws://its-address:port/ws."""
         while not self._server.started:
             if self._serving.done():
                 self._serving.result()
                 raise RuntimeError(f"gateway {self.index} stopped serving")
             await asyncio.sleep(0.01)
-        return self._host, self.port
+        return os.environ.get(PUBLIC_URL_ENV) or f"ws://{self._host}:{self.port}/ws"
 
     async def configure(self, view: RunView) -> None:
         """The coordinator's current run (its id and encodings), for welcomes."""

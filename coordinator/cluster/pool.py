@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 NAMESPACE = "pollen"
 POLL_SECONDS = 1.0  # how long a gateway holds the coordinator's events call when nothing happens
 DEAD_RETRY_SECONDS = 1.0
+GATEWAY_RESOURCE = "pollen_gateway"
 LOCAL_OBJECT_STORE_BYTES = 512 * 1024**2  # Ray's default is 30% of the machine's memory
 
 
@@ -50,18 +51,13 @@ class GatewayState:
 
     index: int
     actor: Any
-    host: str
-    port: int
+    url: str
     alive: bool = False
     nodes: set[int] = field(default_factory=set)
     view: RunView | None = None  # the run view it last acknowledged
     promised: int = 0  # clients sent here by /api/join that have not said hello yet
     last_phase_bytes: int = 0
     last_phase_seconds: float = 0.0
-
-    @property
-    def url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -90,7 +86,9 @@ class GatewayPool:
     def start(self) -> None:
         """Start (or join) Ray, start the gateways and wait until each listens."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        if self.settings.ray_address is None:
+        address = self.settings.ray_address or None  # an empty POLLEN_RAY_ADDRESS is none
+        local = address is None
+        if local:
             # A local instance of our own: a token of our own, which its processes inherit. Ray reads
             # these when it is imported, so they are set first.
             os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -98,9 +96,8 @@ class GatewayPool:
         import ray
 
         if not ray.is_initialized():
-            local = self.settings.ray_address is None
             ray.init(
-                address=self.settings.ray_address,
+                address=address,
                 namespace=NAMESPACE,
                 include_dashboard=False,
                 log_to_driver=False,
@@ -113,6 +110,10 @@ class GatewayPool:
         actor = ray.remote(Gateway)
         base = self.settings.gateway_port or self.settings.port + 1
         for i in range(self.settings.gateways):
+            # On one machine gateway i takes port base + i. On a cluster each takes a node that offers
+            # the `pollen_gateway` resource (`ray start --resources='{"pollen_gateway": 1}'`), one per
+            # node, all on the same port.
+            placement = {} if local else {"resources": {GATEWAY_RESOURCE: 1}}
             handle = actor.options(
                 name=f"gateway-{i}",
                 get_if_exists=True,
@@ -120,10 +121,11 @@ class GatewayPool:
                 max_restarts=-1,
                 max_task_retries=0,
                 max_concurrency=1000,
-            ).remote(i, self.settings.to_dict(), self.settings.host, base + i)
-            self._gateways.append(GatewayState(i, handle, "", base + i))
+                **placement,
+            ).remote(i, self.settings.to_dict(), self.settings.host, base + i if local else base)
+            self._gateways.append(GatewayState(i, handle, ""))
         for g in self._gateways:
-            g.host, g.port = ray.get(g.actor.address.remote(), timeout=120)
+            g.url = ray.get(g.actor.url.remote(), timeout=120)
             g.alive = True
             follower = threading.Thread(target=self._follow, args=(g,), name=f"pollen-gateway-{g.index}", daemon=True)
             follower.start()
