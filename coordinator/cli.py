@@ -122,7 +122,7 @@ def simulate(
             {**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"}
         )
     pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round, webgpu)
-    result = run(settings, pop, json_out, console)
+    result = run(settings, pop, json_out, console, gateway_pool(settings))
     console.print(f"final accuracy: [bold]{result['final_accuracy']}[/]  (client logs: {result['client_logs']})")
 
 

@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from coordinator.data.shard_file import write_shard
 from coordinator.server.app import Coordinator
+from coordinator.server.gateways import GatewayFactory
 from coordinator.serving import BackgroundServer
 from coordinator.settings import Settings
 
@@ -43,7 +44,7 @@ def client_commands(url: str, pop: Population, settings: Settings, workdir: Path
     if pop.backend == "browser":
         if pop.poisoned or pop.dropouts:
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
-        base = url.replace("ws://", "http://").removesuffix("/ws")
+        base = url.replace("ws://", "http://").removesuffix("/ws")  # the page asks /api/join itself
         cmd = ["node", str(WEB_BIN / "browsers.mjs"), base, "--clients", str(pop.clients)]
         cmd += ["--token", settings.join_token] if settings.join_token else []
         cmd += ["--webgpu"] if pop.webgpu else []
@@ -73,16 +74,24 @@ def client_command(url: str, index: int, pop: Population, settings: Settings, wo
     return cmd
 
 
-def simulate(settings: Settings, pop: Population, json_out: Path | None, console: Console) -> dict[str, Any]:
+def simulate(
+    settings: Settings,
+    pop: Population,
+    json_out: Path | None,
+    console: Console,
+    gateways: GatewayFactory | None = None,
+) -> dict[str, Any]:
+    """Run a federation here; with `gateways` (`--gateways N`), clients reach them through /api/join."""
     workdir = Path(tempfile.mkdtemp(prefix="pollen-sim-"))
     if not settings.wait_for:  # start when the whole population is there, not with the first two
         settings = Settings.from_dict({**settings.to_dict(), "wait_for": pop.clients})
-    coordinator = Coordinator(settings)
+    coordinator = Coordinator(settings, gateways)
     server = BackgroundServer(coordinator)
-    server.start()
+    server.start(timeout=120)
+    url = server.url if gateways is None else f"http://127.0.0.1:{server.port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "POLLEN_TORCH_THREADS": "1"}
     procs = []
-    for i, cmd in enumerate(client_commands(server.url, pop, settings, workdir)):
+    for i, cmd in enumerate(client_commands(url, pop, settings, workdir)):
         log = open(workdir / f"client-{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process below
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log))
     status = coordinator.status
@@ -104,7 +113,7 @@ def simulate(settings: Settings, pop: Population, json_out: Path | None, console
                     raise RuntimeError(f"every client exited before the run finished; see the logs in {workdir}")
                 snap = status.snapshot()
                 last = snap["rounds"][-1] if snap["rounds"] else None
-                info = f"{coordinator.clients.count()} clients"
+                info = f"{coordinator.nodes.count()} clients"
                 if last and last["accuracy"] is not None:
                     info += f"  acc {last['accuracy']:.4f}"
                 if last and last["epsilon"] is not None:
