@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from websockets.asyncio.client import ClientConnection, connect
 
+from coordinator.client.directory import endpoint
 from coordinator.models.spec import spec_from_dict
 from coordinator.protocol import Chunk, Heartbeat, Result, Task, encode, encode_tensors
 from coordinator.protocol.endpoints import ClientProtocol
@@ -71,7 +72,8 @@ class _Deltas:
 async def _client(
     i: int, opts: Options, deltas: _Deltas, joined: list[int], stop: asyncio.Event, uploads: asyncio.Semaphore
 ) -> None:
-    ws = await connect(opts.url, max_size=None, max_queue=4, compression=None, ping_interval=None, open_timeout=120)
+    url = await asyncio.to_thread(endpoint, opts.url)  # a coordinator's http:// address names a gateway
+    ws = await connect(url, max_size=None, max_queue=4, compression=None, ping_interval=None, open_timeout=120)
     conn = ClientProtocol()
     conn.hello(token=None, client_id=None, backend=opts.backend, agent="pollen-bench")
     await ws.send(conn.data_to_send()[0])

@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument(
         "--receiving", type=float, default=2.0, help="the coordinator's --max-receiving-bytes, in models"
     )
+    parser.add_argument("--gateways", type=int, default=0, help="instead: K clients with and without N gateways")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     if args.quick:
@@ -249,6 +250,13 @@ def main() -> None:
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the server inherits it
     workdir = Path(tempfile.mkdtemp(prefix="pollen-scale-"))
+    if args.gateways:
+        from bench.gateways import sweep
+
+        swept = sweep(workdir, [int(x) for x in args.clients.split(",")], args.gateways, console)
+        if args.json:
+            args.json.write_text(json.dumps(swept, indent=1))
+        return
 
     def receiving(model: str) -> int:
         return int(args.receiving * model_bytes(model))
