@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+from sqlalchemy import create_engine, text
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosedOK
 
@@ -31,6 +32,8 @@ from coordinator.server.app import Coordinator
 from coordinator.serving import BackgroundServer
 from coordinator.settings import Settings
 from tests.conftest import free_port, wait_for
+from tests.test_resume import CLIENTS as RESUME_CLIENTS
+from tests.test_resume import ROUNDS, kill_and_resume
 
 MODEL = "mnist-2nn"
 SHAPES = load_spec(MODEL).wire_shapes()
@@ -182,3 +185,19 @@ async def test_a_gateway_killed_mid_round_fails_its_clients_who_come_back_throug
             agent.cancel()
         server.stop()
         coordinator.store.close()
+
+
+@pytest.mark.slow
+def test_kill9_of_the_coordinator_under_its_gateways_resumes_the_run_with_the_same_clients(tmp_path: Path) -> None:
+    """kill -9 of `pollen serve --gateways 2` takes its local Ray and gateways with it; restarted on the same
+    ports and database, it starts new gateways, the clients come back through /api/join as their own nodes,
+    and the run resumes (tests/test_resume.py's checks: every round once, nothing lost, the model learns)."""
+    db = f"sqlite:///{tmp_path}/pollen.db"
+    serve = ["serve", "--db", db, "--rounds", str(ROUNDS), "--min-clients", str(RESUME_CLIENTS)]
+    serve += ["--local-epochs", "1", "--heartbeat-seconds", "2", "--join-token", "tok"]
+    serve += ["--gateways", "2", "--gateway-port", str(free_port())]
+    kill_and_resume(db, tmp_path, serve=serve, follow_join=True)
+    engine = create_engine(db)
+    with engine.connect() as c:
+        assert c.execute(text("select count(*) from clients")).scalar() == RESUME_CLIENTS  # no new nodes
+    engine.dispose()

@@ -47,11 +47,13 @@ def kill_and_resume(
     token: str = "tok",
     sig: signal.Signals = signal.SIGKILL,
     learns: bool = True,
+    follow_join: bool = False,
 ) -> tuple[list[RoundRecord], list[RoundRecord]]:
     """Run a federation, kill -9 the coordinator after two rounds, restart it, check nothing was lost.
 
     `serve` and `env` replace the default command line, e.g. by a compose service's command and environment.
     `learns`: the model must end better than its first round (not for runs whose noise drowns the signal).
+    `follow_join`: clients are given the coordinator's http:// address and ask /api/join where to connect.
     Returns the rounds recorded before the kill and at the end.
     """
     port = free_port()
@@ -60,7 +62,7 @@ def kill_and_resume(
         serve += ["--local-epochs", "1", "--heartbeat-seconds", "2", "--join-token", token]
     serve = [*serve, "--port", str(port)]
     coordinator = pollen(*serve, log=tmp_path / "coordinator.log", env=env)
-    url = f"ws://127.0.0.1:{port}/ws"
+    url = f"http://127.0.0.1:{port}" if follow_join else f"ws://127.0.0.1:{port}/ws"
     clients = [
         pollen(
             "join",

@@ -122,7 +122,7 @@ class GatewayPool:
                 max_task_retries=0,
                 max_concurrency=1000,
                 **placement,
-            ).remote(i, self.settings.to_dict(), self.settings.host, base + i if local else base)
+            ).remote(i, self._gateway_settings(), self.settings.host, base + i if local else base)
             self._gateways.append(GatewayState(i, handle, ""))
         for g in self._gateways:
             g.url = ray.get(g.actor.url.remote(), timeout=120)
@@ -131,6 +131,10 @@ class GatewayPool:
             follower.start()
             self._followers.append(follower)
         log.info("gateways: %s", ", ".join(g.url for g in self._gateways))
+
+    def _gateway_settings(self) -> dict[str, Any]:
+        """What a gateway needs to serve: the connection limits and the join token, not the database or admin token."""
+        return {**self.settings.to_dict(), "db": "sqlite://", "admin_token": None}
 
     def stop(self) -> None:
         import ray
