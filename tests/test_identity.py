@@ -16,6 +16,7 @@ from coordinator.client.worker import LocalData, TaskWorker
 from coordinator.data.mnist import load_split
 from coordinator.protocol import Error, Heartbeat, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close
+from coordinator.server.websocket import RegistrationUnavailable
 
 from .conftest import StartCoordinator, wait_for
 from .wire import close_code, next_message
@@ -133,6 +134,21 @@ async def test_an_unhandled_error_closes_with_1011_not_1000(start_coordinator: S
     async with httpx.AsyncClient() as http:
         health = await http.get(server.url.replace("ws://", "http://").replace("/ws", "/healthz"))
     assert health.text == "ok"
+
+
+async def test_a_hello_that_cannot_be_registered_now_is_told_to_try_again_later(
+    start_coordinator: StartCoordinator, monkeypatch
+) -> None:
+    """A gateway whose coordinator does not answer in time: 1013 (retry), not 1011, and no node."""
+    coordinator, server = start_coordinator(join_token=TOKEN, min_clients=50)
+
+    def busy(_hello: Hello) -> None:
+        raise RegistrationUnavailable("the coordinator did not register it within 30 s")
+
+    monkeypatch.setattr(coordinator, "register_client", busy)
+    ws = await hello(server.url)
+    assert await close_code(ws) == Close.TRY_AGAIN_LATER
+    assert coordinator.clients.count() == 0
 
 
 async def test_a_silent_client_is_dropped_with_1001_not_1000(start_coordinator: StartCoordinator) -> None:

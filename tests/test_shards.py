@@ -21,6 +21,7 @@ from coordinator.federation.aggregation import RunningMean
 from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.grid import NodeGrid
 from coordinator.federation.phase import Phase
+from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import ReplyLimits
 from coordinator.federation.shards import Partial, Shards, ShardTask
 from coordinator.federation.strategies import build_strategy
@@ -44,6 +45,7 @@ class FakeShards:
         self.ids, self.answer, self.shards, self.dead = list(ids), answer, count, dead
         self.tasks: list[ShardTask] = []
         self.listeners: list[Callable[[int], None]] = []
+        self.leave: list[int] = []
 
     def node_ids(self) -> list[int]:
         return sorted(self.ids)
@@ -67,6 +69,9 @@ class FakeShards:
         self.ids.clear()
 
     def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
+        for node_id in self.leave:  # they leave their gateway after answering, before its partial is in
+            for listener in self.listeners:
+                listener(node_id)
         for shard in range(self.shards):
             nodes = tuple(n for n in task.nodes if n % self.shards == shard)
             if not nodes:
@@ -142,6 +147,22 @@ def test_a_dead_shard_fails_its_clients_and_the_round_goes_on_with_the_rest() ->
         grid, start(), num_rounds=1, timeout=30, train_config=ConfigRecord({"lr": 0.1})
     )
     assert distance(sharded, {k: v.numpy() for k, v in expected.arrays.items()}) < 1e-6
+
+
+def test_a_client_leaving_its_gateway_is_the_gateway_s_to_count() -> None:
+    """The shard folded its update: the coordinator must not also fail its task as lost."""
+    settings = Settings(strategy="fedavg", min_clients=len(NODES))
+    shards = FakeShards(NODES, varied)
+    shards.leave = [2, 5]
+    reports: list[PhaseReport] = []
+    grid = NodeGrid(shards, SPEC, "run", streaming=True, overselect=1.0, on_phase=reports.append)
+    random.seed(0)
+    result = build_strategy(settings).start(
+        grid, start(), num_rounds=1, timeout=30, train_config=ConfigRecord({"lr": 0.1})
+    )
+    assert reports[0].ok == len(NODES) and not reports[0].failures
+    expected = federate("fedavg", streaming=True, rounds=1)
+    assert distance({k: v.numpy() for k, v in result.arrays.items()}, expected) < 1e-6
 
 
 def test_merged_sums_are_the_sum_over_all_clients() -> None:

@@ -19,9 +19,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
 import logging
 import os
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field
@@ -45,7 +45,7 @@ from coordinator.protocol.tensors import Tensors
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.limits import ConnectionGate, ConnectionLimits
 from coordinator.server.metrics import Metrics
-from coordinator.server.websocket import serve_connection
+from coordinator.server.websocket import RegistrationUnavailable, serve_connection
 from coordinator.serving import listening_socket, uvicorn_config
 from coordinator.settings import Settings
 
@@ -59,7 +59,7 @@ JOIN_TIMEOUT_SECONDS = 30.0  # a hello the coordinator has not registered by the
 class JoinRequest:
     """A hello waiting for the coordinator to register it."""
 
-    ticket: int
+    ticket: str  # random: an answer meant for a gateway's previous life cannot reach another client
     hello: Hello
 
 
@@ -92,9 +92,8 @@ class Gateway:
         self.limits = ConnectionLimits.from_settings(self.settings)
         self.gate = ConnectionGate(self.limits)
         self.view = RunView()
-        self._tickets = itertools.count(1)
-        self._waiting: dict[int, tuple[JoinRequest, concurrent.futures.Future[Registration]]] = {}
-        self._handed: set[int] = set()  # tickets given to the coordinator, not yet answered
+        self._waiting: dict[str, tuple[JoinRequest, concurrent.futures.Future[Registration]]] = {}
+        self._handed: set[str] = set()  # tickets given to the coordinator, not yet answered
         self._news = asyncio.Event()
         self._lock = threading.Lock()  # the waiting hellos: worker threads add them, the loop hands them over
         self._cond = threading.Condition()
@@ -140,7 +139,7 @@ class Gateway:
             self._handed.update(j.ticket for j in joins)
         return GatewayEvents(joins, self.clients.node_ids())
 
-    async def admit(self, answers: dict[int, Registration | str]) -> None:
+    async def admit(self, answers: dict[str, Registration | str]) -> None:
         """The coordinator's answers to hellos: a registration, or why it failed."""
         for ticket, answer in answers.items():
             with self._lock:
@@ -182,7 +181,7 @@ class Gateway:
     # RunHost: what its connections need --------------------------------------------
     def register_client(self, hello: Hello) -> Registration:
         """Blocking, on a worker thread: wait for the coordinator to register this hello."""
-        ticket = next(self._tickets)
+        ticket = secrets.token_hex(16)
         future: concurrent.futures.Future[Registration] = concurrent.futures.Future()
         request = JoinRequest(ticket, hello)
         with self._lock:
@@ -190,6 +189,12 @@ class Gateway:
         self._loop.call_soon_threadsafe(self._news.set)
         try:
             return future.result(timeout=JOIN_TIMEOUT_SECONDS)
+        except TimeoutError as exc:
+            raise RegistrationUnavailable(
+                f"the coordinator did not register it within {JOIN_TIMEOUT_SECONDS:.0f} s"
+            ) from exc
+        except RuntimeError as exc:  # the coordinator's answer: why it could not
+            raise RegistrationUnavailable(str(exc)) from exc
         finally:
             with self._lock:
                 self._waiting.pop(ticket, None)

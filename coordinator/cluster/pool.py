@@ -55,7 +55,7 @@ class GatewayState:
     alive: bool = False
     nodes: set[int] = field(default_factory=set)
     view: RunView | None = None  # the run view it last acknowledged
-    promised: int = 0  # clients sent here by /api/join that have not said hello yet
+    promised: list[float] = field(default_factory=list)  # when /api/join sent clients here (not yet joined)
     last_phase_bytes: int = 0
     last_phase_seconds: float = 0.0
 
@@ -81,6 +81,7 @@ class GatewayPool:
         self._stop = threading.Event()
         self._started_ray = False
         self._followers: list[threading.Thread] = []
+        self._home: dict[int, int] = {}  # node id → the gateway it last joined through
 
     # Life --------------------------------------------------------------------------
     def start(self) -> None:
@@ -148,11 +149,11 @@ class GatewayPool:
     # Nodes ------------------------------------------------------------------------------
     def node_ids(self) -> list[int]:
         with self._lock:
-            return sorted(n for g in self._gateways if g.alive for n in g.nodes)
+            # A client that moved to another gateway is listed by the old one until its next report.
+            return sorted({n for g in self._gateways if g.alive for n in g.nodes})
 
     def count(self) -> int:
-        with self._lock:
-            return sum(len(g.nodes) for g in self._gateways if g.alive)
+        return len(self.node_ids())
 
     def send_task(self, node_id: int, task_id: str, task: Broadcast) -> bool:
         """A pool takes whole phases (`send_phase`); the grid never sends it single tasks. False: not sent."""
@@ -191,8 +192,10 @@ class GatewayPool:
         if not by_gateway:
             return
         ref = ray.put(weights)  # once per phase, whatever the number of gateways
+        placed = sum(len(nodes) for nodes in by_gateway.values())
         for index, nodes in by_gateway.items():
-            quorum = None if task.quorum is None else math.ceil(task.quorum * len(nodes) / len(task.nodes))
+            # Each gateway ends at its share of the quorum; one with slow clients is not helped by another's.
+            quorum = None if task.quorum is None else math.ceil(task.quorum * len(nodes) / placed)
             part = replace(task, nodes=tuple(nodes), quorum=quorum)
             g = self._gateways[index]
             pending = g.actor.run_phase.remote(part, ref)
@@ -222,17 +225,24 @@ class GatewayPool:
 
     def join_url(self) -> str | None:
         """The WebSocket URL of the live gateway with the fewest clients (None if none is live)."""
+        now = time.monotonic()
         with self._lock:
             live = [g for g in self._gateways if g.alive]
             if not live:
                 return None
-            chosen = min(live, key=lambda g: len(g.nodes) + g.promised)
-            chosen.promised += 1
+            for g in live:  # a client sent somewhere either said hello within the hello timeout, or never will
+                g.promised = [t for t in g.promised if now - t < self.settings.hello_timeout]
+            chosen = min(live, key=lambda g: len(g.nodes) + len(g.promised))
+            chosen.promised.append(now)
             return chosen.url
 
     # Internals ---------------------------------------------------------------------------
     def _gateway_of(self, node_id: int) -> GatewayState | None:
+        """The live gateway a node is connected to; where it joined last, if two still list it."""
         with self._lock:
+            home = self._home.get(node_id)
+            if home is not None and self._gateways[home].alive and node_id in self._gateways[home].nodes:
+                return self._gateways[home]
             return next((g for g in self._gateways if g.alive and node_id in g.nodes), None)
 
     def _follow(self, g: GatewayState) -> None:
@@ -243,11 +253,13 @@ class GatewayPool:
             try:
                 update, weights = self.host.encodings
                 view = RunView(self.host.run_id, update, weights, self.host.run_over)
+                if g.view is None:  # back from a restart, perhaps on another machine
+                    g.url = ray.get(g.actor.url.remote(), timeout=120)
                 if g.view != view:
                     ray.get(g.actor.configure.remote(view), timeout=30)
                     g.view = view
                 events: GatewayEvents = ray.get(g.actor.events.remote(POLL_SECONDS), timeout=POLL_SECONDS + 30)
-            except ray.exceptions.RayError as exc:
+            except Exception as exc:  # RayError: the gateway is down; anything else must not end this thread
                 if g.alive:
                     log.warning("gateway %d is down (%s); Ray restarts it", g.index, type(exc).__name__)
                 self._set_nodes(g, set(), alive=False)
@@ -255,14 +267,17 @@ class GatewayPool:
                 time.sleep(DEAD_RETRY_SECONDS)
                 continue
             if events.joins:
-                g.actor.admit.remote({j.ticket: self._register(j) for j in events.joins})
+                g.actor.admit.remote({j.ticket: self._register(g, j) for j in events.joins})
                 with self._lock:
-                    g.promised = max(0, g.promised - len(events.joins))
+                    del g.promised[: len(events.joins)]
             self._set_nodes(g, set(events.nodes), alive=True)
 
-    def _register(self, join: JoinRequest) -> Registration | str:
+    def _register(self, g: GatewayState, join: JoinRequest) -> Registration | str:
         try:
-            return self.host.register_client(join.hello)
+            who = self.host.register_client(join.hello)
+            with self._lock:
+                self._home[who.node_id] = g.index
+            return who
         except Exception as exc:  # the database is down: this hello fails, the client retries
             log.exception("could not register a client")
             return f"registration failed ({type(exc).__name__})"

@@ -127,6 +127,7 @@ class NodeGrid(Grid):
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         """Send without folding or quorum: each message gets its own reply through `pull_messages`."""
+        self._phase_timeout = None  # pushed tasks have no deadline of their own
         ids: list[str] = []
         for phase, cohort in self._open_phases(list(messages), streaming=False):
             for msg in cohort:
@@ -186,6 +187,8 @@ class NodeGrid(Grid):
         return True
 
     def node_lost(self, node_id: int) -> None:
+        if isinstance(self.nodes, Shards):
+            return  # its shard owns its task: the partial says how it ended (folded, kept or failed)
         with self._cond:
             for phase in list(self._phases.values()):
                 if phase.take(node_id, Lost()):

@@ -41,11 +41,18 @@ log = logging.getLogger(__name__)
 rejections = RejectionLog(log)
 
 
+class RegistrationUnavailable(Exception):
+    """A hello cannot be registered now (the registrar is busy or away): the client should retry later."""
+
+
 class RunHost(Protocol):
     """What a connection needs from the coordinator, whichever run is current."""
 
     def register_client(self, hello: Hello) -> Registration:
-        """The node for a client that said hello, resumed only with its secret (blocking: it writes to the database)."""
+        """The node for a client that said hello, resumed only with its secret (blocking: it writes to the database).
+
+        Raises `RegistrationUnavailable` when it cannot say now; the connection is then closed with 1013.
+        """
         ...
 
     @property
@@ -171,6 +178,8 @@ class _Session:
             del message  # a delta must not stay referenced here while the next message is awaited
             await self._handle(data)
             del data
+            if self.outbox.close_code is not None:  # its hello could not be registered now
+                return self.outbox.close_code
             self.gate.buffered += conn.held_bytes - self.held
             self.held = conn.held_bytes
             if self.held and self.gate.buffered > self.limits.max_buffered_bytes:
@@ -241,9 +250,14 @@ class _Session:
             elif isinstance(event, HeartbeatReceived):
                 pass
 
-    async def _join(self, event: HelloReceived) -> ConnectedClient:
+    async def _join(self, event: HelloReceived) -> ConnectedClient | None:
         hello = event.hello
-        who: Registration = await anyio.to_thread.run_sync(self.host.register_client, hello)
+        try:
+            who: Registration = await anyio.to_thread.run_sync(self.host.register_client, hello)
+        except RegistrationUnavailable as exc:
+            log.warning("client %s: %s; closing with 1013", self.address, exc)
+            self.outbox.close(Close.TRY_AGAIN_LATER)
+            return None
         limits = self.limits
         chosen = _encodings(hello, *self.host.encodings)
         self.conn.accept(
