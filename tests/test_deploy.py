@@ -4,6 +4,7 @@ against a real PostgreSQL, surviving kill -9."""
 
 from __future__ import annotations
 
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -25,8 +26,9 @@ def compose_config(env_file: Path) -> dict[str, Any]:
 
 def test_compose_file_validates_with_the_example_env() -> None:
     services = compose_config(ROOT / ".env.example")["services"]
-    assert set(services) == {"db", "coordinator", "tls"}
+    assert set(services) == {"db", "coordinator", "tls", "gateway-1", "gateway-2"}
     assert services["tls"]["profiles"] == ["tls"]  # the TLS proxy only starts with --profile tls
+    assert all(services[g]["profiles"] == ["scale"] for g in ("gateway-1", "gateway-2"))  # gateways: --profile scale
     assert services["db"]["image"] == "postgres:16" and "healthcheck" in services["db"]
     assert services["coordinator"]["depends_on"]["db"]["condition"] == "service_healthy"
 
@@ -56,7 +58,10 @@ def test_coordinator_runs_as_its_compose_service_and_resumes_on_postgresql(tmp_p
         "POLLEN_LOCAL_EPOCHS": "1",
         "POLLEN_HEARTBEAT_SECONDS": "2",
     }
-    command = service["command"]
+    # The service's shell starts a Ray head first only with POLLEN_GATEWAYS > 0; then it execs pollen serve.
+    shell, flag, script = service["command"]
+    assert (shell, flag) == ("sh", "-c") and env["POLLEN_GATEWAYS"] == "0"
+    command = shlex.split(script.rsplit("exec ", 1)[1])
     assert command[:2] == ["pollen", "serve"]
     port_at = command.index("--port")
     serve = command[1:port_at] + command[port_at + 2 :] + ["--host", "127.0.0.1"]
