@@ -27,6 +27,7 @@ from coordinator.cluster.pool import NAMESPACE
 from coordinator.data.mnist import load_split
 from coordinator.models.spec import load_spec
 from coordinator.protocol import Result, decode_tensors, encode_tensors
+from coordinator.protocol.close_codes import Close
 from coordinator.protocol.endpoints import ClientProtocol, TaskReceived
 from coordinator.server.app import Coordinator
 from coordinator.serving import BackgroundServer
@@ -34,6 +35,7 @@ from coordinator.settings import Settings
 from tests.conftest import free_port, wait_for
 from tests.test_resume import CLIENTS as RESUME_CLIENTS
 from tests.test_resume import ROUNDS, kill_and_resume
+from tests.wire import close_code
 
 MODEL = "mnist-2nn"
 SHAPES = load_spec(MODEL).wire_shapes()
@@ -75,6 +77,12 @@ async def client(url: str, index: int, stop: asyncio.Event) -> str:
     return url
 
 
+async def _garbage_is_refused(url: str) -> None:
+    ws = await connect(url, max_size=None, ping_interval=None)
+    await ws.send(b"\x00not a pollen frame" * 100)
+    assert await close_code(ws) == Close.PROTOCOL_ERROR
+
+
 def run(tmp_path: Path, name: str, gateways: int) -> tuple[dict[str, np.ndarray], Counter[str]]:
     """A two-round FedAvg run of the six clients; the final model and how many clients each URL served."""
     settings = Settings(
@@ -96,6 +104,8 @@ def run(tmp_path: Path, name: str, gateways: int) -> tuple[dict[str, np.ndarray]
     server.start(timeout=120)
     http = f"http://127.0.0.1:{server.port}"
     try:
+        if gateways:  # a hostile peer at a gateway: refused as on /ws, and the gateway serves on
+            asyncio.run(_garbage_is_refused(httpx.get(f"{http}/api/join", timeout=10).json()["url"]))
         urls = [httpx.get(f"{http}/api/join", timeout=10).json()["url"] for _ in range(CLIENTS)]
         served = Counter(urls)
 

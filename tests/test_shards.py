@@ -25,10 +25,10 @@ from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import ReplyLimits
 from coordinator.federation.shards import Partial, Shards, ShardTask
 from coordinator.federation.strategies import build_strategy
-from coordinator.protocol import Error, Task, decode
+from coordinator.protocol import Task, decode
 from coordinator.protocol.tensors import Tensors
 from coordinator.settings import STREAMING_STRATEGIES, Settings
-from tests.fake_nodes import Answer
+from tests.fake_nodes import Answer, FakeNodes
 from tests.test_streaming import NODES, SPEC, distance, federate, start, varied
 
 
@@ -38,35 +38,17 @@ def task_identity() -> Iterator[None]:
     yield
 
 
-class FakeShards:
+class FakeShards(FakeNodes):
     """`count` shards; node n sits in shard n mod count. A shard in `dead` answers with every task failed."""
 
     def __init__(self, ids: list[int], answer: Answer, count: int = 3, dead: frozenset[int] = frozenset()) -> None:
-        self.ids, self.answer, self.shards, self.dead = list(ids), answer, count, dead
+        super().__init__(ids, answer)
+        self.shards, self.dead = count, dead
         self.tasks: list[ShardTask] = []
-        self.listeners: list[Callable[[int], None]] = []
         self.leave: list[int] = []
-
-    def node_ids(self) -> list[int]:
-        return sorted(self.ids)
-
-    def count(self) -> int:
-        return len(self.ids)
 
     def send_task(self, node_id: int, task_id: str, task: Broadcast) -> bool:
         raise AssertionError("a grid over shards sends whole phases")
-
-    def reject(self, node_id: int, error: Error) -> bool:
-        return True
-
-    def on_lost(self, listener: Callable[[int], None]) -> None:
-        self.listeners.append(listener)
-
-    def off_lost(self, listener: Callable[[int], None]) -> None:
-        self.listeners.remove(listener)
-
-    def close_all(self, *, going_away: bool = False) -> None:
-        self.ids.clear()
 
     def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
         for node_id in self.leave:  # they leave their gateway after answering, before its partial is in
@@ -137,8 +119,6 @@ def test_a_dead_shard_fails_its_clients_and_the_round_goes_on_with_the_rest() ->
     sharded, _ = federate_sharded("fedavg", rounds=1, dead=frozenset({0}))
     alive = [n for n in NODES if n % 3]
     settings = Settings(strategy="fedavg", min_clients=1)
-    from tests.fake_nodes import FakeNodes
-
     nodes = FakeNodes(alive, varied)
     grid = NodeGrid(nodes, SPEC, "run", streaming=True, overselect=1.0)
     nodes.grid = grid

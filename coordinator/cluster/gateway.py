@@ -35,6 +35,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from coordinator.federation.open_phases import OpenPhases
 from coordinator.federation.phase import Phase
 from coordinator.federation.replies import Lost
 from coordinator.federation.shards import Partial, ShardTask
@@ -96,12 +97,11 @@ class Gateway:
         self._handed: set[str] = set()  # tickets given to the coordinator, not yet answered
         self._news = asyncio.Event()
         self._lock = threading.Lock()  # the waiting hellos: worker threads add them, the loop hands them over
-        self._cond = threading.Condition()
-        self._phases: dict[str, Phase] = {}
+        self._open = OpenPhases()
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
         self._loop = loop = asyncio.get_running_loop()
         self.clients.bind_loop(loop)
-        self.clients.on_lost(self._lost)
+        self.clients.on_lost(self._open.lost)
         # Bound to every interface, it is reached at its machine's address in the cluster.
         self._host = host if host not in ("0.0.0.0", "::", "") else _node_ip()
         self._sock = listening_socket(host, port)
@@ -155,15 +155,15 @@ class Gateway:
     async def run_phase(self, task: ShardTask, weights: Tensors) -> Partial:
         """Send `task` to its nodes here, take their replies in until done or the deadline, and answer."""
         phase = Phase.for_shard(task, weights, self._refuse)
-        with self._cond:
-            self._phases[task.task_id] = phase
+        with self._open.cond:
+            self._open.phases[task.task_id] = phase
         for node_id in task.nodes:
             if not self.clients.send_task(node_id, task.task_id, phase.frame):
-                self._take(phase, node_id, Lost())
-        await asyncio.to_thread(self._wait, phase, task.timeout)
-        with self._cond:
+                self._open.take(phase, node_id, Lost())
+        await asyncio.to_thread(self._open.wait, [phase], task.timeout)
+        with self._open.cond:
             phase.close(timeout=task.timeout)
-            self._phases.pop(task.task_id, None)
+            self._open.phases.pop(task.task_id, None)
             partial = phase.partial()
         phase.report.bytes_out = phase.frame.bytes_out
         phase.report.seconds = time.time() - phase.report.started
@@ -212,14 +212,7 @@ class Gateway:
         return self.view.update_encoding, self.view.weights_encoding
 
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
-        if not isinstance(reply.reply_to, str):
-            return False
-        with self._cond:
-            phase = self._phases.get(reply.reply_to)
-            if phase is None or not phase.take(node_id, reply):
-                return False
-            self._cond.notify_all()
-        return True
+        return self._open.deliver(node_id, reply)
 
     # Internals -------------------------------------------------------------------------
     def _pending(self) -> list[JoinRequest]:
@@ -228,26 +221,6 @@ class Gateway:
 
     def _refuse(self, node_id: int, error: Error) -> None:
         self.clients.reject(node_id, error)
-
-    def _lost(self, node_id: int) -> None:
-        with self._cond:
-            for phase in list(self._phases.values()):
-                if phase.take(node_id, Lost()):
-                    self._cond.notify_all()
-
-    def _take(self, phase: Phase, node_id: int, reply: Lost) -> None:
-        with self._cond:
-            if phase.take(node_id, reply):
-                self._cond.notify_all()
-
-    def _wait(self, phase: Phase, timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not phase.complete:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                self._cond.wait(min(left, 1.0) if left is not None else 1.0)
 
     def _app(self) -> Starlette:
         async def ws(websocket: WebSocket) -> None:

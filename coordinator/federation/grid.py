@@ -27,7 +27,6 @@ from __future__ import annotations
 import logging
 import math
 import random
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -39,6 +38,7 @@ from flwr.supercore.run import Run
 from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.control import RunControl
 from coordinator.federation.nodes import Nodes
+from coordinator.federation.open_phases import OpenPhases
 from coordinator.federation.phase import Phase
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, ReplyLimits
@@ -92,8 +92,9 @@ class NodeGrid(Grid):
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
         self._run = Run.create_empty(1)
-        self._cond = threading.Condition()
-        self._phases: dict[str, Phase] = {}  # open phases by task id
+        self._under_way = OpenPhases()
+        self._cond = self._under_way.cond
+        self._phases = self._under_way.phases  # open phases by task id
         self._pushed: dict[str, tuple[Phase, int]] = {}  # Flower message id → its phase and node (push/pull)
         self._handed_out: list[RecordDict] = []  # records of the replies the strategy got from the last exchange
         self._last_wait_log = 0.0
@@ -177,22 +178,12 @@ class NodeGrid(Grid):
     # Called from the nodes' thread ---------------------------------------------
     def deliver(self, node_id: int, reply: wire.Result | wire.Error) -> bool:
         """A node answered; False if no such task is waiting for it (late, cancelled, or never sent)."""
-        if not isinstance(reply.reply_to, str):  # other Nodes implementations may not have parsed it as ours does
-            return False
-        with self._cond:
-            phase = self._phases.get(reply.reply_to)
-            if phase is None or not phase.take(node_id, reply):
-                return False
-            self._cond.notify_all()
-        return True
+        return self._under_way.deliver(node_id, reply)
 
     def node_lost(self, node_id: int) -> None:
         if isinstance(self.nodes, Shards):
             return  # its shard owns its task: the partial says how it ended (folded, kept or failed)
-        with self._cond:
-            for phase in list(self._phases.values()):
-                if phase.take(node_id, Lost()):
-                    self._cond.notify_all()
+        self._under_way.lost(node_id)
 
     # Internals ---------------------------------------------------------------
     def _open_phases(self, messages: list[Message], *, streaming: bool) -> list[tuple[Phase, list[Message]]]:
@@ -286,18 +277,10 @@ class NodeGrid(Grid):
         return SHARD_GRACE_SECONDS if isinstance(self.nodes, Shards) else 0.0
 
     def _lost(self, phase: Phase, node_id: int) -> None:
-        with self._cond:
-            if phase.take(node_id, Lost()):
-                self._cond.notify_all()
+        self._under_way.take(phase, node_id, Lost())
 
     def _wait(self, phases: list[Phase], timeout: float | None) -> None:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self._cond:
-            while not all(p.complete for p in phases) and not self.control.stopping:
-                left = None if deadline is None else deadline - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                self._cond.wait(min(left, 1.0) if left is not None else 1.0)
+        self._under_way.wait(phases, timeout, stop=lambda: self.control.stopping)
 
     def _refuse(self, node_id: int, error: wire.Error) -> None:
         self.nodes.reject(node_id, error)
