@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable
+from types import SimpleNamespace
 
 from coordinator.server.inbound import READ_BYTES, SMALL_BYTES, InboundBudget, Reader
+from coordinator.server.transport import FlowControlledWebSocket
 
 MB = 1 << 20
 
@@ -231,3 +234,30 @@ def test_a_random_run_of_uploads_and_heartbeats_never_stalls_the_budget() -> Non
                 budget.hold(r, r.held())
             else:
                 watcher.data_arrives(r)
+
+
+def test_a_message_counts_against_the_budget_until_the_app_asks_for_the_next() -> None:
+    # A delta being decoded, checked and folded is memory as much as one being received: were it let go of
+    # when the app takes it, every connection's next upload could be read while it is still held.
+    held: list[int] = []
+    ws = object.__new__(FlowControlledWebSocket)
+    ws.inbound = SimpleNamespace(hold=lambda reader, n: held.append(n))  # type: ignore[assignment]
+    ws._reader = SimpleNamespace(counted=lambda headroom: 0)  # type: ignore[assignment]
+    ws.bytes = bytearray()
+    ws.read_paused = False
+    ws.transport = SimpleNamespace(resume_reading=lambda: None)  # type: ignore[assignment]
+
+    async def exchange() -> None:
+        ws.queue = asyncio.Queue()
+        for size in (5 * MB, 3 * MB):
+            ws.queue.put_nowait({"type": "websocket.receive", "bytes": b"\0" * size})
+            ws._queued += size
+        await ws.receive()
+        assert held[-1] == 8 * MB  # the app has the first, the second waits
+        await ws.receive()
+        assert held[-2:] == [3 * MB, 3 * MB]  # the first was let go of only when the app asked again
+        ws.queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await ws.receive()
+        assert held[-2:] == [0, 0]
+
+    asyncio.run(exchange())

@@ -32,6 +32,7 @@ from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 from scipy.linalg.blas import saxpy
 from threadpoolctl import threadpool_limits
 
+from coordinator.federation.weights import npy_array
 from coordinator.protocol.tensors import Tensors
 
 # The metric a shard record carries besides Flower's weight: how many clients it averages.
@@ -94,8 +95,8 @@ class RunningMean:
     def record(self) -> RecordDict:
         """The shard's record for a Flower strategy: its weighted mean, total weight and client count.
 
-        It ends the fold: each sum becomes its mean in place, is handed to Flower (which copies it into
-        its own buffer) and is dropped, so that building the record holds one tensor more, not a model.
+        It ends the fold: each sum becomes its mean in place, is copied into its `Array` and is dropped,
+        so that building the record holds one tensor more, not a model.
         """
         with self._lock:
             scale = np.float32(1.0 / self.weight) if self.count else np.float32(0.0)
@@ -104,7 +105,7 @@ class RunningMean:
                 acc = self._sums.pop(name)
                 acc *= scale
                 acc += self._global[name].reshape(-1)
-                arrays[name] = Array(acc.reshape(self._global[name].shape))
+                arrays[name] = npy_array(acc.reshape(self._global[name].shape))
                 del acc
             metrics: dict[str, int | float] = {WEIGHT_KEY: _number(self.weight), CLIENTS_KEY: self.count}
         return RecordDict({"arrays": ArrayRecord(arrays), "metrics": MetricRecord(metrics)})  # type: ignore[arg-type]

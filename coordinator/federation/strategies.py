@@ -21,6 +21,7 @@ from flwr.serverapp.strategy import (
 from flwr.supercore.privacy_accounting import GaussianPrivacyEvent, NeighboringRelation, PrivacyAccountant
 
 from coordinator.federation.dp_strategy import DifferentialPrivacyOverValidReplies
+from coordinator.federation.record_mean import install as install_record_mean
 from coordinator.settings import Settings
 
 # Make sampling exact: with a tiny fraction, Flower samples max(int(N * f), min_train_nodes) = the cohort size.
@@ -72,6 +73,7 @@ def base_strategy(settings: Settings) -> Strategy:
 
 
 def build_strategy(settings: Settings) -> Strategy:
+    install_record_mean()  # Flower's FedAvg mean, in one model's memory instead of four
     strategy = base_strategy(settings)
     if not settings.dp:
         return strategy

@@ -121,6 +121,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     inbound: InboundBudget | None = None  # shared by every connection (see `flow_controlled_websocket`)
     _parked = False
     _queued = 0  # bytes of received messages the app has not taken yet
+    _in_app = 0  # bytes of the message the app took last: it holds them until it asks for the next
     last_read = 0.0  # time.monotonic() when bytes last arrived
     received = 0  # bytes that arrived, in all
     _pace_from = (0.0, 0)  # (time, bytes received then) since which the message under way is timed
@@ -160,7 +161,8 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self._account()
 
     def _account(self) -> None:
-        """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages.
+        """Tell the budget what this connection holds: unparsed bytes, a fragmented message, queued messages,
+        and the message the app is handling.
 
         A frame under way counts what has arrived of it plus up to `ANNOUNCED_HEADROOM_BYTES` more of
         what its header announced. Counted as it arrives, a thousand clients answering at once each
@@ -171,7 +173,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         """
         if self.inbound is not None and not self._gone:
             counted = self._reader.counted(ANNOUNCED_HEADROOM_BYTES)
-            self.inbound.hold(self, counted + len(self.bytes) + self._queued)
+            self.inbound.hold(self, counted + len(self.bytes) + self._queued + self._in_app)
 
     def fileno(self) -> int:
         sock = None if self.transport.is_closing() else self.transport.get_extra_info("socket")
@@ -245,9 +247,15 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
 
     async def receive(self) -> Any:
         # uvicorn's, with the budget's say: reading resumes only if this connection is not parked.
+        # A message stays charged to the budget while the app decodes, checks and folds it, until the
+        # app asks for the next one: a delta being folded is memory like one being received.
+        if self._in_app:
+            self._in_app = 0
+            self._account()
         message = await self.queue.get()
         data = message.get("bytes") if message["type"] == "websocket.receive" else None
         self._queued -= len(data) if data else 0
+        self._in_app = len(data) if data else 0
         if self.read_paused and self.queue.empty():
             self.read_paused = False
             if not self._parked:
