@@ -2,7 +2,8 @@
 
 The coordinator's grid and a gateway both keep open phases by task id, take replies and
 losses into them from their nodes' thread, and wait on the strategy's (or the gateway's
-phase) thread until the phases are complete or their deadline passes.
+phase) thread until the phases are complete or their deadline passes (or, within a second,
+until the run is stopping).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class OpenPhases:
             phase = self.phases.get(reply.reply_to)
             if phase is None or not phase.take(node_id, reply):
                 return False
-            self.cond.notify_all()
+            self._woken_by(phase)
         return True
 
     def lost(self, node_id: int) -> None:
@@ -37,12 +38,12 @@ class OpenPhases:
         with self.cond:
             for phase in list(self.phases.values()):
                 if phase.take(node_id, Lost()):
-                    self.cond.notify_all()
+                    self._woken_by(phase)
 
     def take(self, phase: Phase, node_id: int, reply: Reply) -> None:
         with self.cond:
             if phase.take(node_id, reply):
-                self.cond.notify_all()
+                self._woken_by(phase)
 
     def wait(self, phases: list[Phase], timeout: float | None, stop: Callable[[], bool] = lambda: False) -> None:
         """Until every phase is complete, `stop()` is true, or `timeout` seconds have passed."""
@@ -53,3 +54,9 @@ class OpenPhases:
                 if left is not None and left <= 0:
                     return
                 self.cond.wait(min(left, 1.0) if left is not None else 1.0)
+
+    def _woken_by(self, phase: Phase) -> None:
+        # Waiters wait for whole phases: woken by every reply, the strategy's thread would take the
+        # GIL from the event loop once per client for nothing.
+        if phase.complete:
+            self.cond.notify_all()
