@@ -41,6 +41,10 @@ HELP = {
     ),
     "max_messages_per_second": "Messages per second one connection may send (token bucket); above: closed, 4004.",
     "message_burst": "Messages one connection may send at once above --max-messages-per-second.",
+    "max_joins_per_second": (
+        "GET /api/join calls per second one remote address may make, with a burst of --max-connections-per-address"
+        " (0 there: no limit here either); above: 429. Each call reserves a place on a gateway for --hello-timeout s."
+    ),
     "max_send_buffer_bytes": (
         "Bytes queued to one client before it is dropped with 4003 (it does not read); must hold a whole task."
     ),

@@ -50,6 +50,7 @@ class Settings:
     max_connections_per_address: int = 16
     max_messages_per_second: float = 50.0
     message_burst: int = 200
+    max_joins_per_second: float = 1.0  # /api/join calls one address may make (burst: max_connections_per_address)
     max_send_buffer_bytes: int = 64 * 1024 * 1024
     max_buffered_bytes: int = 1024 * 1024 * 1024
     max_message_bytes: int = 64 * 1024 * 1024  # a whole (chunked) message, and what a connection holds unfinished
@@ -123,8 +124,11 @@ class Settings:
             raise ValueError("--max-examples-per-client must be at least 1")
         if self.max_update_norm is not None and not 0 < self.max_update_norm < float("inf"):
             raise ValueError("--max-update-norm must be a positive number")
-        if min(self.hello_timeout, self.request_timeout, self.max_messages_per_second) <= 0:
-            raise ValueError("--hello-timeout, --request-timeout and --max-messages-per-second must be positive")
+        if min(self.hello_timeout, self.request_timeout, self.max_messages_per_second, self.max_joins_per_second) <= 0:
+            raise ValueError(
+                "--hello-timeout, --request-timeout, --max-messages-per-second and --max-joins-per-second"
+                " must be positive"
+            )
         if self.max_connections_per_address < 0 or self.message_burst < 1:
             raise ValueError("--max-connections-per-address must be at least 0 and --message-burst at least 1")
         if not 0 <= self.min_upload_rate < float("inf"):
@@ -197,6 +201,7 @@ class Settings:
         "max_connections_per_address",
         "max_messages_per_second",
         "message_burst",
+        "max_joins_per_second",
         "max_send_buffer_bytes",
         "max_buffered_bytes",
         "max_message_bytes",

@@ -16,7 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from coordinator.protocol import Chunk, Error, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close
 from coordinator.protocol.frame import encode_frame
-from coordinator.server.limits import TokenBucket
+from coordinator.server.limits import AddressBuckets, TokenBucket
 from coordinator.server.rejection_log import RejectionLog
 from coordinator.server.transport import RECEIVE_BUFFER_BYTES
 
@@ -73,6 +73,30 @@ def test_the_token_bucket_refills_at_its_rate_up_to_its_burst() -> None:
     assert [bucket.take() for _ in range(2)] == [True, False]
     now[0] = 100.0  # never more than the burst
     assert [bucket.take() for _ in range(4)] == [True, True, True, False]
+
+
+def test_join_buckets_are_per_address_and_the_table_sheds_full_ones() -> None:
+    now = [0.0]
+    joins = AddressBuckets(rate=1, burst=2, clock=lambda: now[0])
+    assert [joins.take("a") for _ in range(3)] == [True, True, False]
+    assert joins.take("b")  # another address has its own
+    for i in range(5000):  # a sweep of addresses, each seen once: full again a couple of seconds later
+        now[0] = i / 1000
+        joins.take(f"10.0.{i // 256}.{i % 256}")
+    assert len(joins) <= 2 * 1024 + 1
+    assert all(
+        AddressBuckets(1, 0).take("a") for _ in range(100)
+    )  # burst 0: no limit, as --max-connections-per-address 0
+
+
+async def test_join_requests_over_the_rate_get_429_with_retry_after(start_coordinator: StartCoordinator) -> None:
+    _, server = start_coordinator(min_clients=50, max_joins_per_second=0.5, max_connections_per_address=3)
+    join_url = server.url.replace("ws://", "http://").removesuffix("/ws") + "/api/join"
+    async with httpx.AsyncClient(timeout=10) as http:
+        answers = [await http.get(join_url) for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert answers[0].json()["url"] == server.url
+    assert answers[3].headers["retry-after"] == "2" and "retry" in answers[3].json()["error"]
 
 
 def test_repeated_rejections_from_one_client_are_summarised() -> None:

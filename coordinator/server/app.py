@@ -30,7 +30,7 @@ from coordinator.protocol.messages import Error, Hello, Result
 from coordinator.server.admin import admin_routes
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.gateways import GatewayFactory
-from coordinator.server.limits import ConnectionGate, ConnectionLimits
+from coordinator.server.limits import AddressBuckets, ConnectionGate, ConnectionLimits
 from coordinator.server.memory import GcKeeper, pin_mmap_threshold
 from coordinator.server.metrics import Metrics
 from coordinator.server.recorder import RunRecorder
@@ -62,6 +62,7 @@ class Coordinator:
         self.settings = self.run_loop.settings
         self.limits = ConnectionLimits.from_settings(settings)
         self.gate = ConnectionGate(self.limits)
+        self.joins = AddressBuckets(settings.max_joins_per_second, settings.max_connections_per_address)
         self._thread = threading.Thread(target=self.run_loop.run_to_end, name="pollen-rounds", daemon=True)
 
     @property
@@ -180,7 +181,7 @@ class Coordinator:
 
         return Starlette(
             routes=[
-                *api_routes(self.status, self.clients, self.metrics, self.gateways),
+                *api_routes(self.status, self.clients, self.metrics, self.gateways, self.joins),
                 *admin_routes(self),
                 WebSocketRoute("/ws", ws),
                 *web_routes(self.settings.demo_shards),

@@ -1,4 +1,4 @@
-"""What one peer may hold: the per-connection limits, a message-rate bucket, and the admission gate.
+"""What one peer may hold: the per-connection limits, rate buckets (per connection, per address), the admission gate.
 
 The gate is the coordinator-wide view: connections per remote address, and the bytes queued
 to all clients together. Everything here runs on the event loop's thread only.
@@ -58,6 +58,10 @@ class TokenBucket:
         self._tokens = float(burst)
         self._last = clock()
 
+    def full(self) -> bool:
+        """Whether the bucket has refilled to its burst (it is as good as new)."""
+        return self._tokens + (self._clock() - self._last) * self.rate >= self.burst
+
     def take(self) -> bool:
         """Spend one token; False (and nothing spent) when the bucket is empty."""
         now = self._clock()
@@ -67,6 +71,41 @@ class TokenBucket:
             return False
         self._tokens -= 1
         return True
+
+
+class AddressBuckets:
+    """A `TokenBucket` per remote address, for requests that cost something per call (`/api/join`).
+
+    Addresses come and go; a bucket that has filled up again is the same as no bucket, so those
+    are dropped whenever the table has doubled since the last sweep: it stays about as large as
+    the number of addresses seen within `burst / rate` seconds.
+    """
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        """`burst` 0: no limit (as `--max-connections-per-address 0`, which it follows)."""
+        self.rate = rate
+        self.burst = burst
+        self._clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+        self._sweep_above = 1024
+
+    def take(self, host: str) -> bool:
+        """Spend one of `host`'s tokens; False when it has none left."""
+        if not self.burst:
+            return True
+        bucket = self._buckets.get(host)
+        if bucket is None:
+            if len(self._buckets) >= self._sweep_above:
+                self._sweep()
+            bucket = self._buckets[host] = TokenBucket(self.rate, self.burst, self._clock)
+        return bucket.take()
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def _sweep(self) -> None:
+        self._buckets = {h: b for h, b in self._buckets.items() if not b.full()}
+        self._sweep_above = max(1024, 2 * len(self._buckets))
 
 
 class ConnectionGate:

@@ -14,10 +14,13 @@ from starlette.routing import Route
 from coordinator.federation.status import RunStatus
 from coordinator.server.clients import ClientRegistry
 from coordinator.server.gateways import Gateways
+from coordinator.server.limits import AddressBuckets
 from coordinator.server.metrics import Metrics
 
 
-def api_routes(status: RunStatus, clients: ClientRegistry, metrics: Metrics, gateways: Gateways | None) -> list[Route]:
+def api_routes(
+    status: RunStatus, clients: ClientRegistry, metrics: Metrics, gateways: Gateways | None, joins: AddressBuckets
+) -> list[Route]:
     async def healthz(_: Request) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
@@ -30,7 +33,14 @@ def api_routes(status: RunStatus, clients: ClientRegistry, metrics: Metrics, gat
         return JSONResponse(body)
 
     async def join(request: Request) -> JSONResponse:
-        """Where a client should connect: the least-loaded live gateway, or this process's own `/ws`."""
+        """Where a client should connect: the least-loaded live gateway, or this process's own `/ws`.
+
+        Each answer reserves a place on a gateway for a while: one address asking in a loop would
+        skew where everyone else is sent, so calls are rate-limited per address.
+        """
+        if not joins.take(request.client.host if request.client else ""):
+            retry = str(max(1, round(1 / joins.rate)))
+            return JSONResponse({"error": "too many join requests; retry later"}, 429, {"Retry-After": retry})
         if gateways is None:
             scheme = "wss" if request.url.scheme == "https" else "ws"
             return JSONResponse({"url": f"{scheme}://{request.url.netloc}/ws"})
