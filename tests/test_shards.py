@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
 import pytest
-from flwr.app import ConfigRecord
+from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.common.constant import ErrorCode as FlowerErrorCode
 from flwr.supercore.task_identity import TaskIdentity
 
@@ -41,40 +42,75 @@ def task_identity() -> Iterator[None]:
 class FakeShards(FakeNodes):
     """`count` shards; node n sits in shard n mod count. A shard in `dead` answers with every task failed."""
 
-    def __init__(self, ids: list[int], answer: Answer, count: int = 3, dead: frozenset[int] = frozenset()) -> None:
+    def __init__(
+        self,
+        ids: list[int],
+        answer: Answer,
+        count: int = 3,
+        dead: frozenset[int] = frozenset(),
+        slow: frozenset[int] = frozenset(),
+    ) -> None:
+        """A shard in `slow` takes its clients' replies only when told to end the phase (or at its deadline)."""
         super().__init__(ids, answer)
-        self.shards, self.dead = count, dead
+        self.shards, self.dead, self.slow = count, dead, slow
         self.tasks: list[ShardTask] = []
         self.leave: list[int] = []
+        self.ended: dict[str, threading.Event] = {}
 
     def send_task(self, node_id: int, task_id: str, task: Broadcast) -> bool:
         raise AssertionError("a grid over shards sends whole phases")
 
-    def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
+    def send_phase(
+        self,
+        task: ShardTask,
+        weights: Tensors,
+        on_partial: Callable[[Partial], None],
+        on_progress: Callable[[int, int], None],
+    ) -> None:
         for node_id in self.leave:  # they leave their gateway after answering, before its partial is in
             for listener in self.listeners:
                 listener(node_id)
+        self.ended[task.task_id] = threading.Event()
         for shard in range(self.shards):
             nodes = tuple(n for n in task.nodes if n % self.shards == shard)
             if not nodes:
                 continue
-            part = ShardTask(**{**task.__dict__, "nodes": nodes, "quorum": None})
+            part = ShardTask(**{**task.__dict__, "nodes": nodes})
             self.tasks.append(part)
-            if shard in self.dead:
-                partial = Partial.failed(part, f"gateway {shard} failed", FlowerErrorCode.NODE_UNAVAILABLE)
-            else:
-                partial = self._run(part, weights)
-            threading.Thread(target=on_partial, args=(partial,)).start()  # as Ray's waiter threads do
+            # On threads of their own, as Ray's waiter threads answer.
+            threading.Thread(target=self._answer, args=(shard, part, weights, on_partial, on_progress)).start()
 
-    def _run(self, task: ShardTask, weights: Tensors) -> Partial:
+    def end_phase(self, task_id: str) -> None:
+        self.ended[task_id].set()
+
+    def _answer(
+        self,
+        shard: int,
+        task: ShardTask,
+        weights: Tensors,
+        on_partial: Callable[[Partial], None],
+        on_progress: Callable[[int, int], None],
+    ) -> None:
+        if shard in self.dead:
+            partial = Partial.failed(task, f"gateway {shard} failed", FlowerErrorCode.NODE_UNAVAILABLE)
+        else:
+            partial = self._run(shard, task, weights, on_progress)
+        partial.shard = shard
+        on_partial(partial)
+
+    def _run(self, shard: int, task: ShardTask, weights: Tensors, on_progress: Callable[[int, int], None]) -> Partial:
         phase = Phase.for_shard(task, weights, lambda node_id, error: None)
+        if shard in self.slow:
+            self.ended[task.task_id].wait(task.timeout)
+            phase.end_now()  # told to end before any of its clients answered
         frame = phase.frame.frame("fp32").join()
         for node_id in task.nodes:
             sent = decode(frame)
             assert isinstance(sent, Task)
-            reply = self.answer(node_id, sent)
+            reply = self.answer(node_id, sent) if not phase.complete else None
             if reply is not None:
                 phase.take(node_id, reply)
+                on_progress(shard, phase.report.ok)
         phase.close(timeout=task.timeout)
         return phase.partial()
 
@@ -143,6 +179,25 @@ def test_a_client_leaving_its_gateway_is_the_gateway_s_to_count() -> None:
     assert reports[0].ok == len(NODES) and not reports[0].failures
     expected = federate("fedavg", streaming=True, rounds=1)
     assert distance({k: v.numpy() for k, v in result.arrays.items()}, expected) < 1e-6
+
+
+def test_a_shard_with_slow_clients_is_ended_once_the_others_make_the_quorum() -> None:
+    # Nodes 1-9 over 3 shards; shard 0 (3, 6, 9) hears nothing from its clients until told to end. The
+    # cohort is 6 of 9 (over-selection 1.5): the other shards' 6 updates are the quorum. (Each shard used
+    # to end at its own share of it, 2: the fast ones dropped a reply each and the round waited for the slow.)
+    reports: list[PhaseReport] = []
+    shards = FakeShards(list(range(1, 10)), varied, slow=frozenset({0}))
+    grid = NodeGrid(shards, SPEC, "run", streaming=True, overselect=1.5, on_phase=reports.append)
+    shards.grid = grid
+    content = RecordDict({"arrays": start(), "config": ConfigRecord({"server-round": 1})})
+    started = time.monotonic()
+    replies = list(grid.send_and_receive([Message(content, n, "train") for n in range(1, 7)], timeout=30))
+    assert time.monotonic() - started < 10  # not the 30 s deadline the slow shard would have waited for
+    (report,) = reports
+    assert (report.sent, report.ok, report.dropped, report.late, report.failures) == (9, 6, 3, 0, [])
+    assert replies[0].content.metric_records["metrics"]["num-clients"] == 6
+    (ended,) = shards.ended.values()
+    assert ended.is_set()  # the slow shard was told to let its clients go, not left to its deadline
 
 
 def test_merged_sums_are_the_sum_over_all_clients() -> None:

@@ -8,7 +8,9 @@ limits, outbox, inbound budget and checks. What differs is where decisions are m
   the coordinator registers it (`joins` hands the waiting hellos over, `admit` answers them);
 * a phase: the coordinator sends the task once (`run_phase`), with the weights through
   Ray's object store; the gateway sends it to its nodes of the cohort, checks and folds
-  their replies in its own `Phase`, and answers with one `Partial`.
+  their replies in its own `Phase`, and answers with one `Partial`. The quorum is the
+  coordinator's to judge, across gateways: each reports how many updates it has accepted
+  (`events`), and is told to end the phase (`end_phase`) once they add up to it.
 
 Every method is `async`: a plain method of an async actor would run on the event loop and
 stop the WebSocket server while it ran.
@@ -54,6 +56,7 @@ log = logging.getLogger(__name__)
 
 PUBLIC_URL_ENV = "POLLEN_GATEWAY_URL"
 JOIN_TIMEOUT_SECONDS = 30.0  # a hello the coordinator has not registered by then fails (the client retries)
+PROGRESS_BATCH_SECONDS = 0.1  # replies that come in this close together are reported together
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class GatewayEvents:
 
     joins: list[JoinRequest] = field(default_factory=list)
     nodes: list[int] = field(default_factory=list)  # every node connected now
+    progress: dict[str, int] = field(default_factory=dict)  # updates accepted so far, by open phase with a quorum
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,7 @@ class Gateway:
         self._news = asyncio.Event()
         self._lock = threading.Lock()  # the waiting hellos: worker threads add them, the loop hands them over
         self._open = OpenPhases()
+        self._progress_sent: dict[str, int] = {}
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
         self._loop = loop = asyncio.get_running_loop()
         self.clients.bind_loop(loop)
@@ -127,17 +132,26 @@ class Gateway:
             self.clients.close_all()
 
     async def events(self, wait: float) -> GatewayEvents:
-        """Hellos to register and the connected nodes; waits up to `wait` seconds for a hello."""
+        """Hellos to register, the connected nodes, and the phases' progress; waits up to `wait` s for news.
+
+        Progress alone is answered after `PROGRESS_BATCH_SECONDS`, so that a thousand replies are a
+        few reports, not a thousand.
+        """
         with self._lock:
             idle = not self._pending()
-        if idle:
+        if idle and self._progress() == self._progress_sent:
             self._news.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._news.wait(), wait)
+            with self._lock:
+                progress_only = not self._pending()
+            if progress_only and self._progress() != self._progress_sent:
+                await asyncio.sleep(PROGRESS_BATCH_SECONDS)
         with self._lock:
             joins = self._pending()
             self._handed.update(j.ticket for j in joins)
-        return GatewayEvents(joins, self.clients.node_ids())
+        self._progress_sent = progress = self._progress()
+        return GatewayEvents(joins, self.clients.node_ids(), progress)
 
     async def admit(self, answers: dict[str, Registration | str]) -> None:
         """The coordinator's answers to hellos: a registration, or why it failed."""
@@ -168,6 +182,14 @@ class Gateway:
         phase.report.bytes_out = phase.frame.bytes_out
         phase.report.seconds = time.time() - phase.report.started
         return partial
+
+    async def end_phase(self, task_id: str) -> None:
+        """The coordinator's quorum is met across gateways: end the phase now with what has come in."""
+        with self._open.cond:
+            phase = self._open.phases.get(task_id)
+            if phase is not None:
+                phase.end_now()
+                self._open.cond.notify_all()
 
     async def reject(self, node_id: int, error: Error) -> bool:
         return self.clients.reject(node_id, error)
@@ -212,12 +234,20 @@ class Gateway:
         return self.view.update_encoding, self.view.weights_encoding
 
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
-        return self._open.deliver(node_id, reply)
+        taken = self._open.deliver(node_id, reply)
+        if taken:
+            self._news.set()  # progress, for the coordinator's quorum (`events`)
+        return taken
 
     # Internals -------------------------------------------------------------------------
     def _pending(self) -> list[JoinRequest]:
         """Hellos not yet handed to the coordinator (caller holds `_lock`)."""
         return [r for t, (r, _) in self._waiting.items() if t not in self._handed]
+
+    def _progress(self) -> dict[str, int]:
+        """Updates accepted so far in each open phase that ends at a quorum."""
+        with self._open.cond:
+            return {t: p.report.ok for t, p in self._open.phases.items() if p.quorum is not None and not p.closed}
 
     def _refuse(self, node_id: int, error: Error) -> None:
         self.clients.reject(node_id, error)

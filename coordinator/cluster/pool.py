@@ -16,7 +16,6 @@ would count its clients twice.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import secrets
 import threading
@@ -82,6 +81,8 @@ class GatewayPool:
         self._started_ray = False
         self._followers: list[threading.Thread] = []
         self._home: dict[int, int] = {}  # node id → the gateway it last joined through
+        # Phases under way at gateways: task id → (the gateways still running it, where progress goes).
+        self._running: dict[str, tuple[set[int], Callable[[int, int], None]]] = {}
 
     # Life --------------------------------------------------------------------------
     def start(self) -> None:
@@ -179,7 +180,13 @@ class GatewayPool:
                 g.actor.close_all.remote(going_away)
 
     # Shards -----------------------------------------------------------------------------
-    def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
+    def send_phase(
+        self,
+        task: ShardTask,
+        weights: Tensors,
+        on_partial: Callable[[Partial], None],
+        on_progress: Callable[[int, int], None],
+    ) -> None:
         import ray
 
         by_gateway: dict[int, list[int]] = {}
@@ -192,11 +199,10 @@ class GatewayPool:
         if not by_gateway:
             return
         ref = ray.put(weights)  # once per phase, whatever the number of gateways
-        placed = sum(len(nodes) for nodes in by_gateway.values())
+        with self._lock:
+            self._running[task.task_id] = (set(by_gateway), on_progress)
         for index, nodes in by_gateway.items():
-            # Each gateway ends at its share of the quorum; one with slow clients is not helped by another's.
-            quorum = None if task.quorum is None else math.ceil(task.quorum * len(nodes) / placed)
-            part = replace(task, nodes=tuple(nodes), quorum=quorum)
+            part = replace(task, nodes=tuple(nodes))  # the whole quorum: `on_progress` and `end_phase` share it
             g = self._gateways[index]
             pending = g.actor.run_phase.remote(part, ref)
             threading.Thread(target=self._await_partial, args=(g, part, pending, on_partial), daemon=True).start()
@@ -216,7 +222,20 @@ class GatewayPool:
         if partial.report is not None:
             g.last_phase_bytes = partial.report.bytes_in + partial.report.bytes_out
             g.last_phase_seconds = partial.report.seconds
+        partial.shard = g.index
+        with self._lock:
+            running, _ = self._running.get(task.task_id, (set(), None))
+            running.discard(g.index)
+            if not running:
+                self._running.pop(task.task_id, None)
         on_partial(partial)
+
+    def end_phase(self, task_id: str) -> None:
+        with self._lock:
+            running, _ = self._running.get(task_id, (set(), None))
+            gateways = [self._gateways[i] for i in running]
+        for g in gateways:
+            g.actor.end_phase.remote(task_id)  # a gateway that died meanwhile answers its partial failed
 
     # Status -----------------------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
@@ -271,6 +290,11 @@ class GatewayPool:
                 with self._lock:
                     del g.promised[: len(events.joins)]
             self._set_nodes(g, set(events.nodes), alive=True)
+            for task_id, accepted in events.progress.items():
+                with self._lock:
+                    _, on_progress = self._running.get(task_id, (set(), None))
+                if on_progress is not None:
+                    on_progress(g.index, accepted)
 
     def _register(self, g: GatewayState, join: JoinRequest) -> Registration | str:
         try:

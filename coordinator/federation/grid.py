@@ -158,6 +158,10 @@ class NodeGrid(Grid):
         for phase, cohort in phases:
             self._send(phase, cohort + self._extras(phase, cohort))
         self._wait([p for p, _ in phases], None if timeout is None else timeout + self._grace())
+        if isinstance(self.nodes, Shards):
+            for phase, _ in phases:
+                if not phase.complete:  # stopping, or past the deadline: shards still at it let go now
+                    self.nodes.end_phase(phase.task_id)
         replies: list[Message] = []
         with self._cond:
             for phase, _ in phases:
@@ -265,12 +269,39 @@ class NodeGrid(Grid):
             self.weights_encoding,
         )
 
+        answered: set[int] = set()
+        progress: dict[int, int] = {}  # accepted so far, by shard still running the phase
+        ended = False
+
+        def quorum_met() -> bool:
+            # Across shards: a gateway whose clients are slow is told to end with what it has, rather
+            # than keep the round waiting for its own share of the quorum. Caller holds `_cond`.
+            nonlocal ended
+            if ended or phase.closed or phase.quorum is None:
+                return False
+            ended = phase.report.ok + sum(progress.values()) >= phase.quorum
+            return ended
+
         def take(partial: Partial) -> None:
             with self._cond:
+                answered.add(partial.shard)
+                progress.pop(partial.shard, None)
                 phase.take_partial(partial)
                 self._cond.notify_all()
+                end = quorum_met() and not phase.complete
+            if end:
+                shards.end_phase(phase.task_id)
 
-        shards.send_phase(task, phase.global_weights, take)
+        def advance(shard: int, accepted: int) -> None:
+            with self._cond:
+                if shard in answered:
+                    return
+                progress[shard] = accepted
+                end = quorum_met()
+            if end:
+                shards.end_phase(phase.task_id)
+
+        shards.send_phase(task, phase.global_weights, take, advance)
 
     def _grace(self) -> float:
         """How long past a phase's deadline to wait for shards' partials (they close their phases at it)."""

@@ -169,6 +169,13 @@ class Phase:
             log.warning("could not tell node %d about its task", task.node_id, exc_info=True)
 
     # The end ---------------------------------------------------------------------
+    def end_now(self) -> None:
+        """Be complete now, as at a quorum: a shard told that the replies across shards make the quorum.
+
+        The tasks still outstanding are then surplus, dropped when the phase closes.
+        """
+        self.quorum = self.report.ok if self.quorum is None else min(self.quorum, self.report.ok)
+
     def close(self, *, timeout: float | None, stopping: bool = False) -> None:
         """End the phase: outstanding tasks are cancelled (dropped past the quorum, late otherwise)."""
         if self.closed:

@@ -33,7 +33,7 @@ class ShardTask:
     round: int
     head: bytes  # the task frame up to its payload: every client of every shard gets the same header
     nodes: tuple[int, ...]  # this shard's nodes in the phase (cohort and over-selected)
-    quorum: int | None  # end once this many updates are in (this shard's part of the cohort)
+    quorum: int | None  # the phase's quorum, across shards: a shard that has it alone ends; see `Shards`
     timeout: float | None
     streaming: bool  # fold train updates (FedAvg family) or keep each one (robust strategies)
     shapes: dict[str, tuple[int, ...]]
@@ -57,6 +57,7 @@ class Partial:
     count: int = 0
     outcomes: dict[int, Outcome] = field(default_factory=dict)
     report: PhaseReport | None = None
+    shard: int = 0  # which shard answered: the key of its progress reports
 
     @classmethod
     def failed(cls, task: ShardTask, reason: str, code: int) -> Partial:
@@ -70,10 +71,22 @@ class Partial:
 class Shards(Protocol):
     """Nodes grouped behind shards. A `Nodes` implementation that is also `Shards` gets whole phases."""
 
-    def send_phase(self, task: ShardTask, weights: Tensors, on_partial: Callable[[Partial], None]) -> None:
+    def send_phase(
+        self,
+        task: ShardTask,
+        weights: Tensors,
+        on_partial: Callable[[Partial], None],
+        on_progress: Callable[[int, int], None],
+    ) -> None:
         """Start `task` on the shards that hold its nodes; each answers once through `on_partial`.
 
         Returns at once. `on_partial` is called from another thread, exactly once per shard that
-        had nodes in the task, with `Partial.failed` for a shard that could not answer.
+        had nodes in the task, with `Partial.failed` for a shard that could not answer. While a
+        task with a quorum runs, `on_progress(shard, accepted)` says now and then how many updates
+        a shard has accepted so far; the caller judges the quorum across shards (`end_phase`).
         """
+        ...
+
+    def end_phase(self, task_id: str) -> None:
+        """Tell every shard still running `task_id` to end it now and answer with what it has."""
         ...
