@@ -200,6 +200,23 @@ def test_a_shard_with_slow_clients_is_ended_once_the_others_make_the_quorum() ->
     assert ended.is_set()  # the slow shard was told to let its clients go, not left to its deadline
 
 
+def test_the_coordinator_makes_no_task_frame_its_shards_would_not_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[str] = []
+    payload = Broadcast._payload
+
+    def counted(self: Broadcast, encoding: str) -> list[bytes | memoryview]:
+        made.append(encoding)
+        return payload(self, encoding)
+
+    monkeypatch.setattr(Broadcast, "_payload", counted)
+    shards = FakeShards(NODES, varied)
+    grid = NodeGrid(shards, SPEC, "run", streaming=True)
+    shards.grid = grid
+    content = RecordDict({"arrays": start(), "config": ConfigRecord({"server-round": 1})})
+    grid.send_and_receive([Message(content, n, "train") for n in NODES], timeout=5)
+    assert len(made) == len({n % shards.shards for n in NODES})  # one per shard, made there; none here
+
+
 def test_merged_sums_are_the_sum_over_all_clients() -> None:
     rng = np.random.default_rng(3)
     base = {"w": rng.standard_normal((4, 5)).astype(np.float32)}

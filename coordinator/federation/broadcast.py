@@ -22,14 +22,16 @@ _NARROW: dict[str, Encoding] = {"fp16": "fp16", "int8": "int8"}
 
 
 class Broadcast:
-    def __init__(self, head: bytes, weights: EncodedWeights, encoding: Encoding = "fp32") -> None:
-        """`head`: the task frame up to its payload (prefix and header); `encoding`: the one made now."""
+    def __init__(self, head: bytes, weights: EncodedWeights, encoding: Encoding | None = "fp32") -> None:
+        """`head`: the task frame up to its payload (prefix and header); `encoding`: the one made now (None:
+        none, for a phase whose nodes are shards, which make their own)."""
         self._head = head
         self._weights = weights
         self._lock = threading.Lock()
         self._frames: dict[str, SharedFrame] = {}
         self.bytes_out = 0
-        self.frame(encoding, count=False)
+        if encoding is not None:
+            self.frame(encoding, count=False)
 
     @property
     def head(self) -> bytes:

@@ -211,7 +211,9 @@ class NodeGrid(Grid):
             kind,
             weights.tensors,
             PhaseReport(kind, round_number),
-            frame=Broadcast(encode_frame(task.header()), weights, self.weights_encoding),
+            frame=Broadcast(
+                encode_frame(task.header()), weights, None if isinstance(self.nodes, Shards) else self.weights_encoding
+            ),
             shapes=self._shapes,
             limits=self.limits,
             uniform_weights=self.uniform_weights,
