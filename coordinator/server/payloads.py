@@ -26,8 +26,6 @@ import websockets.frames
 from websockets.streams import StreamReader
 
 OWN_ABOVE_BYTES = 64 * 1024  # smaller payloads (headers, heartbeats) are copied: handing them over saves nothing
-HUGE_PAGE_BYTES = 2 * 1024 * 1024  # x86-64's and arm64's transparent huge page
-_HUGE: int | None = getattr(mmap, "MADV_HUGEPAGE", None)  # Linux only
 
 
 class Payload(mmap.mmap):
@@ -36,18 +34,16 @@ class Payload(mmap.mmap):
     Anonymous memory, mapped at the payload's size: pages are taken as bytes arrive, and all of
     it goes back to the system when the payload is dropped. It may be unmasked in place.
 
-    Taking a page costs a fault, and on a virtual machine faults are slow: filling fresh 4 KiB
-    pages ran at 1.1 GB/s here (Python's default, shared, mapping), 5.6 ms for each mnist-cnn
-    delta, more than the rest of its handling. The mapping is private, and asks for huge pages
-    (2 MiB, where the kernel allows them): 8.8 GB/s.
+    Taking a page costs a fault, and on a virtual machine faults are slow: filling fresh pages of
+    Python's default mapping (shared) ran at 1.1 GB/s here, 5.6 ms for each mnist-cnn delta, more
+    than the rest of its handling; a private mapping, at 1.9 GB/s. (Huge pages reached 8.8 GB/s
+    and made a K = 1,000 round 15% faster, but every upload parked mid-frame then held a 2 MiB
+    page: 0.8 models more at the round's peak.)
     """
 
     @classmethod
     def of_size(cls, n: int) -> Payload:
-        payload = cls(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
-        if n >= HUGE_PAGE_BYTES and _HUGE is not None:
-            payload.madvise(_HUGE)
-        return payload
+        return cls(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 
 
 class PayloadReader(StreamReader):
