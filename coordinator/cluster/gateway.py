@@ -171,13 +171,16 @@ class Gateway:
         phase = Phase.for_shard(task, weights, self._refuse)
         with self._open.cond:
             self._open.phases[task.task_id] = phase
-        for node_id in task.nodes:
-            if not self.clients.send_task(node_id, task.task_id, phase.frame):
-                self._open.take(phase, node_id, Lost())
-        await asyncio.to_thread(self._open.wait, [phase], task.timeout)
+        try:
+            for node_id in task.nodes:
+                if not self.clients.send_task(node_id, task.task_id, phase.frame):
+                    self._open.take(phase, node_id, Lost())
+            await asyncio.to_thread(self._open.wait, [phase], task.timeout)
+        finally:  # cancelled too (its caller died): the clients are told, and the phase is not kept
+            with self._open.cond:
+                phase.close(timeout=task.timeout)
+                self._open.phases.pop(task.task_id, None)
         with self._open.cond:
-            phase.close(timeout=task.timeout)
-            self._open.phases.pop(task.task_id, None)
             partial = phase.partial()
         phase.report.bytes_out = phase.frame.bytes_out
         phase.report.seconds = time.time() - phase.report.started
@@ -190,6 +193,14 @@ class Gateway:
             if phase is not None:
                 phase.end_now()
                 self._open.cond.notify_all()
+
+    async def end_phases(self) -> int:
+        """End every phase under way, as a coordinator (re)attaches: a previous one's partials have no reader."""
+        with self._open.cond:
+            for phase in self._open.phases.values():
+                phase.end_now()
+            self._open.cond.notify_all()
+            return len(self._open.phases)
 
     async def reject(self, node_id: int, error: Error) -> bool:
         return self.clients.reject(node_id, error)

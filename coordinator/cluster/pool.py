@@ -11,10 +11,18 @@ round uses it.
 
 A task is never retried by Ray (`max_task_retries=0`): a phase re-run on a restarted gateway
 would count its clients twice.
+
+On a cluster (`--ray-address`) the gateways are detached actors: a coordinator that dies
+(kill -9) leaves them serving their clients, and started again it finds them by name, ends
+the phases the dead one left under way (`Gateway.end_phases`) and goes on with the same
+connections. A coordinator that stops (SIGTERM) takes them down. A local Ray instance is the
+coordinator's own and dies with it, gateways included; their clients come back through
+`/api/join` to the new ones.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -79,6 +87,7 @@ class GatewayPool:
         self._gateways: list[GatewayState] = []
         self._stop = threading.Event()
         self._started_ray = False
+        self._local = True  # a Ray instance of our own (no --ray-address)
         self._followers: list[threading.Thread] = []
         self._home: dict[int, int] = {}  # node id → the gateway it last joined through
         # Phases under way at gateways: task id → (the gateways still running it, where progress goes).
@@ -116,9 +125,12 @@ class GatewayPool:
             # the `pollen_gateway` resource (`ray start --resources='{"pollen_gateway": 1}'`), one per
             # node, all on the same port.
             placement = {} if local else {"resources": {GATEWAY_RESOURCE: 1}}
+            # On a cluster a gateway outlives a coordinator that dies (detached): its clients stay connected,
+            # and the coordinator, restarted, finds it again by name. A local Ray instance dies with us.
             handle = actor.options(
                 name=f"gateway-{i}",
                 get_if_exists=True,
+                lifetime=None if local else "detached",
                 num_cpus=0,
                 max_restarts=-1,
                 max_task_retries=0,
@@ -126,8 +138,12 @@ class GatewayPool:
                 **placement,
             ).remote(i, self._gateway_settings(), self.settings.host, base + i if local else base)
             self._gateways.append(GatewayState(i, handle, ""))
+        self._local = local
         for g in self._gateways:
             g.url = ray.get(g.actor.url.remote(), timeout=120)
+            ended = ray.get(g.actor.end_phases.remote(), timeout=30)
+            if ended:
+                log.warning("gateway %d was still running %d phase(s) of a previous coordinator: ended", g.index, ended)
             g.alive = True
             follower = threading.Thread(target=self._follow, args=(g,), name=f"pollen-gateway-{g.index}", daemon=True)
             follower.start()
@@ -144,6 +160,10 @@ class GatewayPool:
         self._stop.set()
         for follower in self._followers:  # each is back from its long poll within POLL_SECONDS
             follower.join(timeout=POLL_SECONDS + 10)
+        if not self._local:  # a stop, not a crash: detached gateways would outlive the service
+            for g in self._gateways:
+                with contextlib.suppress(Exception):
+                    ray.kill(g.actor, no_restart=True)
         if self._started_ray:
             ray.shutdown()
 
