@@ -4,6 +4,7 @@ against a real PostgreSQL, surviving kill -9."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -31,6 +32,22 @@ def test_compose_file_validates_with_the_example_env() -> None:
     assert all(services[g]["profiles"] == ["scale"] for g in ("gateway-1", "gateway-2"))  # gateways: --profile scale
     assert services["db"]["image"] == "postgres:16" and "healthcheck" in services["db"]
     assert services["coordinator"]["depends_on"]["db"]["condition"] == "service_healthy"
+
+
+def test_the_tls_proxy_fronts_the_coordinator_and_every_gateway() -> None:
+    # No Caddy here to load it: the Caddyfile's routes are read back and checked against the compose file.
+    config = compose_config(ROOT / ".env.example")
+    services = config["services"]
+    assert any(v.endswith("/Caddyfile:/etc/caddy/Caddyfile:ro") for v in services["tls"]["volumes"])
+    caddyfile = (ROOT / "Caddyfile").read_text()
+    routes = dict(re.findall(r"handle_path (/gateway/\d+/)\*\s*\{\s*reverse_proxy (\S+)", caddyfile))
+    port = services["coordinator"]["environment"]["POLLEN_GATEWAY_PORT"]
+    gateways = sorted(name for name in services if name.startswith("gateway-"))
+    assert routes == {f"/gateway/{name.removeprefix('gateway-')}/": f"{name}:{port}" for name in gateways}
+    assert re.search(r"handle \{\s*reverse_proxy coordinator:8080", caddyfile)  # the rest: page, API, /ws
+    for name in gateways:  # what /api/join hands out by default: the gateway's own published port
+        published = services[name]["ports"][0]
+        assert services[name]["environment"]["POLLEN_GATEWAY_URL"] == f"ws://localhost:{published['published']}/ws"
 
 
 def test_compose_file_holds_no_secret_and_refuses_to_run_without_them(tmp_path: Path) -> None:
