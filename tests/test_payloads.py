@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import mmap
 import os
 
 import numpy as np
@@ -11,7 +13,14 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Protocol, Side, State
 from websockets.streams import StreamReader
 
-from coordinator.server.payloads import OWN_ABOVE_BYTES, Payload, PayloadReader, take_payloads, unmask_in_place
+from coordinator.server.payloads import (
+    OWN_ABOVE_BYTES,
+    POPULATE_BYTES,
+    Payload,
+    PayloadReader,
+    take_payloads,
+    unmask_in_place,
+)
 
 
 def _server() -> tuple[Protocol, PayloadReader]:
@@ -106,3 +115,27 @@ def test_other_readers_and_senders_keep_websockets_behaviour() -> None:
     assert frame.data == data
     reader = StreamReader()
     assert not isinstance(reader, PayloadReader)
+
+
+def _resident(payload: Payload) -> int:
+    """Bytes of `payload` in memory now: its resident pages, as mincore(2) counts them."""
+    page = mmap.PAGESIZE
+    anchor = ctypes.c_char.from_buffer(payload)
+    start = ctypes.addressof(anchor)
+    pages = (len(payload) + page - 1) // page
+    vec = (ctypes.c_ubyte * pages)()
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.mincore(ctypes.c_void_p(start), ctypes.c_size_t(len(payload)), vec) == 0, ctypes.get_errno()
+    del anchor  # an export would keep the mapping from closing
+    return page * sum(v & 1 for v in vec)
+
+
+def test_a_small_payload_is_in_memory_at_once_a_large_one_as_it_arrives() -> None:
+    # The budget counts up to POPULATE_BYTES of a payload before it arrives: that much may be taken at once.
+    small, large = Payload.of_size(POPULATE_BYTES // 2), Payload.of_size(4 * POPULATE_BYTES)
+    assert _resident(small) == POPULATE_BYTES // 2
+    assert _resident(large) == 0
+    large[: POPULATE_BYTES + 1] = b"x" * (POPULATE_BYTES + 1)
+    assert POPULATE_BYTES < _resident(large) <= POPULATE_BYTES + 4096
+    small.close()
+    large.close()

@@ -26,24 +26,32 @@ import websockets.frames
 from websockets.streams import StreamReader
 
 OWN_ABOVE_BYTES = 64 * 1024  # smaller payloads (headers, heartbeats) are copied: handing them over saves nothing
+POPULATE_BYTES = 1024 * 1024  # what the budget counts of a payload before it arrives (transport's headroom)
+_POPULATE: int = getattr(mmap, "MAP_POPULATE", 0)  # Linux only
 
 
 class Payload(mmap.mmap):
     """A frame's payload in memory of its own, which only the parser's caller references.
 
-    Anonymous memory, mapped at the payload's size: pages are taken as bytes arrive, and all of
-    it goes back to the system when the payload is dropped. It may be unmasked in place.
+    Anonymous memory, mapped at the payload's size: a large payload's pages are taken as bytes
+    arrive, and all of it goes back to the system when the payload is dropped. It may be unmasked
+    in place.
 
     Taking a page costs a fault, and on a virtual machine faults are slow: filling fresh pages of
     Python's default mapping (shared) ran at 1.1 GB/s here, 5.6 ms for each mnist-cnn delta, more
     than the rest of its handling; a private mapping, at 1.9 GB/s. (Huge pages reached 8.8 GB/s
     and made a K = 1,000 round 15% faster, but every upload parked mid-frame then held a 2 MiB
     page: 0.8 models more at the round's peak.)
+
+    A payload of up to `POPULATE_BYTES` is counted whole by the inbound budget from its header on,
+    so its pages are all taken at once, in one call (`MAP_POPULATE`): 2.2 times faster than one
+    fault each, for a mnist-mlp delta.
     """
 
     @classmethod
     def of_size(cls, n: int) -> Payload:
-        return cls(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        populate = _POPULATE if n <= POPULATE_BYTES else 0
+        return cls(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
 
 
 class PayloadReader(StreamReader):

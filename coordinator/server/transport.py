@@ -35,7 +35,7 @@ from websockets.protocol import State as ProtocolState
 
 from coordinator.protocol.chunking import SharedPiece
 from coordinator.server.inbound import InboundBudget
-from coordinator.server.payloads import Payload, take_payloads
+from coordinator.server.payloads import POPULATE_BYTES, Payload, take_payloads
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -55,7 +55,7 @@ SHRINK_ABOVE_BYTES = 64 * 1024
 # (up to a minute) stalled the round. Capped, a thousand sockets hold at most a quarter of a gigabyte;
 # the price is a window of about this size per client (2.6 MB/s at 50 ms round trip).
 RECEIVE_BUFFER_BYTES = 128 * 1024
-ANNOUNCED_HEADROOM_BYTES = 1024 * 1024  # of a frame under way, counted before it arrives (see `_account`)
+ANNOUNCED_HEADROOM_BYTES = POPULATE_BYTES  # of a frame under way, counted before it arrives (see `_account`)
 HELD_BACK_EXTENSION = "pollen.inbound"  # ASGI scope extension: {"connection": FlowControlledWebSocket}
 
 
