@@ -122,6 +122,7 @@ def simulate(
                     info = snap["message"]
                 progress.update(task, completed=snap["current_round"], info=info)
             progress.update(task, completed=status.current_round)
+        gateways_seen = coordinator.gateways.describe() if coordinator.gateways is not None else []
     finally:
         for proc, _ in procs:
             try:
@@ -144,6 +145,7 @@ def simulate(
         "final_accuracy": rounds[-1]["accuracy"] if rounds else None,
         "rounds": rounds,
         "client_logs": str(workdir),
+        "gateways": gateways_seen,
     }
     if json_out is not None:
         json_out.write_text(json.dumps(result, indent=2) + "\n")

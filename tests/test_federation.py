@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -102,3 +105,17 @@ def test_int8_updates_and_fp16_weights_train_as_well_on_far_fewer_bytes(tmp_path
         down, up = m["bytes_out"] / m["selected"] / model, m["bytes_in"] / m["replied"] / model
         assert 0.49 < down < 0.52 and 0.25 < up < 0.28, (down, up)
     store.close()
+
+
+def test_simulate_with_gateways_runs_the_clients_through_them(tmp_path: Path) -> None:
+    # The command line, as an operator runs it: a local Ray instance, two gateways, the clients sent to
+    # them by /api/join. The coordinator's own /ws is never used, so a run that completes went through them.
+    out = tmp_path / "out.json"
+    cmd = [sys.executable, "-m", "coordinator", "simulate", "--gateways", "2", "--clients", "4", "--rounds", "3"]
+    cmd += ["--local-epochs", "1", "--db", f"sqlite:///{tmp_path}/sim.db", "--port", "0", "--json-out", str(out)]
+    subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+    result = json.loads(out.read_text())
+    assert result["state"] == "completed"
+    assert [r["clients"] for r in result["rounds"]] == [4, 4, 4]
+    assert result["rounds"][-1]["accuracy"] > result["rounds"][0]["accuracy"] > 0.5
+    assert len(result["gateways"]) == 2 and all(g["last_phase_bytes"] > 0 for g in result["gateways"])
