@@ -52,6 +52,13 @@ def test_records_it_cannot_read_in_place_get_flowers_own_mean() -> None:
     same(mean, aggregate_arrayrecords(doubles, "num-examples"))
 
 
+def test_records_whose_tensors_differ_by_name_get_flowers_own_mean() -> None:
+    mixed = records([2, 5])
+    extra = mixed[1].array_records["arrays"]
+    extra["more"] = Array(np.ones(3, np.float32))
+    same(mean_of_records(mixed, "num-examples"), aggregate_arrayrecords(mixed, "num-examples"))
+
+
 def test_one_record_is_its_own_mean_in_a_new_record() -> None:
     one = records([42])
     mean = mean_of_records(one, "num-examples")

@@ -13,7 +13,7 @@ its `w / Σw` in float32, summed record by record) reading the records' own buff
 place, and turns each sum into an `Array` as soon as it is done. One record, the streamed
 case, has the factor 1.0: its tensors are the mean, and its `Array`s are reused as they
 are (they are immutable). Records it cannot read in place (a dtype other than float32, or
-another serialisation) go to Flower's own function.
+another serialisation), or whose tensors differ by name, go to Flower's own function.
 
 `install()` puts it in place of Flower's for the FedAvg family; the robust strategies
 (Krum, Bulyan, the median, the trimmed mean) keep their own code.
@@ -40,8 +40,9 @@ def mean_of_records(records: list[RecordDict], weighting_metric_name: str) -> Ar
     factors = [w / total for w in weights]
     arrays = [dict(a.items()) for r in records for a in r.array_records.values()]
     views = [{k: _in_place(v) for k, v in one.items()} for one in arrays]
-    if len(arrays) != len(records) or any(v is None for one in views for v in one.values()):
-        return aggregate_arrayrecords(records, weighting_metric_name)
+    alike = len(arrays) == len(records) and all(one.keys() == arrays[0].keys() for one in arrays)
+    if not alike or any(v is None for one in views for v in one.values()):
+        return aggregate_arrayrecords(records, weighting_metric_name)  # whatever Flower makes of those
     if len(arrays) == 1 and factors[0] == 1.0:  # x · 1.0 is x: the one record's tensors are the mean
         return ArrayRecord(arrays[0])
     out: dict[str, Array] = {}
