@@ -246,8 +246,8 @@ class Gateway:
 
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
         taken = self._open.deliver(node_id, reply)
-        if taken:
-            self._news.set()  # progress, for the coordinator's quorum (`events`)
+        if taken and self._progress() != self._progress_sent:
+            self._news.set()  # progress towards the coordinator's quorum (`events`); an evaluate reply is none
         return taken
 
     # Internals -------------------------------------------------------------------------
