@@ -98,7 +98,7 @@ class GatewayPool:
         """Start (or join) Ray, start the gateways and wait until each listens."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         address = self.settings.ray_address or None  # an empty POLLEN_RAY_ADDRESS is none
-        local = address is None
+        self._local = local = address is None
         if local:
             # A local instance of our own: a token of our own, which its processes inherit. Ray reads
             # these when it is imported, so they are set first.
@@ -138,7 +138,6 @@ class GatewayPool:
                 **placement,
             ).remote(i, self._gateway_settings(), self.settings.host, base + i if local else base)
             self._gateways.append(GatewayState(i, handle, ""))
-        self._local = local
         for g in self._gateways:
             g.url = ray.get(g.actor.url.remote(), timeout=120)
             ended = ray.get(g.actor.end_phases.remote(), timeout=30)
