@@ -14,7 +14,9 @@ prints, from one run on this machine:
 * round time ÷ wire time at K = 100: the coordinator's median round once warm (rounds 3 to
   10; no client trains) against the median of 7 runs of `bench.wire_sink`, the same uvicorn
   stack sending the same chunked task to the same fake clients and reading their replies,
-  with no federation behind it;
+  with no federation behind it. The round is timed with the coordinator's default receiving
+  budget (256 MiB), then with the memory sweep's: the wire stack has no budget, and a budget
+  of half a model reads one upload at a time, by design;
 * memory per idle connection, and /healthz latency (p50, p99, max) while N clients are
   connected, idle but for their heartbeats;
 * bytes per client per round ÷ the fp32 model, down and up (relative to 2× the model).
@@ -88,7 +90,8 @@ class Server:
         args = [sys.executable, "-m", "coordinator", "serve", "--port", str(self.port), "--new-run"]
         args += ["--db", f"sqlite:///{workdir}/scale-{self.port}.db", "--admin-token", TOKEN]
         for name, value in flags.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            if value is not None:  # None: the coordinator's default
+                args += [f"--{name.replace('_', '-')}", str(value)]
         self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.http = f"http://127.0.0.1:{self.port}"
         self.url = f"ws://127.0.0.1:{self.port}/ws"
@@ -163,8 +166,10 @@ def processes_for(k: int) -> int:
     return 1 if k <= 100 else 2 if k <= 1000 else 4
 
 
-def rounds_at(workdir: Path, k: int, model: str, receiving: int, rounds: int = 2) -> dict[str, Any]:
-    """K clients, `rounds` rounds or more: memory (baseline, peak, after), round 2's record, every round's seconds."""
+def rounds_at(workdir: Path, k: int, model: str, receiving: int | None, rounds: int = 2) -> dict[str, Any]:
+    """K clients, `rounds` rounds or more: memory (baseline, peak, after), round 2's record, every round's seconds.
+
+    `receiving`: the coordinator's --max-receiving-bytes (None: its default)."""
     server = Server(workdir, model=model, rounds=rounds + 3, min_clients=k, wait_for=k, overselect=1, evaluate_every=0,
                     max_connections_per_address=0, max_messages_per_second=1000, message_burst=1000,
                     round_timeout=1800, local_epochs=1, max_receiving_bytes=receiving)  # fmt: skip
@@ -284,11 +289,17 @@ def main() -> None:
             with console.status(f"mnist-cnn, {k} clients, receiving {models:g} models: rounds"):
                 at = rounds_at(workdir, k, "mnist-cnn", receiving("mnist-cnn", models))
                 out["memory"].append({"receiving": models, **at})
-    out["overhead"] = {}
+    out["overhead"] = []
     for model in ("mnist-mlp", "mnist-cnn"):
-        with console.status(f"{model}, 100 clients: round and wire"):
-            rounds = rounds_at(workdir, 100, model, receiving(model), rounds=OVERHEAD_ROUNDS)
-            out["overhead"][model] = {"round": steady_round(rounds), "wire": wire_at(100, model), **rounds}
+        with console.status(f"{model}, 100 clients: wire"):
+            wire = wire_at(100, model)
+        share: float | None
+        for share in (None, budgets[0]):  # the coordinator's default budget, then the memory sweep's
+            with console.status(f"{model}, 100 clients, receiving {share or 'default'}: rounds"):
+                budget = None if share is None else receiving(model, share)
+                rounds = rounds_at(workdir, 100, model, budget, rounds=OVERHEAD_ROUNDS)
+            out["overhead"].append({"model": model, "receiving": share, "round": steady_round(rounds), "wire": wire,
+                                    **rounds})  # fmt: skip
     with console.status(f"{args.idle} idle clients"):
         out["idle"] = idle_clients(workdir, args.idle, args.idle_seconds)
     report(out)
@@ -311,7 +322,7 @@ def report(out: dict[str, Any]) -> None:
     table = Table(title="Rounds (round 2 of each run)")
     for col in ("model", "K", "round s", "train phase s", "aggregate GB/s", "÷ copy", "down+up ÷ 2·model"):
         table.add_column(col, justify="right")
-    rows = [("mnist-cnn", m) for m in out["memory"]] + list(out["overhead"].items())
+    rows = [("mnist-cnn", m) for m in out["memory"]] + [(m["model"], m) for m in out["overhead"]]
     for model, m in rows:
         r = m["round2"]["metrics"]
         agg = r["bytes_in"] / r["aggregate_seconds"] if r.get("aggregate_seconds") else float("nan")
@@ -321,10 +332,12 @@ def report(out: dict[str, Any]) -> None:
                       f"{agg / out['copy_bandwidth']:.2f}", f"{down_up:.4f} (fp32)")  # fmt: skip
     console.print(table)
     table = Table(title=f"Round ÷ wire, K = 100 (medians: rounds 3-{OVERHEAD_ROUNDS}, wire runs 2-8)")
-    for col in ("model", "round s", "wire s", "round ÷ wire", "goal"):
+    for col in ("model", "receiving (models)", "round s", "wire s", "round ÷ wire", "goal"):
         table.add_column(col, justify="right")
-    for model, m in out["overhead"].items():
-        table.add_row(model, f"{m['round']:.3f}", f"{m['wire']:.3f}", f"{m['round'] / m['wire']:.2f}", "≤ 1.5")
+    for m in out["overhead"]:
+        budget = "default (256 MiB)" if m["receiving"] is None else f"{m['receiving']:g}"
+        table.add_row(m["model"], budget, f"{m['round']:.3f}", f"{m['wire']:.3f}", f"{m['round'] / m['wire']:.2f}",
+                      "≤ 1.5")  # fmt: skip
     console.print(table)
     idle = out["idle"]
     console.print(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import mmap
 import os
@@ -18,6 +19,7 @@ from coordinator.server.payloads import (
     POPULATE_BYTES,
     Payload,
     PayloadReader,
+    Spares,
     take_payloads,
     unmask_in_place,
 )
@@ -139,3 +141,43 @@ def test_a_small_payload_is_in_memory_at_once_a_large_one_as_it_arrives() -> Non
     assert POPULATE_BYTES < _resident(large) <= POPULATE_BYTES + 4096
     small.close()
     large.close()
+
+
+async def test_a_small_payload_the_app_is_done_with_receives_the_next_one_of_its_size() -> None:
+    spares = Spares(limit=4 * 8192, idle_seconds=60)
+    first = Payload.of_size(8192)
+    assert spares.give(first)  # the caller's reference was the only one
+    assert spares.take(8192) is first and spares.take(8192) is None
+    del first
+
+
+async def test_a_payload_still_referenced_or_large_is_not_kept() -> None:
+    spares = Spares(limit=16 * POPULATE_BYTES, idle_seconds=60)
+    viewed = Payload.of_size(8192)
+    tensor = np.frombuffer(viewed, np.float32)  # a delta read in place, still in use
+    assert not spares.give(viewed)
+    assert tensor.base is not None
+    large = Payload.of_size(POPULATE_BYTES + 1)
+    assert not spares.give(large)
+    assert spares.bytes == 0
+
+
+async def test_spares_are_bounded_and_go_back_once_none_is_taken() -> None:
+    spares = Spares(limit=2 * 8192, idle_seconds=0.05)
+    assert [spares.give(Payload.of_size(8192)) for _ in range(3)] == [True, True, False]
+    await asyncio.sleep(0.2)
+    assert spares.bytes == 0 and spares.take(8192) is None
+
+
+async def test_spares_in_use_stay_while_they_are_taken() -> None:
+    spares = Spares(limit=4 * 8192, idle_seconds=0.1)
+    payload = Payload.of_size(8192)
+    spares.give(payload)
+    del payload
+    for _ in range(4):  # a round's replies keep taking and giving them back
+        await asyncio.sleep(0.04)
+        taken = spares.take(8192)
+        assert taken is not None
+        spares.give(taken)
+        del taken
+    assert spares.bytes == 8192

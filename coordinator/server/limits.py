@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from coordinator.protocol.close_codes import Close
+from coordinator.server.write_slots import WriteSlots
 from coordinator.settings import Settings
 
 
@@ -114,6 +115,7 @@ class ConnectionGate:
     def __init__(self, limits: ConnectionLimits) -> None:
         self.limits = limits
         self.buffered = 0  # bytes in every connection's outbox and unfinished chunked messages
+        self.write_slots = WriteSlots()  # who writes a broadcast into their socket now
         self._per_address: Counter[str] = Counter()
 
     def enter(self, host: str) -> Close | None:

@@ -30,6 +30,7 @@ class Outbox:
 
     def __init__(self, limit: int, gate: ConnectionGate) -> None:
         self.limit = limit
+        self.slots = gate.write_slots
         self.bytes = 0
         self.close_code: int | None = None
         self.abandoned = asyncio.Event()  # set when queued frames were dropped: stop writing at once
@@ -69,6 +70,11 @@ class Outbox:
             frame = self._frames.popleft()
             self._count(-len(frame), shared=isinstance(frame, SharedPiece))
 
+    @property
+    def next(self) -> Outgoing | None:
+        """The frame `get` would return now, if any."""
+        return self._frames[0] if self._frames else None
+
     async def get(self) -> Outgoing | int:
         """The next frame, or the close code once every frame is out."""
         while not self._frames and self.close_code is None:
@@ -90,32 +96,35 @@ class Outbox:
 async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
     """The only task that sends on this socket, until the outbox's close code, which it sends.
 
-    Dropping the queue (`Outbox.close(..., discard=True)`) cancels this task wherever it waits;
-    it then goes straight to the close. The send is awaited in this task, not raced against the
-    drop in tasks of its own: at 10,000 connections two tasks and an `asyncio.wait` per frame,
-    heartbeats included, were 29% of the coordinator's time.
+    A broadcast's pieces are written under one of the coordinator's write slots (`write_slots`),
+    held while this connection has pieces to write and room to write them. Dropping the queue
+    (`Outbox.close(..., discard=True)`) cancels this task wherever it waits; it then goes
+    straight to the close. The send is awaited in this task, not raced against the drop in tasks
+    of its own: at 10,000 connections two tasks and an `asyncio.wait` per frame, heartbeats
+    included, were 29% of the coordinator's time.
     """
     task = asyncio.current_task()
     assert task is not None
     connection = connection_of(ws.scope)
+    slot = outbox.slots.writer()
     outbox.writer = task
     try:
-        while not isinstance(item := await outbox.get(), int):
-            if isinstance(item, SharedPiece):
-                sent = connection.send_shared(item) if connection is not None else ws.send_bytes(bytes(item))
-                # A broadcast's piece is written from a task of its own: written from this one,
-                # a K = 3,000 broadcast of a 6.65 MB model kept the event loop from answering
-                # HTTP for over 10 s, in each of three runs of bench.scale's round (why, we have
-                # not found); with the task, the round ran as before.
-                await asyncio.ensure_future(sent)
+        while True:
+            if not isinstance(outbox.next, SharedPiece):
+                slot.release()  # nothing of a broadcast to write right now: let another connection write
+            if isinstance(item := await outbox.get(), int):
+                break
+            if isinstance(item, SharedPiece) and connection is not None:
+                await slot.send(connection, item)
             else:
-                await ws.send_bytes(item)
+                await ws.send_bytes(bytes(item))
             metrics.bytes_out.inc(len(item))
     except asyncio.CancelledError:
         if not outbox.stopped_writer or task.uncancel() > 0:
             raise  # cancelled from outside, not (only) by the drop
     finally:
         outbox.writer = None
+        slot.release()
     code = outbox.close_code or Close.SERVER_ERROR
     with contextlib.suppress(RuntimeError, OSError):  # already closed by the peer
         await ws.close(code, reason_for(code))

@@ -35,7 +35,7 @@ from websockets.protocol import State as ProtocolState
 
 from coordinator.protocol.chunking import SharedPiece
 from coordinator.server.inbound import InboundBudget
-from coordinator.server.payloads import POPULATE_BYTES, Payload, take_payloads
+from coordinator.server.payloads import POPULATE_BYTES, SPARES, Payload, take_payloads
 
 try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -124,6 +124,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     _parked = False
     _queued = 0  # bytes of received messages the app has not taken yet
     _in_app = 0  # bytes of the message the app took last: it holds them until it asks for the next
+    _handed: Payload | None = None  # that message, if it is a small payload: a spare once the app is done
     last_read = 0.0  # time.monotonic() when bytes last arrived
     received = 0  # bytes that arrived, in all
     _pace_from = (0.0, 0)  # (time, bytes received then) since which the message under way is timed
@@ -254,10 +255,16 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         if self._in_app:
             self._in_app = 0
             self._account()
+        done, self._handed = self._handed, None
+        if done is not None:
+            SPARES.give(done)
+        del done
         message = await self.queue.get()
-        data = message.get("bytes") if message["type"] == "websocket.receive" else None
+        data: Any = message.get("bytes") if message["type"] == "websocket.receive" else None
         self._queued -= len(data) if data else 0
         self._in_app = len(data) if data else 0
+        if type(data) is Payload and len(data) <= POPULATE_BYTES:
+            self._handed = data
         if self.read_paused and self.queue.empty():
             self.read_paused = False
             if not self._parked:
