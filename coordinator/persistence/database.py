@@ -20,9 +20,13 @@ def connect(url: str) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
-            # WAL lets the status API read while a round commits; a killed process loses no commit.
+            # WAL lets the status API read while a round commits; a killed process loses no commit. In WAL,
+            # synchronous=NORMAL syncs at checkpoints, not at every commit: a killed process still loses
+            # nothing (the commit is in the OS's cache), and a power cut loses at most the last rounds,
+            # never the database. An fsync per round was 2% of a K = 100 mnist-mlp round here.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
 
