@@ -112,8 +112,12 @@ class Server:
     def reset_peak(self) -> None:
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
-    def admin(self, action: str) -> None:
-        httpx.post(f"{self.http}/api/admin/{action}", headers={"Authorization": f"Bearer {TOKEN}"}).raise_for_status()
+    def admin(self, action: str) -> dict[str, Any]:
+        """POST an admin action; the run's state after it."""
+        response = httpx.post(f"{self.http}/api/admin/{action}", headers={"Authorization": f"Bearer {TOKEN}"})
+        response.raise_for_status()
+        state: dict[str, Any] = response.json()
+        return state
 
     def status(self) -> dict[str, Any]:
         result: dict[str, Any] = httpx.get(self.http + "/api/status", timeout=10).json()
@@ -126,15 +130,15 @@ class Server:
                 raise RuntimeError(f"round {n} did not complete")
             time.sleep(0.05)
 
-    def settle(self, quiet: float = 3.0) -> dict[str, Any]:
-        """The status once no round has completed for `quiet` seconds (a round under way when paused ends)."""
-        status, since = self.status(), time.monotonic()
-        while time.monotonic() - since < quiet:
+    def settle(self, timeout: float = 1800) -> dict[str, Any]:
+        """The status once the paused run is held between phases (a round under way when paused ends first)."""
+        deadline = time.monotonic() + timeout
+        while not self.admin("pause")["held"]:  # pausing again changes nothing; it answers the run's state
+            if time.monotonic() > deadline:
+                raise RuntimeError("the paused run was not held within the timeout")
             time.sleep(0.2)
-            now = self.status()
-            if now["current_round"] != status["current_round"]:
-                status, since = now, time.monotonic()
-        return status
+        time.sleep(1.0)  # spares, replies in flight: what a held run still lets go of
+        return self.status()
 
     def stop(self) -> None:
         self.proc.terminate()

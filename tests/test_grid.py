@@ -167,10 +167,10 @@ def test_a_paused_run_waits_before_the_next_phase_until_resumed() -> None:
     thread = threading.Thread(target=lambda: out.extend(grid.send_and_receive(train_messages(grid, weights(), [1]))))
     thread.start()
     time.sleep(0.3)
-    assert thread.is_alive() and nodes.sent == []
+    assert thread.is_alive() and nodes.sent == [] and grid.control.held
     grid.control.resume()
     thread.join(5)
-    assert not thread.is_alive() and len(out) == 1
+    assert not thread.is_alive() and len(out) == 1 and not grid.control.held
 
 
 def test_stopping_ends_a_phase_that_is_waiting_and_forgets_its_tasks() -> None:

@@ -14,10 +14,16 @@ class RunControl:
         self._running = threading.Event()
         self._running.set()
         self._stop = threading.Event()
+        self._held = False
 
     @property
     def paused(self) -> bool:
         return not self._running.is_set() and not self._stop.is_set()
+
+    @property
+    def held(self) -> bool:
+        """True while a paused run waits between phases: the pause has taken effect, no phase is under way."""
+        return self._held
 
     @property
     def stopping(self) -> bool:
@@ -35,6 +41,11 @@ class RunControl:
 
     def checkpoint(self) -> None:
         """Block while paused; raise `RunStopped` once a stop is asked for. Call between phases."""
-        self._running.wait()
+        if not self._running.is_set():
+            self._held = True
+            try:
+                self._running.wait()
+            finally:
+                self._held = False
         if self._stop.is_set():
             raise RunStopped("the run was stopped")

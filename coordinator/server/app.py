@@ -119,6 +119,7 @@ class Coordinator:
             "run_id": self.run_loop.run.id,
             "state": self.status.state,
             "paused": control.paused,
+            "held": control.held,  # paused, and the phase under way when it was asked for is over
             "stopping": control.stopping,
             "gateways": self.gateways.describe() if self.gateways is not None else [],
         }

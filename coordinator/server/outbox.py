@@ -119,6 +119,7 @@ async def write(ws: WebSocket, outbox: Outbox, metrics: Metrics) -> None:
             else:
                 await ws.send_bytes(bytes(item))
             metrics.bytes_out.inc(len(item))
+            del item  # a broadcast's last piece would keep its round's weights alive while the queue is empty
     except asyncio.CancelledError:
         if not outbox.stopped_writer or task.uncancel() > 0:
             raise  # cancelled from outside, not (only) by the drop
