@@ -297,24 +297,18 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         self.bytes = bytearray()  # a fragmented message, delivered: do not hold it until the next one
 
     async def send_shared(self, piece: SharedPiece) -> None:
-        """Send a piece of a broadcast as one binary message, writing its parts as they are.
+        """Send a piece of a broadcast as one binary message, writing its parts as they are (no copy).
 
-        uvicorn's send would serialise each message into bytes of its own: a copy per connection.
-        Written here, the socket takes the shared parts themselves; what it cannot take yet stays
-        in the transport's buffer (on Python 3.11 a copy of that rest, at most the piece: the
-        writer waits for the buffer to drain before the next). Nothing is written once the
-        connection is closing.
+        uvicorn's send would serialise each message into bytes of its own: a copy per connection,
+        which stays in the transport's buffer while the client reads. Written here, uvloop's
+        transport keeps references to the parts every connection shares for whatever the socket
+        has not taken yet. (asyncio's own transport, on Python 3.11, would join them into a copy.)
+        Nothing is written once the connection is closing.
         """
         await self.writable.wait()
         if self.close_sent or self.transport.is_closing() or self.conn.state is not ProtocolState.OPEN:
             return
-        # Part by part, not `writelines`: Python 3.11's joins its arguments into one new bytes (a copy of
-        # the piece per connection); `write` sends what the socket takes from the part itself and keeps
-        # only the rest (3.12's keeps a view of it).
-        write = self.transport.write
-        write(_binary_frame_head(len(piece)))
-        for part in piece.parts:
-            write(part)
+        self.transport.writelines([_binary_frame_head(len(piece)), *piece.parts])
 
     def pause_writing(self) -> None:
         self.writable.clear()
