@@ -16,8 +16,8 @@ On a cluster (`--ray-address`) the gateways are detached actors: a coordinator t
 (kill -9) leaves them serving their clients, and started again it finds them by name, ends
 the phases the dead one left under way (`Gateway.end_phases`) and goes on with the same
 connections. A coordinator that stops (SIGTERM) takes them down. A local Ray instance is the
-coordinator's own and dies with it, gateways included; their clients come back through
-`/api/join` to the new ones.
+coordinator's own and dies with it, gateways included (`reaper` ends what Ray leaves); their
+clients come back through `/api/join` to the new ones.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import contextlib
 import logging
 import os
 import secrets
+import subprocess
 import threading
 import time
 from collections.abc import Callable
@@ -34,6 +35,7 @@ from typing import Any
 
 from flwr.common.constant import ErrorCode as FlowerErrorCode
 
+from coordinator.cluster import reaper
 from coordinator.cluster.gateway import Gateway, GatewayEvents, JoinRequest, RunView
 from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.shards import Partial, ShardTask
@@ -88,6 +90,7 @@ class GatewayPool:
         self._stop = threading.Event()
         self._started_ray = False
         self._local = True  # a Ray instance of our own (no --ray-address)
+        self._reaper: subprocess.Popen[bytes] | None = None  # ends its processes if we die (see `reaper`)
         self._followers: list[threading.Thread] = []
         self._home: dict[int, int] = {}  # node id → the gateway it last joined through
         # Phases under way at gateways: task id → (the gateways still running it, where progress goes).
@@ -101,9 +104,11 @@ class GatewayPool:
         self._local = local = address is None
         if local:
             # A local instance of our own: a token of our own, which its processes inherit. Ray reads
-            # these when it is imported, so they are set first.
+            # these when it is imported, so they are set first. Its processes carry our mark too, for
+            # the reaper to end those that outlive us (see `reaper`).
             os.environ.setdefault("RAY_AUTH_MODE", "token")
             os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+            self._reaper = reaper.watch()
         import ray
 
         if not ray.is_initialized():
@@ -165,6 +170,11 @@ class GatewayPool:
                     ray.kill(g.actor, no_restart=True)
         if self._started_ray:
             ray.shutdown()
+        if self._reaper is not None:  # what of the local instance outlives its shutdown (agents that hang)
+            self._reaper.kill()
+            self._reaper.wait()
+            self._reaper = None
+            reaper.reap(os.environ[reaper.OWNER_ENV])
 
     # Nodes ------------------------------------------------------------------------------
     def node_ids(self) -> list[int]:
