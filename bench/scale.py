@@ -8,7 +8,7 @@ prints, from one run on this machine:
   `--receiving` models (the first value for every K; K = 1,000 again at each other value):
   the coordinator's peak RSS over rounds 1–2 or more (VmHWM, reset through
   /proc/PID/clear_refs once the K clients are connected and idle) minus that idle baseline;
-  and its RSS once the rounds are over (memory given back);
+  and its RSS once the paused run is held between phases (memory given back);
 * aggregation throughput (delta bytes ÷ the seconds spent decoding, checking and folding
   them, from the round's own record) ÷ memory-copy bandwidth (np.copyto of 256 MiB, here);
 * round time ÷ wire time at K = 100: the coordinator's median round once warm (rounds 3 to
