@@ -170,7 +170,7 @@ class GatewayPool:
                     ray.kill(g.actor, no_restart=True)
         if self._started_ray:
             ray.shutdown()
-        if self._reaper is not None:  # what of the local instance outlives its shutdown (agents that hang)
+        if self._reaper is not None:  # shut down, the instance needs no reaper; anything of it still marked goes
             self._reaper.kill()
             self._reaper.wait()
             self._reaper = None

@@ -74,8 +74,10 @@ class Spares:
     spare's pages, all resident from the start, are memory the budget allows for. A large one
     is counted as it arrives, and its pages are taken as it arrives.
 
-    Spares serve a round's burst of replies: once none was taken for `SPARE_SECONDS`, all go back
-    to the system, so memory between rounds is as without them.
+    A payload is made only when no spare of its size is left, so the spares never outnumber the
+    payloads the budget let in at once: they add nothing to a round's peak beyond what the budget
+    already allowed. They serve a round's burst of replies: once none was taken for
+    `SPARE_SECONDS`, all go back to the system, so memory between rounds is as without them.
 
     A spare is whole-overwritten before it is handed over again (the reader hands over a payload
     only once all of it has arrived), so nothing of one client's payload reaches another's.
