@@ -28,7 +28,7 @@ def split_frame(frame: bytes, max_frame_bytes: int, message_id: str) -> list[byt
 
 
 # A broadcast goes out in pieces of at most this: a peer that reads slowly pins one piece in its socket's
-# buffers, never a whole model, and each connection's writer yields between pieces.
+# buffers, never a whole model, and a writer can stop between pieces to let other connections write.
 PACE_BYTES = 256 * 1024
 
 Buffer = bytes | memoryview
