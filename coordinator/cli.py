@@ -1,8 +1,9 @@
-"""The `pollen` command line: serve, join, simulate, export."""
+"""The `pollen` command line: serve, join, simulate, shard, export, model check."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import tempfile
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from coordinator.server.gateways import GatewayFactory
 
 app = typer.Typer(help="Pollen: federated learning with browser clients.", no_args_is_help=True, add_completion=False)
+model_app = typer.Typer(help="Model specs.", no_args_is_help=True)
+app.add_typer(model_app, name="model")
 console = Console(stderr=True)
 
 
@@ -174,3 +177,38 @@ def export(
         store.close()
     write_weights(output, spec_from_dict(info.model_spec), decode_tensors(weights))
     console.print(f"wrote run {info.id} round {got} ({info.model_spec['name']}) to {output}")
+
+
+@model_app.command("check")
+def model_check(
+    spec: Annotated[str, typer.Argument(help="A spec file (JSON), or a built-in model's name, e.g. mnist-cnn.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Validate a model spec and print its parameters (PyTorch state_dict names, shapes, counts) and sizes."""
+    from rich.table import Table
+
+    from coordinator.models.spec import load_spec
+    from coordinator.models.summary import summarize
+
+    try:
+        loaded = load_spec(spec)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"{spec} is not JSON: {exc}", param_hint="SPEC") from None
+    except (ValueError, OSError) as exc:
+        raise typer.BadParameter(f"{spec}: {exc}", param_hint="SPEC") from None
+    summary = summarize(loaded)
+    out = Console()
+    if as_json:
+        out.print_json(json.dumps(summary.to_dict()))
+        return
+    table = Table(title=f"{summary.name}: input {list(summary.input_shape)}, {summary.num_classes} classes, "
+                  f"{summary.layers} layers")  # fmt: skip
+    for column in ("parameter", "shape", "values"):
+        table.add_column(column, justify="left" if column == "parameter" else "right")
+    for p in summary.parameters:
+        table.add_row(p.name, str(list(p.shape)), f"{p.count:,}")
+    table.add_section()
+    table.add_row("in all", "", f"{summary.count:,}")
+    out.print(table)
+    sizes = ", ".join(f"{e} {summary.data_bytes(e) / 1e6:.3f} MB" for e in ("fp32", "fp16", "int8"))
+    out.print(f"weights on the wire: {sizes}")
