@@ -20,6 +20,7 @@ only (it reads /proc); elsewhere it finds nothing to do.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -58,6 +59,12 @@ def _stat(pid: int) -> tuple[int, int] | None:
     return int(fields[1]), int(fields[19])  # proc(5): ppid, starttime
 
 
+def _same(pid: int, started: int) -> bool:
+    """Whether `pid` still runs the process that started at `started` (not a new one given its pid)."""
+    stat = _stat(pid)
+    return stat is not None and stat[1] == started
+
+
 def marked(mark: str) -> list[int]:
     """The pids of the processes whose environment carries `OWNER_ENV=mark`."""
     wanted = f"{OWNER_ENV}={mark}".encode()
@@ -90,24 +97,12 @@ def descendants(root: int) -> dict[int, int]:
     return found
 
 
-def reap(mark: str, noted: dict[int, int] | None = None) -> list[int]:
-    """Kill every process marked `mark`, and every one of `noted` (pid → start time) still running, but this one.
-
-    Returns the pids killed.
-    """
-    targets = set(marked(mark))
-    for pid, started in (noted or {}).items():
-        stat = _stat(pid)
-        if stat is not None and stat[1] == started:  # the same process, not a new one given its pid
-            targets.add(pid)
-    killed = []
+def reap(mark: str, noted: dict[int, int] | None = None) -> None:
+    """Kill every process marked `mark`, and every one of `noted` (pid → start time) still running, but this one."""
+    targets = set(marked(mark)) | {pid for pid, started in (noted or {}).items() if _same(pid, started)}
     for pid in sorted(targets - {os.getpid()}):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-        except ProcessLookupError:
-            pass
-    return killed
 
 
 def main() -> None:
@@ -120,7 +115,7 @@ def main() -> None:
     while os.getppid() == parent:
         if time.monotonic() - scanned >= SCAN_SECONDS:
             # Keep those noted before that still run: a process whose parent died is no descendant now.
-            still = {p: t for p, t in noted.items() if (s := _stat(p)) is not None and s[1] == t}
+            still = {p: t for p, t in noted.items() if _same(p, t)}
             noted = {**still, **descendants(parent)}
             scanned = time.monotonic()
         time.sleep(POLL_SECONDS)

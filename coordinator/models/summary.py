@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coordinator.models.spec import ModelSpec, Shape
-from coordinator.protocol.encodings import CHUNK, ENCODINGS, Encoding
+from coordinator.protocol.encodings import ENCODINGS, Encoding, chunk_count
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class Parameter:
             return 4 * self.count
         if encoding == "fp16":
             return 2 * self.count
-        return self.count + 4 * -(-self.count // CHUNK)
+        return self.count + 4 * chunk_count(self.count)
 
 
 @dataclass(frozen=True)
