@@ -212,3 +212,44 @@ def model_check(
     out.print(table)
     sizes = ", ".join(f"{e} {summary.data_bytes(e) / 1e6:.3f} MB" for e in ("fp32", "fp16", "int8"))
     out.print(f"weights on the wire: {sizes}")
+
+
+@model_app.command("from-torch")
+def model_from_torch(
+    factory: Annotated[str, typer.Argument(help="MODULE:FACTORY, e.g. my_models:Net or models/net.py:make_net.")],
+    input_shape: Annotated[str, typer.Option(help="One example's shape, without the batch: e.g. 1,28,28.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the spec (JSON).")],
+    weights: Annotated[
+        Path | None, typer.Option(help="Also write the module's weights here (.safetensors or .pt), for serve --init.")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="The spec's name (default: the factory's).")] = None,
+    input_dtype: Annotated[str, typer.Option(help="float32, or int64 for token ids.")] = "float32",
+    loss: Annotated[str, typer.Option(help="cross_entropy, mse or bce_with_logits.")] = "cross_entropy",
+    label_smoothing: Annotated[float, typer.Option(help="For cross_entropy.")] = 0.0,
+) -> None:
+    """Convert a PyTorch nn.Module to a model spec with torch.fx, and check the two give the same outputs."""
+    from coordinator.models.from_torch import convert
+    from coordinator.models.spec import spec_from_dict
+    from coordinator.models.user_module import load_user_module
+    from coordinator.models.weights_file import write_weights
+
+    try:
+        shape = tuple(int(d) for d in input_shape.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{input_shape!r} is not a comma-separated list of sizes") from None
+    objective: dict[str, object] = {"type": loss}
+    if loss == "cross_entropy" and label_smoothing:
+        objective["label_smoothing"] = label_smoothing
+    try:
+        module = load_user_module(factory)
+        done = convert(module, shape, name=name or factory.rpartition(":")[2], input_dtype=input_dtype,
+                       loss=None if objective == {"type": "cross_entropy"} else objective)  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="FACTORY") from None
+    output.write_text(json.dumps(done.spec, indent=2) + "\n")
+    console.print(f"wrote {output}: {len(done.spec['layers'])} layers; outputs match within {done.max_error:.2g}")
+    for key in done.unused:
+        console.print(f"[yellow]warning:[/] {key} is not used by forward, so it is not in the spec")
+    if weights is not None:
+        write_weights(weights, spec_from_dict(done.spec), done.weights)
+        console.print(f"wrote {weights}: the module's weights, for pollen serve --init")

@@ -36,7 +36,7 @@ def test_mcmahan_cnn_has_the_papers_parameter_count() -> None:
         ),
         ([{"type": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}], "expects [3, H, W]"),
         ([{"type": "flatten"}, {"type": "linear", "in_features": 784, "out_features": 5}], "expected [10]"),
-        ([{"type": "softmax"}], "invalid model spec"),
+        ([{"type": "lstm"}], "invalid model spec"),
     ],
 )
 def test_bad_specs_fail_with_a_clear_message(layers: list[dict[str, Any]], message: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -56,7 +57,8 @@ class TaskWorker:
         if task.kind == "evaluate":
             load_wire_weights(module, weights)
             loss, accuracy = evaluate(module, self.data.x, self.data.y)
-            return Result(task.task_id, len(self.data.x), {"loss": loss, "accuracy": accuracy})
+            metrics = {"loss": loss} if math.isnan(accuracy) else {"loss": loss, "accuracy": accuracy}
+            return Result(task.task_id, len(self.data.x), metrics)
         started = time.perf_counter()
         delta, metrics = train_delta(module, weights, self.data.x, self.data.y, TrainConfig.from_wire(task.config))
         metrics["train_seconds"] = time.perf_counter() - started

@@ -266,7 +266,8 @@ def _of_round(report: PhaseReport | None, round_number: int) -> PhaseReport | No
 
 
 def _is_mnist(spec: ModelSpec) -> bool:
-    return spec.input_shape in ((1, 28, 28), (784,)) and spec.num_classes == 10
+    classifies = spec.loss["type"] != "mse" and spec.input_dtype == "float32"
+    return spec.input_shape in ((1, 28, 28), (784,)) and spec.num_classes == 10 and classifies
 
 
 def _fmt(value: float | None) -> str:

@@ -10,8 +10,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional
 
+from coordinator.models.losses import correct, spec_loss
+from coordinator.models.spec import ModelSpec
 from coordinator.models.torch_model import load_wire_weights, wire_weights
 
 BatchCallback = Callable[[int, int, float], None]
@@ -78,7 +79,8 @@ def train_delta(
     start = {k: v.detach().clone() for k, v in module.named_parameters()}
     optimizer = _optimizer(cfg, module.parameters())
     generator = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y).long()
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    objective = _objective(module)
     module.train()
     total_loss, seen = 0.0, 0
     for epoch in range(cfg.local_epochs):
@@ -86,7 +88,7 @@ def train_delta(
         for b, i in enumerate(range(0, len(order), cfg.batch_size)):
             idx = order[i : i + cfg.batch_size]
             optimizer.zero_grad()
-            loss = functional.cross_entropy(module(xt[idx]), yt[idx])
+            loss = spec_loss(objective, module(xt[idx]), yt[idx])
             if cfg.proximal_mu > 0:
                 prox = sum(((p - start[n]) ** 2).sum() for n, p in module.named_parameters())
                 loss = loss + cfg.proximal_mu / 2 * prox
@@ -108,14 +110,21 @@ def train_delta(
     return delta, metrics
 
 
+def _objective(module: nn.Module) -> dict[str, Any]:
+    spec = getattr(module, "spec", None)
+    return spec.loss if isinstance(spec, ModelSpec) else {"type": "cross_entropy", "label_smoothing": 0.0}
+
+
 @torch.no_grad()
 def evaluate(module: nn.Module, x: np.ndarray, y: np.ndarray, batch_size: int = 1000) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy."""
+    """The spec's mean loss, and accuracy (NaN for a regression, which has none)."""
     module.eval()
-    loss, correct = 0.0, 0
+    objective = _objective(module)
+    loss, right = 0.0, 0
     for i in range(0, len(x), batch_size):
-        xb, yb = torch.from_numpy(x[i : i + batch_size]), torch.from_numpy(y[i : i + batch_size]).long()
+        xb, yb = torch.from_numpy(x[i : i + batch_size]), torch.from_numpy(y[i : i + batch_size])
         out = module(xb)
-        loss += float(functional.cross_entropy(out, yb, reduction="sum"))
-        correct += int((out.argmax(1) == yb).sum())
-    return loss / len(x), correct / len(x)
+        loss += float(spec_loss(objective, out, yb)) * len(xb)
+        hits = correct(objective, out, yb)
+        right = -1 if hits is None or right < 0 else right + hits
+    return loss / len(x), math.nan if right < 0 else right / len(x)

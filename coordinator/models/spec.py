@@ -1,8 +1,9 @@
-"""The JSON layer spec: loading, validation and shape inference, without torch.
+"""The JSON model spec: loading, validation and shape inference, without torch.
 
-Parameter names follow PyTorch's `state_dict` of `torch_model.build_module`:
-`layers.<index>.<name>`. Only float tensors travel on the wire, so BatchNorm's
-integer `num_batches_tracked` is not part of `wire_shapes`.
+Parameter names follow PyTorch's `state_dict` of `torch_model.build_module`: each layer's
+`module` path (`layers.<index>` unless the spec names one) and the parameter's own name. Only
+float tensors travel on the wire, so BatchNorm's integer `num_batches_tracked` is not part of
+`wire_shapes`. `graph` reads the layers; `layer_types` knows each kind of layer.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from coordinator.models.graph import Node, parse_nodes, walk
+from coordinator.models.layer_types import Shape
 from coordinator.protocol.schema import validate_model_spec
 from coordinator.resources import protocol_dir
 
 BUILTIN_MODELS = ("mnist-mlp", "mnist-2nn", "mnist-cnn", "mnist-cnn-bn")
-
-Shape = tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,22 @@ class ModelSpec:
     @property
     def layers(self) -> list[dict[str, Any]]:
         return list(self.raw["layers"])
+
+    @property
+    def input_dtype(self) -> str:
+        """`float32`, or `int64` for token ids that an embedding takes."""
+        return str(self.raw.get("input_dtype", "float32"))
+
+    @property
+    def loss(self) -> dict[str, Any]:
+        """The training loss: `{"type": "cross_entropy", "label_smoothing": 0.0}` unless the spec says."""
+        loss = dict(self.raw.get("loss", {"type": "cross_entropy"}))
+        if loss["type"] == "cross_entropy":
+            loss.setdefault("label_smoothing", 0.0)
+        return loss
+
+    def nodes(self) -> list[Node]:
+        return parse_nodes(self.layers)
 
     def wire_shapes(self) -> dict[str, Shape]:
         return infer_shapes(self)
@@ -66,46 +83,13 @@ def spec_from_dict(raw: Any) -> ModelSpec:
 
 
 def infer_shapes(spec: ModelSpec) -> dict[str, Shape]:
-    """Walk the layers, checking each fits its input; return the float tensors' shapes."""
-    shape: Shape = spec.input_shape
-    params: dict[str, Shape] = {}
-    for i, layer in enumerate(spec.layers):
-        prefix = f"layers.{i}"
-        kind = layer["type"]
-        where = f"layer {i} with input shape {list(shape)}"
-        if kind == "flatten":
-            shape = (math.prod(shape),)
-        elif kind == "linear":
-            if shape != (layer["in_features"],):
-                raise ValueError(f"{where}: linear expects a flat input of {layer['in_features']}")
-            params[f"{prefix}.weight"] = (layer["out_features"], layer["in_features"])
-            if layer.get("bias", True):
-                params[f"{prefix}.bias"] = (layer["out_features"],)
-            shape = (layer["out_features"],)
-        elif kind == "conv2d":
-            if len(shape) != 3 or shape[0] != layer["in_channels"]:
-                raise ValueError(f"{where}: conv2d expects [{layer['in_channels']}, H, W]")
-            k, s, p = layer["kernel_size"], layer.get("stride", 1), layer.get("padding", 0)
-            h, w = (shape[1] + 2 * p - k) // s + 1, (shape[2] + 2 * p - k) // s + 1
-            if h < 1 or w < 1:
-                raise ValueError(f"{where}: conv2d kernel {k} does not fit")
-            params[f"{prefix}.weight"] = (layer["out_channels"], layer["in_channels"], k, k)
-            if layer.get("bias", True):
-                params[f"{prefix}.bias"] = (layer["out_channels"],)
-            shape = (layer["out_channels"], h, w)
-        elif kind == "maxpool2d":
-            k = layer["kernel_size"]
-            s = layer.get("stride", k)
-            if len(shape) != 3 or shape[1] < k or shape[2] < k:
-                raise ValueError(f"{where}: maxpool2d expects [C, H, W] with H, W >= {k}")
-            shape = (shape[0], (shape[1] - k) // s + 1, (shape[2] - k) // s + 1)
-        elif kind == "batchnorm2d":
-            n = layer["num_features"]
-            if len(shape) != 3 or shape[0] != n:
-                raise ValueError(f"{where}: batchnorm2d expects [{n}, H, W]")
-            for name in ("weight", "bias", "running_mean", "running_var"):
-                params[f"{prefix}.{name}"] = (n,)
-        # relu and dropout keep the shape.
+    """Walk the layers, checking each fits its input; return the float tensors' shapes in order."""
+    found = walk(spec.nodes(), spec.input_shape, spec.input_dtype == "int64")
+    shape = found.outputs[-1]
     if shape != (spec.num_classes,):
         raise ValueError(f'model "{spec.name}" ends with shape {list(shape)}, expected [{spec.num_classes}]')
-    return params
+    if spec.loss["type"] == "cross_entropy" and spec.num_classes < 2:
+        raise ValueError(f'model "{spec.name}": cross_entropy needs at least 2 classes')
+    if spec.loss["type"] == "mse" and spec.num_classes != 1:
+        raise ValueError(f'model "{spec.name}": mse regresses one target per example, so num_classes must be 1')
+    return found.params

@@ -6,7 +6,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from coordinator.models.spec import ModelSpec, Shape
+from coordinator.models.layer_types import Shape
+from coordinator.models.spec import ModelSpec
 from coordinator.protocol.encodings import ENCODINGS, Encoding, chunk_count
 
 

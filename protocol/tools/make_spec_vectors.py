@@ -90,7 +90,7 @@ INVALID: list[dict[str, Any]] = [
         "kind": "shape",
         "message": 'model "short" ends with shape [5], expected [3]',
     },
-    {"name": "unknown-layer-type", "spec": spec("bad", [4], 2, {"type": "softmax"}), "kind": "schema"},
+    {"name": "unknown-layer-type", "spec": spec("bad", [4], 2, {"type": "lstm"}), "kind": "schema"},
     {
         "name": "missing-required-field",
         "spec": spec("bad", [4], 2, {"type": "linear", "in_features": 4}),
