@@ -67,7 +67,7 @@ HELP = {
         " 0: no minimum."
     ),
     "new_run": "Start a new run even if the database holds an unfinished one.",
-    "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn) or a model-spec JSON file.",
+    "model": "Built-in model (mnist-mlp, mnist-2nn, mnist-cnn, mnist-cnn-bn, mnist-vit) or a model-spec JSON file.",
     "rounds": "Number of federated rounds.",
     "clients_per_round": "Clients sampled per round (0: --fraction-train of those connected).",
     "fraction_train": "Fraction of the connected clients sampled per round when --clients-per-round is 0.",
@@ -99,8 +99,24 @@ HELP = {
     "local_epochs": "Local epochs per round.",
     "batch_size": "Local mini-batch size.",
     "lr": "Local learning rate.",
-    "optimizer": "Local optimizer: sgd, adam or adamw.",
-    "momentum": "Local SGD momentum.",
+    "optimizer": "Local optimizer: sgd, adam, adamw or rmsprop (PyTorch's defaults).",
+    "momentum": "Local momentum (sgd, rmsprop).",
+    "nesterov": "Nesterov momentum (sgd with --momentum).",
+    "weight_decay": "Local weight decay (unset: PyTorch's default, 0.01 for adamw and 0 otherwise).",
+    "lr_schedule": (
+        "Learning rate over a round's local steps, as PyTorch's schedulers: constant, step (StepLR), exponential"
+        " (ExponentialLR), cosine (CosineAnnealingLR over the round), one-cycle (OneCycleLR peaking at --lr) or"
+        " warmup (LinearLR from a third of --lr)."
+    ),
+    "lr_step_size": "Local steps between decays (step schedule).",
+    "lr_gamma": "Decay factor (step: default 0.1; exponential: required).",
+    "lr_warmup_steps": "Local steps to warm up over (warmup schedule).",
+    "grad_clip_norm": "Clip each local step's gradients to this global L2 norm (unset: off).",
+    "round_lr_schedule": (
+        "--lr across rounds: constant, exponential (times --round-lr-gamma each round) or cosine (to near 0 by the"
+        " last round). The coordinator sends each round's rate."
+    ),
+    "round_lr_gamma": "Per-round decay factor (exponential round schedule).",
     "dp_clip": "DP: each delta's L2 norm is clipped to this, by the clients and again by the server.",
     "dp_noise": "Client-side DP: server noise multiplier z (stddev z*C/n).",
     "dp_delta": "Delta at which epsilon is reported.",

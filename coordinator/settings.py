@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from coordinator.models.optimization import OptimizerConfig
 from coordinator.protocol.encodings import ENCODINGS
 
 STRATEGIES = (
@@ -25,7 +26,7 @@ STRATEGIES = (
 # Their server step starts from the example-weighted mean, so replies fold into a running sum as they
 # arrive (O(model) memory per round); the others need every update at once.
 STREAMING_STRATEGIES = ("fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi", "fedadagrad")
-OPTIMIZERS = ("sgd", "adam", "adamw")
+ROUND_SCHEDULES = ("constant", "exponential", "cosine")
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,15 @@ class Settings:
     lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float | None = None  # None: the optimizer's PyTorch default
+    lr_schedule: str = "constant"
+    lr_step_size: int = 1
+    lr_gamma: float | None = None
+    lr_warmup_steps: int = 5
+    grad_clip_norm: float | None = None
+    round_lr_schedule: str = "constant"
+    round_lr_gamma: float = 0.9
     # privacy
     dp_clip: float | None = None
     dp_noise: float | None = None
@@ -100,8 +110,11 @@ class Settings:
             raise ValueError(f"unknown strategy {self.strategy!r}: one of {', '.join(STRATEGIES)}")
         if self.update_encoding not in ENCODINGS or self.weights_encoding not in ENCODINGS:
             raise ValueError(f"--update-encoding and --weights-encoding are one of {', '.join(ENCODINGS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}: one of {', '.join(OPTIMIZERS)}")
+        self.optimization()  # checks the local optimizer's options
+        if self.round_lr_schedule not in ROUND_SCHEDULES:
+            raise ValueError(f"--round-lr-schedule is one of {', '.join(ROUND_SCHEDULES)}")
+        if not 0 < self.round_lr_gamma <= 1:
+            raise ValueError("--round-lr-gamma must be in (0, 1]")
         if self.rounds < 1 or self.min_clients < 1 or self.local_epochs < 1 or self.batch_size < 1:
             raise ValueError("rounds, min-clients, local-epochs and batch-size must be at least 1")
         if self.clients_per_round < 0 or (0 < self.clients_per_round < self.min_clients):
@@ -160,8 +173,13 @@ class Settings:
         bounds = [b for b in (self.max_update_norm, self.dp_clip) if b is not None]
         return min(bounds) if bounds else None
 
+    def optimization(self) -> OptimizerConfig:
+        return OptimizerConfig(self.optimizer, self.lr, self.momentum, self.nesterov, self.weight_decay,
+                               self.lr_schedule, self.lr_step_size, self.lr_gamma, self.lr_warmup_steps,
+                               self.grad_clip_norm)  # fmt: skip
+
     def train_config(self) -> dict[str, Any]:
-        """The training keys sent to clients (SPEC §5)."""
+        """The training keys sent to clients (SPEC §5); options left at their defaults are not sent."""
         config: dict[str, Any] = {
             "local-epochs": self.local_epochs,
             "batch-size": self.batch_size,
@@ -171,6 +189,13 @@ class Settings:
         }
         if self.strategy == "fedprox":
             config["proximal-mu"] = self.proximal_mu
+        optional = {"nesterov": self.nesterov or None, "weight-decay": self.weight_decay,
+                    "lr-schedule": None if self.lr_schedule == "constant" else self.lr_schedule,
+                    "lr-step-size": self.lr_step_size if self.lr_schedule == "step" else None,
+                    "lr-gamma": self.lr_gamma,
+                    "lr-warmup-steps": self.lr_warmup_steps if self.lr_schedule == "warmup" else None,
+                    "grad-clip-norm": self.grad_clip_norm}  # fmt: skip
+        config.update({k: v for k, v in optional.items() if v is not None})
         return config
 
     def to_dict(self) -> dict[str, Any]:

@@ -33,9 +33,14 @@ def test_mlp_on_wasm_clients_with_int8_updates_and_fp16_weights_reaches_92_perce
         assert r["bytes_in"] < 0.27 * 5 * model_bytes and r["bytes_out"] < 0.51 * 5 * model_bytes, r
 
 
-@pytest.mark.parametrize("model", ["mnist-cnn", "mnist-cnn-bn"])
-def test_convolutional_models_train_on_wasm_clients(tmp_path: Path, model: str) -> None:
+ADAM = {"optimizer": "adam", "lr": 0.002, "batch_size": 32}
+
+
+@pytest.mark.parametrize(("model", "extra"), [("mnist-cnn", {}), ("mnist-cnn-bn", {}), ("mnist-vit", ADAM)])
+def test_convolutional_and_transformer_models_train_on_wasm_clients(
+    tmp_path: Path, model: str, extra: dict[str, Any]
+) -> None:
     # Short runs: the point is that they train and improve; speed is bench/wasm_speed.py's job.
-    result = run(tmp_path, 3, model=model, rounds=2, local_epochs=1)
+    result = run(tmp_path, 3, model=model, rounds=2, local_epochs=1, **extra)
     first, last = result["rounds"][0]["accuracy"], result["rounds"][-1]["accuracy"]
     assert last > 0.5 and last >= first - 0.02, result["rounds"]

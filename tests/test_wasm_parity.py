@@ -1,10 +1,11 @@
-"""The WebAssembly trainer against PyTorch on the same weights and data (100 random cases).
+"""The WebAssembly trainer against PyTorch on the same weights and data: every built-in model,
+and every graph spec of `protocol/vectors/graph-specs.json` (each layer type and loss).
 
 Forward outputs within 1e-5; gradients within 1e-4 and one epoch of SGD without
 shuffling within 1e-4, both relative to max(1, |value|). The same cases run on the CPU
-backend under Node and on the WebGPU backend in headless Chromium (SwiftShader's adapter). `mnist-cnn-bn` has dropout,
-whose masks cannot match across frameworks, so its gradient and training cases use the
-same model without the dropout layer; its forward cases (inference mode) use it whole.
+backend under Node and on the WebGPU backend in headless Chromium (SwiftShader's adapter).
+Dropout masks cannot match across frameworks, so gradient and training cases set every
+dropout to 0; forward cases (inference mode) keep the spec whole.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file, save_file
-from torch.nn import functional
 
+from coordinator.models.losses import spec_loss
+from coordinator.models.optimization import OptimizerConfig
+from coordinator.models.optimizers import make_optimizer, make_schedule
 from coordinator.models.spec import BUILTIN_MODELS, ModelSpec, load_spec, spec_from_dict
 from coordinator.models.torch_model import build_module, wire_weights
 
@@ -28,9 +31,28 @@ PARITY = ROOT / "client_web" / "parity" / "parity.mjs"
 FORWARD, GRADIENTS, TRAIN = 10, 10, 5
 
 
+GRAPHS = json.loads((ROOT / "protocol" / "vectors" / "graph-specs.json").read_text())["valid"]
+MODELS = [(name, load_spec(name)) for name in BUILTIN_MODELS] + [(g["name"], spec_from_dict(g["spec"])) for g in GRAPHS]
+COUNTS = {"forward": FORWARD, "gradients": GRADIENTS, "train": TRAIN}
+GRAPH_COUNTS = {"forward": 2, "gradients": 3, "train": 1}
+
+
 def without_dropout(spec: ModelSpec) -> ModelSpec:
-    raw = {**spec.raw, "layers": [layer for layer in spec.raw["layers"] if layer["type"] != "dropout"]}
-    return spec_from_dict(raw)
+    def still(layer: dict[str, Any]) -> dict[str, Any]:
+        if layer["type"] == "dropout":
+            return {**layer, "p": 0.0}
+        return {**layer, "dropout": 0.0} if layer["type"] == "transformer_encoder_layer" else layer
+
+    return spec_from_dict({**spec.raw, "layers": [still(layer) for layer in spec.raw["layers"]]})
+
+
+def inputs(spec: ModelSpec, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    if spec.input_dtype == "int64":
+        x = rng.integers(0, 5, (n, *spec.input_shape)).astype(np.float32)  # ids, sent as floats
+    else:
+        x = rng.uniform(0, 1, (n, *spec.input_shape)).astype(np.float32)
+    classes = 3 if spec.loss["type"] == "mse" else max(2, spec.num_classes)
+    return x, rng.integers(0, classes, n).astype(np.int64)
 
 
 def random_weights(spec: ModelSpec, rng: np.random.Generator, seed: int) -> dict[str, np.ndarray]:
@@ -61,14 +83,26 @@ def reference(
             return {"logits": module(xt).numpy()}
     module.train()
     if case["kind"] == "gradients":
-        functional.cross_entropy(module(xt), yt).backward()
+        spec_loss(spec.loss, module(xt), yt).backward()
         return {n: p.grad.numpy() for n, p in module.named_parameters() if p.grad is not None}
-    opt = torch.optim.SGD(module.parameters(), lr=case["options"]["lr"])
-    bs = case["options"]["batchSize"]
-    for i in range(0, len(x), bs):
-        opt.zero_grad()
-        functional.cross_entropy(module(xt[i : i + bs]), yt[i : i + bs]).backward()
-        opt.step()
+    o = case["options"]
+    optimization = OptimizerConfig(
+        o["optimizer"], o["lr"], o.get("momentum", 0.0), o.get("nesterov", False), o.get("weightDecay"),
+        o.get("lrSchedule", "constant"), o.get("lrStepSize", 1), o.get("lrGamma"), o.get("lrWarmupSteps", 5),
+        o.get("gradClipNorm"),
+    )  # fmt: skip
+    opt = make_optimizer(optimization, module.parameters())
+    bs = o["batchSize"]
+    schedule = make_schedule(optimization, opt, o["epochs"] * -(-len(x) // bs))
+    for _ in range(o["epochs"]):
+        for i in range(0, len(x), bs):
+            opt.zero_grad()
+            spec_loss(spec.loss, module(xt[i : i + bs]), yt[i : i + bs]).backward()
+            if optimization.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), optimization.grad_clip_norm)
+            opt.step()
+            if schedule is not None:
+                schedule.step()
     trained = wire_weights(module)
     return {k: trained[k] - weights[k] for k in trained}
 
@@ -82,16 +116,15 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Ca
     tmp = tmp_path_factory.mktemp("parity")
     rng = np.random.default_rng(2026)
     out = []
-    for name in BUILTIN_MODELS:
-        full = load_spec(name)
-        for kind, count in (("forward", FORWARD), ("gradients", GRADIENTS), ("train", TRAIN)):
+    for name, full in MODELS:
+        counts = COUNTS if name in BUILTIN_MODELS else GRAPH_COUNTS
+        for kind, count in counts.items():
             for i in range(count):
                 spec = full if kind == "forward" else without_dropout(full)
                 case_id = f"{name}-{kind}-{i}"
                 n = {"forward": 4, "gradients": 8, "train": 24}[kind]
                 weights = random_weights(spec, rng, seed=int(rng.integers(1 << 30)))
-                x = rng.uniform(0, 1, (n, *spec.input_shape)).astype(np.float32)
-                y = rng.integers(0, spec.num_classes, n).astype(np.int64)
+                x, y = inputs(spec, rng, n)
                 save_file(weights, str(tmp / f"{case_id}.w.safetensors"))
                 save_file({"x": x, "y": y}, str(tmp / f"{case_id}.d.safetensors"))
                 case = {
@@ -103,8 +136,44 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Ca
                     "options": {"epochs": 1, "batchSize": 8, "lr": 0.05, "optimizer": "sgd", "shuffle": False},
                 }
                 out.append((case, reference(case, spec, weights, x, y)))
+    out += optimizer_cases(tmp, rng)
     (tmp / "cases.json").write_text(json.dumps([c for c, _ in out]))
     return tmp, out
+
+
+OPTIMIZERS: list[dict[str, Any]] = [
+    {"optimizer": "sgd", "momentum": 0.9, "nesterov": True, "weightDecay": 0.01},
+    {"optimizer": "adam"},
+    {"optimizer": "adamw"},
+    {"optimizer": "rmsprop", "momentum": 0.5, "weightDecay": 0.001},
+]
+SCHEDULES: list[dict[str, Any]] = [
+    {"lrSchedule": "constant"},
+    {"lrSchedule": "step", "lrStepSize": 2, "lrGamma": 0.5},
+    {"lrSchedule": "exponential", "lrGamma": 0.8},
+    {"lrSchedule": "cosine"},
+    {"lrSchedule": "one-cycle"},
+    {"lrSchedule": "warmup", "lrWarmupSteps": 4},
+]
+
+
+def optimizer_cases(tmp: Path, rng: np.random.Generator) -> list[tuple[Case, Tensors]]:
+    """Two epochs of every optimizer under every schedule, half of them with gradient clipping."""
+    spec = without_dropout(spec_from_dict(GRAPHS[0]["spec"]))
+    out = []
+    for i, (optimizer, schedule) in enumerate((o, s) for o in OPTIMIZERS for s in SCHEDULES):
+        case_id = f"optimizers-train-{i}"
+        weights = random_weights(spec, rng, seed=int(rng.integers(1 << 30)))
+        x, y = inputs(spec, rng, 24)
+        save_file(weights, str(tmp / f"{case_id}.w.safetensors"))
+        save_file({"x": x, "y": y}, str(tmp / f"{case_id}.d.safetensors"))
+        clip = {"gradClipNorm": 0.5} if i % 2 else {}
+        lr = 0.002 if optimizer["optimizer"] != "sgd" else 0.05
+        options = {"epochs": 2, "batchSize": 8, "lr": lr, "shuffle": False, **optimizer, **schedule, **clip}
+        case = {"id": case_id, "kind": "train", "spec": spec.raw, "weights": f"{case_id}.w.safetensors",
+                "data": f"{case_id}.d.safetensors", "options": options}  # fmt: skip
+        out.append((case, reference(case, spec, weights, x, y)))
+    return out
 
 
 def run_cases(cases: tuple[Path, list[tuple[Case, Tensors]]], backend: str) -> list[tuple[Case, Tensors, Tensors]]:
@@ -123,9 +192,17 @@ def webgpu_results(cases: tuple[Path, list[tuple[Case, Tensors]]]) -> list[tuple
     return run_cases(cases, "webgpu")
 
 
-def test_there_are_at_least_100_cases_over_every_builtin_model(results: list[Any]) -> None:
+def test_there_are_at_least_100_cases_over_every_model_and_graph(results: list[Any]) -> None:
     assert len(results) >= 100
-    assert {c["id"].rsplit("-", 2)[0] for c, _, _ in results} == set(BUILTIN_MODELS)
+    assert {c["id"].rsplit("-", 2)[0] for c, _, _ in results} == {name for name, _ in MODELS} | {"optimizers"}
+
+
+def test_every_optimizer_meets_every_schedule(results: list[Any]) -> None:
+    options = [c["options"] for c, _, _ in results if c["id"].startswith("optimizers-")]
+    assert {(o["optimizer"], o["lrSchedule"]) for o in options} == {
+        (o["optimizer"], s["lrSchedule"]) for o in OPTIMIZERS for s in SCHEDULES
+    }
+    assert any("gradClipNorm" in o for o in options)
 
 
 TOLERANCES = [("forward", 1e-5, False), ("gradients", 1e-4, True), ("train", 1e-4, True)]

@@ -29,7 +29,7 @@ export interface TrainOptions {
   seed?: number;            // shuffle seed; omitted: a fresh random seed
 }
 export interface TrainReport { loss: number; steps: number; examples: number; }
-export interface EvalReport { loss: number; accuracy: number; examples: number; }
+export interface EvalReport { loss: number; accuracy: number | null; examples: number; }
 export interface DeltaReport {
   delta: Uint8Array;        // safetensors, PyTorch names and layouts
   norm: number;             // global L2 norm of what is returned
@@ -131,7 +131,7 @@ impl Trainer {
         })
     }
 
-    /// Mean cross-entropy and accuracy on `x`, `y`, in inference mode.
+    /// The spec's mean loss and accuracy (null for a regression) on `x`, `y`, in inference mode.
     #[wasm_bindgen(unchecked_return_type = "Promise<EvalReport>")]
     pub fn evaluate(&self, x: Float32Array, y: Int32Array) -> Promise {
         let shared = self.engine.clone();

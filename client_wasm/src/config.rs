@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::error::{Result, TrainerError};
+use crate::schedule::Schedule;
 
 /// The options object of `Trainer.train`. Unknown fields are refused: a misspelt option
 /// (`learningRate`) must be an error, not a silent default.
@@ -24,7 +25,21 @@ pub struct TrainOptions {
     #[serde(default)]
     pub momentum: f64,
     #[serde(default)]
-    pub weight_decay: f64,
+    pub nesterov: bool,
+    /// `None`: the optimizer's PyTorch default (AdamW 0.01, the others 0).
+    #[serde(default)]
+    pub weight_decay: Option<f64>,
+    #[serde(default = "defaults::schedule")]
+    pub lr_schedule: String,
+    #[serde(default = "defaults::one")]
+    pub lr_step_size: usize,
+    #[serde(default)]
+    pub lr_gamma: Option<f64>,
+    #[serde(default = "defaults::warmup")]
+    pub lr_warmup_steps: usize,
+    /// Clip each step's gradients to this global L2 norm.
+    #[serde(default)]
+    pub grad_clip_norm: Option<f64>,
     #[serde(default)]
     pub proximal_mu: f64,
     /// `None`: shuffle from a fresh random seed; `Some(s)`: shuffle with seed `s`.
@@ -50,6 +65,15 @@ mod defaults {
     pub fn yes() -> bool {
         true
     }
+    pub fn schedule() -> String {
+        "constant".into()
+    }
+    pub fn one() -> usize {
+        1
+    }
+    pub fn warmup() -> usize {
+        5
+    }
 }
 
 /// The optimizers a job can ask for.
@@ -58,9 +82,14 @@ pub enum Optimizer {
     /// SGD; `momentum` 0 means none (and no state to keep).
     Sgd {
         momentum: f64,
+        nesterov: bool,
     },
     Adam,
     AdamW,
+    /// PyTorch's RMSprop: alpha 0.99, eps 1e-8, optional momentum.
+    RmsProp {
+        momentum: f64,
+    },
 }
 
 impl FromStr for Optimizer {
@@ -69,11 +98,15 @@ impl FromStr for Optimizer {
     /// The JS option strings, with the momentum filled in later by `TrainingConfig`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
-            "sgd" => Ok(Optimizer::Sgd { momentum: 0.0 }),
+            "sgd" => Ok(Optimizer::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            }),
             "adam" => Ok(Optimizer::Adam),
             "adamw" => Ok(Optimizer::AdamW),
+            "rmsprop" => Ok(Optimizer::RmsProp { momentum: 0.0 }),
             other => Err(TrainerError::Config(format!(
-                "optimizer {other:?}: use sgd, adam or adamw"
+                "optimizer {other:?}: use sgd, adam, adamw or rmsprop"
             ))),
         }
     }
@@ -83,7 +116,8 @@ impl Optimizer {
     /// Values of state kept per parameter: what the memory estimate must reserve.
     pub fn state_slots(&self) -> u64 {
         match *self {
-            Optimizer::Sgd { momentum } => u64::from(momentum > 0.0),
+            Optimizer::Sgd { momentum, .. } => u64::from(momentum > 0.0),
+            Optimizer::RmsProp { momentum } => 1 + u64::from(momentum > 0.0),
             Optimizer::Adam | Optimizer::AdamW => 2,
         }
     }
@@ -107,8 +141,11 @@ pub struct TrainingConfig {
     pub batch_size: usize,
     pub lr: f64,
     pub optimizer: Optimizer,
-    /// L2 weight decay; 0 is none (AdamW then uses its own default, 0.01).
-    pub weight_decay: f64,
+    /// Weight decay; `None` is PyTorch's default for the optimizer (AdamW 0.01, the others 0).
+    pub weight_decay: Option<f64>,
+    pub schedule: Schedule,
+    /// Clip each step's gradients to this global L2 norm.
+    pub grad_clip_norm: Option<f64>,
     /// FedProx μ; 0 is plain local training.
     pub proximal_mu: f64,
     pub order: Order,
@@ -132,9 +169,36 @@ impl TryFrom<TrainOptions> for TrainingConfig {
         let optimizer = match o.optimizer.parse()? {
             Optimizer::Sgd { .. } => Optimizer::Sgd {
                 momentum: o.momentum,
+                nesterov: o.nesterov,
+            },
+            Optimizer::RmsProp { .. } => Optimizer::RmsProp {
+                momentum: o.momentum,
             },
             other => other,
         };
+        if o.nesterov && !matches!(optimizer, Optimizer::Sgd { momentum, .. } if momentum > 0.0) {
+            return Err(TrainerError::Config(
+                "nesterov needs the sgd optimizer with momentum > 0".into(),
+            ));
+        }
+        if !(0.0..1.0).contains(&o.momentum)
+            || o.weight_decay.is_some_and(|w| w.is_nan() || w < 0.0)
+        {
+            return Err(TrainerError::Config(
+                "momentum must be in [0, 1) and weightDecay at least 0".into(),
+            ));
+        }
+        if o.grad_clip_norm
+            .is_some_and(|c| !(c > 0.0 && c.is_finite()))
+        {
+            return Err(TrainerError::Config("gradClipNorm must be positive".into()));
+        }
+        let schedule = Schedule::parse(
+            &o.lr_schedule,
+            o.lr_step_size,
+            o.lr_gamma,
+            o.lr_warmup_steps,
+        )?;
         let order = match (o.shuffle, o.seed) {
             (false, _) => Order::Fixed,
             (true, Some(seed)) => Order::Shuffled(seed),
@@ -146,6 +210,8 @@ impl TryFrom<TrainOptions> for TrainingConfig {
             lr: o.lr,
             optimizer,
             weight_decay: o.weight_decay,
+            schedule,
+            grad_clip_norm: o.grad_clip_norm,
             proximal_mu: o.proximal_mu,
             order,
         })
@@ -169,23 +235,39 @@ mod tests {
     fn defaults_are_one_epoch_of_plain_sgd() {
         let c = TrainingConfig::from_json("{}").unwrap();
         assert_eq!((c.epochs, c.batch_size, c.lr), (1, 10, 0.05));
-        assert_eq!(c.optimizer, Optimizer::Sgd { momentum: 0.0 });
+        assert_eq!(
+            c.optimizer,
+            Optimizer::Sgd {
+                momentum: 0.0,
+                nesterov: false
+            }
+        );
+        assert_eq!(c.schedule, Schedule::Constant);
         assert_eq!(c.order, Order::Random);
     }
 
     #[test]
     fn optimizers_parse_from_their_js_names() {
         let c = TrainingConfig::from_json(r#"{"optimizer":"sgd","momentum":0.9}"#).unwrap();
-        assert_eq!(c.optimizer, Optimizer::Sgd { momentum: 0.9 });
+        assert_eq!(
+            c.optimizer,
+            Optimizer::Sgd {
+                momentum: 0.9,
+                nesterov: false
+            }
+        );
         assert_eq!(c.optimizer.state_slots(), 1);
         let c = TrainingConfig::from_json(r#"{"optimizer":"adamw","momentum":0.9}"#).unwrap();
         assert_eq!(c.optimizer, Optimizer::AdamW);
         assert_eq!(c.optimizer.state_slots(), 2);
-        let err = TrainingConfig::from_json(r#"{"optimizer":"rmsprop"}"#).unwrap_err();
+        let c = TrainingConfig::from_json(r#"{"optimizer":"rmsprop","momentum":0.5}"#).unwrap();
+        assert_eq!(c.optimizer, Optimizer::RmsProp { momentum: 0.5 });
+        let err = TrainingConfig::from_json(r#"{"optimizer":"lbfgs"}"#).unwrap_err();
         assert_eq!(
             err.to_string(),
-            r#"bad training config: optimizer "rmsprop": use sgd, adam or adamw"#
+            r#"bad training config: optimizer "lbfgs": use sgd, adam, adamw or rmsprop"#
         );
+        assert!(TrainingConfig::from_json(r#"{"optimizer":"adam","nesterov":true}"#).is_err());
     }
 
     #[test]

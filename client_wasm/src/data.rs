@@ -15,7 +15,8 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    pub fn new(x: Vec<f32>, y: Vec<i32>, input_len: usize, num_classes: usize) -> Result<Self> {
+    /// `classes`: labels must lie in `0..classes`; `None` for a regression's targets.
+    pub fn new(x: Vec<f32>, y: Vec<i32>, input_len: usize, classes: Option<usize>) -> Result<Self> {
         if y.is_empty() {
             return Err(TrainerError::Data("the dataset is empty".into()));
         }
@@ -27,15 +28,33 @@ impl Dataset {
                 input_len
             )));
         }
-        if let Some(bad) = y.iter().find(|&&l| l < 0 || l as usize >= num_classes) {
+        if let Some(classes) = classes
+            && let Some(bad) = y.iter().find(|&&l| l < 0 || l as usize >= classes)
+        {
             return Err(TrainerError::Data(format!(
-                "label {bad} is outside 0..{num_classes}"
+                "label {bad} is outside 0..{classes}"
             )));
         }
         if x.iter().any(|v| !v.is_finite()) {
             return Err(TrainerError::Data("images contain NaN or infinity".into()));
         }
         Ok(Self { x, y, input_len })
+    }
+
+    /// For a model whose input is token ids: refuse any value that is not a whole number in
+    /// `0..limit`, which an embedding lookup would otherwise read out of bounds.
+    pub fn with_ids_below(self, limit: Option<usize>) -> Result<Self> {
+        if let Some(limit) = limit
+            && let Some(bad) = self
+                .x
+                .iter()
+                .find(|&&v| v < 0.0 || v.fract() != 0.0 || v as usize >= limit)
+        {
+            return Err(TrainerError::Data(format!(
+                "token id {bad} is not a whole number in 0..{limit}"
+            )));
+        }
+        Ok(self)
     }
 
     pub fn len(&self) -> usize {

@@ -106,7 +106,7 @@ pub fn train_report(r: TrainReport) -> JsValue {
 pub fn eval_report(r: EvalReport) -> JsValue {
     object(&[
         ("loss", r.loss.into()),
-        ("accuracy", r.accuracy.into()),
+        ("accuracy", r.accuracy.map_or(JsValue::NULL, JsValue::from)),
         ("examples", r.examples.into()),
     ])
 }

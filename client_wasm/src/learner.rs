@@ -12,6 +12,7 @@ use crate::encoding::{self, Encoding};
 use crate::error::{Result, TrainerError};
 use crate::memory;
 use crate::model::Model;
+use crate::objective::label_range;
 use crate::params;
 use crate::privacy;
 use crate::spec::ModelSpec;
@@ -45,7 +46,13 @@ impl<B: AutodiffBackend> Learner<B> {
     }
 
     pub fn dataset(&self, x: Vec<f32>, y: Vec<i32>) -> Result<Dataset> {
-        Dataset::new(x, y, self.spec.input_len(), self.spec.num_classes)
+        Dataset::new(
+            x,
+            y,
+            self.spec.input_len(),
+            label_range(&self.spec.loss, self.spec.num_classes),
+        )?
+        .with_ids_below(self.spec.max_id())
     }
 
     pub(crate) fn model(&self) -> &Model<B> {
@@ -77,16 +84,7 @@ impl<B: AutodiffBackend> Learner<B> {
         let bytes = memory::training_bytes(&self.spec, config.batch_size.min(data.len()), slots);
         memory::ensure(bytes, "a training step")?;
         let model = self.model.take().expect("model present");
-        match training::train(
-            model,
-            data,
-            &self.spec.input_shape,
-            config,
-            &self.device,
-            on_batch,
-        )
-        .await
-        {
+        match training::train(model, data, &self.spec.loss, config, &self.device, on_batch).await {
             Ok((model, report)) => {
                 self.model = Some(model);
                 Ok(report)
@@ -110,7 +108,7 @@ impl<B: AutodiffBackend> Learner<B> {
         training::evaluate(
             &training::inference(self.model()),
             data,
-            &self.spec.input_shape,
+            &self.spec.loss,
             &self.device,
         )
         .await

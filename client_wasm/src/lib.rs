@@ -5,16 +5,23 @@
 //! `bindings` is the JavaScript API (wasm-bindgen), `js` and `engine` its glue; everything else
 //! is plain Rust, tested natively.
 
+pub mod activations;
 pub mod config;
 pub mod data;
+pub mod encoder;
 pub mod encoding;
 pub mod error;
+pub mod layer_spec;
 pub mod learner;
 pub mod memory;
 pub mod model;
+pub mod norm;
+pub mod objective;
 pub mod params;
 pub mod privacy;
+pub mod schedule;
 
+pub mod shapes;
 pub mod spec;
 pub mod training;
 pub mod weights;

@@ -10,52 +10,119 @@
 //! A table of our own rather than Burn's `ModuleVisitor`: that visitor reads a `RunningState`
 //! without merging its pending update, so it would send stale BatchNorm statistics.
 
-use burn::module::{Param, RunningState};
+use burn::module::{Param, ParamId, RunningState};
+use burn::nn::Linear;
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
+use crate::error::Result;
 use crate::model::{Layer, Model};
+use crate::norm::Norm;
+use crate::weights::values;
 
 /// Where one wire tensor lives in a Burn layer. Mutable, so loading can replace it; readers
 /// walk a clone of the model, which costs no tensor copies (Burn's tensors are shared handles).
 pub enum Slot<'a, B: Backend> {
     /// A Linear weight, transposed relative to PyTorch.
     Transposed(&'a mut Param<Tensor<B, 2>>),
-    /// A Conv2d weight, `[out, in, k, k]` as in PyTorch.
+    /// An embedding table, `[num, dim]` as in PyTorch.
+    Matrix(&'a mut Param<Tensor<B, 2>>),
+    /// A Conv1d weight, `[out, in, k]` as in PyTorch.
+    Kernel1(&'a mut Param<Tensor<B, 3>>),
+    /// A Conv2d weight, `[out, in, kh, kw]` as in PyTorch.
     Kernel(&'a mut Param<Tensor<B, 4>>),
-    /// A bias, or BatchNorm's affine weight or bias.
+    /// A bias, a norm's affine weight or bias, or a flat table (any shape on the wire).
     Vector(&'a mut Param<Tensor<B, 1>>),
     /// BatchNorm's running mean or variance: carried on the wire, never trained.
     Running(&'a mut RunningState<Tensor<B, 1>>),
 }
 
+fn linear<'a, B: Backend>(
+    out: &mut Vec<(String, Slot<'a, B>)>,
+    weight: String,
+    bias: String,
+    l: &'a mut Linear<B>,
+) {
+    out.push((weight, Slot::Transposed(&mut l.weight)));
+    if let Some(b) = &mut l.bias {
+        out.push((bias, Slot::Vector(b)));
+    }
+}
+
+fn norm<'a, B: Backend>(out: &mut Vec<(String, Slot<'a, B>)>, at: &str, n: &'a mut Norm<B>) {
+    if let Some(w) = &mut n.weight {
+        out.push((format!("{at}.weight"), Slot::Vector(w)));
+    }
+    if let Some(b) = &mut n.bias {
+        out.push((format!("{at}.bias"), Slot::Vector(b)));
+    }
+}
+
 /// Every wire tensor of `model` with its PyTorch name, in `state_dict` order.
 pub fn slots<B: Backend>(model: &mut Model<B>) -> Vec<(String, Slot<'_, B>)> {
+    let graph = model.graph.clone();
     let mut out = Vec::new();
-    for (i, layer) in model.layers.iter_mut().enumerate() {
-        let mut at = |p: &str, slot| out.push((format!("layers.{i}.{p}"), slot));
+    for (node, layer) in graph.nodes.iter().zip(model.layers.iter_mut()) {
+        let at = node.module.as_str();
+        let name = |p: &str| format!("{at}.{p}");
         match layer {
-            Layer::Linear(l) => {
-                at("weight", Slot::Transposed(&mut l.weight));
-                if let Some(b) = &mut l.bias {
-                    at("bias", Slot::Vector(b));
+            Layer::Linear(l) => linear(&mut out, name("weight"), name("bias"), l),
+            Layer::Conv1d(c) => {
+                out.push((name("weight"), Slot::Kernel1(&mut c.weight)));
+                if let Some(b) = &mut c.bias {
+                    out.push((name("bias"), Slot::Vector(b)));
                 }
             }
             Layer::Conv2d(c) => {
-                at("weight", Slot::Kernel(&mut c.weight));
+                out.push((name("weight"), Slot::Kernel(&mut c.weight)));
                 if let Some(b) = &mut c.bias {
-                    at("bias", Slot::Vector(b));
+                    out.push((name("bias"), Slot::Vector(b)));
                 }
             }
             Layer::BatchNorm(bn) => {
-                at("weight", Slot::Vector(&mut bn.gamma));
-                at("bias", Slot::Vector(&mut bn.beta));
-                at("running_mean", Slot::Running(&mut bn.running_mean));
-                at("running_var", Slot::Running(&mut bn.running_var));
+                out.push((name("weight"), Slot::Vector(&mut bn.gamma)));
+                out.push((name("bias"), Slot::Vector(&mut bn.beta)));
+                out.push((name("running_mean"), Slot::Running(&mut bn.running_mean)));
+                out.push((name("running_var"), Slot::Running(&mut bn.running_var)));
             }
-            Layer::MaxPool2d(_) | Layer::Dropout(_) | Layer::Relu(_) | Layer::Flatten(_) => {}
+            Layer::Norm(n) => norm(&mut out, at, n),
+            Layer::Embedding(e) => out.push((name("weight"), Slot::Matrix(&mut e.weight))),
+            Layer::Encoder(e) => {
+                let attn = |p: &str| format!("{at}.self_attn.{p}");
+                linear(
+                    &mut out,
+                    attn("in_proj_weight"),
+                    attn("in_proj_bias"),
+                    &mut e.in_proj,
+                );
+                linear(
+                    &mut out,
+                    attn("out_proj.weight"),
+                    attn("out_proj.bias"),
+                    &mut e.out_proj,
+                );
+                linear(
+                    &mut out,
+                    name("linear1.weight"),
+                    name("linear1.bias"),
+                    &mut e.linear1,
+                );
+                linear(
+                    &mut out,
+                    name("linear2.weight"),
+                    name("linear2.bias"),
+                    &mut e.linear2,
+                );
+                norm(&mut out, &name("norm1"), &mut e.norm1);
+                norm(&mut out, &name("norm2"), &mut e.norm2);
+            }
+            Layer::Table(t) => out.push((at.to_string(), Slot::Vector(&mut t.values))),
+            Layer::Dropout(_) | Layer::Stateless(_) => {}
         }
     }
+    // PyTorch orders by module tree, not by graph order; the spec's walk knows that order.
+    out.sort_by_key(|(name, _)| graph.order.get(name).copied().unwrap_or(usize::MAX));
     out
 }
 
@@ -73,6 +140,8 @@ impl<B: Backend> Slot<'_, B> {
     pub fn wire(&self) -> Tensor<B, 1> {
         match self {
             Slot::Transposed(p) => p.val().transpose().flatten(0, 1),
+            Slot::Matrix(p) => p.val().flatten(0, 1),
+            Slot::Kernel1(p) => p.val().flatten(0, 2),
             Slot::Kernel(p) => p.val().flatten(0, 3),
             Slot::Vector(p) => p.val(),
             Slot::Running(r) => r.value_sync(),
@@ -83,7 +152,8 @@ impl<B: Backend> Slot<'_, B> {
     /// Penalties that sum over values need no transposition.
     pub fn trained(&self) -> Option<Tensor<B, 1>> {
         match self {
-            Slot::Transposed(p) => Some(p.val().flatten(0, 1)),
+            Slot::Transposed(p) | Slot::Matrix(p) => Some(p.val().flatten(0, 1)),
+            Slot::Kernel1(p) => Some(p.val().flatten(0, 2)),
             Slot::Kernel(p) => Some(p.val().flatten(0, 3)),
             Slot::Vector(p) => Some(p.val()),
             Slot::Running(_) => None,
@@ -103,6 +173,14 @@ impl<B: Backend> Slot<'_, B> {
                 let [d_in, d_out] = p.lazy_shape().dims();
                 let t = Tensor::<B, 2>::from_data(tensor(vec![d_out, d_in]), device);
                 *p = Param::from_tensor(t.transpose());
+            }
+            Slot::Matrix(p) => {
+                let dims: [usize; 2] = p.lazy_shape().dims();
+                *p = Param::from_tensor(Tensor::from_data(tensor(dims.to_vec()), device));
+            }
+            Slot::Kernel1(p) => {
+                let dims: [usize; 3] = p.lazy_shape().dims();
+                *p = Param::from_tensor(Tensor::from_data(tensor(dims.to_vec()), device));
             }
             Slot::Kernel(p) => {
                 let dims: [usize; 4] = p.lazy_shape().dims();
@@ -124,9 +202,68 @@ impl<B: AutodiffBackend> Slot<'_, B> {
     pub fn grad(&self, grads: &B::Gradients) -> Option<Tensor<B::InnerBackend, 1>> {
         match self {
             Slot::Transposed(p) => Some(p.grad(grads)?.transpose().flatten(0, 1)),
+            Slot::Matrix(p) => Some(p.grad(grads)?.flatten(0, 1)),
+            Slot::Kernel1(p) => Some(p.grad(grads)?.flatten(0, 2)),
             Slot::Kernel(p) => Some(p.grad(grads)?.flatten(0, 3)),
             Slot::Vector(p) => p.grad(grads),
             Slot::Running(_) => None,
+        }
+    }
+}
+
+/// `torch.nn.utils.clip_grad_norm_`: when the gradients' global L2 norm exceeds `max_norm`,
+/// scale them all by `max_norm / (norm + 1e-6)`. The norm is read back (one small read a step).
+pub async fn clip_grad_norm<B: AutodiffBackend>(
+    model: &mut Model<B>,
+    grads: &mut GradientsParams,
+    max_norm: f64,
+) -> Result<()> {
+    let mut squares: Option<Tensor<B::InnerBackend, 1>> = None;
+    for (_, slot) in slots(model) {
+        if let Some(g) = slot.step_grad(grads) {
+            let sq = g.powi_scalar(2).sum();
+            squares = Some(squares.map_or(sq.clone(), |s| s + sq));
+        }
+    }
+    let Some(squares) = squares else {
+        return Ok(());
+    };
+    let norm = f64::from(values(squares).await?[0]).sqrt();
+    let coef = max_norm / (norm + 1e-6);
+    if coef < 1.0 {
+        for (_, slot) in slots(model) {
+            slot.scale_step_grad(grads, coef);
+        }
+    }
+    Ok(())
+}
+
+impl<B: AutodiffBackend> Slot<'_, B> {
+    /// This parameter's gradient as the optimizer will see it, flattened (any layout: a norm).
+    fn step_grad(&self, grads: &GradientsParams) -> Option<Tensor<B::InnerBackend, 1>> {
+        match self {
+            Slot::Transposed(p) | Slot::Matrix(p) => {
+                Some(grads.get::<B::InnerBackend, 2>(p.id)?.flatten(0, 1))
+            }
+            Slot::Kernel1(p) => Some(grads.get::<B::InnerBackend, 3>(p.id)?.flatten(0, 2)),
+            Slot::Kernel(p) => Some(grads.get::<B::InnerBackend, 4>(p.id)?.flatten(0, 3)),
+            Slot::Vector(p) => grads.get::<B::InnerBackend, 1>(p.id),
+            Slot::Running(_) => None,
+        }
+    }
+
+    fn scale_step_grad(&self, grads: &mut GradientsParams, coef: f64) {
+        fn scale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, coef: f64) {
+            if let Some(g) = grads.remove::<B, D>(id) {
+                grads.register(id, g.mul_scalar(coef));
+            }
+        }
+        match self {
+            Slot::Transposed(p) | Slot::Matrix(p) => scale::<B::InnerBackend, 2>(grads, p.id, coef),
+            Slot::Kernel1(p) => scale::<B::InnerBackend, 3>(grads, p.id, coef),
+            Slot::Kernel(p) => scale::<B::InnerBackend, 4>(grads, p.id, coef),
+            Slot::Vector(p) => scale::<B::InnerBackend, 1>(grads, p.id, coef),
+            Slot::Running(_) => {}
         }
     }
 }

@@ -22,19 +22,27 @@ impl<B: AutodiffBackend> Learner<B> {
                 x.len()
             )));
         }
+        if let Some(limit) = self.spec.max_id()
+            && x.iter()
+                .any(|&v| v < 0.0 || v.fract() != 0.0 || v as usize >= limit)
+        {
+            return Err(TrainerError::Data(format!(
+                "token ids must be whole numbers in 0..{limit}"
+            )));
+        }
         memory::ensure(memory::inference_bytes(&self.spec, n), "the forward pass")?;
         let shape = [n, self.spec.input_len()];
         if train {
             let t = Tensor::<B, 2>::from_data(TensorData::new(x, shape), &self.device);
-            values(self.model().forward(t, &self.spec.input_shape)).await
+            values(self.model().forward(t)).await
         } else {
             let inner = training::inference(self.model());
             let t = Tensor::from_data(TensorData::new(x, shape), &self.device);
-            values(inner.forward(t, &self.spec.input_shape)).await
+            values(inner.forward(t)).await
         }
     }
 
-    /// Gradients of the mean cross-entropy over all of `data`, named like PyTorch's `.grad`.
+    /// Gradients of the spec's mean loss over all of `data`, named like PyTorch's `.grad`.
     pub async fn gradients(&self, data: &Dataset) -> Result<Vec<u8>> {
         memory::ensure(
             memory::training_bytes(&self.spec, data.len(), 0),
@@ -42,10 +50,7 @@ impl<B: AutodiffBackend> Learner<B> {
         )?;
         let idx: Vec<usize> = (0..data.len()).collect();
         let (x, y) = data.batch::<B>(&idx, &self.device);
-        let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&self.device);
-        let grads = loss_fn
-            .forward(self.model().forward(x, &self.spec.input_shape), y)
-            .backward();
+        let grads = crate::objective::loss(&self.spec.loss, self.model().forward(x), y).backward();
         let mut model = self.model().clone();
         let mut out = Named::new();
         for (name, slot) in params::slots(&mut model) {

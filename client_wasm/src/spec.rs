@@ -1,70 +1,39 @@
-//! The protocol's JSON layer spec (`protocol/schemas/model-spec.schema.json`), parsed and
-//! checked the same way the coordinator's `coordinator/models/spec.py` does.
+//! The protocol's JSON model spec (`protocol/schemas/model-spec.schema.json`): layers that form
+//! a small graph, parsed and checked as the coordinator's `coordinator/models/spec.py` and
+//! `graph.py` do, with the same error messages (`protocol/vectors/*.json` hold both to them).
+//!
+//! A layer without `inputs` takes the previous layer's output, so a v1 chain is a graph too.
+//! Each layer's parameters live under its `module` path, PyTorch's `state_dict` prefix.
+//! Rust has no schema validator here, so serde's types and `LayerSpec::check` stand in for it:
+//! whatever the schema refuses is refused, though with messages of our own.
 
 use serde::Deserialize;
+use serde_json::{Map, Value};
 
 use crate::error::{Result, TrainerError};
+pub use crate::layer_spec::LayerSpec;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
-pub enum LayerSpec {
-    // Braces, not unit variants: serde ignores unknown fields of an internally tagged unit
-    // variant, and `{"type": "relu", "inplace": true}` must be refused as the schema refuses it.
-    Flatten {},
-    Relu {},
-    Linear {
-        in_features: usize,
-        out_features: usize,
-        #[serde(default = "yes")]
-        bias: bool,
-    },
-    Conv2d {
-        in_channels: usize,
-        out_channels: usize,
-        kernel_size: usize,
-        #[serde(default = "one")]
-        stride: usize,
-        #[serde(default)]
-        padding: usize,
-        #[serde(default = "yes")]
-        bias: bool,
-    },
-    Maxpool2d {
-        kernel_size: usize,
-        stride: Option<usize>,
-    },
-    Batchnorm2d {
-        num_features: usize,
-        #[serde(default = "bn_eps")]
-        eps: f64,
-        #[serde(default = "bn_momentum")]
-        momentum: f64,
-    },
-    Dropout {
-        p: f64,
-    },
+mod graph;
+#[cfg(test)]
+mod tests;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Loss {
+    CrossEntropy { label_smoothing: f64 },
+    Mse,
+    BceWithLogits,
 }
 
-fn yes() -> bool {
-    true
-}
-fn one() -> usize {
-    1
-}
-fn bn_eps() -> f64 {
-    1e-5
-}
-fn bn_momentum() -> f64 {
-    0.1
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct ModelSpec {
-    pub name: String,
-    pub input_shape: Vec<usize>,
-    pub num_classes: usize,
-    pub layers: Vec<LayerSpec>,
+/// One layer and its place in the graph.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub index: usize,
+    pub name: Option<String>,
+    /// `None` is the model's input; `Some(j)` the output of layer `j`, always before this one.
+    pub inputs: Vec<Option<usize>>,
+    /// The `state_dict` prefix of the layer's parameters: `layers.<index>` unless named.
+    pub module: String,
+    pub layer: LayerSpec,
 }
 
 /// A tensor the wire carries: PyTorch name and shape.
@@ -74,254 +43,274 @@ pub struct WireTensor {
     pub shape: Vec<usize>,
 }
 
+/// One parameter of one layer: `local` is its name within the layer ("weight",
+/// "self_attn.in_proj_weight", "" for a positional embedding whose full name is the module
+/// path), `name` the full state_dict name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerParam {
+    pub node: usize,
+    pub local: String,
+    pub name: String,
+    pub shape: Vec<usize>,
+}
+
+/// What walking the graph found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Walk {
+    /// Each layer's per-example output shape (no batch dimension).
+    pub outputs: Vec<Vec<usize>>,
+    /// In PyTorch `state_dict` order, which is the wire's.
+    pub params: Vec<LayerParam>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    pub name: String,
+    pub input_shape: Vec<usize>,
+    pub num_classes: usize,
+    /// `input_dtype` is `int64`: token ids for an embedding, not floats.
+    pub input_ids: bool,
+    pub loss: Loss,
+    pub nodes: Vec<Node>,
+}
+
+const MAX_LAYERS: usize = 256;
+const MAX_JOINED: usize = 16;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSpec {
+    name: String,
+    input_shape: Vec<usize>,
+    num_classes: usize,
+    #[serde(default)]
+    input_dtype: Dtype,
+    #[serde(default = "default_loss")]
+    loss: RawLoss,
+    layers: Vec<Map<String, Value>>,
+}
+
+#[derive(Deserialize, Default, PartialEq)]
+#[serde(rename_all = "lowercase")]
+enum Dtype {
+    #[default]
+    Float32,
+    Int64,
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum RawLoss {
+    CrossEntropy {
+        #[serde(default)]
+        label_smoothing: f64,
+    },
+    Mse {},
+    BceWithLogits {},
+}
+
+fn default_loss() -> RawLoss {
+    RawLoss::CrossEntropy {
+        label_smoothing: 0.0,
+    }
+}
+
+/// A layer as written, before its names are resolved to indices.
+struct RawLayer {
+    name: Option<String>,
+    inputs: Option<Vec<String>>,
+    module: Option<String>,
+    layer: LayerSpec,
+}
+
+fn refuse<T>(message: impl Into<String>) -> Result<T> {
+    Err(TrainerError::Spec(message.into()))
+}
+
+/// The schema's pattern for layer names and the names in `inputs`.
+fn is_name(s: &str) -> bool {
+    let mut chars = s.chars();
+    let first = chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    first && s.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+}
+
+fn string(i: usize, key: &str, v: Value) -> Result<String> {
+    match v {
+        Value::String(s) => Ok(s),
+        _ => refuse(format!("layer {i}: {key} must be a string")),
+    }
+}
+
+impl RawLayer {
+    fn parse(i: usize, mut map: Map<String, Value>) -> Result<Self> {
+        let name = map
+            .remove("name")
+            .map(|v| string(i, "name", v))
+            .transpose()?;
+        let inputs = match map.remove("inputs") {
+            None => None,
+            Some(Value::Array(refs)) => Some(
+                refs.into_iter()
+                    .map(|r| string(i, "each of inputs", r))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            Some(_) => return refuse(format!("layer {i}: inputs must be a list of names")),
+        };
+        let module = map
+            .remove("module")
+            .map(|v| string(i, "module", v))
+            .transpose()?;
+        let layer: LayerSpec = serde_json::from_value(Value::Object(map))
+            .map_err(|e| TrainerError::Spec(format!("layer {i}: {e}")))?;
+        layer
+            .check()
+            .or_else(|e| refuse(format!("layer {i}: {e}")))?;
+        if let Some(bad) = name
+            .iter()
+            .chain(inputs.iter().flatten())
+            .find(|n| !is_name(n))
+        {
+            return refuse(format!(
+                "layer {i}: \"{bad}\" is not a name (a letter or _, then letters, digits, _ . -)"
+            ));
+        }
+        if inputs.as_ref().is_some_and(|r| r.len() > MAX_JOINED) {
+            return refuse(format!("layer {i} takes more than {MAX_JOINED} inputs"));
+        }
+        if module.as_ref().is_some_and(|m| m.len() > 256) {
+            return refuse(format!("layer {i}: module is longer than 256 characters"));
+        }
+        Ok(RawLayer {
+            name,
+            inputs,
+            module,
+            layer,
+        })
+    }
+}
+
 impl ModelSpec {
+    /// Parse and check a spec: its fields, its graph, and that every layer fits its input.
     pub fn from_json(json: &str) -> Result<Self> {
-        let spec: ModelSpec =
+        let raw: RawSpec =
             serde_json::from_str(json).map_err(|e| TrainerError::Spec(e.to_string()))?;
-        spec.wire_tensors()?;
+        if raw.name.is_empty() || raw.name.chars().count() > 128 {
+            return refuse("a model's name must be 1 to 128 characters");
+        }
+        let shape = &raw.input_shape;
+        if shape.is_empty() || shape.len() > 3 || shape.contains(&0) {
+            return refuse(format!(
+                "input_shape {shape:?} must have 1 to 3 positive dims"
+            ));
+        }
+        if raw.num_classes == 0 {
+            return refuse("num_classes must be at least 1");
+        }
+        if raw.layers.is_empty() || raw.layers.len() > MAX_LAYERS {
+            return refuse(format!("a model needs 1 to {MAX_LAYERS} layers"));
+        }
+        let loss = match raw.loss {
+            RawLoss::CrossEntropy { label_smoothing } if (0.0..=1.0).contains(&label_smoothing) => {
+                Loss::CrossEntropy { label_smoothing }
+            }
+            RawLoss::CrossEntropy { label_smoothing } => {
+                return refuse(format!(
+                    "label_smoothing {label_smoothing} is not in [0, 1]"
+                ));
+            }
+            RawLoss::Mse {} => Loss::Mse,
+            RawLoss::BceWithLogits {} => Loss::BceWithLogits,
+        };
+        // Every layer is read before the graph is, as the coordinator validates the schema
+        // first: a spec with both kinds of fault gets the same kind of refusal in both.
+        let layers = raw
+            .layers
+            .into_iter()
+            .enumerate()
+            .map(|(i, map)| RawLayer::parse(i, map))
+            .collect::<Result<Vec<_>>>()?;
+        let spec = ModelSpec {
+            nodes: graph::nodes(layers)?,
+            name: raw.name,
+            input_shape: raw.input_shape,
+            num_classes: raw.num_classes,
+            input_ids: raw.input_dtype == Dtype::Int64,
+            loss,
+        };
+        let walk = spec.walk()?;
+        let last = walk.outputs.last().map(Vec::as_slice).unwrap_or_default();
+        if last != [spec.num_classes] {
+            return refuse(format!(
+                "model \"{}\" ends with shape {last:?}, expected [{}]",
+                spec.name, spec.num_classes
+            ));
+        }
+        if matches!(spec.loss, Loss::CrossEntropy { .. }) && spec.num_classes < 2 {
+            return refuse(format!(
+                "model \"{}\": cross_entropy needs at least 2 classes",
+                spec.name
+            ));
+        }
+        if spec.loss == Loss::Mse && spec.num_classes != 1 {
+            return refuse(format!(
+                "model \"{}\": mse regresses one target per example, so num_classes must be 1",
+                spec.name
+            ));
+        }
         Ok(spec)
     }
 
-    pub fn input_len(&self) -> usize {
-        self.input_shape.iter().product()
+    /// Each layer's output shape and the parameters, checking every layer fits its inputs.
+    pub fn walk(&self) -> Result<Walk> {
+        graph::walk(self)
     }
 
     /// The float tensors the wire carries, in state_dict order.
     pub fn wire_tensors(&self) -> Result<Vec<WireTensor>> {
-        self.walk().map(|(tensors, _)| tensors)
+        let params = self.walk()?.params;
+        Ok(params
+            .into_iter()
+            .map(|p| WireTensor {
+                name: p.name,
+                shape: p.shape,
+            })
+            .collect())
     }
 
     /// Values in the wire tensors (running statistics included).
     pub fn parameter_count(&self) -> usize {
-        self.wire_tensors()
-            .map(|t| t.iter().map(|w| w.shape.iter().product::<usize>()).sum())
-            .unwrap_or(0)
+        self.walk().map_or(0, |w| {
+            w.params
+                .iter()
+                .map(|p| p.shape.iter().product::<usize>())
+                .fold(0, usize::saturating_add)
+        })
     }
 
-    /// Values every layer outputs for one example, summed: what a forward pass keeps.
+    /// Values one example's forward pass keeps: every layer's output, plus what an encoder
+    /// layer holds inside (attention scores and probabilities, the feed-forward hidden layer,
+    /// and its temporaries), which dwarfs its output and must count for memory estimates.
     pub fn activation_len(&self) -> usize {
-        self.walk().map(|(_, len)| len).unwrap_or(0)
-    }
-
-    /// Walk the layers checking each fits its input: the wire tensors, and the summed size
-    /// of every layer's output for one example.
-    fn walk(&self) -> Result<(Vec<WireTensor>, usize)> {
-        if self.input_shape.is_empty()
-            || self.input_shape.len() > 3
-            || self.input_shape.contains(&0)
-        {
-            return Err(TrainerError::Spec(format!(
-                "input_shape {:?} must have 1 to 3 positive dims",
-                self.input_shape
-            )));
-        }
-        if self.layers.is_empty() {
-            return Err(TrainerError::Spec(
-                "a model needs at least one layer".into(),
-            ));
-        }
-        let mut shape = self.input_shape.clone();
-        let mut activations = 0;
-        let mut out = Vec::new();
-        let mut add = |name: String, shape: Vec<usize>| out.push(WireTensor { name, shape });
-        for (i, layer) in self.layers.iter().enumerate() {
-            let at = |msg: String| {
-                TrainerError::Spec(format!("layer {i} with input shape {shape:?}: {msg}"))
-            };
-            match *layer {
-                LayerSpec::Flatten {} => shape = vec![shape.iter().product()],
-                LayerSpec::Relu {} | LayerSpec::Dropout { .. } => {}
-                LayerSpec::Linear {
-                    in_features,
-                    out_features,
-                    bias,
-                } => {
-                    if shape != [in_features] {
-                        return Err(at(format!("linear expects a flat input of {in_features}")));
-                    }
-                    add(
-                        format!("layers.{i}.weight"),
-                        vec![out_features, in_features],
-                    );
-                    if bias {
-                        add(format!("layers.{i}.bias"), vec![out_features]);
-                    }
-                    shape = vec![out_features];
-                }
-                LayerSpec::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel_size: k,
-                    stride: s,
-                    padding: p,
-                    bias,
-                } => {
-                    if shape.len() != 3 || shape[0] != in_channels {
-                        return Err(at(format!("conv2d expects [{in_channels}, H, W]")));
-                    }
-                    if s == 0 {
-                        return Err(at("conv2d stride must be at least 1".into()));
-                    }
-                    if shape[1] + 2 * p < k || shape[2] + 2 * p < k {
-                        return Err(at(format!("conv2d kernel {k} does not fit")));
-                    }
-                    add(
-                        format!("layers.{i}.weight"),
-                        vec![out_channels, in_channels, k, k],
-                    );
-                    if bias {
-                        add(format!("layers.{i}.bias"), vec![out_channels]);
-                    }
-                    shape = vec![
-                        out_channels,
-                        (shape[1] + 2 * p - k) / s + 1,
-                        (shape[2] + 2 * p - k) / s + 1,
-                    ];
-                }
-                LayerSpec::Maxpool2d {
-                    kernel_size: k,
-                    stride,
-                } => {
-                    let s = stride.unwrap_or(k);
-                    if s == 0 {
-                        return Err(at("maxpool2d stride must be at least 1".into()));
-                    }
-                    if shape.len() != 3 || shape[1] < k || shape[2] < k {
-                        return Err(at(format!("maxpool2d expects [C, H, W] with H, W >= {k}")));
-                    }
-                    shape = vec![shape[0], (shape[1] - k) / s + 1, (shape[2] - k) / s + 1];
-                }
-                LayerSpec::Batchnorm2d {
-                    num_features: n, ..
-                } => {
-                    if shape.len() != 3 || shape[0] != n {
-                        return Err(at(format!("batchnorm2d expects [{n}, H, W]")));
-                    }
-                    for p in ["weight", "bias", "running_mean", "running_var"] {
-                        add(format!("layers.{i}.{p}"), vec![n]);
-                    }
-                }
-            }
-            activations += shape.iter().product::<usize>();
-        }
-        if shape != [self.num_classes] {
-            return Err(TrainerError::Spec(format!(
-                "model \"{}\" ends with shape {shape:?}, expected [{}]",
-                self.name, self.num_classes
-            )));
-        }
-        Ok((out, activations))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MLP: &str = r#"{"name":"m","input_shape":[1,28,28],"num_classes":10,"layers":[
-        {"type":"flatten"},{"type":"linear","in_features":784,"out_features":128},{"type":"relu"},
-        {"type":"linear","in_features":128,"out_features":10}]}"#;
-
-    #[test]
-    fn mlp_names_and_shapes_are_pytorchs() {
-        let t = ModelSpec::from_json(MLP).unwrap().wire_tensors().unwrap();
-        let names: Vec<_> = t
-            .iter()
-            .map(|w| (w.name.as_str(), w.shape.clone()))
-            .collect();
-        assert_eq!(
-            names,
-            vec![
-                ("layers.1.weight", vec![128, 784]),
-                ("layers.1.bias", vec![128]),
-                ("layers.3.weight", vec![10, 128]),
-                ("layers.3.bias", vec![10])
-            ]
-        );
-    }
-
-    #[test]
-    fn mismatched_layers_are_refused_with_the_layer_index() {
-        let bad = MLP.replace("\"in_features\":128", "\"in_features\":64");
-        let err = ModelSpec::from_json(&bad).unwrap_err().to_string();
-        assert!(err.contains("layer 3") && err.contains("64"), "{err}");
-    }
-
-    /// `protocol/vectors/specs.json`, which the coordinator's tests run too.
-    #[derive(Deserialize)]
-    struct Vectors {
-        valid: Vec<Valid>,
-        invalid: Vec<Invalid>,
-    }
-
-    #[derive(Deserialize)]
-    struct Valid {
-        name: String,
-        spec: serde_json::Value,
-        parameters: Vec<Parameter>,
-    }
-
-    #[derive(Deserialize)]
-    struct Parameter {
-        name: String,
-        shape: Vec<usize>,
-    }
-
-    #[derive(Deserialize)]
-    struct Invalid {
-        name: String,
-        spec: serde_json::Value,
-        kind: String,
-        message: Option<String>,
-    }
-
-    fn vectors() -> Vectors {
-        serde_json::from_str(include_str!("../../protocol/vectors/specs.json")).unwrap()
-    }
-
-    #[test]
-    fn valid_vectors_have_pytorchs_parameters_in_order() {
-        for case in vectors().valid {
-            let spec = ModelSpec::from_json(&case.spec.to_string())
-                .unwrap_or_else(|e| panic!("{}: {e}", case.name));
-            let got: Vec<_> = spec
-                .wire_tensors()
-                .unwrap()
-                .into_iter()
-                .map(|t| (t.name, t.shape))
-                .collect();
-            let want: Vec<_> = case
-                .parameters
-                .into_iter()
-                .map(|p| (p.name, p.shape))
-                .collect();
-            assert_eq!(got, want, "{}", case.name);
-        }
-    }
-
-    #[test]
-    fn invalid_vectors_are_refused_with_the_shared_message() {
-        for case in vectors().invalid {
-            let err = ModelSpec::from_json(&case.spec.to_string())
-                .expect_err(&format!("{} was accepted", case.name));
-            match (case.kind.as_str(), case.message) {
-                ("shape", Some(message)) => {
-                    assert_eq!(err, TrainerError::Spec(message), "{}", case.name)
-                }
-                ("schema", None) => {
-                    assert!(matches!(err, TrainerError::Spec(_)), "{}", case.name)
-                }
-                (kind, _) => panic!("{}: malformed vector of kind {kind}", case.name),
+        let Ok(walk) = self.walk() else { return 0 };
+        let mut total = 0usize;
+        for (node, out) in self.nodes.iter().zip(&walk.outputs) {
+            total = total.saturating_add(out.iter().product());
+            if let (LayerSpec::TransformerEncoderLayer(e), [t, d]) = (&node.layer, out.as_slice()) {
+                let scores = e.nhead.saturating_mul(t.saturating_mul(*t));
+                let hidden = t.saturating_mul(e.dim_feedforward);
+                let temporaries = t.saturating_mul(*d).saturating_mul(6);
+                total = [scores, scores, hidden, hidden, temporaries]
+                    .into_iter()
+                    .fold(total, usize::saturating_add);
             }
         }
+        total
     }
 
-    #[test]
-    fn unknown_layer_types_are_refused() {
-        let bad = MLP.replace("relu", "softmax");
-        assert!(matches!(
-            ModelSpec::from_json(&bad),
-            Err(TrainerError::Spec(_))
-        ));
+    /// Values in one example's input.
+    pub fn input_len(&self) -> usize {
+        self.input_shape.iter().product()
     }
 }

@@ -1,10 +1,9 @@
 //! The local training loop (Burn's `train` feature has no wasm support), and evaluation.
 
 use burn::module::AutodiffModule;
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, RmsPropConfig, SgdConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
@@ -12,7 +11,9 @@ use crate::config::{Optimizer as OptimizerChoice, Order, TrainingConfig};
 use crate::data::{Dataset, fresh_seed, seeded};
 use crate::error::{Result, TrainerError};
 use crate::model::Model;
+use crate::objective;
 use crate::params;
+use crate::spec::Loss;
 use crate::weights::values;
 
 #[derive(Debug, Clone, Copy)]
@@ -33,41 +34,52 @@ pub type OnBatch<'a> = dyn FnMut(usize, usize, usize, f64) -> Option<Pause> + 'a
 pub async fn train<B: AutodiffBackend>(
     model: Model<B>,
     data: &Dataset,
-    input_shape: &[usize],
+    loss: &Loss,
     config: &TrainingConfig,
     device: &B::Device,
     on_batch: &mut OnBatch<'_>,
 ) -> Result<(Model<B>, TrainReport)> {
-    let decay = config.weight_decay;
-    let wd = (decay > 0.0).then(|| WeightDecayConfig::new(decay as f32));
+    // L2 decay added to the gradient, as torch.optim's SGD, Adam and RMSprop apply it.
+    let l2 = config
+        .weight_decay
+        .filter(|&d| d > 0.0)
+        .map(|d| WeightDecayConfig::new(d as f32));
     match config.optimizer {
         OptimizerChoice::Adam => {
             // PyTorch's epsilon, so the two trainers agree.
             let optim = AdamConfig::new()
                 .with_epsilon(1e-8)
-                .with_weight_decay(wd)
+                .with_weight_decay(l2)
                 .init();
-            run(model, optim, data, input_shape, config, device, on_batch).await
+            run(model, optim, data, loss, config, device, on_batch).await
         }
         OptimizerChoice::AdamW => {
-            let decay = if decay > 0.0 { decay as f32 } else { 0.01 };
             let optim = AdamWConfig::new()
                 .with_epsilon(1e-8)
-                .with_weight_decay(decay)
+                .with_weight_decay(config.weight_decay.unwrap_or(0.01) as f32)
                 .init();
-            run(model, optim, data, input_shape, config, device, on_batch).await
+            run(model, optim, data, loss, config, device, on_batch).await
         }
-        OptimizerChoice::Sgd { momentum } => {
+        OptimizerChoice::Sgd { momentum, nesterov } => {
             let momentum = (momentum > 0.0).then_some(MomentumConfig {
                 momentum,
                 dampening: 0.0,
-                nesterov: false,
+                nesterov,
             });
             let optim = SgdConfig::new()
                 .with_momentum(momentum)
-                .with_weight_decay(wd)
+                .with_weight_decay(l2)
                 .init();
-            run(model, optim, data, input_shape, config, device, on_batch).await
+            run(model, optim, data, loss, config, device, on_batch).await
+        }
+        OptimizerChoice::RmsProp { momentum } => {
+            let optim = RmsPropConfig::new()
+                .with_alpha(0.99)
+                .with_epsilon(1e-8)
+                .with_momentum(momentum as f32)
+                .with_weight_decay(l2)
+                .init();
+            run(model, optim, data, loss, config, device, on_batch).await
         }
     }
 }
@@ -76,12 +88,11 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
     mut model: Model<B>,
     mut optim: O,
     data: &Dataset,
-    input_shape: &[usize],
+    goal: &Loss,
     config: &TrainingConfig,
     device: &B::Device,
     on_batch: &mut OnBatch<'_>,
 ) -> Result<(Model<B>, TrainReport)> {
-    let loss_fn = CrossEntropyLossConfig::new().init(device);
     let anchor = (config.proximal_mu > 0.0).then(|| model.clone());
     let mut rng = match config.order {
         Order::Fixed => None,
@@ -89,12 +100,13 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
         Order::Random => Some(seeded(fresh_seed())),
     };
     let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
+    let all_steps = config.epochs * data.len().div_ceil(config.batch_size.max(1));
     for epoch in 0..config.epochs {
         let batches = data.batches(config.batch_size, rng.as_mut());
         let count = batches.len();
         for (b, idx) in batches.iter().enumerate() {
             let (x, y) = data.batch::<B>(idx, device);
-            let mut loss = loss_fn.forward(model.forward(x, input_shape), y);
+            let mut loss = objective::loss(goal, model.forward(x), y);
             if let Some(anchor) = &anchor {
                 loss = loss + proximal(&model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
             }
@@ -107,8 +119,12 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
                     b + 1
                 )));
             }
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = optim.step(config.lr, model, grads);
+            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
+            if let Some(max_norm) = config.grad_clip_norm {
+                params::clip_grad_norm(&mut model, &mut grads, max_norm).await?;
+            }
+            let lr = config.schedule.lr(config.lr, steps, all_steps);
+            model = optim.step(lr, model, grads);
             total += value * idx.len() as f64;
             steps += 1;
             examples += idx.len();
@@ -145,39 +161,41 @@ fn proximal<B: Backend>(model: &Model<B>, anchor: &Model<B>, device: &B::Device)
 #[derive(Debug, Clone, Copy)]
 pub struct EvalReport {
     pub loss: f64,
-    pub accuracy: f64,
+    /// `None` for a regression.
+    pub accuracy: Option<f64>,
     pub examples: usize,
 }
 
 /// Evaluation's batch size: big batches are fast, and inference keeps no autodiff graph.
 pub const EVAL_BATCH: usize = 1000;
 
-/// Mean cross-entropy and accuracy, in inference mode (dropout off, BatchNorm on running stats).
+/// The spec's mean loss and, for a classifier, accuracy, in inference mode (dropout off,
+/// BatchNorm on running statistics).
 pub async fn evaluate<B: Backend>(
     model: &Model<B>,
     data: &Dataset,
-    input_shape: &[usize],
+    goal: &Loss,
     device: &B::Device,
 ) -> Result<EvalReport> {
-    let (mut loss, mut correct) = (0.0f64, 0usize);
+    let (mut loss, mut correct) = (0.0f64, Some(0usize));
     for idx in data.batches(EVAL_BATCH, None) {
         let (x, y) = data.batch::<B>(&idx, device);
-        let logits = model.forward(x, input_shape);
-        let log_probs = burn::tensor::activation::log_softmax(logits.clone(), 1);
-        let picked = log_probs.gather(1, y.clone().unsqueeze_dim(1));
-        loss -= values(picked.sum()).await?[0] as f64;
-        let hits = logits.argmax(1).squeeze_dim::<1>(1).equal(y).int().sum();
-        correct += hits
-            .into_data_async()
-            .await
-            .map_err(|e| TrainerError::Backend(format!("{e:?}")))?
-            .iter::<i64>()
-            .next()
-            .unwrap_or(0) as usize;
+        let logits = model.forward(x);
+        let batch = objective::loss(goal, logits.clone(), y.clone());
+        loss += values(batch).await?[0] as f64 * idx.len() as f64;
+        if let (Some(total), Some(hits)) = (correct, objective::hits(goal, logits, y)) {
+            let data = hits
+                .into_data_async()
+                .await
+                .map_err(|e| TrainerError::Backend(format!("{e:?}")))?;
+            correct = Some(total + data.iter::<i64>().next().unwrap_or(0) as usize);
+        } else {
+            correct = None;
+        }
     }
     Ok(EvalReport {
         loss: loss / data.len() as f64,
-        accuracy: correct as f64 / data.len() as f64,
+        accuracy: correct.map(|c| c as f64 / data.len() as f64),
         examples: data.len(),
     })
 }

@@ -14,6 +14,12 @@ const TRAIN_OPTIONS = {
   "weight-decay": "weightDecay",
   "proximal-mu": "proximalMu",
   seed: "seed",
+  nesterov: "nesterov",
+  "lr-schedule": "lrSchedule",
+  "lr-step-size": "lrStepSize",
+  "lr-gamma": "lrGamma",
+  "lr-warmup-steps": "lrWarmupSteps",
+  "grad-clip-norm": "gradClipNorm",
 };
 
 /** The trainer's TrainOptions for a task's config; keys the config lacks are left out. */
@@ -75,7 +81,9 @@ export class TaskWorker {
     if (task.kind === "evaluate") {
       const r = await trainer.evaluate(x, y);
       this.emit({ type: "evaluated", round: task.round, ...r });
-      return { ...reply, metrics: { loss: r.loss, accuracy: r.accuracy } };
+      // A regression has no accuracy (null): only its loss is reported.
+      const metrics = r.accuracy === null ? { loss: r.loss } : { loss: r.loss, accuracy: r.accuracy };
+      return { ...reply, metrics };
     }
     let lastPause = Date.now();
     const onBatch = (epoch, batch, batches, loss) => {

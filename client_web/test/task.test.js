@@ -17,7 +17,7 @@ const DELTA = Uint8Array.of(9, 8, 7, 6);
 const DATA = { x: new Float32Array(5 * 4), y: Int32Array.of(0, 1, 1, 0, 1) };
 
 /** A trainer that records its calls; the delta's norm is 3, so any clip below 3 clips it. */
-function fakeTrainer({ failWith = null } = {}) {
+function fakeTrainer({ failWith = null, accuracy = 0.875 } = {}) {
   const calls = { loadWeights: [], train: [], delta: [], evaluate: 0 };
   return {
     calls,
@@ -39,7 +39,7 @@ function fakeTrainer({ failWith = null } = {}) {
     },
     async evaluate(_x, y) {
       calls.evaluate++;
-      return { loss: 0.25, accuracy: 0.875, examples: y.length };
+      return { loss: 0.25, accuracy, examples: y.length };
     },
   };
 }
@@ -109,6 +109,12 @@ test("config keys map to the trainer's options; unknown keys are left out", asyn
     "weight-decay": 0.001,
     "proximal-mu": 0.01,
     seed: 7,
+    nesterov: true,
+    "lr-schedule": "step",
+    "lr-step-size": 3,
+    "lr-gamma": 0.5,
+    "lr-warmup-steps": 4,
+    "grad-clip-norm": 1.5,
     "something-else": true,
   };
   const expected = {
@@ -120,6 +126,12 @@ test("config keys map to the trainer's options; unknown keys are left out", asyn
     weightDecay: 0.001,
     proximalMu: 0.01,
     seed: 7,
+    nesterov: true,
+    lrSchedule: "step",
+    lrStepSize: 3,
+    lrGamma: 0.5,
+    lrWarmupSteps: 4,
+    gradClipNorm: 1.5,
   };
   assert.deepEqual(trainOptions(config), expected);
   assert.deepEqual(trainOptions({ lr: 0.1 }), { lr: 0.1 });
@@ -187,6 +199,12 @@ test("a trainer that cannot be created, or data that cannot be loaded, fails the
   assert.equal((await flaky.answer(task("train"))).message, "demo data: HTTP 503");
   assert.equal((await flaky.answer(task("train"))).type, "result"); // asked again after the failure
   assert.equal(attempts, 2);
+});
+
+test("a regression's evaluation reports its loss alone", async () => {
+  const { worker } = setUp({ accuracy: null });
+  const reply = await worker.answer(task("evaluate"));
+  assert.deepEqual(reply.metrics, { loss: 0.25 });
 });
 
 test("an evaluate task gives loss and accuracy, without training", async () => {

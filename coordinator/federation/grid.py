@@ -42,6 +42,7 @@ from coordinator.federation.open_phases import OpenPhases
 from coordinator.federation.phase import Phase
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import DEFAULT_LIMITS, Kind, Lost, ReplyLimits
+from coordinator.federation.round_lr import RoundLr
 from coordinator.federation.shards import Partial, Shards, ShardTask
 from coordinator.federation.weights import WeightsEncoder
 from coordinator.models.spec import ModelSpec
@@ -71,11 +72,12 @@ class NodeGrid(Grid):
         weights_encoding: Encoding = "fp32",
         control: RunControl | None = None,
         encoder: WeightsEncoder | None = None,
+        round_lr: RoundLr | None = None,
         on_phase: Callable[[PhaseReport], None] = lambda report: None,
     ) -> None:
         """`streaming`: fold train updates as they arrive (FedAvg-family strategies only). `overselect`: send
         each train task to up to this many times the cohort. `max_updates`: keep at most this many updates
-        per phase when not streaming (what fits in memory)."""
+        per phase when not streaming (what fits in memory). `round_lr`: the `lr` each round's train tasks carry."""
         self.control = control or RunControl()
         self.encoder = encoder or WeightsEncoder()
         self.nodes = nodes
@@ -89,6 +91,7 @@ class NodeGrid(Grid):
         self.overselect = overselect
         self.max_updates = max_updates
         self.weights_encoding = weights_encoding
+        self.round_lr = round_lr
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
         self._run = Run.create_empty(1)
@@ -204,6 +207,8 @@ class NodeGrid(Grid):
         config = next((r for r in msg.content.values() if isinstance(r, ConfigRecord)), ConfigRecord())
         round_number = self.round_offset + int(config.get("server-round", 0))  # type: ignore[arg-type]
         wire_config = {k: v for k, v in config.items() if isinstance(v, bool | int | float | str)}
+        if kind == "train" and self.round_lr is not None:
+            wire_config["lr"] = self.round_lr.at(round_number)
         # The frame's payload comes from `weights` as the broadcast is made: the task here is its header.
         task = wire.Task(kind, uuid.uuid4().hex, self.run_id, round_number, self.spec.raw, wire_config)
         phase = Phase(

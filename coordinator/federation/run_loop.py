@@ -28,6 +28,7 @@ from coordinator.federation.grid import NodeGrid
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import ReplyLimits
+from coordinator.federation.round_lr import RoundLr
 from coordinator.federation.status import RunStatus
 from coordinator.federation.strategies import build_strategy, epsilon, privacy_state, restore_privacy
 from coordinator.models.local_training import evaluate
@@ -90,6 +91,7 @@ class RunLoop:
             max_updates=max_updates(self.settings, self.spec),
             weights_encoding=self.settings.weights_encoding,  # type: ignore[arg-type]
             control=self.control,
+            round_lr=RoundLr(settings.lr, settings.round_lr_schedule, settings.round_lr_gamma, settings.rounds),
             on_phase=self._phase_ended,
         )
         self._strategy: Strategy | None = None

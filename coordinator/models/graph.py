@@ -54,12 +54,6 @@ def parse_nodes(layers: Sequence[dict[str, Any]]) -> list[Node]:
     nodes: list[Node] = []
     used: set[int] = set()
     for i, layer in enumerate(layers):
-        name = layer.get("name")
-        if name is not None:
-            if name == MODEL_INPUT or name in names:
-                taken = "the model's input" if name == MODEL_INPUT else f"layer {names[name]}"
-                raise ValueError(f'layer {i} is named "{name}", which names {taken} already')
-            names[name] = i
         refs = layer.get("inputs")
         if refs is None:
             inputs: tuple[int, ...] = (i - 1,)
@@ -68,6 +62,12 @@ def parse_nodes(layers: Sequence[dict[str, Any]]) -> list[Node]:
             if missing:
                 raise ValueError(f'layer {i} takes "{missing[0]}", which no earlier layer is named')
             inputs = tuple(-1 if r == MODEL_INPUT else names[r] for r in refs)
+        name = layer.get("name")
+        if name is not None:
+            if name == MODEL_INPUT or name in names:
+                taken = "the model's input" if name == MODEL_INPUT else f"layer {names[name]}"
+                raise ValueError(f'layer {i} is named "{name}", which names {taken} already')
+            names[name] = i
         kind = LAYER_TYPES[layer["type"]]
         if kind.arity == 0 and len(inputs) < 2:
             raise ValueError(f"layer {i}: {kind.name} takes two or more inputs")

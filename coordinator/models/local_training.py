@@ -12,6 +12,8 @@ import torch
 from torch import nn
 
 from coordinator.models.losses import correct, spec_loss
+from coordinator.models.optimization import OptimizerConfig
+from coordinator.models.optimizers import make_optimizer, make_schedule
 from coordinator.models.spec import ModelSpec
 from coordinator.models.torch_model import load_wire_weights, wire_weights
 
@@ -25,36 +27,47 @@ class TrainConfig:
     lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.0
-    weight_decay: float = 0.0
+    weight_decay: float | None = None
     proximal_mu: float = 0.0
     clipping_norm: float | None = None
     seed: int | None = None
+    nesterov: bool = False
+    lr_schedule: str = "constant"
+    lr_step_size: int = 1
+    lr_gamma: float | None = None
+    lr_warmup_steps: int = 5
+    grad_clip_norm: float | None = None
 
     @classmethod
     def from_wire(cls, config: Mapping[str, Any]) -> TrainConfig:
-        clip = config.get("clipping_norm")
-        seed = config.get("seed")
+        """The task's config keys (SPEC §5), each with its default when absent."""
+
+        def opt(key: str, kind: type) -> Any:
+            value = config.get(key)
+            return None if value is None else kind(value)
+
         return cls(
             local_epochs=int(config.get("local-epochs", cls.local_epochs)),
             batch_size=int(config.get("batch-size", cls.batch_size)),
             lr=float(config.get("lr", cls.lr)),
             optimizer=str(config.get("optimizer", cls.optimizer)),
             momentum=float(config.get("momentum", cls.momentum)),
-            weight_decay=float(config.get("weight-decay", cls.weight_decay)),
+            weight_decay=opt("weight-decay", float),
             proximal_mu=float(config.get("proximal-mu", cls.proximal_mu)),
-            clipping_norm=None if clip is None else float(clip),
-            seed=None if seed is None else int(seed),
+            clipping_norm=opt("clipping_norm", float),
+            seed=opt("seed", int),
+            nesterov=bool(config.get("nesterov", False)),
+            lr_schedule=str(config.get("lr-schedule", cls.lr_schedule)),
+            lr_step_size=int(config.get("lr-step-size", cls.lr_step_size)),
+            lr_gamma=opt("lr-gamma", float),
+            lr_warmup_steps=int(config.get("lr-warmup-steps", cls.lr_warmup_steps)),
+            grad_clip_norm=opt("grad-clip-norm", float),
         )
 
-
-def _optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    raise ValueError(f"unknown optimizer {cfg.optimizer!r} (sgd, adam, adamw)")
+    def optimization(self) -> OptimizerConfig:
+        return OptimizerConfig(self.optimizer, self.lr, self.momentum, self.nesterov, self.weight_decay,
+                               self.lr_schedule, self.lr_step_size, self.lr_gamma, self.lr_warmup_steps,
+                               self.grad_clip_norm)  # fmt: skip
 
 
 def clip_delta(delta: dict[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], bool]:
@@ -77,7 +90,9 @@ def train_delta(
     """Train from the global weights; return (trained − global, metrics)."""
     load_wire_weights(module, global_weights)
     start = {k: v.detach().clone() for k, v in module.named_parameters()}
-    optimizer = _optimizer(cfg, module.parameters())
+    optimization = cfg.optimization()
+    optimizer = make_optimizer(optimization, module.parameters())
+    schedule = make_schedule(optimization, optimizer, cfg.local_epochs * math.ceil(len(x) / cfg.batch_size))
     generator = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     objective = _objective(module)
@@ -93,7 +108,11 @@ def train_delta(
                 prox = sum(((p - start[n]) ** 2).sum() for n, p in module.named_parameters())
                 loss = loss + cfg.proximal_mu / 2 * prox
             loss.backward()  # type: ignore[no-untyped-call]
+            if cfg.grad_clip_norm is not None:
+                torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip_norm)
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             value = float(loss.detach())
             if not math.isfinite(value):
                 raise FloatingPointError(f"training loss became {value} in epoch {epoch + 1}, batch {b + 1}")

@@ -19,7 +19,7 @@ from coordinator.models.layer_types import Shape
 from coordinator.protocol.schema import validate_model_spec
 from coordinator.resources import protocol_dir
 
-BUILTIN_MODELS = ("mnist-mlp", "mnist-2nn", "mnist-cnn", "mnist-cnn-bn")
+BUILTIN_MODELS = ("mnist-mlp", "mnist-2nn", "mnist-cnn", "mnist-cnn-bn", "mnist-vit")
 
 
 @dataclass(frozen=True)

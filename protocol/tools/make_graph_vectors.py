@@ -83,6 +83,8 @@ VALID = [
 INVALID: list[tuple[str, Spec, str]] = [
     ("unknown-input", spec("bad", [4], 2, layer("linear", in_features=4, out_features=2, inputs=["x"])),
      'layer 0 takes "x", which no earlier layer is named'),
+    ("self-reference", spec("bad", [2], 2, layer("add", name="a", inputs=["input", "a"])),
+     'layer 0 takes "a", which no earlier layer is named'),
     ("duplicate-name", spec("bad", [4], 2, layer("relu", name="a"), layer("linear", in_features=4, out_features=2,
                                                                             name="a")),
      'layer 1 is named "a", which names layer 0 already'),
