@@ -43,4 +43,5 @@ def test_convolutional_and_transformer_models_train_on_wasm_clients(
     # Short runs: the point is that they train and improve; speed is bench/wasm_speed.py's job.
     result = run(tmp_path, 3, model=model, rounds=2, local_epochs=1, **extra)
     first, last = result["rounds"][0]["accuracy"], result["rounds"][-1]["accuracy"]
+    print(f"{model} on 3 wasm clients: accuracy {first:.4f} after round 1, {last:.4f} after round 2")
     assert last > 0.5 and last >= first - 0.02, result["rounds"]

@@ -1,5 +1,6 @@
 """The WebAssembly trainer against PyTorch on the same weights and data: every built-in model,
-and every graph spec of `protocol/vectors/graph-specs.json` (each layer type and loss).
+every graph spec of `protocol/vectors/graph-specs.json` (each layer type and loss), and graphs
+of random sizes (`random_graphs`: residual convs, transformers, concatenated branches).
 
 Forward outputs within 1e-5; gradients within 1e-4 and one epoch of SGD without
 shuffling within 1e-4, both relative to max(1, |value|). The same cases run on the CPU
@@ -25,6 +26,7 @@ from coordinator.models.optimization import OptimizerConfig
 from coordinator.models.optimizers import make_optimizer, make_schedule
 from coordinator.models.spec import BUILTIN_MODELS, ModelSpec, load_spec, spec_from_dict
 from coordinator.models.torch_model import build_module, wire_weights
+from tests.random_graphs import random_graphs
 
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT / "client_web" / "parity" / "parity.mjs"
@@ -32,9 +34,14 @@ FORWARD, GRADIENTS, TRAIN = 10, 10, 5
 
 
 GRAPHS = json.loads((ROOT / "protocol" / "vectors" / "graph-specs.json").read_text())["valid"]
-MODELS = [(name, load_spec(name)) for name in BUILTIN_MODELS] + [(g["name"], spec_from_dict(g["spec"])) for g in GRAPHS]
+MODELS = (
+    [(name, load_spec(name)) for name in BUILTIN_MODELS]
+    + [(g["name"], spec_from_dict(g["spec"])) for g in GRAPHS]
+    + [(raw["name"], spec_from_dict(raw)) for raw in random_graphs(12)]
+)
 COUNTS = {"forward": FORWARD, "gradients": GRADIENTS, "train": TRAIN}
 GRAPH_COUNTS = {"forward": 2, "gradients": 3, "train": 1}
+RANDOM_COUNTS = {"forward": 1, "gradients": 1}
 
 
 def without_dropout(spec: ModelSpec) -> ModelSpec:
@@ -117,7 +124,7 @@ def cases(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[tuple[Ca
     rng = np.random.default_rng(2026)
     out = []
     for name, full in MODELS:
-        counts = COUNTS if name in BUILTIN_MODELS else GRAPH_COUNTS
+        counts = COUNTS if name in BUILTIN_MODELS else RANDOM_COUNTS if name.startswith("random") else GRAPH_COUNTS
         for kind, count in counts.items():
             for i in range(count):
                 spec = full if kind == "forward" else without_dropout(full)

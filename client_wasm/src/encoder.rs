@@ -7,9 +7,10 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{gelu, relu, softmax};
+use burn::tensor::activation::{relu, softmax};
 use burn::tensor::backend::Backend;
 
+use crate::activations::gelu;
 use crate::layer_spec::{Activation, Encoder};
 use crate::norm::Norm;
 
