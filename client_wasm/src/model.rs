@@ -241,14 +241,19 @@ mod tests {
     use crate::params;
     use crate::spec::ModelSpec;
 
-    const GRAPHS: &str = include_str!("../../protocol/vectors/graph-specs.json");
+    const VECTORS: [&str; 2] = [
+        include_str!("../../protocol/vectors/specs.json"),
+        include_str!("../../protocol/vectors/graph-specs.json"),
+    ];
 
-    fn graphs() -> Vec<ModelSpec> {
-        let vectors: serde_json::Value = serde_json::from_str(GRAPHS).unwrap();
-        vectors["valid"]
-            .as_array()
-            .unwrap()
+    /// The valid specs of the shared vectors: with `all`, the built-in models and v1 chains too.
+    fn graphs(all: bool) -> Vec<ModelSpec> {
+        VECTORS[if all { 0 } else { 1 }..]
             .iter()
+            .flat_map(|file| {
+                let vectors: serde_json::Value = serde_json::from_str(file).unwrap();
+                vectors["valid"].as_array().unwrap().clone()
+            })
             .map(|case| ModelSpec::from_json(&case["spec"].to_string()).unwrap())
             .collect()
     }
@@ -257,7 +262,7 @@ mod tests {
     fn every_graph_runs_forward_and_backward_to_its_output_shape() {
         type B = Autodiff<Flex>;
         let device = Default::default();
-        for spec in graphs() {
+        for spec in graphs(false) {
             let model = spec.init::<B>(&device);
             let x = if spec.input_ids {
                 Tensor::<B, 2>::random(
@@ -287,7 +292,7 @@ mod tests {
 
     #[test]
     fn every_graphs_slots_are_its_wire_tensors_in_order() {
-        for spec in graphs() {
+        for spec in graphs(true) {
             let mut model = spec.init::<Flex>(&Default::default());
             let got: Vec<_> = params::slots(&mut model)
                 .into_iter()

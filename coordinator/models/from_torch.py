@@ -73,11 +73,11 @@ def convert(
     for what cannot be converted, and when the built spec's forward strays beyond `tolerance`."""
     was_training = module.training
     try:
-        layers = _Tracing(module, input_shape, input_dtype).layers()
+        tracing = _Tracing(module, input_shape, input_dtype)
+        layers = tracing.layers()
     finally:
         module.train(was_training)
-    out_width = layers.pop()["width"]
-    spec: dict[str, Any] = {"name": name, "input_shape": list(input_shape), "num_classes": out_width}
+    spec: dict[str, Any] = {"name": name, "input_shape": list(input_shape), "num_classes": tracing.width}
     if input_dtype != "float32":
         spec["input_dtype"] = input_dtype
     if loss is not None:
@@ -107,6 +107,7 @@ class _Tracing:
             ) from None
         self.env: dict[fx.Node, str | Size | Param] = {}
         self.out: list[Layer] = []
+        self.width = 0  # the output's size per example, once the output node is met
 
     def layers(self) -> list[Layer]:
         for node in self.graph.nodes:
@@ -124,12 +125,12 @@ class _Tracing:
         elif node.op == "get_attr":
             self.env[node] = Param(str(node.target))
         elif node.op == "output":
-            (result,) = node.args if not isinstance(node.args[0], tuple | list) else (None,)
-            shape = _shape(result) if isinstance(result, fx.Node) else None
+            result = node.args[0]  # a tuple or dict of outputs is not a node, and is refused below
+            shape = _shape(result)
             if shape is None or len(shape) != 1:
                 raise Unsupported("an output that is not one [batch, outputs] tensor")
             self._source(result)
-            self.out.append({"width": shape[0]})
+            self.width = shape[0]
         elif node.op == "call_module":
             sub = self.root.get_submodule(str(node.target))
             self._emit(node, fxl.module_layers(sub, str(node.target)), node.args[:1])
