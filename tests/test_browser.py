@@ -31,8 +31,11 @@ def pages(result_logs: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
-def run(tmp_path: Path, clients: int, rounds: int, **pop: Any) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    settings = Settings(db=f"sqlite:///{tmp_path}/sim.db", port=0, rounds=rounds, local_epochs=1 if rounds < 5 else 5)
+def run(
+    tmp_path: Path, clients: int, rounds: int, settings_extra: dict[str, Any] | None = None, **pop: Any
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    settings = Settings(db=f"sqlite:///{tmp_path}/sim.db", port=0, rounds=rounds, local_epochs=1 if rounds < 5 else 5,
+                        **(settings_extra or {}))  # fmt: skip
     result = simulate(settings, Population(clients, backend="browser", **pop), None, Console(quiet=True))
     assert result["state"] == "completed"
     return result, pages(result["client_logs"])
@@ -66,6 +69,17 @@ def test_page_with_a_webgpu_adapter_trains_on_webgpu(tmp_path: Path) -> None:
     assert result["final_accuracy"] > 0.5, result["rounds"]
     with closing(sqlite3.connect(tmp_path / "sim.db")) as db:
         assert {backend for (backend,) in db.execute("select backend from clients")} == {"webgpu"}
+
+
+@pytest.mark.parametrize("webgpu", [False, True], ids=["cpu", "webgpu"])
+def test_pages_train_the_vision_transformer(tmp_path: Path, webgpu: bool) -> None:
+    vit = {"model": "mnist-vit", "optimizer": "adam", "lr": 0.002, "batch_size": 32}
+    result, states = run(tmp_path, 2, 2, vit, webgpu=webgpu)
+    print(f"mnist-vit pages ({'webgpu' if webgpu else 'cpu'}):", [r["accuracy"] for r in result["rounds"]])
+    assert all(s["backend"] == ("webgpu" if webgpu else "cpu") and s["rounds"] == [1, 2] for s in states), states
+    # Two pages of 800 demo digits, one epoch a round: it learns (0.33 to 0.51 here), far from done.
+    first, last = result["rounds"][0]["accuracy"], result["rounds"][-1]["accuracy"]
+    assert last > 0.3 and last >= first + 0.05, result["rounds"]
 
 
 def test_pages_reconnect_after_the_coordinator_is_killed(tmp_path: Path) -> None:
