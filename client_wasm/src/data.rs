@@ -104,3 +104,33 @@ pub fn fresh_seed() -> u64 {
     getrandom_03::fill(&mut seed).expect("the platform has no random source");
     u64::from_le_bytes(seed)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_ids_must_be_whole_and_below_the_table() {
+        let data = |x: Vec<f32>| Dataset::new(x, vec![0, 1], 2, Some(2)).unwrap();
+        assert!(
+            data(vec![0.0, 4.0, 3.0, 1.0])
+                .with_ids_below(Some(5))
+                .is_ok()
+        );
+        for bad in [5.0, 1.5, -1.0] {
+            let err = data(vec![0.0, bad, 3.0, 1.0])
+                .with_ids_below(Some(5))
+                .err()
+                .expect("refused");
+            assert!(err.to_string().contains("0..5"), "{err}");
+        }
+        // Float inputs are not ids: nothing to check.
+        assert!(data(vec![0.5, 7.0, 3.0, 1.0]).with_ids_below(None).is_ok());
+    }
+
+    #[test]
+    fn labels_outside_the_classes_are_refused_unless_they_are_targets() {
+        assert!(Dataset::new(vec![0.0; 2], vec![0, 2], 1, Some(2)).is_err());
+        assert!(Dataset::new(vec![0.0; 2], vec![0, 7], 1, None).is_ok());
+    }
+}
