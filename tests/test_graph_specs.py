@@ -94,3 +94,49 @@ def test_window_layers_infer_torchs_output_shape(kind: str, w: tuple[int, int, i
     spec = ModelSpec(raw)  # one layer, walked without the final width check
     inferred = walk(spec.nodes(), tuple(shape), False).outputs[0]
     assert tuple(build_module(spec).outputs(torch.randn(1, *shape))[0].shape[1:]) == inferred
+
+
+def _mutate(value: Any, draw: Any) -> Any:
+    """One random change somewhere in a JSON value: a replaced leaf, a dropped or added key."""
+    if isinstance(value, dict) and value:
+        key = draw(st.sampled_from(sorted(value)))
+        choice = draw(st.integers(0, 2))
+        if choice == 0:
+            return {k: v for k, v in value.items() if k != key}
+        if choice == 1:
+            return {
+                **value,
+                draw(st.sampled_from(["inputs", "name", "module", "dim", "shape", "x"])): _LEAVES_DRAW(draw),
+            }
+        return {**value, key: _mutate(value[key], draw)}
+    if isinstance(value, list) and value:
+        i = draw(st.integers(0, len(value) - 1))
+        return [*value[:i], _mutate(value[i], draw), *value[i + 1 :]]
+    return _LEAVES_DRAW(draw)
+
+
+def _LEAVES_DRAW(draw: Any) -> Any:
+    leaves = st.one_of(
+        st.integers(-3, 70), st.sampled_from([0, 1, -1, 2**40]), st.booleans(), st.text(max_size=6),
+        st.lists(st.integers(-2, 9), max_size=5), st.sampled_from(["input", "a", "layers.0", "gelu"]), st.none(),
+    )  # fmt: skip
+    return draw(leaves)
+
+
+@settings(max_examples=400, deadline=None)
+@given(case=st.sampled_from(VECTORS["valid"]), data=st.data())
+def test_a_mutated_spec_loads_or_is_refused_with_a_clear_error(case: dict[str, Any], data: st.DataObject) -> None:
+    """An operator's spec file is untrusted input: any change loads, or raises ValueError (never
+    another exception), and what loads builds and runs in PyTorch."""
+    raw = case["spec"]
+    for _ in range(data.draw(st.integers(1, 3))):
+        raw = _mutate(raw, data.draw)
+    try:
+        spec = spec_from_dict(raw)
+    except ValueError:
+        return
+    if spec.num_parameters() > 5_000_000:
+        return  # valid, but too large to build in a unit test
+    ids = spec.input_dtype == "int64"
+    x = torch.zeros(2, *spec.input_shape) if ids else torch.randn(2, *spec.input_shape)
+    assert build_module(spec).eval()(x).shape == (2, spec.num_classes)
