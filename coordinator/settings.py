@@ -174,9 +174,7 @@ class Settings:
         return min(bounds) if bounds else None
 
     def optimization(self) -> OptimizerConfig:
-        return OptimizerConfig(self.optimizer, self.lr, self.momentum, self.nesterov, self.weight_decay,
-                               self.lr_schedule, self.lr_step_size, self.lr_gamma, self.lr_warmup_steps,
-                               self.grad_clip_norm)  # fmt: skip
+        return OptimizerConfig.of(self)
 
     def train_config(self) -> dict[str, Any]:
         """The training keys sent to clients (SPEC §5); options left at their defaults are not sent."""

@@ -65,9 +65,7 @@ class TrainConfig:
         )
 
     def optimization(self) -> OptimizerConfig:
-        return OptimizerConfig(self.optimizer, self.lr, self.momentum, self.nesterov, self.weight_decay,
-                               self.lr_schedule, self.lr_step_size, self.lr_gamma, self.lr_warmup_steps,
-                               self.grad_clip_norm)  # fmt: skip
+        return OptimizerConfig.of(self)
 
 
 def clip_delta(delta: dict[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], bool]:

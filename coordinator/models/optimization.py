@@ -5,7 +5,8 @@ without torch; `optimizers` turns it into PyTorch's objects.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 SCHEDULES = ("constant", "step", "exponential", "cosine", "one-cycle", "warmup")
@@ -23,6 +24,11 @@ class OptimizerConfig:
     lr_gamma: float | None = None  # step: 0.1 unless given; exponential: required
     lr_warmup_steps: int = 5
     grad_clip_norm: float | None = None
+
+    @classmethod
+    def of(cls, source: Any) -> OptimizerConfig:
+        """The options of anything that carries them under these names (the run's settings, a task's config)."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(cls)})
 
     def __post_init__(self) -> None:
         if self.optimizer not in OPTIMIZERS:
