@@ -20,6 +20,13 @@ from coordinator.settings import Settings, redact_url
 if TYPE_CHECKING:
     from coordinator.server.gateways import GatewayFactory
 
+DATA_HELP = (
+    "Train on this data instead of the MNIST demo digits: an .npz or .safetensors of x and y, a CSV or Parquet"
+    " table, or a folder of class folders of pictures, prepared as the run's data schema says (SPEC 2.3)."
+)
+PARTITION_HELP = "iid, dirichlet:ALPHA (label skew) or shards:S (S label-sorted pieces per client)."
+HOLDOUT_HELP = "With --data: the fraction kept out of training for federated evaluation."
+
 app = typer.Typer(help="Pollen: federated learning with browser clients.", no_args_is_help=True, add_completion=False)
 model_app = typer.Typer(help="Model specs.", no_args_is_help=True)
 app.add_typer(model_app, name="model")
@@ -66,9 +73,11 @@ def join(
         ),
     ],
     token: Annotated[str | None, typer.Option(envvar="POLLEN_JOIN_TOKEN", help="Join token.")] = None,
-    shard: Annotated[str, typer.Option(help="Train on MNIST shard K of N (1-based), e.g. 3/10.")] = "1/1",
-    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
+    shard: Annotated[str, typer.Option(help="Train on shard K of N (1-based) of the data, e.g. 3/10.")] = "1/1",
+    partition: Annotated[str, typer.Option(help=PARTITION_HELP)] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the partition (all clients must agree).")] = 0,
+    holdout: Annotated[float, typer.Option(help=HOLDOUT_HELP)] = 0.1,
     give_up_after: Annotated[float | None, typer.Option(help="Exit after this many seconds unconnected.")] = None,
     poison_scale: Annotated[
         float | None, typer.Option(help="Robustness experiments: scale every delta by this.")
@@ -82,7 +91,8 @@ def join(
     import torch
 
     from coordinator.client.agent import AgentOptions, run_agent
-    from coordinator.client.worker import LocalData, TaskWorker
+    from coordinator.client.local_data import ClientData, FileData, LocalData
+    from coordinator.client.worker import TaskWorker
     from coordinator.data.mnist import load_split
     from coordinator.data.partition import partition as split
 
@@ -90,9 +100,17 @@ def join(
     if threads := int(os.environ.get("POLLEN_TORCH_THREADS", "0")):
         torch.set_num_threads(threads)
     k, n = _shard(shard)
-    train = load_split("train")
-    idx = split(train.y, n, partition, data_seed)[k - 1]
-    worker = TaskWorker(LocalData(train.x[idx], train.y[idx]), poison_scale=poison_scale)
+    local: ClientData
+    try:
+        if data is not None:
+            local = FileData(data, k, n, partition, data_seed, holdout)
+        else:  # the MNIST demo digits, trained and evaluated on as they are
+            train = load_split("train")
+            idx = split(train.y, n, partition, data_seed)[k - 1]
+            local = LocalData(train.x[idx], train.y[idx])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    worker = TaskWorker(local, poison_scale=poison_scale)
     options = AgentOptions(url, token, give_up_after=give_up_after, drop_in_round=drop_in_round)
     raise typer.Exit(asyncio.run(run_agent(options, worker)))
 
@@ -107,8 +125,10 @@ def simulate(
         typer.Option(help="Clients: python (torch), wasm (the Burn trainer under Node), browser (headless Chromium)."),
     ] = "python",
     webgpu: Annotated[bool, typer.Option(help="Browsers: give Chromium the SwiftShader WebGPU adapter.")] = False,
-    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP + " Client i trains on shard i of N.")] = None,
+    partition: Annotated[str, typer.Option(help=PARTITION_HELP)] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
+    holdout: Annotated[float, typer.Option(help=HOLDOUT_HELP)] = 0.1,
     poisoned: Annotated[int, typer.Option(help="How many clients send poisoned deltas.")] = 0,
     poison_scale: Annotated[float, typer.Option(help="Poisoned clients scale their delta by this.")] = 100.0,
     dropouts: Annotated[int, typer.Option(help="How many clients vanish mid-round.")] = 0,
@@ -124,24 +144,49 @@ def simulate(
         settings = Settings.from_dict(
             {**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"}
         )
-    pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round, webgpu)
-    result = run(settings, pop, json_out, console, gateway_pool(settings))
+    pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round, webgpu,
+                     data=data, holdout=holdout)  # fmt: skip
+    try:
+        result = run(settings, pop, json_out, console, gateway_pool(settings))
+    except ValueError as exc:  # the data or the settings, refused before any client starts
+        raise typer.BadParameter(str(exc)) from None
     console.print(f"final accuracy: [bold]{result['final_accuracy']}[/]  (client logs: {result['client_logs']})")
 
 
 @app.command()
+@with_settings()
 def shard(
+    settings: Settings,
     output: Annotated[Path, typer.Option("-o", "--output", help="Where to write the shard (.safetensors).")],
+    data: Annotated[Path | None, typer.Option(help=DATA_HELP)] = None,
     shard: Annotated[str, typer.Option(help="Shard K of N (1-based), e.g. 3/10.")] = "1/1",
-    partition: Annotated[str, typer.Option(help="iid or dirichlet:ALPHA.")] = "iid",
+    partition: Annotated[str, typer.Option(help=PARTITION_HELP)] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the partition.")] = 0,
 ) -> None:
-    """Write an MNIST training shard as a data file for non-Python clients (x: float32, y: int64)."""
-    from coordinator.data.shard_file import write_shard
+    """Write a training shard as a data file for non-Python clients (x: float32, y: int64, or float32 targets).
+
+    With --data, the shard is prepared as a run of these settings (--model, --test-data, --label-column)
+    prepares it: a table standardised by the test set's statistics, labels numbered by its class list.
+    """
+    from coordinator.data.shard_file import write_dataset, write_shard
+    from coordinator.federation.evaluation import run_data_schema
+    from coordinator.models.spec import load_spec
 
     k, n = _shard(shard)
-    size = write_shard(output, k, n, partition, data_seed)
-    console.print(f"wrote {size} digits (shard {k}/{n}, {partition}) to {output}")
+    if data is None:
+        size = write_shard(output, k, n, partition, data_seed)
+        console.print(f"wrote {size} digits (shard {k}/{n}, {partition}) to {output}")
+        return
+    from coordinator.client.local_data import FileData
+
+    try:
+        spec = load_spec(settings.model)
+        schema = run_data_schema(spec, settings.test_data, settings.label_column, settings.classes)
+        train, _ = FileData(data, k, n, partition, data_seed, holdout=0).prepare(schema, spec)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    write_dataset(output, train)
+    console.print(f"wrote {len(train)} examples of {data} (shard {k}/{n}, {partition}) to {output}")
 
 
 def _shard(text: str) -> tuple[int, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import tomllib
+import typing
 from collections.abc import Callable
 from dataclasses import fields
 from functools import wraps
@@ -125,6 +126,17 @@ HELP = {
         " about a quarter of the bytes). Clients that cannot send fp32."
     ),
     "weights_encoding": "How the global weights go down to clients that can read it: fp32, fp16 or int8.",
+    "test_data": (
+        "The operator's test set, scored centrally after rounds (see --evaluate-every): an .npz or .safetensors"
+        " of x and y, a CSV or Parquet table (with --label-column), a folder of class folders of pictures, or"
+        " mnist (the bundled test digits). It also sets how clients prepare their data: a table's feature"
+        " statistics and the class list go to every client. Unset: only the built-in MNIST models are scored."
+    ),
+    "label_column": "The label column of a CSV or Parquet --test-data; every other column is a feature.",
+    "classes": (
+        "Class names in index order, comma-separated (unset: a table's sorted label values, an image folder's"
+        " sorted subfolders, or 0..K-1)."
+    ),
     "max_examples_per_client": (
         "A train or evaluate reply claiming more examples than this is refused (not clamped): a claim no client"
         " can back is a lie, and FedAvg weighs by it. The default is above any browser shard (the page's demo"
@@ -146,7 +158,14 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
     """
 
     def decorate(fn: F) -> F:
-        own = [p for p in inspect.signature(fn).parameters.values() if p.name != "settings"]
+        # The command's own annotations are strings (postponed evaluation): resolved here, so that typer
+        # reads their Annotated options (help, -o) rather than taking each for a bare parameter.
+        hints = typing.get_type_hints(fn, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation))
+            for p in inspect.signature(fn).parameters.values()
+            if p.name != "settings"
+        ]
         config_option = typer.Option(
             None,
             "--config",

@@ -70,6 +70,9 @@ class Settings:
     init: str | None = None
     seed: int = 0
     fraction_evaluate: float = 0.0
+    test_data: str | None = None  # the operator's test set, scored after rounds ("mnist": the bundled digits)
+    label_column: str | None = None  # --test-data's label column, when it is a table
+    classes: str | None = None  # the class names in index order, comma-separated (unset: from --test-data)
     evaluate_every: int = 1  # central evaluation on the test set every this many rounds (0: never)
     # strategy
     strategy: str = "fedavg"

@@ -14,7 +14,10 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from coordinator.data.shard_file import write_shard
+from coordinator.client.local_data import FileData
+from coordinator.data.schema import DataSchema
+from coordinator.data.shard_file import write_dataset, write_shard
+from coordinator.models.spec import ModelSpec
 from coordinator.server.app import Coordinator
 from coordinator.server.gateways import GatewayFactory
 from coordinator.serving import BackgroundServer
@@ -33,36 +36,68 @@ class Population:
     dropout_round: int = 2
     webgpu: bool = False  # browsers: launch Chromium with the SwiftShader WebGPU adapter
     screenshots: Path | None = None  # browsers: save each page's screenshot here when it stops
+    data: Path | None = None  # the clients' data (client i trains on shard i); None: the MNIST demo digits
+    holdout: float = 0.1  # with `data`: what each client keeps out of training for federated evaluation
 
 
 WEB_BIN = Path(__file__).resolve().parents[1] / "client_web" / "bin"
 BACKENDS = ("python", "wasm", "browser")
+# Central scores besides accuracy and loss, and the clients' own (federated evaluation), as a round reports them.
+SCORES = ("macro_f1", "mse", "mae", "federated_accuracy", "federated_loss")
 
 
-def client_commands(url: str, pop: Population, settings: Settings, workdir: Path) -> list[list[str]]:
-    """One process per client, except browsers: one Chromium with a page per client."""
+@dataclass(frozen=True)
+class RunData:
+    """What the clients' data files are prepared by: the run's model and data schema."""
+
+    spec: ModelSpec
+    schema: DataSchema | None
+
+
+def client_commands(
+    url: str, pop: Population, settings: Settings, workdir: Path, run: RunData | None = None
+) -> list[list[str]]:
+    """One process per client, except browsers: one Chromium with a page per client.
+
+    With `pop.data`, the data is prepared here once first, so a file the clients could not use is refused
+    (naming the row or sample) before any client starts."""
+    if pop.data is not None:
+        if run is None:
+            raise ValueError("--data needs the run's model and data schema")
+        FileData(pop.data, 1, pop.clients, pop.partition, pop.data_seed, pop.holdout).prepare(run.schema, run.spec)
     if pop.backend == "browser":
         if pop.poisoned or pop.dropouts:
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
+        if pop.data is not None:
+            raise ValueError("browser pages train on the demo digits or on what the participant picks, not --data")
         base = url.replace("ws://", "http://").removesuffix("/ws")  # the page asks /api/join itself
         cmd = ["node", str(WEB_BIN / "browsers.mjs"), base, "--clients", str(pop.clients)]
         cmd += ["--token", settings.join_token] if settings.join_token else []
         cmd += ["--webgpu"] if pop.webgpu else []
         return [cmd + (["--screenshots", str(pop.screenshots)] if pop.screenshots else [])]
-    return [client_command(url, i, pop, settings, workdir) for i in range(pop.clients)]
+    return [client_command(url, i, pop, settings, workdir, run) for i in range(pop.clients)]
 
 
-def client_command(url: str, index: int, pop: Population, settings: Settings, workdir: Path) -> list[str]:
+def client_command(
+    url: str, index: int, pop: Population, settings: Settings, workdir: Path, run: RunData | None = None
+) -> list[str]:
     if pop.backend == "wasm":
         if pop.poisoned or pop.dropouts:
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
         data = workdir / f"shard-{index + 1}.safetensors"
-        write_shard(data, index + 1, pop.clients, pop.partition, pop.data_seed)
+        if pop.data is None:
+            write_shard(data, index + 1, pop.clients, pop.partition, pop.data_seed)
+        else:  # prepared here as the run's schema says: the trainer reads arrays of the model's input
+            assert run is not None, "client_commands checked it"
+            shard = FileData(pop.data, index + 1, pop.clients, pop.partition, pop.data_seed, holdout=0)
+            write_dataset(data, shard.prepare(run.schema, run.spec)[0])
         cmd = ["node", str(WEB_BIN / "join.mjs"), url, "--data", str(data), "--quiet", "--give-up-after", "60"]
         return cmd + (["--token", settings.join_token] if settings.join_token else [])
     if pop.backend != "python":
         raise ValueError(f"unknown backend {pop.backend!r}: one of {', '.join(BACKENDS)}")
     cmd = [sys.executable, "-m", "coordinator", "join", url, "--shard", f"{index + 1}/{pop.clients}"]
+    if pop.data is not None:
+        cmd += ["--data", str(pop.data), "--holdout", str(pop.holdout)]
     # Clients outliving a killed simulation must not retry forever.
     cmd += ["--partition", pop.partition, "--data-seed", str(pop.data_seed), "--quiet", "--give-up-after", "60"]
     if settings.join_token:
@@ -91,7 +126,14 @@ def simulate(
     url = server.url if gateways is None else f"http://127.0.0.1:{server.port}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "POLLEN_TORCH_THREADS": "1"}
     procs = []
-    for i, cmd in enumerate(client_commands(url, pop, settings, workdir)):
+    run = RunData(coordinator.run_loop.spec, coordinator.run_loop.data_schema)
+    try:
+        commands = client_commands(url, pop, settings, workdir, run)
+    except ValueError:
+        server.stop()
+        coordinator.store.close()
+        raise
+    for i, cmd in enumerate(commands):
         log = open(workdir / f"client-{i + 1}.log", "wb")  # noqa: SIM115 - closed with the process below
         procs.append((subprocess.Popen(cmd, stdout=log, stderr=log, env=env), log))
     status = coordinator.status
@@ -136,7 +178,7 @@ def simulate(
     snap = status.snapshot()
     rounds = [
         {k: r[k] for k in ("round", "accuracy", "loss", "clients", "seconds", "epsilon")}
-        | {k: r["metrics"].get(k) for k in ("bytes_out", "bytes_in")}
+        | {k: r["metrics"].get(k) for k in ("bytes_out", "bytes_in", *SCORES)}
         for r in snap["rounds"]
     ]
     result = {

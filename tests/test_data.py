@@ -40,3 +40,18 @@ def test_dirichlet_skews_labels() -> None:
 def test_unknown_partition_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown partition"):
         partition(np.zeros(10), 2, "shards", 0)
+
+
+def test_shards_give_each_client_about_s_classes() -> None:
+    labels = load_split("train").y
+    shards = partition(labels, 10, "shards:2", seed=1)
+    joined = np.concatenate(shards)
+    assert len(joined) == len(labels) == len(np.unique(joined))
+    assert all(len(np.unique(labels[s])) <= 4 for s in shards)  # two label-sorted pieces, each 1-2 classes
+    assert np.mean([len(np.unique(labels[s])) for s in shards]) < 3.5
+
+
+def test_class_skewed_partitions_refuse_regression_targets() -> None:
+    with pytest.raises(ValueError, match="regression targets: use iid"):
+        partition(np.linspace(0, 1, 20, dtype=np.float32), 2, "dirichlet:0.5", 0)
+    assert sum(len(s) for s in partition(np.linspace(0, 1, 20, dtype=np.float32), 2, "iid", 0)) == 20

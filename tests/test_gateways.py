@@ -22,7 +22,8 @@ from websockets.exceptions import ConnectionClosedOK
 
 from coordinator.cli import gateway_pool
 from coordinator.client.agent import AgentOptions, run_agent
-from coordinator.client.worker import LocalData, TaskWorker
+from coordinator.client.local_data import LocalData
+from coordinator.client.worker import TaskWorker
 from coordinator.cluster.pool import NAMESPACE
 from coordinator.data.mnist import load_split
 from coordinator.models.spec import load_spec

@@ -36,7 +36,8 @@ def test_a_converted_residual_network_trains_on_wasm_as_in_python(tmp_path: Path
     spec_path, weights = tmp_path / "resnet.json", tmp_path / "resnet.safetensors"
     spec_path.write_text(json.dumps(done.spec))
     write_weights(weights, spec_from_dict(done.spec), done.weights)
-    run = {"model": str(spec_path), "init": str(weights), "rounds": 3, "local_epochs": 1, "lr": 0.05, "momentum": 0.9}
+    run = {"model": str(spec_path), "init": str(weights), "test_data": "mnist", "rounds": 3, "local_epochs": 1,
+           "lr": 0.05, "momentum": 0.9}  # fmt: skip
     python = federate(tmp_path, "python", 5, **run)["rounds"][-1]["accuracy"]
     wasm = federate(tmp_path, "wasm", 5, **run)["rounds"][-1]["accuracy"]
     print(f"converted residual network after 3 rounds: python {python:.4f}, wasm {wasm:.4f}")

@@ -12,7 +12,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from coordinator.client.agent import AgentOptions, run_agent
-from coordinator.client.worker import LocalData, TaskWorker
+from coordinator.client.local_data import LocalData
+from coordinator.client.worker import TaskWorker
 from coordinator.data.mnist import load_split
 from coordinator.protocol import Error, Heartbeat, Hello, Welcome, decode, encode
 from coordinator.protocol.close_codes import Close

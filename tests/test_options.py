@@ -46,3 +46,13 @@ def test_unknown_config_keys_and_bad_values_are_refused(tmp_path: Path) -> None:
     assert result.exit_code != 0 and "roundz" in result.output
     result = CliRunner().invoke(app, ["--strategy", "fedmagic"])
     assert result.exit_code != 0 and "fedmagic" in result.output
+
+
+def test_a_commands_own_options_keep_their_help_and_short_names_beside_the_settings() -> None:
+    from coordinator.cli import app as pollen
+
+    runner = CliRunner()
+    simulate = runner.invoke(pollen, ["simulate", "--help"], env={"COLUMNS": "200"})
+    assert "Number of client processes." in simulate.output and "--label-column" in simulate.output
+    shard = runner.invoke(pollen, ["shard", "--help"], env={"COLUMNS": "200"})
+    assert "-o" in shard.output and "Where to write the shard" in shard.output

@@ -18,7 +18,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.client.worker import LocalData, TaskWorker
+from coordinator.client.local_data import LocalData
+from coordinator.client.worker import TaskWorker
 from coordinator.data.mnist import load_split
 from coordinator.data.partition import partition
 from coordinator.federation.grid import NodeGrid

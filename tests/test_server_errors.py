@@ -11,7 +11,8 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from coordinator.client.agent import AgentOptions, run_agent
-from coordinator.client.worker import LocalData, TaskWorker
+from coordinator.client.local_data import LocalData
+from coordinator.client.worker import TaskWorker
 from coordinator.data.mnist import load_split
 from coordinator.protocol import Error, Hello, Result, Task, Welcome, encode, encode_tensors
 from coordinator.protocol.frame import encode_frame

@@ -134,6 +134,9 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity
             return
         conn.send(reply)
         await flush()
+        if worker.unusable is not None:
+            await ws.close(1000, "the client's data cannot be used")
+            raise Exit(2, f"cannot train on this data: {worker.unusable}")
 
     await flush()
     beat = asyncio.create_task(heartbeats())
@@ -166,6 +169,8 @@ async def _serve(ws: Socket, options: AgentOptions, worker: TaskWorker, identity
             failure = answering.exception() if answering is not None and answering.done() else None
             if failure is not None:
                 raise failure
+        if answering is not None and answering.done() and (failure := answering.exception()) is not None:
+            raise failure  # it closed the connection itself, as it gave up
     finally:
         beat.cancel()
         if answering is not None:

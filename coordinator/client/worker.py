@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
 
 import numpy as np
 
+from coordinator.client.local_data import ClientData
+from coordinator.data.dataset import DataError
+from coordinator.data.schema import DataSchema
 from coordinator.models.local_training import TrainConfig, evaluate, train_delta
 from coordinator.models.spec import spec_from_dict
 from coordinator.models.torch_model import SpecModel, build_module, load_wire_weights
@@ -20,25 +22,23 @@ from coordinator.protocol.tensors import check_tensors, decode_tensors, encode_t
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class LocalData:
-    x: np.ndarray
-    y: np.ndarray
-
-
 class TaskWorker:
-    def __init__(self, data: LocalData, *, poison_scale: float | None = None) -> None:
+    def __init__(self, data: ClientData, *, poison_scale: float | None = None) -> None:
         self.data = data
         self.poison_scale = poison_scale
         self.update_encoding: Encoding = "fp32"  # what the coordinator's welcome asked for (SPEC §2.1)
         self._rng = np.random.default_rng()  # stochastic rounding of int8 deltas
         self._modules: dict[str, SpecModel] = {}
+        self.unusable: str | None = None  # why this client's data cannot feed the run: it should leave
 
     def answer(self, task: Task) -> Result | Error:
         try:
             return self._answer(task)
         except ProtocolError as exc:
             return Error(exc.code.value, exc.message, task.task_id)
+        except DataError as exc:
+            self.unusable = str(exc)
+            return Error(ErrorCode.TRAINING_FAILED.value, f"the client's data cannot be used: {exc}", task.task_id)
         except (ValueError, FloatingPointError, RuntimeError) as exc:
             log.warning("task %s failed: %s", task.task_id, exc)
             return Error(ErrorCode.TRAINING_FAILED.value, f"{type(exc).__name__}: {exc}", task.task_id)
@@ -54,17 +54,19 @@ class TaskWorker:
         module = self._module(task.model)
         weights = decode_tensors(task.weights)
         check_tensors(weights, module.spec.wire_shapes())
+        schema = None if task.data is None else DataSchema.from_dict(task.data)
+        train, held_out = self.data.prepare(schema, module.spec)
         if task.kind == "evaluate":
             load_wire_weights(module, weights)
-            loss, accuracy = evaluate(module, self.data.x, self.data.y)
+            loss, accuracy = evaluate(module, held_out.x, held_out.y)
             metrics = {"loss": loss} if math.isnan(accuracy) else {"loss": loss, "accuracy": accuracy}
-            return Result(task.task_id, len(self.data.x), metrics)
+            return Result(task.task_id, len(held_out), metrics)
         started = time.perf_counter()
-        delta, metrics = train_delta(module, weights, self.data.x, self.data.y, TrainConfig.from_wire(task.config))
+        delta, metrics = train_delta(module, weights, train.x, train.y, TrainConfig.from_wire(task.config))
         metrics["train_seconds"] = time.perf_counter() - started
         if self.poison_scale is not None:
             delta = {k: v * np.float32(self.poison_scale) for k, v in delta.items()}
-        return Result(task.task_id, len(self.data.x), metrics, self._encode(delta))
+        return Result(task.task_id, len(train), metrics, self._encode(delta))
 
     def _encode(self, delta: dict[str, np.ndarray]) -> bytes:
         try:

@@ -1,4 +1,4 @@
-"""Client data files: safetensors with `x` (float32 [N, 1, 28, 28]) and `y` (int64 [N]).
+"""Client data files: safetensors with `x` (float32 [N, ...input]) and `y` (int64 [N], or float32 targets).
 
 Non-Python clients (the WASM trainer under Node) cannot reproduce numpy's partition, so
 the coordinator side writes each client's shard to a file they read.
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import save, save_file
 
+from coordinator.data.dataset import Dataset
 from coordinator.data.mnist import load_split
 from coordinator.data.partition import partition
 
@@ -31,3 +32,8 @@ def write_shard(path: Path, shard: int, of: int, scheme: str = "iid", seed: int 
 def shard_bytes(shard: int, of: int, scheme: str = "iid", seed: int = 0) -> bytes:
     """The same shard as safetensors bytes (the page's demo data)."""
     return save(_shard(shard, of, scheme, seed))
+
+
+def write_dataset(path: Path, data: Dataset) -> None:
+    """A prepared dataset (a client's shard of the user's data) as a client data file."""
+    save_file({"x": np.ascontiguousarray(data.x), "y": np.ascontiguousarray(data.y)}, str(path))

@@ -30,6 +30,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp import Grid
@@ -73,11 +74,13 @@ class NodeGrid(Grid):
         control: RunControl | None = None,
         encoder: WeightsEncoder | None = None,
         round_lr: RoundLr | None = None,
+        data_schema: dict[str, Any] | None = None,
         on_phase: Callable[[PhaseReport], None] = lambda report: None,
     ) -> None:
         """`streaming`: fold train updates as they arrive (FedAvg-family strategies only). `overselect`: send
         each train task to up to this many times the cohort. `max_updates`: keep at most this many updates
-        per phase when not streaming (what fits in memory). `round_lr`: the `lr` each round's train tasks carry."""
+        per phase when not streaming (what fits in memory). `round_lr`: the `lr` each round's train tasks carry.
+        `data_schema`: how clients prepare their data (SPEC §2.3), carried by every task."""
         self.control = control or RunControl()
         self.encoder = encoder or WeightsEncoder()
         self.nodes = nodes
@@ -92,6 +95,7 @@ class NodeGrid(Grid):
         self.max_updates = max_updates
         self.weights_encoding = weights_encoding
         self.round_lr = round_lr
+        self.data_schema = data_schema
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
         self._run = Run.create_empty(1)
@@ -210,7 +214,9 @@ class NodeGrid(Grid):
         if kind == "train" and self.round_lr is not None:
             wire_config["lr"] = self.round_lr.at(round_number)
         # The frame's payload comes from `weights` as the broadcast is made: the task here is its header.
-        task = wire.Task(kind, uuid.uuid4().hex, self.run_id, round_number, self.spec.raw, wire_config)
+        task = wire.Task(
+            kind, uuid.uuid4().hex, self.run_id, round_number, self.spec.raw, wire_config, data=self.data_schema
+        )
         phase = Phase(
             task.task_id,
             kind,

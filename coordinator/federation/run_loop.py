@@ -22,8 +22,9 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord
 from flwr.serverapp.strategy import Strategy
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.data.mnist import load_split
+from coordinator.data.schema import DataSchema
 from coordinator.federation.control import RunControl, RunStopped
+from coordinator.federation.evaluation import CentralEvaluation, run_data_schema
 from coordinator.federation.grid import NodeGrid
 from coordinator.federation.nodes import Nodes
 from coordinator.federation.phases import PhaseReport
@@ -31,12 +32,11 @@ from coordinator.federation.replies import ReplyLimits
 from coordinator.federation.round_lr import RoundLr
 from coordinator.federation.status import RunStatus
 from coordinator.federation.strategies import build_strategy, epsilon, privacy_state, restore_privacy
-from coordinator.models.local_training import evaluate
 from coordinator.models.spec import ModelSpec, load_spec, spec_from_dict
-from coordinator.models.torch_model import build_module, load_wire_weights, wire_weights
+from coordinator.models.torch_model import build_module, wire_weights
 from coordinator.models.weights_file import read_weights
 from coordinator.persistence.store import RoundRecord, RunInfo, Store
-from coordinator.protocol.tensors import Tensors, decode_tensors, encode_tensors
+from coordinator.protocol.tensors import decode_tensors, encode_tensors
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -64,8 +64,9 @@ class RunLoop:
         self.error: BaseException | None = None
         self.run, self.settings = self._open_run(settings)
         self.spec: ModelSpec = spec_from_dict(self.run.model_spec)
-        self.module = build_module(self.spec)
-        self.test = load_split("test") if _is_mnist(self.spec) else None
+        stored_schema = self.run.settings.get("data_schema")
+        self.data_schema = None if stored_schema is None else DataSchema.from_dict(stored_schema)
+        self.evaluation = CentralEvaluation(self.spec, self.settings.test_data, self.data_schema)
         status.update(
             run_id=self.run.id,
             model=self.spec.name,
@@ -92,6 +93,7 @@ class RunLoop:
             weights_encoding=self.settings.weights_encoding,  # type: ignore[arg-type]
             control=self.control,
             round_lr=RoundLr(settings.lr, settings.round_lr_schedule, settings.round_lr_gamma, settings.rounds),
+            data_schema=None if self.data_schema is None else self.data_schema.to_dict(),
             on_phase=self._phase_ended,
         )
         self._strategy: Strategy | None = None
@@ -108,7 +110,9 @@ class RunLoop:
         spec = load_spec(settings.model)
         module = build_module(spec, seed=settings.seed)
         weights = read_weights(settings.init, spec) if settings.init else wire_weights(module)
-        run = self.store.create_run(spec.raw, settings.to_dict(), encode_tensors(weights))
+        schema = run_data_schema(spec, settings.test_data, settings.label_column, settings.classes)
+        stored = {**settings.to_dict(), "data_schema": None if schema is None else schema.to_dict()}
+        run = self.store.create_run(spec.raw, stored, encode_tensors(weights))
         log.info("new run %s: %s, %d rounds, strategy %s", run.id, spec.name, settings.rounds, settings.strategy)
         return run, settings
 
@@ -184,8 +188,9 @@ class RunLoop:
             self._initial.clear()
             self._initial = None
         weights = self.grid.encoder.encode(arrays)  # the next round's broadcast reuses this encoding
-        accuracy, loss = self._evaluate(weights.tensors) if self._evaluates(server_round) else (None, None)
-        reply = MetricRecord({} if accuracy is None else {"accuracy": accuracy, "loss": loss or 0.0})
+        scores = self.evaluation.scores(weights.tensors) if self._evaluates(server_round) else {}
+        accuracy, loss = scores.get("accuracy"), scores.get("loss")
+        reply = MetricRecord(scores)  # type: ignore[arg-type]
         if server_round == 0:
             log.info("starting from round %d: accuracy %s", self.grid.round_offset, _fmt(accuracy))
             return reply
@@ -193,7 +198,7 @@ class RunLoop:
         phases, self._phases = self._phases, {}
         train = _of_round(phases.get("train"), round_number)
         evaluation = _of_round(phases.get("evaluate"), round_number)
-        metrics: dict[str, object] = {}
+        metrics: dict[str, object] = {k: v for k, v in scores.items() if k not in ("accuracy", "loss")}
         if train is not None:
             metrics.update(
                 train_loss=train.mean("train_loss"),
@@ -232,13 +237,6 @@ class RunLoop:
         every, round_number = self.settings.evaluate_every, self.grid.round_offset + server_round
         return every > 0 and (round_number % every == 0 or round_number == self.run.num_rounds)
 
-    def _evaluate(self, weights: Tensors) -> tuple[float | None, float | None]:
-        if self.test is None:
-            return None, None
-        load_wire_weights(self.module, weights)
-        loss, accuracy = evaluate(self.module, self.test.x, self.test.y)
-        return accuracy, loss
-
 
 # What one kept update costs a robust strategy: Flower's record of it, its decoded arrays, and the stack
 # the strategy aggregates (median, trimmed mean, Krum distances) over.
@@ -265,11 +263,6 @@ def max_updates(settings: Settings, spec: ModelSpec) -> int | None:
 
 def _of_round(report: PhaseReport | None, round_number: int) -> PhaseReport | None:
     return report if report is not None and report.round == round_number else None
-
-
-def _is_mnist(spec: ModelSpec) -> bool:
-    classifies = spec.loss["type"] != "mse" and spec.input_dtype == "float32"
-    return spec.input_shape in ((1, 28, 28), (784,)) and spec.num_classes == 10 and classifies
 
 
 def _fmt(value: float | None) -> str:

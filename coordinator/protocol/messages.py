@@ -93,9 +93,10 @@ class Task:
     model: dict[str, Any]
     config: dict[str, Any]
     weights: bytes | memoryview = field(default=b"", repr=False)
+    data: dict[str, Any] | None = None  # the run's data schema (SPEC §2.3), when it has one
 
     def header(self) -> dict[str, Any]:
-        return {
+        head = {
             "type": self.kind,
             "task_id": self.task_id,
             "run_id": self.run_id,
@@ -103,11 +104,14 @@ class Task:
             "model": self.model,
             "config": self.config,
         }
+        return head if self.data is None else {**head, "data": self.data}
 
     @classmethod
     def from_frame(cls, frame: Frame) -> Task:
         h = frame.header
-        return cls(h["type"], h["task_id"], h["run_id"], h["round"], h["model"], h["config"], frame.payload)
+        return cls(
+            h["type"], h["task_id"], h["run_id"], h["round"], h["model"], h["config"], frame.payload, h.get("data")
+        )
 
 
 @dataclass(frozen=True)

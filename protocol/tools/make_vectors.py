@@ -113,6 +113,16 @@ def valid() -> list[dict[str, Any]]:
             payload,
         ),
         (
+            "train-with-table-data",
+            {**TASK, "data": TABLE_DATA},
+            payload,
+        ),
+        (
+            "evaluate-with-image-data",
+            {**TASK, "type": "evaluate", "data": {"kind": "image", "classes": ["cat", "dog"]}},
+            payload,
+        ),
+        (
             "result-train",
             {
                 "type": "result",
@@ -227,6 +237,18 @@ def limits() -> list[tuple[str, bytes, str]]:
     ]
 
 
+# A task's data schema (SPEC §2.3): a two-feature table with the run's statistics and classes.
+TASK = {"type": "train", "task_id": "t3", "run_id": "r1", "round": 1, "model": MLP_TINY, "config": {}}
+TABLE_DATA = {
+    "kind": "table",
+    "label": "diagnosis",
+    "features": ["age", "mean radius"],
+    "mean": [52.5, 14.127],
+    "std": [11.25, 3.524],
+    "classes": ["benign", "malignant"],
+}
+
+
 def invalid() -> list[dict[str, Any]]:
     hb = frame({"type": "heartbeat", "seq": 1})
     cases = [
@@ -249,6 +271,9 @@ def invalid() -> list[dict[str, Any]]:
             frame({"type": "result", "reply_to": "t", "num_examples": 0, "metrics": {}}),
             "invalid_message",
         ),
+        ("data-unknown-kind", frame({**TASK, "data": {"kind": "audio"}}, b"w"), "invalid_message"),
+        ("data-zero-std", frame({**TASK, "data": {**TABLE_DATA, "std": [0.0, 2.0]}}, b"w"), "invalid_message"),
+        ("data-extra-field", frame({**TASK, "data": {"kind": "tensor", "scale": 2}}, b"w"), "invalid_message"),
         (
             "bad-error-code",
             frame({"type": "error", "code": "oops", "message": "", "reply_to": None, "fatal": False}),

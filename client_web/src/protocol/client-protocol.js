@@ -115,6 +115,7 @@ export class ClientProtocol {
               round: h.round,
               model: h.model,
               config: h.config,
+              data: h.data ?? null, // the run's data schema (SPEC §2.3), when it has one
               weights: frame.payload,
             },
           },

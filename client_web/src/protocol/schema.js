@@ -3,6 +3,7 @@
 import Ajv2020 from "ajv/dist/2020.js";
 
 import chunk from "../../../protocol/schemas/chunk.schema.json" with { type: "json" };
+import dataSchema from "../../../protocol/schemas/data-schema.schema.json" with { type: "json" };
 import error from "../../../protocol/schemas/error.schema.json" with { type: "json" };
 import evaluate from "../../../protocol/schemas/evaluate.schema.json" with { type: "json" };
 import heartbeat from "../../../protocol/schemas/heartbeat.schema.json" with { type: "json" };
@@ -19,6 +20,7 @@ export const MESSAGE_TYPES = Object.freeze(Object.keys(SCHEMAS));
 
 const ajv = new Ajv2020({ allErrors: false, strict: false });
 ajv.addSchema(modelSpec);
+ajv.addSchema(dataSchema);
 const validators = Object.fromEntries(Object.entries(SCHEMAS).map(([k, s]) => [k, ajv.compile(s)]));
 
 export function validateHeader(header) {
