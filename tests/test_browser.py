@@ -21,6 +21,7 @@ from coordinator.settings import Settings
 from coordinator.simulation import WEB_BIN, Population, simulate
 
 from .conftest import free_port, wait_for
+from .tabular import LABEL, SPEC, write_tables
 
 pytestmark = pytest.mark.slow
 SCREENSHOTS = Path(__file__).resolve().parents[1] / "docs" / "screenshots"
@@ -138,3 +139,18 @@ def _status(port: int) -> dict[str, Any]:
         return httpx.get(f"http://127.0.0.1:{port}/api/status", timeout=2).json()  # type: ignore[no-any-return]
     except httpx.HTTPError:
         return {}
+
+
+def test_pages_train_on_a_csv_picked_in_their_file_picker(tmp_path: Path) -> None:
+    """A table run: each page is given its CSV through the page's own picker, prepares it in the
+    browser by the run's schema (the operator's statistics and class names), and trains on it."""
+    train, test = write_tables(tmp_path)
+    spec = tmp_path / "tumour-mlp.json"
+    spec.write_text(json.dumps(SPEC))
+    table = {"model": str(spec), "test_data": str(test), "label_column": LABEL, "lr": 0.1, "batch_size": 16}
+    result, states = run(tmp_path, 2, 3, table, data=train)
+    print("csv pages:", [(r["accuracy"], r["macro_f1"]) for r in result["rounds"]], [s["ownData"] for s in states])
+    assert all(r["clients"] == 2 for r in result["rounds"]), result["rounds"]
+    assert all(s["rounds"] == [1, 2, 3] and s["ownData"]["rows"] >= 220 for s in states), states
+    assert all("malignant: " in s["ownData"]["summary"] and "refused" not in s["ownData"]["summary"] for s in states)
+    assert result["rounds"][-1]["accuracy"] > 0.9, result["rounds"]

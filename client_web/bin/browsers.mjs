@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Headless Chromium pages joining a coordinator, for `pollen simulate --backend browser` and tests:
 //   node client_web/bin/browsers.mjs http://127.0.0.1:8080 --clients 3 [--token T] [--webgpu] [--screenshots DIR]
+//     [--data-dir DIR]  (page i picks DIR/client-i.csv in its "your own data" picker, as a participant would)
 // Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
 import { join } from "node:path";
@@ -15,6 +16,7 @@ const { values: a, positionals } = parseArgs({
     webgpu: { type: "boolean" },
     screenshots: { type: "string" },
     timeout: { type: "string" },
+    "data-dir": { type: "string" },
   },
   allowPositionals: true,
 });
@@ -47,6 +49,10 @@ try {
       const page = await context.newPage();
       page.on("pageerror", (e) => console.error(`page ${i + 1}: ${e.message}`));
       await page.goto(`${base}/${a.token ? `?token=${encodeURIComponent(a.token)}` : ""}`);
+      if (a["data-dir"]) {
+        await page.waitForFunction(() => window.pollen !== undefined, null, { timeout: 60000 });
+        await page.setInputFiles("#files", join(a["data-dir"], `client-${i + 1}.csv`));
+      }
       if (a.screenshots && i === 0) duringTraining(page);
       await page.waitForFunction(
         () => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"),
@@ -59,6 +65,7 @@ try {
         reason: window.pollen.backendReason,
         rounds: window.pollen.rounds,
         events: [...new Set(window.pollen.events)],
+        ownData: window.pollen.ownData ?? null,
       }));
       if (state.events.includes("fatal")) failed = true;
       console.log(JSON.stringify({ page: i + 1, ...state }));

@@ -27,7 +27,9 @@ export const TRAINER_ENCODINGS = Object.freeze({ update: ["int8", "fp16", "fp32"
  * @param {string|null} [o.secret]       …with the secret that came with it
  * @param {typeof WebSocket} o.WebSocket  the WebSocket class to use
  * @param {(spec: object) => Promise<object>} o.createTrainer  a Trainer for a model spec
- * @param {(welcome: object) => Promise<{x: Float32Array, y: Int32Array}>} o.data  the local data provider
+ * @param {(welcome: object, need: {schema: object|null, model: object}) => Promise<{x: Float32Array, y: Int32Array}>} o.data
+ *   the local data provider: `need.schema` is the run's data schema (SPEC §2.3), by which an app prepares
+ *   its own data (`prepareTable` does it for a CSV), or null when the run has none
  * @param {string} o.backend              reported to the coordinator (e.g. "wasm-cpu")
  * @param {{update: string[], weights: string[]}|null} [o.encodings]  what the trainer can send and read
  *   (SPEC §2.1; default: everything Pollen's trainer does); the welcome names the coordinator's choice
@@ -45,7 +47,7 @@ export async function runClient(o) {
   const encodings = o.encodings === undefined ? TRAINER_ENCODINGS : o.encodings;
   const worker = new TaskWorker({
     createTrainer: o.createTrainer,
-    data: () => o.data(welcome),
+    data: (need) => o.data(welcome, need),
     updateEncoding: () => welcome?.encodings?.update ?? "fp32",
     onEvent: emit,
   });

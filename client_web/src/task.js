@@ -36,7 +36,9 @@ export class TaskWorker {
   /**
    * @param {object} o
    * @param {(spec: object) => Promise<object>} o.createTrainer  a Trainer for a model spec; one per spec, kept
-   * @param {() => Promise<{x: Float32Array, y: Int32Array}>} o.data  the local data, asked for once (again after a failure)
+   * @param {(need: {schema: object|null, model: object}) => Promise<{x: Float32Array, y: Int32Array}>} o.data
+   *   the local data, prepared as the task's data schema says (SPEC §2.3; null: as the client holds it);
+   *   asked for once per schema (again after a failure)
    * @param {() => string} [o.updateEncoding]  the encoding the coordinator asked deltas in (SPEC §2.1)
    * @param {(event: object) => void} [o.onEvent]  task, batch, trained, evaluated, task-failed
    */
@@ -47,6 +49,7 @@ export class TaskWorker {
     this.emit = onEvent ?? (() => {});
     this.trainers = new Map();
     this.data = null;
+    this.dataSchema = undefined; // the schema `data` was prepared by (JSON), so a new run's is asked for anew
   }
 
   /**
@@ -73,7 +76,12 @@ export class TaskWorker {
 
   async run(task) {
     const started = Date.now();
-    this.data ??= await this.loadData();
+    const schema = JSON.stringify(task.data ?? null);
+    if (this.data === null || schema !== this.dataSchema) {
+      this.data = null;
+      this.data = await this.loadData({ schema: task.data ?? null, model: task.model });
+      this.dataSchema = schema;
+    }
     const { x, y } = this.data;
     const trainer = await this.trainer(task.model);
     trainer.loadWeights(task.weights);

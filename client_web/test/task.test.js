@@ -257,3 +257,26 @@ test("replies go on the wire as result and error frames", async () => {
   assert.equal(error.payload.length, 0);
   assert.throws(() => protocol.send({ type: "hello" }), TypeError);
 });
+
+test("the data provider is given the task's data schema, and asked again only when it changes", async () => {
+  const needs = [];
+  const worker = new TaskWorker({
+    createTrainer: async () => fakeTrainer(),
+    data: async (need) => {
+      needs.push(need);
+      return DATA;
+    },
+  });
+  const table = { kind: "table", label: "y", features: ["a"], mean: [0], std: [1], classes: ["0", "1"] };
+  await worker.answer(task("train", {}, { data: table }));
+  await worker.answer(task("evaluate", {}, { data: table }));
+  assert.equal(needs.length, 1);
+  assert.deepEqual(needs[0].schema, table);
+  assert.ok(needs[0].model);
+  await worker.answer(task("train", {}, { data: { ...table, mean: [2] } }));
+  await worker.answer(task("train"));
+  assert.deepEqual(
+    needs.map((n) => n.schema?.mean ?? null),
+    [[0], [2], null],
+  );
+});

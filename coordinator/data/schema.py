@@ -10,6 +10,7 @@ meaning for output 3.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -17,6 +18,8 @@ from typing import Any, Literal
 import numpy as np
 
 Kind = Literal["table", "image", "tensor"]
+# A number as a table cell writes it; the page's reader (client_web/src/data-schema.js) uses the same pattern.
+NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 KINDS: tuple[Kind, ...] = ("table", "image", "tensor")
 
 
@@ -110,4 +113,5 @@ def label_name(value: object) -> str:
         return str(int(value))
     if isinstance(value, float | np.floating):
         return str(int(value)) if float(value).is_integer() else repr(float(value))
-    return str(value).strip()
+    text = str(value).strip()
+    return label_name(float(text)) if NUMBER.fullmatch(text) else text

@@ -9,11 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pyarrow import csv as pa_csv
 from safetensors.numpy import save, save_file
 
 from coordinator.data.dataset import Dataset
 from coordinator.data.mnist import load_split
 from coordinator.data.partition import partition
+from coordinator.data.schema import DataSchema
+from coordinator.data.tables import read_table, table_dataset
 
 
 def _shard(shard: int, of: int, scheme: str, seed: int) -> dict[str, np.ndarray]:
@@ -37,3 +40,16 @@ def shard_bytes(shard: int, of: int, scheme: str = "iid", seed: int = 0) -> byte
 def write_dataset(path: Path, data: Dataset) -> None:
     """A prepared dataset (a client's shard of the user's data) as a client data file."""
     save_file({"x": np.ascontiguousarray(data.x), "y": np.ascontiguousarray(data.y)}, str(path))
+
+
+def write_table_shards(path: Path, schema: DataSchema, of: int, scheme: str, seed: int, out: Path) -> list[Path]:
+    """The table's rows as they are in it, split as `FileData` splits them, one CSV per client
+    (`client-1.csv` ...): what a participant would pick in the page, which prepares it itself."""
+    rows = read_table(path)
+    shards = partition(table_dataset(path, schema).y, of, scheme, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for k, idx in enumerate(shards, 1):
+        written.append(out / f"client-{k}.csv")
+        pa_csv.write_csv(rows.take(idx), written[-1])
+    return written

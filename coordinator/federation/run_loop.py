@@ -77,6 +77,7 @@ class RunLoop:
             dp={"clip": self.settings.dp_clip, "noise": self.settings.dp_noise, "delta": self.settings.dp_delta}
             if self.settings.dp
             else None,
+            data=stored_schema,
         )
         self._phases: dict[str, PhaseReport] = {}
         self.grid = NodeGrid(

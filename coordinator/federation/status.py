@@ -19,6 +19,7 @@ class RunStatus:
         self.history: list[dict[str, Any]] = []
         self.message = ""
         self.dp: dict[str, Any] | None = None
+        self.data: dict[str, Any] | None = None  # the run's data schema (SPEC §2.3): pages prepare files by it
         self.started = time.time()
         self.finished = threading.Event()
 
@@ -43,6 +44,7 @@ class RunStatus:
                 "current_round": self.current_round,
                 "total_rounds": self.total_rounds,
                 "dp": self.dp,
+                "data": self.data,
                 "rounds": list(self.history),
                 "uptime_seconds": round(time.time() - self.started, 1),
             }

@@ -1,7 +1,7 @@
 // The page: starts the worker, shows what it reports, keeps state in IndexedDB.
 import { lineChart } from "./charts.js";
 import { claimIdentity, keepIdentity } from "./identity.js";
-import { readLabelledImages } from "./images.js";
+import { readOwnData } from "./own-data.js";
 import { load, save } from "./store.js";
 
 const $ = (id) => document.getElementById(id);
@@ -123,11 +123,18 @@ async function pollStatus() {
 $("leave").onclick = () => worker?.postMessage({ type: "leave" });
 $("rejoin").onclick = () => start();
 $("files").onchange = async (ev) => {
-  const images = await readLabelledImages([...ev.target.files]);
-  userData = images.y.length ? { x: images.x, y: images.y } : null;
-  $("files-status").textContent =
-    `${images.y.length} images ready${images.skipped.length ? `, skipped ${images.skipped.length} without a 0-9 label prefix` : ""}; they are used from the next (re)join.`;
-  if (userData) start();
+  try {
+    const own = await readOwnData([...ev.target.files]);
+    $("data-preview").replaceChildren(...(own.preview ? [own.preview] : []));
+    $("files-status").textContent = own.data ? `${own.summary}. Training on them from now on.` : own.summary;
+    window.pollen.ownData = { rows: own.data?.y.length ?? 0, summary: own.summary };
+    if (own.data) {
+      userData = own.data;
+      start();
+    }
+  } catch (e) {
+    $("files-status").textContent = String(e?.message ?? e);
+  }
 };
 
 const saved = await load("lossHistory").catch(() => null);
@@ -136,6 +143,18 @@ if (saved) {
   lossHistory[1].push(...saved[1]);
   lossChart.set(lossHistory);
 }
-start();
+// A run with a data schema (a table) has no demo data: the page joins once the participant picks a file.
+const runData = await fetch("/api/status")
+  .then((r) => r.json())
+  .then((s) => s.data ?? null)
+  .catch(() => null);
+if (runData === null) start();
+else {
+  setConnection("waiting", "waiting for your data");
+  $("data-kind").textContent =
+    runData.kind === "table"
+      ? `This run trains on a table: pick a CSV with the columns ${runData.features.slice(0, 8).join(", ")}${runData.features.length > 8 ? ", …" : ""} and the label column ${runData.label}.`
+      : "This run trains on your own data: pick it below.";
+}
 pollStatus();
 setInterval(pollStatus, 2000);

@@ -50,7 +50,9 @@ async function start({ url, token, clientId, secret, userData }) {
     backend: choice.wire,
     agent: `pollen-web ${navigator.userAgent.match(/(Firefox|Edg|Chrome|Safari)\/[\d.]+/)?.[0] ?? "browser"}`,
     createTrainer: (spec) => Trainer.create(JSON.stringify(spec), choice.backend),
-    data: async (welcome) => {
+    data: async (welcome, need) => {
+      // A run with a data schema trains on what the participant picks: the demo digits would not fit it.
+      if (!userData && need.schema) throw new Error("this run trains on your own data: pick a file below");
       const data = userData ?? (await demoShard(welcome));
       post({ type: "data", examples: data.y.length, source: userData ? "your files" : `demo shard ${data.shard}` });
       return data;
