@@ -224,6 +224,37 @@ def export(
     console.print(f"wrote run {info.id} round {got} ({info.model_spec['name']}) to {output}")
 
 
+@app.command()
+def rounds(
+    output: Annotated[Path, typer.Option("-o", "--output", help="rounds.csv or rounds.json")],
+    db: Annotated[str, typer.Option(envvar="POLLEN_DB", help="SQLAlchemy URL.")] = "sqlite:///pollen.db",
+    run: Annotated[str | None, typer.Option(help="Run id (default: the newest run).")] = None,
+) -> None:
+    """Write a run's rounds: the central scores, the clients' own evaluation, clients, bytes and seconds."""
+    import csv
+
+    from coordinator.persistence.store import Store
+
+    store = Store(db)
+    try:
+        info = store.get_run(run)
+        records = [r.to_dict() for r in store.rounds(info.id)]
+    except LookupError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    finally:
+        store.close()
+    flat = [r["metrics"] | {k: v for k, v in r.items() if k != "metrics"} for r in records]
+    if output.suffix.lower() == ".json":
+        output.write_text(json.dumps({"run_id": info.id, "rounds": flat}, indent=2) + "\n")
+    else:
+        columns = list(dict.fromkeys(k for r in flat for k in r if not isinstance(r[k], dict | list)))
+        with output.open("w", newline="") as f:
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(flat)
+    console.print(f"wrote {len(flat)} rounds of run {info.id} to {output}")
+
+
 @model_app.command("check")
 def model_check(
     spec: Annotated[str, typer.Argument(help="A spec file (JSON), or a built-in model's name, e.g. mnist-cnn.")],

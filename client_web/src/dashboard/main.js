@@ -3,7 +3,7 @@
 import { lineChart } from "../page/charts.js";
 
 const $ = (id) => document.getElementById(id);
-const metrics = lineChart($("metrics-chart"), ["round", "accuracy", "loss"], { height: 280 });
+const metrics = lineChart($("metrics-chart"), ["round", "accuracy", "macro-F1", "loss"], { height: 280 });
 const timing = lineChart($("timing-chart"), ["round", "seconds"]);
 const epsilon = lineChart($("epsilon-chart"), ["round", "ε"]);
 const cell = (v, digits = 4) =>
@@ -61,7 +61,13 @@ async function refresh() {
     .join(", ");
   $("summary").textContent =
     `run ${s.run_id} · ${s.state}${s.message ? ` (${s.message})` : ""} · model ${s.model} · ${s.strategy} · round ${s.current_round} of ${s.total_rounds} · ${s.clients_connected} clients connected${backends ? ` (${backends})` : ""}`;
-  metrics.set([r.map((x) => x.round), r.map((x) => x.accuracy), r.map((x) => x.loss)]);
+  const score = (x, key) => x.metrics?.[key] ?? null;
+  metrics.set([
+    r.map((x) => x.round),
+    r.map((x) => x.accuracy),
+    r.map((x) => score(x, "macro_f1")),
+    r.map((x) => x.loss),
+  ]);
   timing.set([r.map((x) => x.round), r.map((x) => x.seconds)]);
   const dp = r.filter((x) => x.epsilon !== null);
   epsilon.set([dp.map((x) => x.round), dp.map((x) => x.epsilon)]);
@@ -72,7 +78,17 @@ async function refresh() {
   $("rounds").innerHTML = [...r]
     .reverse()
     .map((x) =>
-      row([x.round, cell(x.accuracy), cell(x.loss), x.clients, x.failures, cell(x.seconds, 2), cell(x.epsilon, 3)]),
+      row([
+        x.round,
+        cell(x.accuracy),
+        cell(score(x, "macro_f1") ?? score(x, "mae")),
+        cell(x.loss),
+        cell(score(x, "federated_accuracy") ?? score(x, "federated_loss")),
+        x.clients,
+        x.failures,
+        cell(x.seconds, 2),
+        cell(x.epsilon, 3),
+      ]),
     )
     .join("");
 }
