@@ -243,7 +243,9 @@ def rounds(
         raise typer.BadParameter(str(exc)) from None
     finally:
         store.close()
-    flat = [r["metrics"] | {k: v for k, v in r.items() if k != "metrics"} for r in records]
+    # The record's own fields first; a metric of the same name (failures: the list) does not replace them.
+    flat = [{k: v for k, v in r.items() if k != "metrics"} | {k: v for k, v in r["metrics"].items() if k not in r}
+            for r in records]  # fmt: skip
     if output.suffix.lower() == ".json":
         output.write_text(json.dumps({"run_id": info.id, "rounds": flat}, indent=2) + "\n")
     else:
