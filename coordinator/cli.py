@@ -48,7 +48,10 @@ def serve(
     from coordinator.serving import serve_forever
 
     _logging(logging.INFO, log_json)
-    coordinator = Coordinator(settings, gateway_pool(settings))
+    try:
+        coordinator = Coordinator(settings, gateway_pool(settings))
+    except ValueError as exc:  # what to train cannot be trained: the model, the test data, the settings
+        raise typer.BadParameter(str(exc)) from None
     console.print(f"[bold green]pollen[/] serving on http://{settings.host}:{settings.port}  (clients: /ws)")
     console.print(f"database: {redact_url(settings.db)}", markup=False, highlight=False)
     serve_forever(coordinator)

@@ -113,6 +113,12 @@ HELP = {
     "lr_gamma": "Decay factor (step: default 0.1; exponential: required).",
     "lr_warmup_steps": "Local steps to warm up over (warmup schedule).",
     "grad_clip_norm": "Clip each local step's gradients to this global L2 norm (unset: off).",
+    "augment_crop": "Image inputs: shift each example by up to this many pixels each way, 0-filled (random crop).",
+    "augment_flip": "Image inputs: mirror each example left to right with probability 1/2.",
+    "augment_rotate": "Image inputs: rotate each example by an angle uniform in ± this many degrees.",
+    "augment_brightness": "Image inputs: add one value uniform in ± this to each example.",
+    "augment_contrast": "Image inputs: scale each example's distance from its mean by a factor in 1 ± this.",
+    "augment_mixup": "Image inputs: mixup's alpha (0: off); one Beta(alpha, alpha) weight per batch.",
     "round_lr_schedule": (
         "--lr across rounds: constant, exponential (times --round-lr-gamma each round) or cosine (to near 0 by the"
         " last round). The coordinator sends each round's rate."

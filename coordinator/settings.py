@@ -8,6 +8,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from coordinator.models.augmentation import Augmentation
 from coordinator.models.optimization import OptimizerConfig
 from coordinator.protocol.encodings import ENCODINGS
 
@@ -95,6 +96,12 @@ class Settings:
     lr_gamma: float | None = None
     lr_warmup_steps: int = 5
     grad_clip_norm: float | None = None
+    augment_crop: int = 0
+    augment_flip: bool = False
+    augment_rotate: float = 0.0
+    augment_brightness: float = 0.0
+    augment_contrast: float = 0.0
+    augment_mixup: float = 0.0
     round_lr_schedule: str = "constant"
     round_lr_gamma: float = 0.9
     # privacy
@@ -114,6 +121,7 @@ class Settings:
         if self.update_encoding not in ENCODINGS or self.weights_encoding not in ENCODINGS:
             raise ValueError(f"--update-encoding and --weights-encoding are one of {', '.join(ENCODINGS)}")
         self.optimization()  # checks the local optimizer's options
+        self.augmentation()  # and the augmentation's
         if self.round_lr_schedule not in ROUND_SCHEDULES:
             raise ValueError(f"--round-lr-schedule is one of {', '.join(ROUND_SCHEDULES)}")
         if not 0 < self.round_lr_gamma <= 1:
@@ -179,6 +187,10 @@ class Settings:
     def optimization(self) -> OptimizerConfig:
         return OptimizerConfig.of(self)
 
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.augment_crop, self.augment_flip, self.augment_rotate, self.augment_brightness,
+                            self.augment_contrast, self.augment_mixup)  # fmt: skip
+
     def train_config(self) -> dict[str, Any]:
         """The training keys sent to clients (SPEC §5); options left at their defaults are not sent."""
         config: dict[str, Any] = {
@@ -196,6 +208,8 @@ class Settings:
                     "lr-gamma": self.lr_gamma,
                     "lr-warmup-steps": self.lr_warmup_steps if self.lr_schedule == "warmup" else None,
                     "grad-clip-norm": self.grad_clip_norm}  # fmt: skip
+        augment = asdict(self.augmentation())  # crop, flip, rotate, ... as augment-crop, augment-flip, ...
+        optional.update({f"augment-{k}": v for k, v in augment.items() if v})
         config.update({k: v for k, v in optional.items() if v is not None})
         return config
 

@@ -16,7 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from coordinator.client.local_data import FileData
 from coordinator.data.schema import DataSchema
-from coordinator.data.shard_file import write_dataset, write_shard, write_table_shards
+from coordinator.data.shard_file import write_dataset, write_picture_shards, write_shard, write_table_shards
 from coordinator.models.spec import ModelSpec
 from coordinator.server.app import Coordinator
 from coordinator.server.gateways import GatewayFactory
@@ -68,10 +68,11 @@ def client_commands(
     if pop.backend == "browser":
         if pop.poisoned or pop.dropouts:
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
-        if pop.data is not None:  # each page picks its CSV shard through the page's own file picker
-            if run is None or run.schema is None or run.schema.kind != "table":
-                raise ValueError("browser pages take --data as a CSV or Parquet table, with --test-data")
-            write_table_shards(pop.data, run.schema, pop.clients, pop.partition, pop.data_seed, workdir / "pages")
+        if pop.data is not None:  # each page picks its shard through the page's own file picker
+            if run is None or run.schema is None or run.schema.kind == "tensor":
+                raise ValueError("browser pages take --data as a table or a folder of pictures, with --test-data")
+            split = write_table_shards if run.schema.kind == "table" else write_picture_shards
+            split(pop.data, run.schema, pop.clients, pop.partition, pop.data_seed, workdir / "pages")
         base = url.replace("ws://", "http://").removesuffix("/ws")  # the page asks /api/join itself
         cmd = ["node", str(WEB_BIN / "browsers.mjs"), base, "--clients", str(pop.clients)]
         cmd += ["--token", settings.join_token] if settings.join_token else []

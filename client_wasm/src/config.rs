@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
+use crate::augment::Augment;
 use crate::error::{Result, TrainerError};
 use crate::schedule::Schedule;
 
@@ -47,6 +48,19 @@ pub struct TrainOptions {
     pub seed: Option<u64>,
     #[serde(default = "defaults::yes")]
     pub shuffle: bool,
+    /// Image augmentation (see `augment`): all off by default.
+    #[serde(default)]
+    pub augment_crop: usize,
+    #[serde(default)]
+    pub augment_flip: bool,
+    #[serde(default)]
+    pub augment_rotate: f64,
+    #[serde(default)]
+    pub augment_brightness: f64,
+    #[serde(default)]
+    pub augment_contrast: f64,
+    #[serde(default)]
+    pub augment_mixup: f64,
 }
 
 mod defaults {
@@ -149,6 +163,8 @@ pub struct TrainingConfig {
     /// FedProx μ; 0 is plain local training.
     pub proximal_mu: f64,
     pub order: Order,
+    /// For image inputs only; the default does nothing.
+    pub augment: Augment,
 }
 
 impl TryFrom<TrainOptions> for TrainingConfig {
@@ -199,6 +215,15 @@ impl TryFrom<TrainOptions> for TrainingConfig {
             o.lr_gamma,
             o.lr_warmup_steps,
         )?;
+        let augment = Augment {
+            crop_padding: o.augment_crop,
+            flip: o.augment_flip,
+            rotate_degrees: o.augment_rotate,
+            brightness: o.augment_brightness,
+            contrast: o.augment_contrast,
+            mixup_alpha: o.augment_mixup,
+        };
+        augment.check()?;
         let order = match (o.shuffle, o.seed) {
             (false, _) => Order::Fixed,
             (true, Some(seed)) => Order::Shuffled(seed),
@@ -214,6 +239,7 @@ impl TryFrom<TrainOptions> for TrainingConfig {
             grad_clip_norm: o.grad_clip_norm,
             proximal_mu: o.proximal_mu,
             order,
+            augment,
         })
     }
 }
@@ -275,5 +301,25 @@ mod tests {
         assert!(TrainingConfig::from_json(r#"{"learningRate":0.1}"#).is_err());
         assert!(TrainingConfig::from_json(r#"{"epochs":0}"#).is_err());
         assert!(TrainingConfig::from_json(r#"{"lr":-1}"#).is_err());
+    }
+
+    #[test]
+    fn augmentation_is_off_by_default_and_read_from_its_keys() {
+        assert!(!TrainingConfig::from_json("{}").unwrap().augment.is_on());
+        let c = TrainingConfig::from_json(
+            r#"{"augmentCrop": 2, "augmentFlip": true, "augmentRotate": 10, "augmentMixup": 0.2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            c.augment,
+            Augment {
+                crop_padding: 2,
+                flip: true,
+                rotate_degrees: 10.0,
+                mixup_alpha: 0.2,
+                ..Default::default()
+            }
+        );
+        assert!(TrainingConfig::from_json(r#"{"augmentContrast": 1.5}"#).is_err());
     }
 }

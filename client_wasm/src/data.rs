@@ -6,13 +6,23 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
+use crate::augment::Augment;
 use crate::error::{Result, TrainerError};
 
 pub struct Dataset {
     x: Vec<f32>,
     y: Vec<i32>,
     input_len: usize,
+    /// `[C, H, W]` when each example is an image (what augmentation works on).
+    image: Option<[usize; 3]>,
 }
+
+/// A batch on the device: inputs, labels, and what mixup did (its λ, and each example's partner label).
+pub type Batch<B> = (
+    Tensor<B, 2>,
+    Tensor<B, 1, Int>,
+    Option<(f64, Tensor<B, 1, Int>)>,
+);
 
 impl Dataset {
     /// `classes`: labels must lie in `0..classes`; `None` for a regression's targets.
@@ -38,7 +48,12 @@ impl Dataset {
         if x.iter().any(|v| !v.is_finite()) {
             return Err(TrainerError::Data("images contain NaN or infinity".into()));
         }
-        Ok(Self { x, y, input_len })
+        Ok(Self {
+            x,
+            y,
+            input_len,
+            image: None,
+        })
     }
 
     /// For a model whose input is token ids: refuse any value that is not a whole number in
@@ -55,6 +70,20 @@ impl Dataset {
             )));
         }
         Ok(self)
+    }
+
+    /// Marks the examples as images of this shape, when the model's input is one.
+    pub fn with_image_shape(mut self, shape: &[usize], token_ids: bool) -> Self {
+        if let [c, h, w] = *shape
+            && !token_ids
+        {
+            self.image = Some([c, h, w]);
+        }
+        self
+    }
+
+    pub fn image_shape(&self) -> Option<[usize; 3]> {
+        self.image
     }
 
     pub fn len(&self) -> usize {
@@ -82,14 +111,39 @@ impl Dataset {
         idx: &[usize],
         device: &B::Device,
     ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
-        let mut xs = Vec::with_capacity(idx.len() * self.input_len);
+        let (x, y, _) = self.augmented_batch(idx, device, None);
+        (x, y)
+    }
+
+    /// The batch, each image transformed by `augment` drawing from `rng` (never the stored data).
+    pub fn augmented_batch<B: Backend>(
+        &self,
+        idx: &[usize],
+        device: &B::Device,
+        augment: Option<(&Augment, &mut StdRng)>,
+    ) -> Batch<B> {
+        let len = self.input_len;
+        let mut xs = Vec::with_capacity(idx.len() * len);
         for &i in idx {
-            xs.extend_from_slice(&self.x[i * self.input_len..(i + 1) * self.input_len]);
+            xs.extend_from_slice(&self.x[i * len..(i + 1) * len]);
         }
         let ys: Vec<i32> = idx.iter().map(|&i| self.y[i]).collect();
+        let mut mixed = None;
+        if let (Some((aug, rng)), Some(shape)) = (augment, self.image) {
+            let mut scratch = Vec::with_capacity(len);
+            for example in xs.chunks_mut(len) {
+                aug.example(example, shape, rng, &mut scratch);
+            }
+            mixed = aug.mix(&mut xs, idx.len(), len, rng).map(|m| {
+                let partner: Vec<i32> = m.partner.iter().map(|&p| ys[p]).collect();
+                let partner = Tensor::from_data(TensorData::new(partner, [idx.len()]), device);
+                (m.lambda, partner)
+            });
+        }
         (
-            Tensor::from_data(TensorData::new(xs, [idx.len(), self.input_len]), device),
+            Tensor::from_data(TensorData::new(xs, [idx.len(), len]), device),
             Tensor::from_data(TensorData::new(ys, [idx.len()]), device),
+            mixed,
         )
     }
 }

@@ -53,6 +53,7 @@ impl<B: AutodiffBackend> Learner<B> {
             label_range(&self.spec.loss, self.spec.num_classes),
         )?
         .with_ids_below(self.spec.max_id())
+        .map(|data| data.with_image_shape(&self.spec.input_shape, self.spec.max_id().is_some()))
     }
 
     pub(crate) fn model(&self) -> &Model<B> {
@@ -79,6 +80,12 @@ impl<B: AutodiffBackend> Learner<B> {
             return Err(TrainerError::Weights(
                 "load the global weights before training".into(),
             ));
+        }
+        if config.augment.is_on() && data.image_shape().is_none() {
+            return Err(TrainerError::Config(format!(
+                "augmentation is for image inputs [C, H, W]; this model's input is {:?}",
+                self.spec.input_shape
+            )));
         }
         let slots = config.optimizer.state_slots();
         let bytes = memory::training_bytes(&self.spec, config.batch_size.min(data.len()), slots);

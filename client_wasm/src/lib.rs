@@ -6,6 +6,7 @@
 //! is plain Rust, tested natively.
 
 pub mod activations;
+pub mod augment;
 pub mod config;
 pub mod data;
 pub mod encoder;

@@ -99,14 +99,26 @@ async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
         Order::Shuffled(seed) => Some(seeded(seed)),
         Order::Random => Some(seeded(fresh_seed())),
     };
+    // Its own stream, so turning augmentation on does not change the batch order of a seeded job.
+    let mut augment_rng = config.augment.is_on().then(|| match config.order {
+        Order::Shuffled(seed) => seeded(seed ^ AUGMENT_STREAM),
+        Order::Fixed | Order::Random => seeded(fresh_seed()),
+    });
     let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
     let all_steps = config.epochs * data.len().div_ceil(config.batch_size.max(1));
     for epoch in 0..config.epochs {
         let batches = data.batches(config.batch_size, rng.as_mut());
         let count = batches.len();
         for (b, idx) in batches.iter().enumerate() {
-            let (x, y) = data.batch::<B>(idx, device);
-            let mut loss = objective::loss(goal, model.forward(x), y);
+            let augment = augment_rng.as_mut().map(|rng| (&config.augment, rng));
+            let (x, y, mixed) = data.augmented_batch::<B>(idx, device, augment);
+            let logits = model.forward(x);
+            let mut loss = match mixed {
+                None => objective::loss(goal, logits, y),
+                Some((lambda, partner)) => objective::loss(goal, logits.clone(), y)
+                    .mul_scalar(lambda)
+                    .add(objective::loss(goal, logits, partner).mul_scalar(1.0 - lambda)),
+            };
             if let Some(anchor) = &anchor {
                 loss = loss + proximal(&model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
             }
@@ -165,6 +177,9 @@ pub struct EvalReport {
     pub accuracy: Option<f64>,
     pub examples: usize,
 }
+
+/// XORed into a job's seed for its augmentation stream.
+const AUGMENT_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// Evaluation's batch size: big batches are fast, and inference keeps no autodiff graph.
 pub const EVAL_BATCH: usize = 1000;

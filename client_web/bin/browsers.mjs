@@ -1,9 +1,11 @@
 #!/usr/bin/env node
 // Headless Chromium pages joining a coordinator, for `pollen simulate --backend browser` and tests:
 //   node client_web/bin/browsers.mjs http://127.0.0.1:8080 --clients 3 [--token T] [--webgpu] [--screenshots DIR]
-//     [--data-dir DIR]  (page i picks DIR/client-i.csv in its "your own data" picker, as a participant would)
+//     [--data-dir DIR]  (page i picks DIR/client-i.csv, or the pictures in DIR/client-i/, in its "your own
+//     data" picker, as a participant would)
 // Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
+import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
@@ -23,6 +25,12 @@ const { values: a, positionals } = parseArgs({
 const [base] = positionals;
 const clients = Number(a.clients ?? 1);
 const timeoutMs = Number(a.timeout ?? 3600) * 1000;
+
+/** A page's own data: `base.csv`, or every picture in the folder `base/`. */
+function ownFiles(base) {
+  if (existsSync(`${base}.csv`)) return `${base}.csv`;
+  return readdirSync(base).map((name) => join(base, name));
+}
 
 const browser = await launchChromium({ webgpu: a.webgpu });
 let failed = false;
@@ -51,7 +59,7 @@ try {
       await page.goto(`${base}/${a.token ? `?token=${encodeURIComponent(a.token)}` : ""}`);
       if (a["data-dir"]) {
         await page.waitForFunction(() => window.pollen !== undefined, null, { timeout: 60000 });
-        await page.setInputFiles("#files", join(a["data-dir"], `client-${i + 1}.csv`));
+        await page.setInputFiles("#files", ownFiles(join(a["data-dir"], `client-${i + 1}`)));
       }
       if (a.screenshots && i === 0) duringTraining(page);
       await page.waitForFunction(

@@ -20,6 +20,12 @@ const TRAIN_OPTIONS = {
   "lr-gamma": "lrGamma",
   "lr-warmup-steps": "lrWarmupSteps",
   "grad-clip-norm": "gradClipNorm",
+  "augment-crop": "augmentCrop",
+  "augment-flip": "augmentFlip",
+  "augment-rotate": "augmentRotate",
+  "augment-brightness": "augmentBrightness",
+  "augment-contrast": "augmentContrast",
+  "augment-mixup": "augmentMixup",
 };
 
 /** The trainer's TrainOptions for a task's config; keys the config lacks are left out. */

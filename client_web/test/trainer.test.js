@@ -177,3 +177,38 @@ test("the delta goes in fp32, fp16 or int8 (stochastic), and fp16 or int8 weight
     }
   }
 });
+
+test("augmentation of image inputs is seeded, changes training, and is refused for other inputs", async () => {
+  const image = JSON.stringify({
+    name: "img",
+    input_shape: [1, 4, 4],
+    num_classes: 3,
+    layers: [{ type: "flatten" }, { type: "linear", in_features: 16, out_features: 3 }],
+  });
+  const x = Float32Array.from({ length: 30 * 16 }, (_, i) => ((i * 37) % 11) / 11);
+  const y = Int32Array.from({ length: 30 }, (_, i) => i % 3);
+  const run = async (options) => {
+    const t = new Trainer(image, "cpu");
+    t.loadWeights(
+      writeSafetensors(
+        new Map([
+          [
+            "layers.1.weight",
+            { shape: [3, 16], data: Float32Array.from({ length: 48 }, (_, i) => (i % 7) / 10 - 0.3) },
+          ],
+          ["layers.1.bias", { shape: [3], data: new Float32Array(3) }],
+        ]),
+      ),
+    );
+    await t.train(x, y, { seed: 4, batchSize: 10, ...options });
+    return readSafetensors((await t.delta(undefined, undefined)).delta).get("layers.1.weight").data;
+  };
+  const aug = { augmentCrop: 1, augmentFlip: true, augmentRotate: 15, augmentMixup: 0.4 };
+  const [a, b, plain] = [await run(aug), await run(aug), await run({})];
+  assert.deepEqual(a, b);
+  assert.notDeepEqual(a, plain);
+  const t = trainer();
+  const { x: tx, y: ty } = data();
+  await assert.rejects(t.train(tx, ty, { augmentFlip: true }), /augmentation is for image inputs \[C, H, W\]/);
+  await assert.rejects(t.train(tx, ty, { augmentContrast: 2 }), /augmentContrast in \[0, 1\)/);
+});

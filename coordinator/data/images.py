@@ -29,21 +29,21 @@ def image_classes(root: Path) -> tuple[str, ...]:
     return names
 
 
-def image_dataset(root: Path, schema: DataSchema, input_shape: Sequence[int]) -> Dataset:
-    """Every picture under `root`'s class folders, as the model's input; labels by the schema's class list."""
-    classes = image_classes(root)
+def labelled_pictures(root: Path, schema: DataSchema) -> list[tuple[Path, int]]:
+    """Every picture under `root`'s class folders with its class index by the schema's class list."""
     index = schema.class_index()
-    unknown = [c for c in classes if c not in index]
+    unknown = [c for c in image_classes(root) if c not in index]
     if unknown:
         raise DataError(root, None, f"folder {unknown[0]!r} is not one of the run's classes {list(index)}")
+    return [(picture, index[name]) for name in image_classes(root) for picture in _pictures(root / name)]
+
+
+def image_dataset(root: Path, schema: DataSchema, input_shape: Sequence[int]) -> Dataset:
+    """Every picture under `root`'s class folders, as the model's input; labels by the schema's class list."""
     channels, height, width = input_shape
-    xs: list[np.ndarray] = []
-    ys: list[int] = []
-    for name in classes:
-        for picture in _pictures(root / name):
-            xs.append(to_input(picture, channels, height, width))
-            ys.append(index[name])
-    return Dataset(np.stack(xs), np.asarray(ys, np.int64))
+    pictures = labelled_pictures(root, schema)
+    x = np.stack([to_input(picture, channels, height, width) for picture, _ in pictures])
+    return Dataset(x, np.asarray([label for _, label in pictures], np.int64))
 
 
 def to_input(picture: Path, channels: int, height: int, width: int) -> np.ndarray:

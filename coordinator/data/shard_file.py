@@ -13,6 +13,7 @@ from pyarrow import csv as pa_csv
 from safetensors.numpy import save, save_file
 
 from coordinator.data.dataset import Dataset
+from coordinator.data.images import labelled_pictures
 from coordinator.data.mnist import load_split
 from coordinator.data.partition import partition
 from coordinator.data.schema import DataSchema
@@ -52,4 +53,21 @@ def write_table_shards(path: Path, schema: DataSchema, of: int, scheme: str, see
     for k, idx in enumerate(shards, 1):
         written.append(out / f"client-{k}.csv")
         pa_csv.write_csv(rows.take(idx), written[-1])
+    return written
+
+
+def write_picture_shards(root: Path, schema: DataSchema, of: int, scheme: str, seed: int, out: Path) -> list[Path]:
+    """The folder's pictures split as `FileData` splits them, one folder per client (`client-1/` ...), each
+    named `CLASS_N.ext`: what a participant would pick in the page, which labels them by name."""
+    pictures = labelled_pictures(root, schema)
+    assert schema.classes is not None, "an image schema names its classes"
+    shards = partition(np.asarray([label for _, label in pictures], np.int64), of, scheme, seed)
+    written = []
+    for k, idx in enumerate(shards, 1):
+        folder = out / f"client-{k}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, i in enumerate(idx):
+            picture, label = pictures[i]
+            (folder / f"{schema.classes[label]}_{n}{picture.suffix}").write_bytes(picture.read_bytes())
+        written.append(folder)
     return written

@@ -78,6 +78,7 @@ class RunLoop:
             if self.settings.dp
             else None,
             data=stored_schema,
+            input_shape=list(self.spec.input_shape),
         )
         self._phases: dict[str, PhaseReport] = {}
         self.grid = NodeGrid(
@@ -109,6 +110,8 @@ class RunLoop:
             log.info("resuming run %s after round %d of %d", run.id, run.completed_rounds, run.num_rounds)
             return run, Settings.from_dict(stored)
         spec = load_spec(settings.model)
+        if settings.augmentation().on and (len(spec.input_shape) != 3 or spec.input_dtype != "float32"):
+            raise ValueError(f"--augment-* is for image inputs [C, H, W]; {spec.name} takes {list(spec.input_shape)}")
         module = build_module(spec, seed=settings.seed)
         weights = read_weights(settings.init, spec) if settings.init else wire_weights(module)
         schema = run_data_schema(spec, settings.test_data, settings.label_column, settings.classes)

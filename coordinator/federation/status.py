@@ -20,6 +20,7 @@ class RunStatus:
         self.message = ""
         self.dp: dict[str, Any] | None = None
         self.data: dict[str, Any] | None = None  # the run's data schema (SPEC §2.3): pages prepare files by it
+        self.input_shape: list[int] | None = None  # one example's shape, which a page resizes pictures to
         self.started = time.time()
         self.finished = threading.Event()
 
@@ -45,6 +46,7 @@ class RunStatus:
                 "total_rounds": self.total_rounds,
                 "dp": self.dp,
                 "data": self.data,
+                "input_shape": self.input_shape,
                 "rounds": list(self.history),
                 "uptime_seconds": round(time.time() - self.started, 1),
             }

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from coordinator.models.augmentation import Augmentation
+from coordinator.models.augmenters import augment_images, mixup
 from coordinator.models.losses import correct, spec_loss
 from coordinator.models.optimization import OptimizerConfig
 from coordinator.models.optimizers import make_optimizer, make_schedule
@@ -18,6 +20,7 @@ from coordinator.models.spec import ModelSpec
 from coordinator.models.torch_model import load_wire_weights, wire_weights
 
 BatchCallback = Callable[[int, int, float], None]
+AUGMENT_STREAM = 0x9E3779B97F4A7C15  # XORed into a job's seed for its augmentation draws
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,12 @@ class TrainConfig:
     lr_gamma: float | None = None
     lr_warmup_steps: int = 5
     grad_clip_norm: float | None = None
+    augment_crop: int = 0
+    augment_flip: bool = False
+    augment_rotate: float = 0.0
+    augment_brightness: float = 0.0
+    augment_contrast: float = 0.0
+    augment_mixup: float = 0.0
 
     @classmethod
     def from_wire(cls, config: Mapping[str, Any]) -> TrainConfig:
@@ -62,10 +71,20 @@ class TrainConfig:
             lr_gamma=opt("lr-gamma", float),
             lr_warmup_steps=int(config.get("lr-warmup-steps", cls.lr_warmup_steps)),
             grad_clip_norm=opt("grad-clip-norm", float),
+            augment_crop=int(config.get("augment-crop", 0)),
+            augment_flip=bool(config.get("augment-flip", False)),
+            augment_rotate=float(config.get("augment-rotate", 0.0)),
+            augment_brightness=float(config.get("augment-brightness", 0.0)),
+            augment_contrast=float(config.get("augment-contrast", 0.0)),
+            augment_mixup=float(config.get("augment-mixup", 0.0)),
         )
 
     def optimization(self) -> OptimizerConfig:
         return OptimizerConfig.of(self)
+
+    def augmentation(self) -> Augmentation:
+        return Augmentation(self.augment_crop, self.augment_flip, self.augment_rotate, self.augment_brightness,
+                            self.augment_contrast, self.augment_mixup)  # fmt: skip
 
 
 def clip_delta(delta: dict[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], bool]:
@@ -91,8 +110,14 @@ def train_delta(
     optimization = cfg.optimization()
     optimizer = make_optimizer(optimization, module.parameters())
     schedule = make_schedule(optimization, optimizer, cfg.local_epochs * math.ceil(len(x) / cfg.batch_size))
-    generator = torch.Generator().manual_seed(cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63))
+    seed = cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63)
+    generator = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    augmentation = cfg.augmentation()
+    if augmentation.on and (xt.dim() != 4 or not xt.is_floating_point()):
+        raise ValueError(f"augmentation is for image inputs [C, H, W]; this model's input is {list(x.shape[1:])}")
+    # Its own stream, so turning augmentation on does not change a seeded job's batch order.
+    augmenting = torch.Generator().manual_seed((seed ^ AUGMENT_STREAM) % 2**63)
     objective = _objective(module)
     module.train()
     total_loss, seen = 0.0, 0
@@ -101,7 +126,17 @@ def train_delta(
         for b, i in enumerate(range(0, len(order), cfg.batch_size)):
             idx = order[i : i + cfg.batch_size]
             optimizer.zero_grad()
-            loss = spec_loss(objective, module(xt[idx]), yt[idx])
+            xb, yb = xt[idx], yt[idx]
+            mixed = None
+            if augmentation.on:
+                xb = augment_images(augmentation, xb, augmenting)
+                mixed = mixup(augmentation, xb, augmenting)
+            if mixed is None:
+                loss = spec_loss(objective, module(xb), yb)
+            else:
+                xb, lam, partner = mixed
+                out = module(xb)
+                loss = lam * spec_loss(objective, out, yb) + (1 - lam) * spec_loss(objective, out, yb[partner])
             if cfg.proximal_mu > 0:
                 prox = sum(((p - start[n]) ** 2).sum() for n, p in module.named_parameters())
                 loss = loss + cfg.proximal_mu / 2 * prox

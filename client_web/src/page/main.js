@@ -122,6 +122,7 @@ async function pollStatus() {
 
 $("leave").onclick = () => worker?.postMessage({ type: "leave" });
 $("rejoin").onclick = () => start();
+$("folder").onchange = (ev) => $("files").onchange(ev);
 $("files").onchange = async (ev) => {
   try {
     const own = await readOwnData([...ev.target.files]);
@@ -154,7 +155,9 @@ else {
   $("data-kind").textContent =
     runData.kind === "table"
       ? `This run trains on a table: pick a CSV with the columns ${runData.features.slice(0, 8).join(", ")}${runData.features.length > 8 ? ", …" : ""} and the label column ${runData.label}.`
-      : "This run trains on your own data: pick it below.";
+      : runData.kind === "image"
+        ? `This run trains on pictures of ${runData.classes.slice(0, 8).join(", ")}${runData.classes.length > 8 ? ", …" : ""}: pick a folder with one subfolder per class, or pictures named CLASS_anything.png.`
+        : "This run trains on your own data: pick it below.";
 }
 pollStatus();
 setInterval(pollStatus, 2000);

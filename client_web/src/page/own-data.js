@@ -2,12 +2,12 @@
 // schema (its columns, statistics and classes, from /api/status), or digit images for the
 // MNIST demo runs. Nothing here is uploaded; the page shows what it kept and what it refused.
 import { prepareTable } from "../data-schema.js";
-import { readLabelledImages } from "./images.js";
+import { readLabelledImages, readSchemaImages } from "./images.js";
 
-/** The run's data schema, or null when it has none (the MNIST demo). */
-async function runSchema() {
+/** The run's data schema (null when it has none: the MNIST demo) and its model's input shape. */
+async function runData() {
   const status = await (await fetch("/api/status")).json();
-  return status.data ?? null;
+  return { schema: status.data ?? null, inputShape: status.input_shape };
 }
 
 /**
@@ -15,7 +15,7 @@ async function runSchema() {
  * @returns {Promise<{data: {x: Float32Array, y: Int32Array|Float32Array}|null, summary: string, preview: HTMLElement|null}>}
  */
 export async function readOwnData(files) {
-  const schema = await runSchema();
+  const { schema, inputShape } = await runData();
   const tables = files.filter((f) => f.name.toLowerCase().endsWith(".csv"));
   if (tables.length) {
     if (schema?.kind !== "table") return refuse("This run does not train on tables: pick images instead.");
@@ -35,10 +35,21 @@ export async function readOwnData(files) {
     ].join("");
     return { data: t.rows ? { x: t.x, y: t.y } : null, summary, preview: previewTable(t.header, t.preview) };
   }
-  if (schema !== null)
-    return refuse(
-      `This run trains on ${schema.kind === "table" ? "a CSV table" : "its own kind of data"}: pick a CSV.`,
-    );
+  if (schema?.kind === "image") {
+    const pictures = files.filter((f) => f.type.startsWith("image/") || /\.(png|jpe?g|gif|bmp|webp)$/i.test(f.name));
+    const got = await readSchemaImages(pictures, schema, inputShape);
+    const refusedNames = got.refused.slice(0, 10).map((r) => `${r.line}: ${r.reason}`);
+    const summary = [
+      `${got.y.length} pictures ready (${Object.entries(got.counts)
+        .map(([c, n]) => `${c}: ${n}`)
+        .join(", ")})`,
+      got.refused.length
+        ? `; refused ${got.refused.length}: ${refusedNames.join("; ")}${got.refused.length > 10 ? "; …" : ""}`
+        : "",
+    ].join("");
+    return { data: got.y.length ? { x: got.x, y: got.y } : null, summary, preview: null };
+  }
+  if (schema !== null) return refuse("This run trains on a CSV table: pick one.");
   const images = await readLabelledImages(files);
   const skipped = images.skipped.length ? `, skipped ${images.skipped.length} without a 0-9 label prefix` : "";
   return {
