@@ -188,8 +188,7 @@ class Settings:
         return OptimizerConfig.of(self)
 
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.augment_crop, self.augment_flip, self.augment_rotate, self.augment_brightness,
-                            self.augment_contrast, self.augment_mixup)  # fmt: skip
+        return Augmentation.of(self)
 
     def train_config(self) -> dict[str, Any]:
         """The training keys sent to clients (SPEC §5); options left at their defaults are not sent."""

@@ -6,7 +6,8 @@ does in the WebAssembly trainer.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,11 @@ class Augmentation:
     brightness: float = 0.0  # add one value uniform in ±this to each example
     contrast: float = 0.0  # scale each example's distance from its mean by a factor in 1 ± this
     mixup: float = 0.0  # mixup's α: λ ~ Beta(α, α) per batch (0: off)
+
+    @classmethod
+    def of(cls, source: Any) -> Augmentation:
+        """The settings of anything that carries them as `augment_<name>` (the run's settings, a task's config)."""
+        return cls(**{f.name: getattr(source, f"augment_{f.name}") for f in fields(cls)})
 
     def __post_init__(self) -> None:
         fine = (0 <= self.crop <= 64 and 0 <= self.rotate <= 180 and 0 <= self.brightness <= 1

@@ -83,8 +83,7 @@ class TrainConfig:
         return OptimizerConfig.of(self)
 
     def augmentation(self) -> Augmentation:
-        return Augmentation(self.augment_crop, self.augment_flip, self.augment_rotate, self.augment_brightness,
-                            self.augment_contrast, self.augment_mixup)  # fmt: skip
+        return Augmentation.of(self)
 
 
 def clip_delta(delta: dict[str, np.ndarray], max_norm: float) -> tuple[dict[str, np.ndarray], bool]:

@@ -17,17 +17,11 @@ from typing import Any
 from coordinator.data.dataset import DataError
 from coordinator.data.schema import DataSchema
 from coordinator.data.tables import table_dataset
+from protocol.tools.make_vectors import TABLE_DATA
 
 OUT = Path(__file__).resolve().parents[1] / "vectors" / "data-tables.json"
 
-TUMOURS: dict[str, Any] = {
-    "kind": "table",
-    "label": "diagnosis",
-    "features": ["age", "mean radius"],
-    "mean": [52.5, 14.127],
-    "std": [11.25, 3.524],
-    "classes": ["benign", "malignant"],
-}
+TUMOURS: dict[str, Any] = TABLE_DATA  # the frame vectors' table schema
 DIGITS = {"kind": "table", "label": "y", "features": ["a"], "mean": [0.5], "std": [0.25], "classes": ["0", "1", "2"]}
 PRICES = {"kind": "table", "label": "price", "features": ["rooms", "area"], "mean": [3, 80.5], "std": [1.5, 30]}
 
