@@ -6,8 +6,10 @@ import math
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
+from pickle import UnpicklingError
 
 import numpy as np
+from numpy.lib.npyio import NpzFile
 from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
@@ -23,12 +25,17 @@ def read_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(path, None, "no such file")
     try:
         if path.suffix.lower() == ".npz":
-            with np.load(path, allow_pickle=False) as f:
+            loaded = np.load(path, allow_pickle=False)
+            if not isinstance(loaded, NpzFile):  # a lone .npy array under an .npz name
+                raise ValueError("it holds one array, not named arrays")
+            with loaded as f:
                 arrays = {k: f[k] for k in f.files if k in ("x", "y")}
         else:
             arrays = {k: v for k, v in load_file(path).items() if k in ("x", "y")}
-    except (OSError, ValueError, zipfile.BadZipFile, SafetensorError) as exc:
-        raise DataError(path, None, f"not a readable {path.suffix} file of arrays ({exc})") from None
+    except (OSError, ValueError, EOFError, UnpicklingError, zipfile.BadZipFile, SafetensorError) as exc:
+        raise DataError(
+            path, None, f"not a readable {path.suffix} file of arrays ({exc or type(exc).__name__})"
+        ) from None
     for key in ("x", "y"):
         if key not in arrays:
             raise DataError(path, None, f"holds no array {key!r} (it needs x: the inputs, y: the labels)")

@@ -1,0 +1,54 @@
+"""Whatever a data file holds, reading it ends in a dataset or a DataError naming the file, never
+another exception: a participant's spreadsheet is not trusted to be well formed."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator.data.dataset import DataError
+from coordinator.data.loading import load_dataset
+from coordinator.data.schema import DataSchema
+
+SCHEMA = DataSchema("table", ("a", "b"), "y", ("f1", "f2"), (0.0, 1.0), (1.0, 2.0))
+CELLS = st.one_of(
+    st.sampled_from(["1", "-2.5", "", "nan", "inf", "1e999", "a", "b", '"q,uoted"', "1,2", " 3 ", "\ufeff"]),
+    st.text(max_size=6),
+    st.floats(allow_nan=True).map(str),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    header=st.lists(st.sampled_from(["f1", "f2", "y", "f3", "", "f1"]), min_size=0, max_size=5),
+    rows=st.lists(st.lists(CELLS, min_size=0, max_size=5), max_size=6),
+)
+def test_any_csv_is_read_or_refused_with_a_data_error(header: list[str], rows: list[list[str]]) -> None:
+    text = "\n".join(",".join(r) for r in [header, *rows])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "own.csv"
+        path.write_text(text)
+        try:
+            data = load_dataset(path, SCHEMA, (2,))
+        except DataError as exc:
+            assert str(exc).startswith(str(path))
+            return
+    assert data.x.shape == (len(data), 2) and np.isfinite(data.x).all()
+    assert set(data.y.tolist()) <= {0, 1}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_as_npz_or_safetensors_are_read_or_refused_with_a_data_error(blob: bytes) -> None:
+    for suffix in (".npz", ".safetensors"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"own{suffix}"
+            path.write_bytes(blob)
+            try:
+                load_dataset(path, DataSchema("tensor", classes=("0", "1")), (2,))
+            except DataError as exc:
+                assert str(exc).startswith(str(path))
