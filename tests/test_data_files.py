@@ -70,6 +70,7 @@ def test_a_parquet_table_reads_like_the_csv(tmp_path: Path) -> None:
         ("age,size,label\n50,1.5,benign\n60,2.5,unknown\n", "line 3", "label 'unknown' in column 'label' is not"),
         ("age,size,label\n50,1.5,benign\n60,inf,malignant\n", "line 3", "column 'size' holds inf, not finite"),
         ("age,label\n50,benign\n", None, "no column 'size'"),
+        ("age,size,size,label\n50,1.5,2,benign\n", None, "column 'size' appears more than once"),
     ],
 )
 def test_a_malformed_table_is_refused_naming_the_file_line_and_fault(

@@ -29,13 +29,20 @@ def read_table(path: Path) -> pa.Table:
         raise DataError(path, None, "no such file")
     if path.suffix.lower() != ".csv":
         try:
-            return parquet.read_table(path)
+            table = parquet.read_table(path)
         except (pa.ArrowException, OSError) as exc:
             raise DataError(path, None, f"not a Parquet file: {exc}") from None
-    try:
-        return pa_csv.read_csv(path)
-    except (pa.ArrowException, UnicodeDecodeError) as exc:
-        raise DataError(path, _bad_csv_line(path), f"not a CSV table: {exc}") from None
+    else:
+        try:
+            table = pa_csv.read_csv(path)
+        except (pa.ArrowException, UnicodeDecodeError) as exc:
+            raise DataError(path, _bad_csv_line(path), f"not a CSV table: {exc}") from None
+    seen: set[str] = set()
+    for name in table.column_names:
+        if name in seen:  # which of the two holds the feature? Neither is safe to guess.
+            raise DataError(path, None, f"column {name!r} appears more than once")
+        seen.add(name)
+    return table
 
 
 def describe_table(path: Path, label: str, *, regression: bool, classes: Sequence[str] | None = None) -> DataSchema:
