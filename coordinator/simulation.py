@@ -11,10 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from coordinator.client.local_data import FileData
+from coordinator.data.dataset import Dataset
 from coordinator.data.schema import DataSchema
 from coordinator.data.shard_file import write_dataset, write_picture_shards, write_shard, write_table_shards
 from coordinator.models.spec import ModelSpec
@@ -59,32 +61,37 @@ def client_commands(
 ) -> list[list[str]]:
     """One process per client, except browsers: one Chromium with a page per client.
 
-    With `pop.data`, the data is prepared here once first, so a file the clients could not use is refused
-    (naming the row or sample) before any client starts."""
+    With `pop.data`, the data is prepared and split here once first, so a file the clients could not use is
+    refused (naming the row or sample) before any client starts."""
+    split: tuple[Dataset, list[np.ndarray]] | None = None
     if pop.data is not None:
         if run is None:
             raise ValueError("--data needs the run's model and data schema")
-        FileData(pop.data, 1, pop.clients, pop.partition, pop.data_seed, pop.holdout).prepare(run.schema, run.spec)
+        split = FileData(pop.data, 1, pop.clients, pop.partition, pop.data_seed).split(run.schema, run.spec)
     if pop.backend == "browser":
         if pop.poisoned or pop.dropouts:
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
-        if pop.data is not None:  # each page picks its shard through the page's own file picker
+        if pop.data is not None and split is not None:  # each page picks its shard in the page's own file picker
             if run is None or run.schema is None or run.schema.kind == "tensor":
                 raise ValueError("browser pages take --data as a table or a folder of pictures, with --test-data")
-            split = write_table_shards if run.schema.kind == "table" else write_picture_shards
-            split(pop.data, run.schema, pop.clients, pop.partition, pop.data_seed, workdir / "pages")
+            if run.schema.kind == "table":
+                write_table_shards(pop.data, split[1], workdir / "pages")
+            else:
+                write_picture_shards(pop.data, run.schema, split[1], workdir / "pages")
         base = url.replace("ws://", "http://").removesuffix("/ws")  # the page asks /api/join itself
         cmd = ["node", str(WEB_BIN / "browsers.mjs"), base, "--clients", str(pop.clients)]
         cmd += ["--token", settings.join_token] if settings.join_token else []
         cmd += ["--webgpu"] if pop.webgpu else []
         cmd += ["--data-dir", str(workdir / "pages")] if pop.data is not None else []
         return [cmd + (["--screenshots", str(pop.screenshots)] if pop.screenshots else [])]
-    return [client_command(url, i, pop, settings, workdir, run) for i in range(pop.clients)]
+    prepared = [split[0].take(idx) for idx in split[1]] if split is not None and pop.backend == "wasm" else None
+    return [client_command(url, i, pop, settings, workdir, prepared) for i in range(pop.clients)]
 
 
 def client_command(
-    url: str, index: int, pop: Population, settings: Settings, workdir: Path, run: RunData | None = None
+    url: str, index: int, pop: Population, settings: Settings, workdir: Path, prepared: list[Dataset] | None = None
 ) -> list[str]:
+    """`prepared`: each client's shard of `pop.data`, for clients that cannot prepare it themselves (WASM)."""
     if pop.backend == "wasm":
         if pop.poisoned or pop.dropouts:
             raise ValueError("poisoned and dropout clients are Python-only test hooks")
@@ -92,9 +99,8 @@ def client_command(
         if pop.data is None:
             write_shard(data, index + 1, pop.clients, pop.partition, pop.data_seed)
         else:  # prepared here as the run's schema says: the trainer reads arrays of the model's input
-            assert run is not None, "client_commands checked it"
-            shard = FileData(pop.data, index + 1, pop.clients, pop.partition, pop.data_seed, holdout=0)
-            write_dataset(data, shard.prepare(run.schema, run.spec)[0])
+            assert prepared is not None, "client_commands prepared them"
+            write_dataset(data, prepared[index])
         cmd = ["node", str(WEB_BIN / "join.mjs"), url, "--data", str(data), "--quiet", "--give-up-after", "60"]
         return cmd + (["--token", settings.join_token] if settings.join_token else [])
     if pop.backend != "python":

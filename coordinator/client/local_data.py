@@ -62,12 +62,17 @@ class FileData:
         schema = schema or self._without_schema(spec)
         key = json.dumps([schema.to_dict(), spec.input_shape, spec.input_dtype])
         if key not in self._prepared:
-            schema.check_model(spec.input_shape, spec.num_classes, spec.loss["type"])
-            full = load_dataset(self.path, schema, spec.input_shape, spec.input_dtype)
-            mine = full.take(partition(full.y, self.of, self.scheme, self.seed)[self.shard - 1])
-            train, held = mine.holdout(self.holdout, self.seed + self.shard)
+            full, shards = self.split(schema, spec)
+            train, held = full.take(shards[self.shard - 1]).holdout(self.holdout, self.seed + self.shard)
             self._prepared = {key: (train, held if len(held) else train)}  # one run's worth, not every run's
         return self._prepared[key]
+
+    def split(self, schema: DataSchema | None, spec: ModelSpec) -> tuple[Dataset, list[np.ndarray]]:
+        """The whole file, prepared, and every client's indices into it (`of` of them), from one read."""
+        schema = schema or self._without_schema(spec)
+        schema.check_model(spec.input_shape, spec.num_classes, spec.loss["type"])
+        full = load_dataset(self.path, schema, spec.input_shape, spec.input_dtype)
+        return full, partition(full.y, self.of, self.scheme, self.seed)
 
     def _without_schema(self, spec: ModelSpec) -> DataSchema:
         kind = data_kind(self.path)

@@ -6,6 +6,7 @@ the coordinator side writes each client's shard to a file they read.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from coordinator.data.images import labelled_pictures
 from coordinator.data.mnist import load_split
 from coordinator.data.partition import partition
 from coordinator.data.schema import DataSchema
-from coordinator.data.tables import read_table, table_dataset
+from coordinator.data.tables import read_table
 
 
 def _shard(shard: int, of: int, scheme: str, seed: int) -> dict[str, np.ndarray]:
@@ -43,11 +44,10 @@ def write_dataset(path: Path, data: Dataset) -> None:
     save_file({"x": np.ascontiguousarray(data.x), "y": np.ascontiguousarray(data.y)}, str(path))
 
 
-def write_table_shards(path: Path, schema: DataSchema, of: int, scheme: str, seed: int, out: Path) -> list[Path]:
-    """The table's rows as they are in it, split as `FileData` splits them, one CSV per client
-    (`client-1.csv` ...): what a participant would pick in the page, which prepares it itself."""
+def write_table_shards(path: Path, shards: Sequence[np.ndarray], out: Path) -> list[Path]:
+    """The table's rows as they are in it, one CSV per client (`client-1.csv` ...) holding the rows of
+    its indices: what a participant would pick in the page, which prepares it itself."""
     rows = read_table(path)
-    shards = partition(table_dataset(path, schema).y, of, scheme, seed)
     out.mkdir(parents=True, exist_ok=True)
     written = []
     for k, idx in enumerate(shards, 1):
@@ -56,12 +56,11 @@ def write_table_shards(path: Path, schema: DataSchema, of: int, scheme: str, see
     return written
 
 
-def write_picture_shards(root: Path, schema: DataSchema, of: int, scheme: str, seed: int, out: Path) -> list[Path]:
-    """The folder's pictures split as `FileData` splits them, one folder per client (`client-1/` ...), each
-    named `CLASS_N.ext`: what a participant would pick in the page, which labels them by name."""
+def write_picture_shards(root: Path, schema: DataSchema, shards: Sequence[np.ndarray], out: Path) -> list[Path]:
+    """The folder's pictures, one folder per client (`client-1/` ...) holding the pictures of its indices,
+    each named `CLASS_N.ext`: what a participant would pick in the page, which labels them by name."""
     pictures = labelled_pictures(root, schema)
     assert schema.classes is not None, "an image schema names its classes"
-    shards = partition(np.asarray([label for _, label in pictures], np.int64), of, scheme, seed)
     written = []
     for k, idx in enumerate(shards, 1):
         folder = out / f"client-{k}"
