@@ -56,3 +56,30 @@ def test_any_bytes_as_npz_or_safetensors_are_read_or_refused_with_a_data_error(b
                 load_dataset(path, DataSchema("tensor", classes=("0", "1")), (2,))
             except DataError as exc:
                 assert str(exc).startswith(str(path))
+
+
+NAMES = st.text(min_size=1, max_size=4)
+NUMBERS = st.floats(min_value=-1e30, max_value=1e30, allow_nan=False)
+DATA_FIELDS = st.fixed_dictionaries(
+    {"kind": st.sampled_from(["table", "image", "tensor"])},
+    optional={
+        "label": NAMES,
+        "features": st.lists(NAMES, min_size=1, max_size=3),
+        "mean": st.lists(NUMBERS, max_size=3),
+        "std": st.lists(st.floats(min_value=1e-9, max_value=1e30), max_size=3),
+        "classes": st.lists(st.text(max_size=3), min_size=1, max_size=3),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None, derandomize=CI, database=None)
+@given(DATA_FIELDS)
+def test_any_data_schema_a_task_may_carry_is_built_or_refused_with_a_value_error(data: dict[str, object]) -> None:
+    from coordinator.protocol.schema import validator
+
+    assert validator("data-schema.schema.json").is_valid(data)
+    try:
+        schema = DataSchema.from_dict(data)
+    except ValueError:
+        return
+    assert DataSchema.from_dict(schema.to_dict()) == schema
