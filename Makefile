@@ -9,7 +9,7 @@ serve: setup
 
 test: setup lint
 	cd client_web && npm test
-	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --lib
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --lib --tests
 	.venv/bin/pytest -ra
 
 lint:

@@ -35,6 +35,19 @@ export interface DeltaReport {
   norm: number;             // global L2 norm of what is returned
   clipped?: boolean;        // Flower's norm_bit, when clipping was asked for
 }
+/**
+ * Checkpoints of a training job (`Trainer.train`'s fifth argument). `save` receives a blob every
+ * `everySteps` steps or `everySeconds` seconds (never after the last step); a later `train` of the
+ * same job (same model, options and data, global weights loaded again) given it as `resume` goes on
+ * from there and ends exactly as the uninterrupted job would have. A damaged blob, or one of
+ * another job, is refused with an Error.
+ */
+export interface Checkpoints {
+  resume?: Uint8Array;
+  everySteps?: number;
+  everySeconds?: number;
+  save?: (checkpoint: Uint8Array) => void | Promise<unknown>;
+}
 /** Called after every batch; return a Promise to pause training until it settles (e.g. to let the event loop run). */
 export type OnBatch = (epoch: number, batch: number, batches: number, loss: number) => void | Promise<unknown>;
 "#;
@@ -107,7 +120,8 @@ impl Trainer {
         on_learner!(&mut *engine, l => l.load(bytes)).map_err(js::error)
     }
 
-    /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels).
+    /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels),
+    /// checkpointing and resuming as `checkpoints` says.
     #[wasm_bindgen(unchecked_return_type = "Promise<TrainReport>")]
     pub fn train(
         &self,
@@ -116,16 +130,19 @@ impl Trainer {
         #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: JsValue,
         #[wasm_bindgen(js_name = onBatch, unchecked_param_type = "OnBatch | undefined")]
         on_batch: Option<Function>,
+        #[wasm_bindgen(unchecked_param_type = "Checkpoints | undefined")] checkpoints: JsValue,
     ) -> Promise {
         let shared = self.engine.clone();
         future_to_promise(async move {
             let config = js::training_config(&options).map_err(js::error)?;
+            let hooks = js::checkpoint_hooks(&checkpoints).map_err(js::error)?;
             let mut engine = shared.write()?;
             let mut callback = js::on_batch(on_batch);
             let report = on_learner!(&mut *engine, l => {
                 let (xs, ys) = js::examples(&x, &y)?;
                 let data = l.dataset(xs, ys).map_err(js::error)?;
-                l.train(&data, &config, &mut callback).await.map_err(js::error)?
+                let hooks = hooks.as_ref().map(js::CheckpointHooks::hooks);
+                l.train(&data, &config, &mut callback, hooks).await.map_err(js::error)?
             });
             Ok(js::train_report(report))
         })

@@ -82,6 +82,11 @@ impl Dataset {
         self
     }
 
+    /// The examples and their labels, as held.
+    pub fn content(&self) -> (&[f32], &[i32]) {
+        (&self.x, &self.y)
+    }
+
     pub fn image_shape(&self) -> Option<[usize; 3]> {
         self.image
     }

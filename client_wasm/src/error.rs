@@ -11,6 +11,7 @@ pub enum TrainerError {
     NonFinite(String),
     Backend(String),
     Memory(String),
+    Checkpoint(String),
 }
 
 impl fmt::Display for TrainerError {
@@ -23,6 +24,7 @@ impl fmt::Display for TrainerError {
             Self::NonFinite(m) => write!(f, "training diverged: {m}"),
             Self::Backend(m) => write!(f, "backend failure: {m}"),
             Self::Memory(m) => write!(f, "out of memory: {m}"),
+            Self::Checkpoint(m) => write!(f, "bad checkpoint: {m}"),
         }
     }
 }

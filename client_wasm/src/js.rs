@@ -11,7 +11,7 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::config::TrainingConfig;
 use crate::error::TrainerError;
-use crate::learner::DeltaOut;
+use crate::learner::{Checkpoints, DeltaOut};
 use crate::training::{EvalReport, Pause, TrainReport};
 
 pub fn error(e: TrainerError) -> JsValue {
@@ -84,6 +84,107 @@ pub fn on_batch(f: Option<Function>) -> impl FnMut(usize, usize, usize, f64) -> 
         Some(Box::pin(async move {
             let _ = JsFuture::from(promise).await;
         }))
+    }
+}
+
+/// What `Trainer.train`'s `checkpoints` object asks: the blob to resume from, and when and
+/// where to save. A save that throws or rejects is ignored: losing a checkpoint only costs a
+/// resumed job its progress, while stopping would cost the job.
+pub struct CheckpointHooks {
+    pub resume: Option<Vec<u8>>,
+    every_steps: Option<usize>,
+    every_ms: Option<f64>,
+    save: Option<Function>,
+}
+
+const CHECKPOINT_KEYS: [&str; 4] = ["resume", "everySteps", "everySeconds", "save"];
+
+pub fn checkpoint_hooks(o: &JsValue) -> Result<Option<CheckpointHooks>, TrainerError> {
+    if o.is_undefined() || o.is_null() {
+        return Ok(None);
+    }
+    let bad = |m: &str| TrainerError::Config(format!("checkpoints: {m}"));
+    let object: &Object = o.dyn_ref().ok_or_else(|| bad("must be an object"))?;
+    for key in Object::keys(object).iter() {
+        let key = key.as_string().unwrap_or_default();
+        if !CHECKPOINT_KEYS.contains(&key.as_str()) {
+            return Err(bad(&format!("unknown option {key:?}")));
+        }
+    }
+    let get = |k: &str| Reflect::get(o, &JsValue::from_str(k)).unwrap_or(JsValue::UNDEFINED);
+    let resume = match get("resume") {
+        v if v.is_undefined() || v.is_null() => None,
+        v => Some(
+            v.dyn_into::<js_sys::Uint8Array>()
+                .map_err(|_| bad("resume must be a Uint8Array"))?
+                .to_vec(),
+        ),
+    };
+    let positive = |k: &str| -> Result<Option<f64>, TrainerError> {
+        match get(k) {
+            v if v.is_undefined() || v.is_null() => Ok(None),
+            v => match v.as_f64() {
+                Some(n) if n > 0.0 && n.is_finite() => Ok(Some(n)),
+                _ => Err(bad(&format!("{k} must be a positive number"))),
+            },
+        }
+    };
+    let every_steps = positive("everySteps")?.map(|n| n.ceil() as usize);
+    let every_ms = positive("everySeconds")?.map(|s| s * 1000.0);
+    let save = match get("save") {
+        v if v.is_undefined() || v.is_null() => None,
+        v => Some(
+            v.dyn_into::<Function>()
+                .map_err(|_| bad("save must be a function"))?,
+        ),
+    };
+    if save.is_some() && every_steps.is_none() && every_ms.is_none() {
+        return Err(bad("save needs everySteps or everySeconds"));
+    }
+    Ok(Some(CheckpointHooks {
+        resume,
+        every_steps,
+        every_ms,
+        save,
+    }))
+}
+
+impl CheckpointHooks {
+    /// The learner's view: `due` after every `everySteps` steps or `everySeconds` since the last.
+    pub fn hooks(&self) -> Checkpoints<'_> {
+        let (every_steps, every_ms) = (self.every_steps, self.every_ms);
+        let mut last = js_sys::Date::now();
+        let save = self.save.clone();
+        Checkpoints {
+            resume: self.resume.as_deref(),
+            due: Box::new(move |steps| {
+                if save.is_none() {
+                    return false;
+                }
+                let now = js_sys::Date::now();
+                let due = every_steps.is_some_and(|n| steps % n == 0)
+                    || every_ms.is_some_and(|ms| now - last >= ms);
+                if due {
+                    last = now;
+                }
+                due
+            }),
+            save: Box::new({
+                let save = self.save.clone();
+                move |blob| {
+                    let f = save.as_ref()?;
+                    let bytes = js_sys::Uint8Array::from(blob.as_slice());
+                    let promise = f
+                        .call1(&JsValue::NULL, &bytes)
+                        .ok()?
+                        .dyn_into::<Promise>()
+                        .ok()?;
+                    Some(Box::pin(async move {
+                        let _ = JsFuture::from(promise).await;
+                    }))
+                }
+            }),
+        }
     }
 }
 

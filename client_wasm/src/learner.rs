@@ -6,6 +6,7 @@
 
 use burn::tensor::backend::AutodiffBackend;
 
+use crate::checkpoint::{self, Checkpoint};
 use crate::config::TrainingConfig;
 use crate::data::Dataset;
 use crate::encoding::{self, Encoding};
@@ -16,7 +17,7 @@ use crate::objective::label_range;
 use crate::params;
 use crate::privacy;
 use crate::spec::ModelSpec;
-use crate::training::{self, EvalReport, OnBatch, TrainReport};
+use crate::training::{self, Checkpointing, EvalReport, OnBatch, Pause, TrainReport};
 use crate::weights::{self, Named};
 
 pub struct Learner<B: AutodiffBackend> {
@@ -24,6 +25,16 @@ pub struct Learner<B: AutodiffBackend> {
     pub(crate) device: B::Device,
     model: Option<Model<B>>,
     global: Option<Named>,
+}
+
+/// What a caller asks of a job's checkpoints (see `checkpoint`).
+pub struct Checkpoints<'a> {
+    /// A checkpoint that an earlier run of this same job saved, to go on from.
+    pub resume: Option<&'a [u8]>,
+    /// Asked after each step but the last, with the steps done: take a checkpoint now?
+    pub due: Box<dyn FnMut(usize) -> bool + 'a>,
+    /// Takes each checkpoint; a pause it returns is awaited before training goes on.
+    pub save: Box<dyn FnMut(Vec<u8>) -> Option<Pause> + 'a>,
 }
 
 pub struct DeltaOut {
@@ -75,6 +86,7 @@ impl<B: AutodiffBackend> Learner<B> {
         data: &Dataset,
         config: &TrainingConfig,
         on_batch: &mut OnBatch<'_>,
+        checkpoints: Option<Checkpoints<'_>>,
     ) -> Result<TrainReport> {
         if self.global.is_none() {
             return Err(TrainerError::Weights(
@@ -90,8 +102,20 @@ impl<B: AutodiffBackend> Learner<B> {
         let slots = config.optimizer.state_slots();
         let bytes = memory::training_bytes(&self.spec, config.batch_size.min(data.len()), slots);
         memory::ensure(bytes, "a training step")?;
+        let mut checkpoints = checkpoints
+            .map(|c| self.checkpointing(data, config, c))
+            .transpose()?;
         let model = self.model.take().expect("model present");
-        match training::train(model, data, &self.spec.loss, config, &self.device, on_batch).await {
+        let job = training::train(
+            model,
+            data,
+            &self.spec,
+            config,
+            &self.device,
+            on_batch,
+            checkpoints.as_mut(),
+        );
+        match job.await {
             Ok((model, report)) => {
                 self.model = Some(model);
                 Ok(report)
@@ -107,6 +131,36 @@ impl<B: AutodiffBackend> Learner<B> {
                 Err(e)
             }
         }
+    }
+
+    /// The job's checkpointing, with `hooks.resume` checked to be a checkpoint of this very job.
+    fn checkpointing<'a>(
+        &self,
+        data: &Dataset,
+        config: &TrainingConfig,
+        hooks: Checkpoints<'a>,
+    ) -> Result<Checkpointing<'a>> {
+        let fingerprint = checkpoint::fingerprint(&self.spec, config, data)?;
+        let resume = match hooks.resume {
+            None => None,
+            Some(bytes) => {
+                let at = Checkpoint::decode(bytes)?;
+                if at.fingerprint != fingerprint {
+                    return Err(TrainerError::Checkpoint(
+                        "it is of another job (model, options or data differ)".into(),
+                    ));
+                }
+                let weights = weights::decode(&at.weights, &self.spec)
+                    .map_err(|e| TrainerError::Checkpoint(e.to_string()))?;
+                Some((at, weights))
+            }
+        };
+        Ok(Checkpointing {
+            fingerprint,
+            resume,
+            due: hooks.due,
+            save: hooks.save,
+        })
     }
 
     pub async fn evaluate(&self, data: &Dataset) -> Result<EvalReport> {

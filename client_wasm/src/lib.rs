@@ -7,6 +7,7 @@
 
 pub mod activations;
 pub mod augment;
+pub mod checkpoint;
 pub mod config;
 pub mod data;
 pub mod encoder;
@@ -18,6 +19,7 @@ pub mod memory;
 pub mod model;
 pub mod norm;
 pub mod objective;
+pub mod optim_state;
 pub mod params;
 pub mod privacy;
 pub mod schedule;

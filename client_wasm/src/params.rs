@@ -171,8 +171,15 @@ impl<B: Backend> Slot<'_, B> {
             Slot::Transposed(p) => {
                 // The lazy shape: the values are replaced, so drawing them first would be waste.
                 let [d_in, d_out] = p.lazy_shape().dims();
-                let t = Tensor::<B, 2>::from_data(tensor(vec![d_out, d_in]), device);
-                *p = Param::from_tensor(t.transpose());
+                // Transposed here rather than as a tensor view: a strided weight multiplies in
+                // another summation order than the contiguous one the optimizer's steps leave, and
+                // a job resumed from a checkpoint must compute exactly what the whole job did.
+                let mut burn = Vec::with_capacity(values.len());
+                for i in 0..d_in {
+                    burn.extend((0..d_out).map(|o| values[o * d_in + i]));
+                }
+                let t = Tensor::<B, 2>::from_data(TensorData::new(burn, vec![d_in, d_out]), device);
+                *p = Param::from_tensor(t);
             }
             Slot::Matrix(p) => {
                 let dims: [usize; 2] = p.lazy_shape().dims();

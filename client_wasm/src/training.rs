@@ -7,14 +7,18 @@ use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, RmsPropCo
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
+use burn::optim::adaptor::OptimizerAdaptor;
+
+use crate::checkpoint::Checkpoint;
 use crate::config::{Optimizer as OptimizerChoice, Order, TrainingConfig};
 use crate::data::{Dataset, fresh_seed, seeded};
 use crate::error::{Result, TrainerError};
 use crate::model::Model;
 use crate::objective;
+use crate::optim_state::{self, StateParts};
 use crate::params;
-use crate::spec::Loss;
-use crate::weights::values;
+use crate::spec::{Loss, ModelSpec};
+use crate::weights::{self, Named, values};
 
 #[derive(Debug, Clone, Copy)]
 pub struct TrainReport {
@@ -31,14 +35,33 @@ pub type Pause = std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>;
 /// heartbeats, UI, cancellation — while a long job trains.
 pub type OnBatch<'a> = dyn FnMut(usize, usize, usize, f64) -> Option<Pause> + 'a;
 
+/// How a job checkpoints (see `checkpoint`): what it resumes from, and when and where it saves.
+pub struct Checkpointing<'a> {
+    /// The job's fingerprint, written into every checkpoint.
+    pub fingerprint: u64,
+    /// A checkpoint of this very job (its fingerprint checked), and its weights decoded.
+    pub resume: Option<(Checkpoint, Named)>,
+    /// Asked after every step but a job's last, with the steps done: take a checkpoint now?
+    pub due: Box<dyn FnMut(usize) -> bool + 'a>,
+    /// Takes each checkpoint's bytes; a pause it returns is awaited before training goes on.
+    pub save: Box<dyn FnMut(Vec<u8>) -> Option<Pause> + 'a>,
+}
+
 pub async fn train<B: AutodiffBackend>(
     model: Model<B>,
     data: &Dataset,
-    loss: &Loss,
+    spec: &ModelSpec,
     config: &TrainingConfig,
     device: &B::Device,
     on_batch: &mut OnBatch<'_>,
+    checkpoints: Option<&mut Checkpointing<'_>>,
 ) -> Result<(Model<B>, TrainReport)> {
+    let job = Job {
+        data,
+        spec,
+        config,
+        device,
+    };
     // L2 decay added to the gradient, as torch.optim's SGD, Adam and RMSprop apply it.
     let l2 = config
         .weight_decay
@@ -51,14 +74,14 @@ pub async fn train<B: AutodiffBackend>(
                 .with_epsilon(1e-8)
                 .with_weight_decay(l2)
                 .init();
-            run(model, optim, data, loss, config, device, on_batch).await
+            job.run(model, optim, on_batch, checkpoints).await
         }
         OptimizerChoice::AdamW => {
             let optim = AdamWConfig::new()
                 .with_epsilon(1e-8)
                 .with_weight_decay(config.weight_decay.unwrap_or(0.01) as f32)
                 .init();
-            run(model, optim, data, loss, config, device, on_batch).await
+            job.run(model, optim, on_batch, checkpoints).await
         }
         OptimizerChoice::Sgd { momentum, nesterov } => {
             let momentum = (momentum > 0.0).then_some(MomentumConfig {
@@ -70,7 +93,7 @@ pub async fn train<B: AutodiffBackend>(
                 .with_momentum(momentum)
                 .with_weight_decay(l2)
                 .init();
-            run(model, optim, data, loss, config, device, on_batch).await
+            job.run(model, optim, on_batch, checkpoints).await
         }
         OptimizerChoice::RmsProp { momentum } => {
             let optim = RmsPropConfig::new()
@@ -79,80 +102,163 @@ pub async fn train<B: AutodiffBackend>(
                 .with_momentum(momentum as f32)
                 .with_weight_decay(l2)
                 .init();
-            run(model, optim, data, loss, config, device, on_batch).await
+            job.run(model, optim, on_batch, checkpoints).await
         }
     }
 }
 
-async fn run<B: AutodiffBackend, O: Optimizer<Model<B>, B>>(
-    mut model: Model<B>,
-    mut optim: O,
-    data: &Dataset,
-    goal: &Loss,
-    config: &TrainingConfig,
-    device: &B::Device,
-    on_batch: &mut OnBatch<'_>,
-) -> Result<(Model<B>, TrainReport)> {
-    let anchor = (config.proximal_mu > 0.0).then(|| model.clone());
-    let mut rng = match config.order {
-        Order::Fixed => None,
-        Order::Shuffled(seed) => Some(seeded(seed)),
-        Order::Random => Some(seeded(fresh_seed())),
-    };
-    // Its own stream, so turning augmentation on does not change the batch order of a seeded job.
-    let mut augment_rng = config.augment.is_on().then(|| match config.order {
-        Order::Shuffled(seed) => seeded(seed ^ AUGMENT_STREAM),
-        Order::Fixed | Order::Random => seeded(fresh_seed()),
-    });
-    let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
-    let all_steps = config.epochs * data.len().div_ceil(config.batch_size.max(1));
-    for epoch in 0..config.epochs {
-        let batches = data.batches(config.batch_size, rng.as_mut());
-        let count = batches.len();
-        for (b, idx) in batches.iter().enumerate() {
-            let augment = augment_rng.as_mut().map(|rng| (&config.augment, rng));
-            let (x, y, mixed) = data.augmented_batch::<B>(idx, device, augment);
-            let logits = model.forward(x);
-            let mut loss = match mixed {
-                None => objective::loss(goal, logits, y),
-                Some((lambda, partner)) => objective::loss(goal, logits.clone(), y)
-                    .mul_scalar(lambda)
-                    .add(objective::loss(goal, logits, partner).mul_scalar(1.0 - lambda)),
-            };
-            if let Some(anchor) = &anchor {
-                loss = loss + proximal(&model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
-            }
-            // Reading the loss every step also yields to the event loop on the web.
-            let value = values(loss.clone().detach()).await?[0] as f64;
-            if !value.is_finite() {
-                return Err(TrainerError::NonFinite(format!(
-                    "loss became {value} in epoch {}, batch {} (try a lower learning rate)",
-                    epoch + 1,
-                    b + 1
-                )));
-            }
-            let mut grads = GradientsParams::from_grads(loss.backward(), &model);
-            if let Some(max_norm) = config.grad_clip_norm {
-                params::clip_grad_norm(&mut model, &mut grads, max_norm).await?;
-            }
-            let lr = config.schedule.lr(config.lr, steps, all_steps);
-            model = optim.step(lr, model, grads);
-            total += value * idx.len() as f64;
-            steps += 1;
-            examples += idx.len();
-            if let Some(pause) = on_batch(epoch, b, count, value) {
-                pause.await;
+/// One local training job: what it trains on, and how.
+struct Job<'a, B: Backend> {
+    data: &'a Dataset,
+    spec: &'a ModelSpec,
+    config: &'a TrainingConfig,
+    device: &'a B::Device,
+}
+
+impl<B: AutodiffBackend> Job<'_, B> {
+    async fn run<O: StateParts<B::InnerBackend>>(
+        &self,
+        mut model: Model<B>,
+        mut optim: OptimizerAdaptor<O, Model<B>, B>,
+        on_batch: &mut OnBatch<'_>,
+        mut checkpoints: Option<&mut Checkpointing<'_>>,
+    ) -> Result<(Model<B>, TrainReport)> {
+        let (data, config, device) = (self.data, self.config, self.device);
+        // FedProx's anchor is the global model, also for a resumed job.
+        let anchor = (config.proximal_mu > 0.0).then(|| model.clone());
+        // Every draw (shuffle, augmentation, dropout) comes from the job's seed by epoch or step,
+        // so a job resumed from a checkpoint draws what it would have drawn.
+        let mut seed = match config.order {
+            Order::Shuffled(seed) => seed,
+            Order::Fixed | Order::Random => fresh_seed(),
+        };
+        let (mut total, mut steps, mut examples) = (0.0f64, 0usize, 0usize);
+        let (mut first_epoch, mut skip) = (0, 0);
+        if let Some((at, weights)) = checkpoints.as_mut().and_then(|c| c.resume.take()) {
+            model = weights::load(model, &weights, device);
+            optim = optim_state::restore(optim, &model, &at.optimizer, device)?;
+            (seed, first_epoch, skip) = (at.seed, at.epoch, at.batch);
+            (total, steps, examples) = (at.total, at.steps, at.examples);
+        }
+        let all_steps = config.epochs * data.len().div_ceil(config.batch_size.max(1));
+        for epoch in first_epoch..config.epochs {
+            let mut order = (config.order != Order::Fixed).then(|| seeded(mix(seed, epoch)));
+            let batches = data.batches(config.batch_size, order.as_mut());
+            let count = batches.len();
+            for (b, idx) in batches.iter().enumerate().skip(std::mem::take(&mut skip)) {
+                B::seed(device, mix(seed ^ DROPOUT_STREAM, steps));
+                let mut augment_rng = config
+                    .augment
+                    .is_on()
+                    .then(|| seeded(mix(seed ^ AUGMENT_STREAM, steps)));
+                let augment = augment_rng.as_mut().map(|rng| (&config.augment, rng));
+                let value = self
+                    .step(
+                        &mut model,
+                        &mut optim,
+                        idx,
+                        augment,
+                        anchor.as_ref(),
+                        steps,
+                        all_steps,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        TrainerError::NonFinite(why) => TrainerError::NonFinite(format!(
+                            "{why} in epoch {}, batch {} (try a lower learning rate)",
+                            epoch + 1,
+                            b + 1
+                        )),
+                        other => other,
+                    })?;
+                total += value * idx.len() as f64;
+                steps += 1;
+                examples += idx.len();
+                if let Some(pause) = on_batch(epoch, b, count, value) {
+                    pause.await;
+                }
+                if steps < all_steps
+                    && let Some(c) = checkpoints.as_mut()
+                    && (c.due)(steps)
+                {
+                    let (epoch, batch) = if b + 1 == count {
+                        (epoch + 1, 0)
+                    } else {
+                        (epoch, b + 1)
+                    };
+                    let at = Checkpoint {
+                        fingerprint: c.fingerprint,
+                        seed,
+                        epoch,
+                        batch,
+                        steps,
+                        examples,
+                        total,
+                        weights: weights::encode(&weights::read(&model).await?, self.spec)?,
+                        optimizer: optim_state::save(&optim, &model).await?,
+                    };
+                    if let Some(pause) = (c.save)(at.encode()) {
+                        pause.await;
+                    }
+                }
             }
         }
+        Ok((
+            model,
+            TrainReport {
+                loss: total / examples.max(1) as f64,
+                steps,
+                examples,
+            },
+        ))
     }
-    Ok((
-        model,
-        TrainReport {
-            loss: total / examples.max(1) as f64,
-            steps,
-            examples,
-        },
-    ))
+
+    /// One optimizer step on the batch `idx`; its loss.
+    #[allow(clippy::too_many_arguments)]
+    async fn step<O: StateParts<B::InnerBackend>>(
+        &self,
+        model: &mut Model<B>,
+        optim: &mut OptimizerAdaptor<O, Model<B>, B>,
+        idx: &[usize],
+        augment: Option<(&crate::augment::Augment, &mut rand::rngs::StdRng)>,
+        anchor: Option<&Model<B>>,
+        steps: usize,
+        all_steps: usize,
+    ) -> Result<f64> {
+        let (config, device, goal) = (self.config, self.device, &self.spec.loss);
+        let (x, y, mixed) = self.data.augmented_batch::<B>(idx, device, augment);
+        let logits = model.forward(x);
+        let mut loss = match mixed {
+            None => objective::loss(goal, logits, y),
+            Some((lambda, partner)) => objective::loss(goal, logits.clone(), y)
+                .mul_scalar(lambda)
+                .add(objective::loss(goal, logits, partner).mul_scalar(1.0 - lambda)),
+        };
+        if let Some(anchor) = anchor {
+            loss = loss + proximal(model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
+        }
+        // Reading the loss every step also yields to the event loop on the web.
+        let value = values(loss.clone().detach()).await?[0] as f64;
+        if !value.is_finite() {
+            return Err(TrainerError::NonFinite(format!("loss became {value}")));
+        }
+        let mut grads = GradientsParams::from_grads(loss.backward(), &*model);
+        if let Some(max_norm) = config.grad_clip_norm {
+            params::clip_grad_norm(model, &mut grads, max_norm).await?;
+        }
+        let lr = config.schedule.lr(config.lr, steps, all_steps);
+        *model = optim.step(lr, model.clone(), grads);
+        Ok(value)
+    }
+}
+
+/// A seed for one epoch or step of a job: SplitMix64's finaliser over seed and index, so
+/// neighbouring indices give unrelated streams.
+fn mix(seed: u64, index: usize) -> u64 {
+    let mut z = seed ^ (index as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// FedProx's ‖w − w_global‖², summed over every trained parameter.
@@ -178,8 +284,9 @@ pub struct EvalReport {
     pub examples: usize,
 }
 
-/// XORed into a job's seed for its augmentation stream.
+/// XORed into a job's seed for its augmentation and dropout streams.
 const AUGMENT_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
+const DROPOUT_STREAM: u64 = 0x6a09_e667_f3bc_c908;
 
 /// Evaluation's batch size: big batches are fast, and inference keeps no autodiff graph.
 pub const EVAL_BATCH: usize = 1000;
