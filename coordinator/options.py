@@ -84,6 +84,10 @@ HELP = {
     "min_clients": "Clients that must be connected before a round starts.",
     "wait_for": "Clients to wait for before the first round (0: min-clients).",
     "round_timeout": "Seconds to wait for replies in each train or evaluate phase.",
+    "resume_grace": (
+        "Seconds a task waits for a client that keeps its jobs across reconnects (a browser page reloaded"
+        " mid-training) to come back and finish it, within its phase's --round-timeout; then it fails. 0: at once."
+    ),
     "init": "Start from a PyTorch .pt state_dict or a .safetensors file.",
     "seed": "Seed for the initial model.",
     "fraction_evaluate": "Fraction of clients asked for federated evaluation each round (0: off).",

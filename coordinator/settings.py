@@ -68,6 +68,7 @@ class Settings:
     min_clients: int = 2
     wait_for: int = 0  # clients to wait for before the first round (0: min-clients)
     round_timeout: float = 600.0
+    resume_grace: float = 60.0  # how long a task waits for a node whose client keeps its jobs to reconnect
     init: str | None = None
     seed: int = 0
     fraction_evaluate: float = 0.0
@@ -134,6 +135,8 @@ class Settings:
             raise ValueError("--fraction-train must be in (0, 1]")
         if not 1 <= self.overselect <= 10:
             raise ValueError("--overselect must be between 1 (off) and 10")
+        if not 0 <= self.resume_grace < float("inf"):
+            raise ValueError("--resume-grace must be a number of seconds, 0 (off) or more")
         if self.evaluate_every < 0:
             raise ValueError("--evaluate-every must be 0 (never) or positive")
         if self.max_memory < 1:

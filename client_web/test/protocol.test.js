@@ -121,3 +121,30 @@ test("welcome sets the peer's frame limit and results are chunked to it", () => 
   const frames = s.dataToSend();
   assert.ok(frames.length > 1 && frames.every((f) => f.length <= 4096));
 });
+
+test("a resuming hello says so, and the welcome event carries the resumed tasks (SPEC §4.2)", () => {
+  const vector = (name) => vectors.valid.find((v) => v.name === name);
+  const { header } = vector("hello-resuming");
+  const c = new ClientProtocol({ maxFrameBytes: header.capabilities.max_frame_bytes });
+  c.hello({
+    clientId: header.client_id,
+    secret: header.secret,
+    backend: "webgpu",
+    resumable: true,
+    resume: header.resume,
+  });
+  assert.deepEqual(
+    c.dataToSend().map((f) => Buffer.from(f).toString("hex")),
+    [vector("hello-resuming").frame_hex],
+  );
+  const plain = new ClientProtocol();
+  plain.hello({ backend: "webgpu" });
+  const said = decodeFrame(plain.dataToSend()[0]).header;
+  assert.ok(!("resume" in said) && !("resumable" in said.capabilities));
+
+  const [welcomed] = c.receive(hex(vector("welcome-resumed").frame_hex));
+  assert.equal(welcomed.type, "welcome");
+  assert.deepEqual(welcomed.resumed, ["t1"]);
+  const [older] = plain.receive(hex(vector("welcome").frame_hex));
+  assert.deepEqual(older.resumed, []);
+});

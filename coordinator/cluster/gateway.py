@@ -106,6 +106,7 @@ class Gateway:
         TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, 1, 1
         self._loop = loop = asyncio.get_running_loop()
         self.clients.bind_loop(loop)
+        self.clients.on_away(self._open.away)  # a resumable client's tasks wait for it here (SPEC §4.2)
         self.clients.on_lost(self._open.lost)
         # Bound to every interface, it is reached at its machine's address in the cluster.
         self._host = host if host not in ("0.0.0.0", "::", "") else _node_ip()
@@ -243,6 +244,10 @@ class Gateway:
     @property
     def encodings(self) -> tuple[Encoding, Encoding]:
         return self.view.update_encoding, self.view.weights_encoding
+
+    def resume_tasks(self, node_id: int, task_ids: list[str]) -> list[str]:
+        """Of its tasks here: a node's tasks are resumed only at the gateway that sent them."""
+        return self._open.resume(node_id, task_ids)
 
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
         taken = self._open.deliver(node_id, reply)

@@ -14,11 +14,13 @@ Stock `flwr.serverapp` strategies run on it unchanged. The grid
   strategy one record for the whole shard: O(model) memory per round, whatever the
   cohort (see `aggregation`). Without it (robust strategies need every update) it keeps
   at most `max_updates` updates and drops the rest;
-* answers a task with an error at once when its node is lost;
+* answers a task with an error at once when its node is lost, unless its client keeps its
+  jobs across reconnects: then the task is held for the node's return for `resume_grace`
+  seconds (SPEC §4.2; see `OpenPhases`);
 * hands each phase's `PhaseReport` to `on_phase` when the phase ends.
 
-Strategies call it from their own thread; `deliver` and `node_lost` come from
-whichever thread the nodes live on (the event loop for WebSockets). All shared
+Strategies call it from their own thread; `deliver`, `node_away`, `node_lost` and `resume`
+come from whichever thread the nodes live on (the event loop for WebSockets). All shared
 state sits behind one condition variable.
 """
 
@@ -38,7 +40,7 @@ from flwr.supercore.run import Run
 
 from coordinator.federation.broadcast import Broadcast
 from coordinator.federation.control import RunControl
-from coordinator.federation.nodes import Nodes
+from coordinator.federation.nodes import AwayNodes, Nodes
 from coordinator.federation.open_phases import OpenPhases
 from coordinator.federation.phase import Phase
 from coordinator.federation.phases import PhaseReport
@@ -76,11 +78,13 @@ class NodeGrid(Grid):
         round_lr: RoundLr | None = None,
         data_schema: dict[str, Any] | None = None,
         on_phase: Callable[[PhaseReport], None] = lambda report: None,
+        resume_grace: float = 0.0,
     ) -> None:
         """`streaming`: fold train updates as they arrive (FedAvg-family strategies only). `overselect`: send
         each train task to up to this many times the cohort. `max_updates`: keep at most this many updates
         per phase when not streaming (what fits in memory). `round_lr`: the `lr` each round's train tasks carry.
-        `data_schema`: how clients prepare their data (SPEC §2.3), carried by every task."""
+        `data_schema`: how clients prepare their data (SPEC §2.3), carried by every task. `resume_grace`: how
+        long a task is held for a node whose client keeps its jobs across reconnects (SPEC §4.2; 0: not at all)."""
         self.control = control or RunControl()
         self.encoder = encoder or WeightsEncoder()
         self.nodes = nodes
@@ -96,6 +100,7 @@ class NodeGrid(Grid):
         self.weights_encoding = weights_encoding
         self.round_lr = round_lr
         self.data_schema = data_schema
+        self.resume_grace = resume_grace
         self._on_phase = on_phase
         self._shapes = spec.wire_shapes()
         self._run = Run.create_empty(1)
@@ -107,10 +112,14 @@ class NodeGrid(Grid):
         self._last_wait_log = 0.0
         self._phase_timeout: float | None = None  # the current exchange's, for shards
         nodes.on_lost(self.node_lost)
+        if isinstance(nodes, AwayNodes):
+            nodes.on_away(self.node_away)
 
     def detach(self) -> None:
         """Stop listening for lost nodes (the run is over)."""
         self.nodes.off_lost(self.node_lost)
+        if isinstance(self.nodes, AwayNodes):
+            self.nodes.off_away(self.node_away)
 
     # Grid API -----------------------------------------------------------
     def set_run(self, run: Run) -> None:
@@ -147,6 +156,7 @@ class NodeGrid(Grid):
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         out: list[Message] = []
+        self._under_way.expire()  # nobody waits on pushed tasks: those held for absent nodes expire here
         with self._cond:
             for message_id in message_ids:
                 phase, node_id = self._pushed.get(message_id, (None, 0))
@@ -191,10 +201,25 @@ class NodeGrid(Grid):
         """A node answered; False if no such task is waiting for it (late, cancelled, or never sent)."""
         return self._under_way.deliver(node_id, reply)
 
+    def node_away(self, node_id: int) -> None:
+        """A node's connection ended but its client keeps its jobs: its tasks are held for it (before `node_lost`)."""
+        if not isinstance(self.nodes, Shards):  # a shard holds its own nodes' tasks
+            self._under_way.away(node_id)
+
     def node_lost(self, node_id: int) -> None:
+        """A node's connection ended: its tasks fail, but those `node_away` held for it."""
         if isinstance(self.nodes, Shards):
             return  # its shard owns its task: the partial says how it ended (folded, kept or failed)
         self._under_way.lost(node_id)
+
+    def resume(self, node_id: int, task_ids: list[str]) -> list[str]:
+        """The node is back on a new connection that claims `task_ids`: those it may still answer (`OpenPhases.resume`).
+
+        Nothing under shards: a node's tasks are its gateway's, resumed there.
+        """
+        if isinstance(self.nodes, Shards):
+            return []
+        return self._under_way.resume(node_id, task_ids)
 
     # Internals ---------------------------------------------------------------
     def _open_phases(self, messages: list[Message], *, streaming: bool) -> list[tuple[Phase, list[Message]]]:
@@ -230,6 +255,7 @@ class NodeGrid(Grid):
             uniform_weights=self.uniform_weights,
             streaming=streaming,
             refuse=self._refuse,
+            resume_grace=self.resume_grace,
         )
         with self._cond:
             self._phases[phase.task_id] = phase
@@ -280,6 +306,7 @@ class NodeGrid(Grid):
             self.limits,
             self.uniform_weights,
             self.weights_encoding,
+            self.resume_grace,
         )
 
         answered: set[int] = set()

@@ -10,7 +10,7 @@ must be thread-safe.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from coordinator.federation.broadcast import Broadcast
 from coordinator.protocol.messages import Error
@@ -49,4 +49,21 @@ class Nodes(Protocol):
 
     def close_all(self, *, going_away: bool = False) -> None:
         """Disconnect every node: for good (the run is over), or `going_away` so that they reconnect."""
+        ...
+
+
+@runtime_checkable
+class AwayNodes(Protocol):
+    """Nodes whose clients may keep their jobs across reconnects (SPEC §4.2): a `Nodes` that is also this says so."""
+
+    def on_away(self, listener: LostListener) -> None:
+        """Call `listener(node_id)` when the connection of a client that keeps its jobs ends.
+
+        It is called just before the lost listeners hear of the same ending: what it holds for the
+        node's return, a lost listener may spare.
+        """
+        ...
+
+    def off_away(self, listener: LostListener) -> None:
+        """Stop calling a listener added with `on_away`; unknown listeners are ignored."""
         ...

@@ -13,6 +13,11 @@ A phase is complete when every task is resolved or when `quorum` replies were ac
 tasks cut at the quorum are *dropped*, tasks still running at the deadline are *late*;
 their nodes are told with `task_cancelled`. A reply arriving after that is refused as unknown.
 
+A task whose node's connection ended may be held for it (`away`): its client keeps its jobs
+across reconnects (SPEC §4.2). It stays open, so the phase waits for it, until the node is
+`back` (its reply then counts as any other) or `resume_grace` seconds pass (`expire` fails it
+as lost), or the phase ends first.
+
 Not thread-safe on its own: the grid calls every method under its condition variable.
 """
 
@@ -74,7 +79,9 @@ class Phase:
         uniform_weights: bool = False,
         streaming: bool = False,
         refuse: Refuse = lambda node_id, error: None,
+        resume_grace: float = 0.0,
     ) -> None:
+        """`resume_grace`: how long a task is held for a node whose client keeps its jobs (0: not at all)."""
         self.task_id = task_id
         self.kind = kind
         self.global_weights = global_weights
@@ -87,8 +94,10 @@ class Phase:
         self.quorum: int | None = None
         self.closed = False
         self._refuse = refuse
+        self.resume_grace = resume_grace
         self._tasks: dict[int, _Task] = {}
         self._open = 0  # tasks not yet resolved
+        self._away: dict[int, float] = {}  # node → the monotonic time its open task is held until
 
     # Tasks --------------------------------------------------------------------
     def add_task(self, node_id: int, message: Message) -> None:
@@ -113,6 +122,7 @@ class Phase:
         task = self._tasks[node_id]
         task.done = True
         self._open -= 1
+        self._away.pop(node_id, None)
         try:
             task.reply = self._outcome(task, reply)
         except ProtocolError as exc:
@@ -120,6 +130,41 @@ class Phase:
         except Exception as exc:  # a decoder's unforeseen failure is still this client's fault
             task.reply = self._refused(task, ProtocolError(ErrorCode.INVALID_UPDATE, _unexpected(exc)))
         return True
+
+    # Nodes away ----------------------------------------------------------------------
+    def away(self, node_id: int, now: float) -> bool:
+        """The node's connection ended, but its client keeps its jobs: hold its open task until `now` + the grace.
+
+        False, holding nothing, without a grace or an open task of that node. A node still away keeps its
+        first deadline.
+        """
+        if self.resume_grace <= 0 or not self.has_task(node_id):
+            return False
+        self._away.setdefault(node_id, now + self.resume_grace)
+        return True
+
+    def is_away(self, node_id: int) -> bool:
+        """Whether the node's open task here is held for its return."""
+        return node_id in self._away
+
+    def back(self, node_id: int) -> bool:
+        """The node took its open task up again on a new connection; False if it has none here."""
+        if not self.has_task(node_id):
+            return False
+        self._away.pop(node_id, None)
+        self.report.resumed += 1
+        return True
+
+    def expire(self, now: float) -> bool:
+        """Fail, as lost, the tasks of nodes still away at `now`; True if there were any."""
+        gone = [node_id for node_id, until in self._away.items() if until <= now]
+        for node_id in gone:
+            self.take(node_id, Lost(f"did not come back within {self.resume_grace:g} s"))
+        return bool(gone)
+
+    def next_expiry(self) -> float | None:
+        """When the first task held for a node expires (monotonic); None if none is held."""
+        return min(self._away.values(), default=None)
 
     def _outcome(self, task: _Task, reply: Reply) -> Message | None:
         report = self.report
@@ -181,6 +226,7 @@ class Phase:
         if self.closed:
             return
         self.closed = True
+        self._away.clear()  # a task held for its node is as late as any other
         if stopping:
             return
         quorum_met = self.quorum is not None and self.report.ok >= self.quorum
@@ -224,6 +270,7 @@ class Phase:
             uniform_weights=task.uniform_weights,
             streaming=task.streaming,
             refuse=refuse,
+            resume_grace=task.resume_grace,
         )
         phase.quorum = task.quorum
         message_type = "train" if task.kind == "train" else "evaluate"

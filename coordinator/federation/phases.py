@@ -23,6 +23,7 @@ class PhaseReport:
     clipped: int = 0  # accepted deltas scaled down to the run's norm bound
     dropped: int = 0  # tasks cancelled, or replies refused, once the quorum was in
     late: int = 0  # tasks still unanswered at the deadline (counted within `failures` too)
+    resumed: int = 0  # tasks a node took up again on a new connection (SPEC §4.2)
     aggregate_seconds: float = 0.0  # spent decoding, checking and folding replies
 
     def add(self, other: PhaseReport) -> None:
@@ -36,6 +37,7 @@ class PhaseReport:
         self.clipped += other.clipped
         self.dropped += other.dropped
         self.late += other.late
+        self.resumed += other.resumed
         self.aggregate_seconds += other.aggregate_seconds
 
     def mean(self, key: str) -> float | None:

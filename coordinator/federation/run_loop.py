@@ -97,6 +97,7 @@ class RunLoop:
             round_lr=RoundLr(settings.lr, settings.round_lr_schedule, settings.round_lr_gamma, settings.rounds),
             data_schema=None if self.data_schema is None else self.data_schema.to_dict(),
             on_phase=self._phase_ended,
+            resume_grace=self.settings.resume_grace,
         )
         self._strategy: Strategy | None = None
         self._initial: ArrayRecord | None = None
@@ -214,6 +215,7 @@ class RunLoop:
                 replied=train.ok,
                 dropped=train.dropped,
                 late=train.late,
+                resumed=train.resumed,
                 rejected=train.rejected,
                 clipped=train.clipped,
                 aggregate_seconds=train.aggregate_seconds,

@@ -40,6 +40,7 @@ class ShardTask:
     limits: ReplyLimits
     uniform_weights: bool
     weights_encoding: str
+    resume_grace: float = 0.0  # how long a task is held for a node whose client keeps its jobs (SPEC §4.2)
 
 
 # A task's outcome that was not folded: the client's record, or (Flower error code, reason).

@@ -242,8 +242,10 @@ class ServerProtocol(_Endpoint):
         return [HelloReceived(hello, max(common))]
 
     def accept(self, welcome: Welcome) -> None:
+        """Welcome the client; the tasks the welcome lists as `resumed` are in flight on this connection from now."""
         self.send(welcome)
         self.state = State.OPEN
+        self.in_flight.update(welcome.resumed or ())
 
     def fail_task(self, error: Error) -> None:
         """Tell the client its reply was refused (e.g. an invalid update the grid found)."""
@@ -288,11 +290,23 @@ class ClientProtocol(_Endpoint):
         agent: str | None = None,
         secret: str | None = None,
         encodings: dict[str, list[str]] | None = None,
+        resumable: bool = False,
+        resume: list[str] | None = None,
     ) -> None:
         """Queue the opening `hello`; `client_id` with its `secret` resumes that node (SPEC §4). `encodings`:
-        what this client can send and read (SPEC §2.1)."""
+        what this client can send and read (SPEC §2.1). `resumable`: this client keeps its jobs across
+        reconnects; `resume`: the tasks of its previous connection it can still finish (SPEC §4.2)."""
         hello = Hello(
-            list(PROTOCOL_VERSIONS), token, client_id, backend, self.max_frame_bytes, agent, secret, encodings
+            list(PROTOCOL_VERSIONS),
+            token,
+            client_id,
+            backend,
+            self.max_frame_bytes,
+            agent,
+            secret,
+            encodings,
+            resumable,
+            resume,
         )
         self.send(hello)
 

@@ -17,6 +17,7 @@ from coordinator.protocol.errors import ErrorCode, ProtocolError, quote
 MAX_HEADER_BYTES = 64 * 1024
 MAX_SAFE_INTEGER = 2**53 - 1  # the largest integer every JSON reader (JavaScript's included) holds exactly
 MAX_ERROR_MESSAGE_CHARS = 1024  # error.schema.json's `message` maxLength
+MAX_RESUME_IDS = 8  # hello.schema.json's `resume` maxItems, and welcome.schema.json's `resumed`
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ class Hello:
     agent: str | None = None
     secret: str | None = None  # the credential a previous welcome issued with `client_id`
     encodings: dict[str, list[str]] | None = None  # {"update": [...], "weights": [...]} (SPEC §2.1)
+    resumable: bool = False  # the client keeps its jobs across reconnects (SPEC §4.2)
+    resume: list[str] | None = None  # the tasks it can still finish from its previous connection (SPEC §4.2)
 
     def header(self) -> dict[str, Any]:
         caps: dict[str, Any] = {"backend": self.backend, "max_frame_bytes": self.max_frame_bytes}
@@ -31,7 +33,9 @@ class Hello:
             caps["agent"] = self.agent
         if self.encodings is not None:
             caps["encodings"] = self.encodings
-        header = {
+        if self.resumable:  # false is the default: unsaid, as a client that predates it says nothing
+            caps["resumable"] = True
+        header: dict[str, Any] = {
             "type": self.type,
             "versions": self.versions,
             "token": self.token,
@@ -40,6 +44,8 @@ class Hello:
         }
         if self.secret is not None:
             header["secret"] = self.secret
+        if self.resume is not None:
+            header["resume"] = self.resume
         return header
 
     @classmethod
@@ -55,6 +61,8 @@ class Hello:
             caps.get("agent"),
             h.get("secret"),
             caps.get("encodings"),
+            caps.get("resumable", False),
+            h.get("resume"),
         )
 
 
@@ -69,10 +77,11 @@ class Welcome:
     heartbeat_seconds: float
     secret: str | None = None  # issued with a new node: present it with `client_id` to resume that node
     encodings: dict[str, str] | None = None  # {"update": E, "weights": E}: only to a client that listed some
+    resumed: list[str] | None = None  # of the hello's `resume`, those now in flight here: only to a client that asked
 
     def header(self) -> dict[str, Any]:
         header = {"type": self.type, **{f.name: getattr(self, f.name) for f in fields(self)}}
-        for optional in ("secret", "encodings"):
+        for optional in ("secret", "encodings", "resumed"):
             if header[optional] is None:
                 del header[optional]
         return header

@@ -108,6 +108,9 @@ class Coordinator:
     def deliver(self, node_id: int, reply: Result | Error) -> bool:
         return self.run_loop.grid.deliver(node_id, reply)
 
+    def resume_tasks(self, node_id: int, task_ids: list[str]) -> list[str]:
+        return self.run_loop.grid.resume(node_id, task_ids)
+
     # RunAdmin: what an operator may do -----------------------------------------
     @property
     def admin_token(self) -> str | None:

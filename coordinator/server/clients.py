@@ -35,6 +35,7 @@ class ConnectedClient:
     conn: ServerProtocol
     outbox: Outbox
     weights_encoding: str = "fp32"  # what its welcome named (SPEC §2.1)
+    resumable: bool = False  # its hello said it keeps its jobs across reconnects (SPEC §4.2)
     connected_at: float = field(default_factory=time.time)
 
     def flush(self) -> None:
@@ -56,7 +57,7 @@ class ConnectedClient:
 
 
 class ClientRegistry:
-    """Joined clients by node id; implements `coordinator.federation.nodes.Nodes`."""
+    """Joined clients by node id; implements `coordinator.federation.nodes.Nodes` and `AwayNodes`."""
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -64,6 +65,7 @@ class ClientRegistry:
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._lost_listeners: list[Callable[[int], None]] = []
+        self._away_listeners: list[Callable[[int], None]] = []
 
     def bind_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -75,13 +77,22 @@ class ClientRegistry:
         if listener in self._lost_listeners:
             self._lost_listeners.remove(listener)
 
+    def on_away(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(node_id)` when a resumable client's connection ends, before the lost listeners."""
+        self._away_listeners.append(listener)
+
+    def off_away(self, listener: Callable[[int], None]) -> None:
+        """Stop calling a listener added with `on_away`; unknown listeners are ignored."""
+        if listener in self._away_listeners:
+            self._away_listeners.remove(listener)
+
     def add(self, client: ConnectedClient) -> ConnectedClient | None:
         """Register a client; returns the connection it replaces (the same client reconnecting), if any."""
         with self._lock:
             old = self._clients.get(client.node_id)
             self._clients[client.node_id] = client
         if old is not None:
-            self._notify_lost(old.node_id)
+            self._notify_lost(old)
         return old
 
     def remove(self, client: ConnectedClient) -> None:
@@ -89,11 +100,14 @@ class ClientRegistry:
             if self._clients.get(client.node_id) is not client:
                 return
             del self._clients[client.node_id]
-        self._notify_lost(client.node_id)
+        self._notify_lost(client)
 
-    def _notify_lost(self, node_id: int) -> None:
+    def _notify_lost(self, client: ConnectedClient) -> None:
+        if client.resumable:  # first, so that what they hold for the node's return the lost listeners spare
+            for listener in self._away_listeners:
+                listener(client.node_id)
         for listener in self._lost_listeners:
-            listener(node_id)
+            listener(client.node_id)
 
     def node_ids(self) -> list[int]:
         with self._lock:

@@ -69,6 +69,15 @@ class RunHost(Protocol):
         """Hand a reply to the current run; False if no task of this node is waiting for it."""
         ...
 
+    def resume_tasks(self, node_id: int, task_ids: list[str]) -> list[str]:
+        """The node is back, its secret checked, on a connection whose hello claims `task_ids` (SPEC §4.2).
+
+        Returns those still open for this node, which are now due on the new connection; its other
+        tasks held for its return fail. Called on the event loop, after the new connection replaced
+        any older one of the node.
+        """
+        ...
+
     @property
     def encodings(self) -> tuple[Encoding, Encoding]:
         """The current run's update and weights encodings, for the clients that can use them (SPEC §2.1)."""
@@ -260,6 +269,26 @@ class _Session:
             return None
         limits = self.limits
         chosen = _encodings(hello, *self.host.encodings)
+        client = ConnectedClient(
+            who.node_id,
+            who.client_id,
+            hello.backend,
+            hello.agent,
+            self.address,
+            self.conn,
+            self.outbox,
+            weights_encoding=chosen["weights"] if chosen else "fp32",
+            resumable=hello.resumable,
+        )
+        # From here to the welcome nothing awaits: no task of the run can reach this connection before it.
+        old = self.clients.add(client)  # the older connection's tasks are lost, or held for this one
+        if old is not None:
+            old.outbox.close(Close.REPLACED)
+            log.info(
+                "node %d: a newer connection from %s replaces the one from %s", who.node_id, self.address, old.address
+            )
+        # A fresh node (no secret, or a wrong one: `who.secret` is the one just issued) has no tasks to take up.
+        resumed = self.host.resume_tasks(who.node_id, hello.resume or []) if who.secret is None else []
         self.conn.accept(
             Welcome(
                 event.version,
@@ -270,24 +299,9 @@ class _Session:
                 limits.heartbeat_seconds,
                 who.secret,
                 chosen,
+                None if hello.resume is None else resumed,
             )
         )
-        client = ConnectedClient(
-            who.node_id,
-            who.client_id,
-            hello.backend,
-            hello.agent,
-            self.address,
-            self.conn,
-            self.outbox,
-            weights_encoding=chosen["weights"] if chosen else "fp32",
-        )
-        old = self.clients.add(client)
-        if old is not None:
-            old.outbox.close(Close.REPLACED)
-            log.info(
-                "node %d: a newer connection from %s replaces the one from %s", who.node_id, self.address, old.address
-            )
         # Per-join lines at debug: thousands of joins would spend the event loop on log rendering.
         log.debug("client %s joined as node %d (%s)", self.address, who.node_id, hello.backend)
         if self.host.run_over:

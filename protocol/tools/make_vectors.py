@@ -4,7 +4,7 @@ Frames are assembled by hand (struct + RFC 8785), not through any Pollen codec,
 so the vectors test the codecs rather than echo them. `invalid` holds one case
 per bound of SPEC §1.1; `tensors` holds safetensors payloads: valid ones from the
 reference writer, and one hand-built lie per check of SPEC §2. Run from the repo root:
-    python protocol/tools/make_vectors.py
+    PYTHONPATH=. .venv/bin/python protocol/tools/make_vectors.py
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import rfc8785
 from safetensors.numpy import save
+
+from protocol.tools.resume_vectors import RESUMED, RESUMING, resuming_lies
 
 OUT = Path(__file__).resolve().parents[1] / "vectors" / "frames.json"
 MLP_TINY = {
@@ -51,7 +53,7 @@ def tensors() -> bytes:
 
 def valid() -> list[dict[str, Any]]:
     payload = tensors()
-    cases = [
+    cases: list[tuple[str, dict[str, Any], bytes]] = [
         (
             "hello",
             {
@@ -149,6 +151,8 @@ def valid() -> list[dict[str, Any]]:
             b"",
         ),
         ("heartbeat", {"type": "heartbeat", "seq": 42}, b""),
+        ("hello-resuming", RESUMING, b""),
+        ("welcome-resumed", RESUMED, b""),
         (
             "chunk",
             {"type": "chunk", "message_id": "m1", "index": 0, "count": 2, "total_bytes": 10},
@@ -175,7 +179,7 @@ def nested(depth: int) -> str:
 
 def limits() -> list[tuple[str, bytes, str]]:
     """One case per bound of SPEC §1.1 and of the schemas' limits."""
-    hello = {
+    hello: dict[str, Any] = {
         "type": "hello",
         "versions": [1],
         "token": None,
@@ -280,6 +284,7 @@ def invalid() -> list[dict[str, Any]]:
             "invalid_message",
         ),
         *limits(),
+        *[(n, frame(h), "invalid_message") for n, h in resuming_lies()],
     ]
     return [{"name": n, "frame_hex": f.hex(), "error": e} for n, f, e in cases]
 
@@ -293,7 +298,7 @@ def st(header: Any, data: bytes = b"", *, length: int | None = None) -> bytes:
 def tensors_valid() -> list[dict[str, Any]]:
     w = np.arange(8, dtype=np.float32).reshape(2, 4) / 8
     b = np.array([0.5, -0.25], dtype=np.float32)
-    cases = [
+    cases: list[tuple[str, bytes, dict[str, np.ndarray]]] = [
         ("tiny", tensors(), {"layers.0.weight": w, "layers.0.bias": b}),
         (
             "with-metadata-and-empty",

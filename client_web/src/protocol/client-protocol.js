@@ -41,9 +41,10 @@ export class ClientProtocol {
     this.outbox.push(...splitFrame(frame, this.peerMaxFrameBytes, messageId()));
   }
 
-  hello({ token = null, clientId = null, secret = null, backend, agent, encodings }) {
+  /** `resumable` and `resume` (task ids this client can still finish after a reconnect): SPEC §4.2. */
+  hello({ token = null, clientId = null, secret = null, backend, agent, encodings, resumable = false, resume }) {
     const maxFrameBytes = this.maxFrameBytes;
-    this.sendFrame(msg.hello({ token, clientId, secret, backend, maxFrameBytes, agent, encodings }));
+    this.sendFrame(msg.hello({ token, clientId, secret, backend, maxFrameBytes, agent, encodings, resumable, resume }));
   }
 
   heartbeat() {
@@ -102,7 +103,9 @@ export class ClientProtocol {
       case "welcome":
         this.welcome = h;
         this.peerMaxFrameBytes = h.max_frame_bytes;
-        return [{ type: "welcome", welcome: h }];
+        // The jobs of `hello.resume` to finish; the others are void (SPEC §4.2). A coordinator that
+        // predates `resumed` resumes nothing.
+        return [{ type: "welcome", welcome: h, resumed: h.resumed ?? [] }];
       case "train":
       case "evaluate":
         return [

@@ -25,7 +25,21 @@ export function decode(data) {
   return parse(decodeFrame(data));
 }
 
-export const hello = ({ token = null, clientId = null, secret = null, backend, maxFrameBytes, agent, encodings }) =>
+/**
+ * `resumable`: this client keeps its jobs across reconnects; `resume`: the task ids of its previous
+ * connection it can still finish (SPEC §4.2). Both are left out unless set, as a client that predates them says.
+ */
+export const hello = ({
+  token = null,
+  clientId = null,
+  secret = null,
+  backend,
+  maxFrameBytes,
+  agent,
+  encodings,
+  resumable = false,
+  resume,
+}) =>
   encodeFrame({
     type: "hello",
     versions: [...PROTOCOL_VERSIONS],
@@ -36,8 +50,10 @@ export const hello = ({ token = null, clientId = null, secret = null, backend, m
       max_frame_bytes: maxFrameBytes,
       ...(agent === undefined ? {} : { agent }),
       ...(encodings == null ? {} : { encodings }),
+      ...(resumable ? { resumable: true } : {}),
     },
     ...(secret === null ? {} : { secret }),
+    ...(resume == null ? {} : { resume: [...resume] }),
   });
 
 export const result = ({ replyTo, numExamples, metrics }, delta = new Uint8Array(0)) =>
