@@ -83,27 +83,16 @@ def test_pages_train_the_vision_transformer(tmp_path: Path, webgpu: bool) -> Non
     assert last > 0.3 and last >= first + 0.05, result["rounds"]
 
 
+def _serve_command(tmp_path: Path, port: int, *extra: str) -> list[str]:
+    db = f"sqlite:///{tmp_path}/pollen.db"
+    return [sys.executable, "-m", "coordinator", "serve", "--db", db, "--port", str(port), *extra]
+
+
 def test_pages_reconnect_after_the_coordinator_is_killed(tmp_path: Path) -> None:
     port = free_port()
-    db = f"sqlite:///{tmp_path}/pollen.db"
-    serve = [
-        sys.executable,
-        "-m",
-        "coordinator",
-        "serve",
-        "--db",
-        db,
-        "--port",
-        str(port),
-        "--rounds",
-        "5",
-        "--min-clients",
-        "2",
-        "--local-epochs",
-        "1",
-        "--heartbeat-seconds",
-        "2",
-    ]
+    serve = _serve_command(
+        tmp_path, port, "--rounds", "5", "--min-clients", "2", "--local-epochs", "1", "--heartbeat-seconds", "2"
+    )
     log = open(tmp_path / "coordinator.log", "ab")  # noqa: SIM115 - closed below
     coordinator = subprocess.Popen(serve, stdout=log, stderr=log)
     wait_for(lambda: _status(port).get("state") is not None, 60, "the coordinator")
@@ -125,13 +114,49 @@ def test_pages_reconnect_after_the_coordinator_is_killed(tmp_path: Path) -> None
             if p.poll() is None:
                 p.kill()
         log.close()
-    store = Store(db)
+    store = Store(f"sqlite:///{tmp_path}/pollen.db")
     run_info = store.get_run()
     assert run_info.state == "completed"
     assert [r.round for r in store.rounds(run_info.id)] == [1, 2, 3, 4, 5]
     store.close()
     states = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(states) == 2 and all("reconnecting" in s["events"] for s in states), out
+
+
+def test_a_page_reloaded_mid_job_resumes_it_from_its_checkpoint(tmp_path: Path) -> None:
+    """The page keeps its training job in IndexedDB; reloaded mid-round, it reconnects as the same node,
+    the coordinator still holds its task, and the job goes on from its last checkpoint: the round
+    counts the page's update and no failure."""
+    port = free_port()
+    serve = _serve_command(
+        tmp_path, port, "--rounds", "2", "--min-clients", "1", "--model", "mnist-cnn", "--local-epochs", "1"
+    )
+    with open(tmp_path / "coordinator.log", "ab") as log:
+        coordinator = subprocess.Popen(serve, stdout=log, stderr=log)
+        try:
+            wait_for(lambda: _status(port).get("state") is not None, 60, "the coordinator")
+            page = subprocess.run(
+                ["node", str(WEB_BIN / "browsers.mjs"), f"http://127.0.0.1:{port}", "--reload-mid-job",
+                 "--timeout", "300"],
+                capture_output=True, text=True, timeout=330,
+            )  # fmt: skip
+            assert page.returncode == 0, page.stdout + page.stderr
+            wait_for(lambda: _status(port).get("state") == "completed", 60, "the run to complete")
+        finally:
+            coordinator.kill()
+            coordinator.wait()
+    (state,) = [json.loads(line) for line in page.stdout.splitlines() if line.startswith("{")]
+    print("reloaded page:", state)
+    assert state["beforeReload"]["round"] == 1
+    assert state["resumed"] == 1 and "job-resumed" in state["events"], state
+    # It went on from its checkpoint, not from the job's first batch.
+    assert state["resumedAt"]["epoch"] > 0 or state["resumedAt"]["batch"] > 0, state
+    assert state["rounds"] == [1, 2], state
+    store = Store(f"sqlite:///{tmp_path}/pollen.db")
+    rounds = store.rounds(store.get_run().id)
+    store.close()
+    assert [(r.round, r.clients, r.failures) for r in rounds] == [(1, 1, 0), (2, 1, 0)], rounds
+    assert [r.metrics["resumed"] for r in rounds] == [1, 0], rounds
 
 
 def _status(port: int) -> dict[str, Any]:

@@ -177,8 +177,10 @@ def optimizer_cases(tmp: Path, rng: np.random.Generator) -> list[tuple[Case, Ten
         clip = {"gradClipNorm": 0.5} if i % 2 else {}
         lr = 0.002 if optimizer["optimizer"] != "sgd" else 0.05
         options = {"epochs": 2, "batchSize": 8, "lr": lr, "shuffle": False, **optimizer, **schedule, **clip}
-        case = {"id": case_id, "kind": "train", "spec": spec.raw, "weights": f"{case_id}.w.safetensors",
-                "data": f"{case_id}.d.safetensors", "options": options}  # fmt: skip
+        case: Case = {"id": case_id, "kind": "train", "spec": spec.raw, "weights": f"{case_id}.w.safetensors",
+                      "data": f"{case_id}.d.safetensors", "options": options}  # fmt: skip
+        if not (optimizer["optimizer"] == "rmsprop" and optimizer.get("momentum")):  # not checkpointable
+            case["resumeAt"] = 2 + i % 3  # checkpointed there and resumed in a fresh trainer (parity-case.mjs)
         out.append((case, reference(case, spec, weights, x, y)))
     return out
 

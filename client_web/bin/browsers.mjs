@@ -3,6 +3,7 @@
 //   node client_web/bin/browsers.mjs http://127.0.0.1:8080 --clients 3 [--token T] [--webgpu] [--screenshots DIR]
 //     [--data-dir DIR]  (page i picks DIR/client-i.csv, or the pictures in DIR/client-i/, in its "your own
 //     data" picker, as a participant would)
+//     [--reload-mid-job]  (page 1 reloads once, after its first training checkpoint, and resumes the job)
 // Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
 import { existsSync, readdirSync } from "node:fs";
@@ -19,6 +20,7 @@ const { values: a, positionals } = parseArgs({
     screenshots: { type: "string" },
     timeout: { type: "string" },
     "data-dir": { type: "string" },
+    "reload-mid-job": { type: "boolean" },
   },
   allowPositionals: true,
 });
@@ -62,6 +64,12 @@ try {
         await page.setInputFiles("#files", ownFiles(join(a["data-dir"], `client-${i + 1}`)));
       }
       if (a.screenshots && i === 0) duringTraining(page);
+      let beforeReload = null;
+      if (a["reload-mid-job"] && i === 0) {
+        await page.waitForFunction(() => window.pollen?.checkpoints >= 1, null, { timeout: timeoutMs, polling: 100 });
+        beforeReload = await page.evaluate(() => ({ round: Number(document.getElementById("round").textContent) }));
+        await page.reload();
+      }
       await page.waitForFunction(
         () => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"),
         null,
@@ -74,7 +82,10 @@ try {
         rounds: window.pollen.rounds,
         events: [...new Set(window.pollen.events)],
         ownData: window.pollen.ownData ?? null,
+        resumed: window.pollen.resumed ?? null,
+        resumedAt: window.pollen.resumedAt ?? null,
       }));
+      if (beforeReload) state.beforeReload = beforeReload;
       if (state.events.includes("fatal")) failed = true;
       console.log(JSON.stringify({ page: i + 1, ...state }));
       await context.close();

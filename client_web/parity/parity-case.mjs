@@ -3,7 +3,7 @@
 // Node default for `ParityProbe` below is only imported under Node).
 import { writeSafetensors } from "../src/protocol/safetensors.js";
 
-/** Run case `c` ({kind, spec, options}) on `trainer`, which already holds the case's weights.
+/** Run case `c` ({kind, spec, options, resumeAt?}) on `trainer`, which already holds the case's weights.
  * Forward and gradient cases run on a `ParityProbe` (the class of the trainer build in use;
  * the Node build's when omitted) with the same backend and weights. */
 export async function runCase(trainer, c, { x, y }, ParityProbe) {
@@ -20,6 +20,26 @@ export async function runCase(trainer, c, { x, y }, ParityProbe) {
       probe.free();
     }
   }
-  await trainer.train(x, y, c.options);
-  return (await trainer.delta(undefined, undefined)).delta;
+  if (c.resumeAt === undefined) {
+    await trainer.train(x, y, c.options);
+    return (await trainer.delta(undefined, undefined)).delta;
+  }
+  // Checkpointed at step `resumeAt`, then resumed in a fresh trainer: it must end byte for byte
+  // where the whole job ended, and the resumed delta is what is compared with PyTorch.
+  const global = await trainer.weights();
+  const blobs = [];
+  await trainer.train(x, y, c.options, undefined, { everySteps: c.resumeAt, save: (b) => blobs.push(b) });
+  const whole = (await trainer.delta(undefined, undefined)).delta;
+  const fresh = await trainer.constructor.create(JSON.stringify(c.spec), trainer.backend);
+  try {
+    fresh.loadWeights(global);
+    await fresh.train(x, y, c.options, undefined, { resume: blobs[0] });
+    const resumed = (await fresh.delta(undefined, undefined)).delta;
+    if (resumed.length !== whole.length || resumed.some((b, i) => b !== whole[i])) {
+      throw new Error(`${c.id}: resumed from step ${c.resumeAt}, the job ends elsewhere than the whole job`);
+    }
+    return resumed;
+  } finally {
+    fresh.free();
+  }
 }

@@ -11,6 +11,14 @@ import { TaskWorker } from "./task.js";
 export const TRAINER_ENCODINGS = Object.freeze({ update: ["int8", "fp16", "fp32"], weights: ["fp16", "fp32"] });
 
 /**
+ * @typedef {object} JobStore  one job per identity (client id), kept wherever the caller likes (IndexedDB)
+ * @property {(clientId: string) => Promise<object|null>} load
+ * @property {(clientId: string, job: object) => Promise<void>} save     the job, replacing any kept before
+ * @property {(clientId: string, taskId: string, checkpoint: Uint8Array) => Promise<void>} checkpoint  its latest
+ * @property {(clientId: string) => Promise<void>} discard
+ */
+
+/**
  * Run until the coordinator ends the run (resolves 0) or refuses us (resolves 2).
  *
  * Only close code 1000 means the run is over. Every other close (replaced by a newer connection
@@ -36,6 +44,10 @@ export const TRAINER_ENCODINGS = Object.freeze({ update: ["int8", "fp16", "fp32"
  * @param {(event: object) => void} [o.onEvent]  status updates for a UI or a log
  * @param {number|null} [o.giveUpAfter]   seconds without a connection before giving up (null: never)
  * @param {AbortSignal} [o.signal]        abort to leave the federation (closes with 1000, resolves 0)
+ * @param {JobStore|null} [o.jobs]        where a train job is kept while it runs (its task, data and latest
+ *   checkpoint), so that the next run of this client (a reloaded page) resumes it: the hello says
+ *   `resumable` and names the job's task, and the coordinator's welcome says whether it is still wanted
+ *   (SPEC §4). Without a store the client is not resumable, and a dropped connection fails its tasks.
  */
 export async function runClient(o) {
   const emit = o.onEvent ?? (() => {});
@@ -50,7 +62,20 @@ export async function runClient(o) {
     data: (need) => o.data(welcome, need),
     updateEncoding: () => welcome?.encodings?.update ?? "fp32",
     onEvent: emit,
+    jobs: o.jobs
+      ? {
+          save: (job) => o.jobs.save(clientId, job),
+          checkpoint: (taskId, blob) => o.jobs.checkpoint(clientId, taskId, blob),
+        }
+      : null,
   });
+  // Tasks run one after another, whichever connection brought them: a job goes on training while
+  // its connection drops, and its reply goes out on the connection it was resumed on (or nowhere).
+  let queue = Promise.resolve();
+  const unanswered = new Set(); // task ids taken and not yet answered, on any connection
+  const cancelled = new Set(); // task ids the coordinator no longer needs (SPEC §6, task_cancelled)
+  const held = new Map(); // replies finished while no connection was up, for the next welcome to take
+  let link = null; // the live connection: {protocol, flush, inFlight}
   for (;;) {
     if (o.signal?.aborted) return 0;
     let outcome;
@@ -59,6 +84,7 @@ export async function runClient(o) {
     } catch (e) {
       outcome = { reason: String(e?.message ?? e) }; // no endpoint now: back off as for a refused connection
     }
+    link = null;
     if (outcome.done !== undefined) return outcome.done;
     if (o.giveUpAfter != null && Date.now() - lastConnected > o.giveUpAfter * 1000) {
       emit({ type: "gave-up" });
@@ -69,15 +95,21 @@ export async function runClient(o) {
     backoff = Math.min(backoff * 2, 5000);
   }
 
+  /** The job a previous run of this client (a page before its reload) kept for this identity. */
+  async function storedJob() {
+    if (!o.jobs || clientId === null) return null;
+    return o.jobs.load(clientId).catch(() => null);
+  }
+
   function connectOnce(url) {
     return new Promise((resolve) => {
       const protocol = new ClientProtocol();
       const ws = new o.WebSocket(url);
       ws.binaryType = "arraybuffer";
       let beat = null;
-      let queue = Promise.resolve();
-      const cancelled = new Set(); // task ids the coordinator no longer needs (SPEC §6, task_cancelled)
       let finished = false;
+      let stored = null;
+      const here = { protocol, flush: () => flush(), inFlight: new Set() };
       const finish = (value) => {
         if (finished) return;
         finished = true;
@@ -86,6 +118,10 @@ export async function runClient(o) {
         resolve(value);
       };
       const leave = () => {
+        // Say so for the tasks under way, or a resumable client's would be held open for its return.
+        for (const taskId of here.inFlight) protocol.error(ErrorCode.TRAINING_FAILED, "the participant left", taskId);
+        flush();
+        if (o.jobs && clientId !== null) o.jobs.discard(clientId).catch(() => {});
         ws.close(1000, "left");
         finish({ done: 0 });
       };
@@ -93,11 +129,23 @@ export async function runClient(o) {
       const flush = () => {
         for (const frame of protocol.dataToSend()) if (ws.readyState === 1) ws.send(frame);
       };
-      ws.onopen = () => {
+      ws.onopen = async () => {
         lastConnected = Date.now();
         backoff = 250;
         emit({ type: "connected" });
-        protocol.hello({ token: o.token ?? null, clientId, secret, backend: o.backend, agent: o.agent, encodings });
+        stored = await storedJob();
+        const resume = [...unanswered, ...(stored && !unanswered.has(stored.taskId) ? [stored.taskId] : [])];
+        const resumable = o.jobs != null;
+        protocol.hello({
+          token: o.token ?? null,
+          clientId,
+          secret,
+          backend: o.backend,
+          agent: o.agent,
+          encodings,
+          resumable,
+          resume: resumable ? resume.slice(0, 8) : undefined,
+        });
         flush();
         beat = setInterval(() => {
           protocol.heartbeat();
@@ -105,7 +153,6 @@ export async function runClient(o) {
         }, 5000);
       };
       ws.onmessage = (ev) => {
-        // Tasks run one after another; frames keep arriving (and heartbeats keep going) meanwhile.
         const events = protocol.receive(new Uint8Array(ev.data));
         flush();
         for (const event of events) {
@@ -114,8 +161,10 @@ export async function runClient(o) {
             clientId = event.welcome.client_id;
             if (event.welcome.secret != null) secret = event.welcome.secret; // a new node: ours was not resumed
             emit({ type: "welcome", welcome: event.welcome, identity: { clientId, secret } });
+            link = here;
+            resumeJobs(new Set(event.welcome.resumed ?? []), stored);
           } else if (event.type === "task") {
-            queue = queue.then(() => answer(event.task)).then(flush);
+            take(event.task);
           } else if (event.type === "error" && event.error.code === ErrorCode.TASK_CANCELLED) {
             // The round has the updates it needs (or its deadline passed): this task's result is not wanted.
             if (event.error.reply_to != null) cancelled.add(event.error.reply_to);
@@ -133,20 +182,64 @@ export async function runClient(o) {
         else finish({ reason: `closed with code ${ev.code}` });
       };
       ws.onerror = () => {}; // onclose follows with the code
-
-      async function answer(task) {
-        if (cancelled.has(task.taskId)) return;
-        const reply = await worker.answer(task);
-        if (cancelled.delete(task.taskId)) return; // cancelled while it ran: the coordinator refuses it anyway
-        try {
-          protocol.send(reply);
-        } catch (e) {
-          // A result that cannot be framed is still a failed task for the coordinator.
-          const message = String(e?.message ?? e);
-          protocol.error(ErrorCode.TRAINING_FAILED, message, task.taskId);
-          emit({ type: "task-failed", round: task.round, message });
-        }
-      }
     });
+  }
+
+  /** Queue a task taken on the live connection, or resumed from a stored job (with its checkpoint). */
+  function take(task, resume) {
+    link.inFlight.add(task.taskId);
+    unanswered.add(task.taskId);
+    queue = queue.then(() => answer(task, resume));
+  }
+
+  /**
+   * After a welcome: the tasks it resumed stay in flight on this connection; a stored job it did not
+   * resume is void and discarded, as is the reply of a job under way whose task was not resumed.
+   */
+  function resumeJobs(resumed, stored) {
+    for (const taskId of unanswered) if (resumed.has(taskId)) link.inFlight.add(taskId);
+    for (const [taskId, reply] of held) {
+      held.delete(taskId);
+      unanswered.delete(taskId);
+      if (resumed.has(taskId)) deliver(taskId, reply);
+    }
+    if (stored === null || unanswered.has(stored.taskId)) return;
+    if (resumed.has(stored.taskId)) {
+      emit({ type: "job-resumed", round: stored.task.round, checkpoint: stored.checkpoint != null });
+      take({ ...stored.task, examples: stored.examples }, stored.checkpoint ?? undefined);
+    } else {
+      emit({ type: "job-discarded", round: stored.task.round });
+      o.jobs.discard(clientId).catch(() => {});
+    }
+  }
+
+  async function answer(task, resume) {
+    try {
+      if (cancelled.has(task.taskId)) return;
+      const reply = await worker.answer(task, resume);
+      if (link === null && o.jobs) {
+        held.set(task.taskId, reply); // between connections: the next welcome says whether it is wanted
+        return;
+      }
+      deliver(task.taskId, reply);
+    } finally {
+      if (!held.has(task.taskId)) unanswered.delete(task.taskId);
+      if (o.jobs && clientId !== null) await o.jobs.discard(clientId).catch(() => {});
+    }
+  }
+
+  function deliver(taskId, reply) {
+    // Cancelled while it ran, or not resumed after a reconnect: the coordinator would refuse it.
+    if (cancelled.delete(taskId) || !link?.inFlight.has(taskId)) return;
+    try {
+      link.protocol.send(reply);
+    } catch (e) {
+      // A result that cannot be framed is still a failed task for the coordinator.
+      const message = String(e?.message ?? e);
+      link.protocol.error(ErrorCode.TRAINING_FAILED, message, taskId);
+      emit({ type: "task-failed", message });
+    }
+    link.inFlight.delete(taskId);
+    link.flush();
   }
 }

@@ -212,3 +212,39 @@ test("augmentation of image inputs is seeded, changes training, and is refused f
   await assert.rejects(t.train(tx, ty, { augmentFlip: true }), /augmentation is for image inputs \[C, H, W\]/);
   await assert.rejects(t.train(tx, ty, { augmentContrast: 2 }), /augmentContrast in \[0, 1\)/);
 });
+
+test("a job resumed from a checkpoint in a fresh trainer ends exactly where the whole job ends", async () => {
+  const { x, y } = data(30);
+  const options = { epochs: 2, batchSize: 4, lr: 0.1, optimizer: "adam", seed: 3 };
+  const whole = trainer();
+  const blobs = [];
+  const report = await whole.train(x, y, options, undefined, { everySteps: 5, save: (b) => blobs.push(b) });
+  assert.equal(blobs.length, 3); // 8 steps an epoch, 16 in all: after steps 5, 10 and 15
+  const resumed = trainer(); // a reloaded page: a new module state, the global weights loaded again
+  const again = await resumed.train(x, y, options, undefined, { resume: blobs[1] });
+  assert.equal(again.loss, report.loss);
+  assert.deepEqual(await resumed.weights(), await whole.weights());
+  // Saving a checkpoint can pause training until the store has it.
+  const slow = trainer();
+  let stored = 0;
+  const save = () => new Promise((r) => setTimeout(() => r(stored++), 5));
+  await slow.train(x, y, options, undefined, { everySteps: 8, save });
+  assert.equal(stored, 1);
+});
+
+test("a checkpoint of another job, a damaged one, or bad checkpoint options are refused", async () => {
+  const { x, y } = data(30);
+  const options = { epochs: 1, batchSize: 4, seed: 3 };
+  const blobs = [];
+  await trainer().train(x, y, options, undefined, { everySteps: 2, save: (b) => blobs.push(b) });
+  const other = { ...options, lr: 0.2 };
+  await assert.rejects(trainer().train(x, y, other, undefined, { resume: blobs[0] }), /bad checkpoint: .*another job/);
+  const damaged = blobs[0].slice();
+  damaged[damaged.length - 3] ^= 0xff;
+  await assert.rejects(trainer().train(x, y, options, undefined, { resume: damaged }), /checksum/);
+  await assert.rejects(trainer().train(x, y, options, undefined, { resume: blobs[0].slice(0, 30) }), /cut short/);
+  await assert.rejects(trainer().train(x, y, options, undefined, { every: 3 }), /unknown option "every"/);
+  await assert.rejects(trainer().train(x, y, options, undefined, { save: () => {} }), /needs everySteps/);
+  // The module still works after every refusal.
+  assert.equal((await trainer().train(x, y, options)).steps, 8);
+});

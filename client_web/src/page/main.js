@@ -60,6 +60,8 @@ function onEvent(e) {
       $("phase").textContent = e.kind === "train" ? `training for round ${e.round}` : `evaluating round ${e.round}`;
       break;
     case "batch": {
+      // Where a resumed job went on from: its checkpoint's position, not the job's start.
+      if (window.pollen.resumed !== undefined) window.pollen.resumedAt ??= { epoch: e.epoch, batch: e.batch };
       $("epoch").textContent = e.epoch + 1;
       $("batch").textContent = `${e.batch + 1}/${e.batches}`;
       $("loss").textContent = e.loss.toFixed(4);
@@ -71,6 +73,17 @@ function onEvent(e) {
       }
       break;
     }
+    case "checkpoint":
+      window.pollen.checkpoints = (window.pollen.checkpoints ?? 0) + 1;
+      break;
+    case "job-resumed":
+      window.pollen.resumed = e.round;
+      $("phase").textContent =
+        `resuming round ${e.round} ${e.checkpoint ? "from its last checkpoint" : "from its start"}`;
+      break;
+    case "job-discarded":
+      $("phase").textContent = `round ${e.round}'s unfinished job was discarded: the round has moved on`;
+      break;
     case "trained":
       $("phase").textContent = `round ${e.round} sent (${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)})`;
       window.pollen.rounds.push(e.round);

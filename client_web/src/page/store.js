@@ -31,3 +31,13 @@ export async function save(key, value) {
     tx.onerror = () => reject(tx.error);
   });
 }
+
+export async function remove(key) {
+  const db = await open();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction(STORE, "readwrite");
+    tx.objectStore(STORE).delete(key);
+    tx.oncomplete = () => resolve();
+    tx.onerror = () => reject(tx.error);
+  });
+}

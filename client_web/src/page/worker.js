@@ -4,6 +4,7 @@
 import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
 import { runClient } from "../client.js";
 import { readSafetensors } from "../protocol/safetensors.js";
+import { pageJobs } from "./jobs.js";
 
 const TINY_SPEC = JSON.stringify({
   name: "probe",
@@ -58,6 +59,7 @@ async function start({ url, token, clientId, secret, userData }) {
       return data;
     },
     onEvent: post,
+    jobs: pageJobs,
     signal: abort.signal,
   });
   post({ type: "stopped", code });
