@@ -1,12 +1,14 @@
 """Local training speed of the WebAssembly trainer (Node, CPU backend) against PyTorch on the CPU.
 
-Same model, weights, data, batch size (10) and optimizer (SGD), one epoch each; all
-timings exclude start-up and come from this one run on this machine. Each figure is the
+Same model, weights, data, batch size and optimizer (SGD), one epoch each, at each of --batches;
+all timings exclude start-up and come from this one run on this machine. Each figure is the
 best of --repeat runs, interleaved, because a shared machine's speed drifts. Prints samples/s,
 the ratios WASM / PyTorch at 1 thread and at PyTorch's default thread count, and the
-size of the optimised .wasm (raw and gzip).
+size of the optimised .wasm (raw and gzip). `--json-out` also writes the figures as
+`{model: {batch: {wasm_1t, wasm_nt, torch_1t, torch_nt}}}` in samples/s; `wasm_nt` is null while
+the trainer has no threaded build; `torch_nt` is at PyTorch's default thread count (the machine's cores).
 
-    python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--repeat 3]
+    python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -34,21 +36,21 @@ ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "client_wasm" / "pkg" / "web" / "pollen_trainer_bg.wasm"
 
 
-def torch_speed(model: str, x: np.ndarray, y: np.ndarray, threads: int) -> float:
+def torch_speed(model: str, x: np.ndarray, y: np.ndarray, threads: int, batch: int) -> float:
     torch.set_num_threads(threads)
     module = build_module(load_spec(model), seed=0)
     opt = torch.optim.SGD(module.parameters(), lr=0.05)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     module.train()
     start = time.perf_counter()
-    for i in range(0, len(x), 10):
+    for i in range(0, len(x), batch):
         opt.zero_grad()
-        functional.cross_entropy(module(xt[i : i + 10]), yt[i : i + 10]).backward()
+        functional.cross_entropy(module(xt[i : i + batch]), yt[i : i + batch]).backward()
         opt.step()
     return len(x) / (time.perf_counter() - start)
 
 
-def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> float:
+def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path, batch: int) -> float:
     spec = load_spec(model)
     (tmp / "spec.json").write_text(json.dumps(spec.raw))
     save_file(wire_weights(build_module(spec, seed=0)), str(tmp / "w.safetensors"))
@@ -66,7 +68,7 @@ def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> float:
             "--epochs",
             "1",
             "--batch-size",
-            "10",
+            str(batch),
             "--lr",
             "0.05",
             "--no-shuffle",
@@ -84,35 +86,49 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples-mlp", type=int, default=4000)
     parser.add_argument("--samples-cnn", type=int, default=500)
+    parser.add_argument("--batches", type=int, nargs="+", default=[10, 32, 128])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
     default_threads = torch.get_num_threads()
     train = load_split("train")
     console = Console()
-    table = Table(title=f"local training, samples/s (SGD, batch 10, one epoch, best of {args.repeat})")
+    table = Table(title=f"local training, samples/s (SGD, one epoch, best of {args.repeat})")
     for col in (
         "model",
-        "wasm (node, cpu)",
+        "batch",
+        "wasm (node, cpu, 1 thread)",
         "torch 1 thread",
         f"torch {default_threads} threads",
         "wasm / torch-1",
         f"wasm / torch-{default_threads}",
     ):
         table.add_column(col, justify="right")
+    figures: dict[str, dict[str, dict[str, float | None]]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for model, n in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
             x, y = train.x[:n], train.y[:n]
-            w = t1 = tn = 0.0
-            for _ in range(args.repeat):
-                w = max(w, wasm_speed(model, x, y, Path(tmp)))
-                t1 = max(t1, torch_speed(model, x, y, 1))
-                tn = max(tn, torch_speed(model, x, y, default_threads))
-            table.add_row(model, f"{w:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
+            for batch in args.batches:
+                w = t1 = tn = 0.0
+                for _ in range(args.repeat):
+                    w = max(w, wasm_speed(model, x, y, Path(tmp), batch))
+                    t1 = max(t1, torch_speed(model, x, y, 1, batch))
+                    tn = max(tn, torch_speed(model, x, y, default_threads, batch))
+                figures.setdefault(model, {})[str(batch)] = {
+                    "wasm_1t": w,
+                    "wasm_nt": None,
+                    "torch_1t": t1,
+                    "torch_nt": tn,
+                }
+                row = (f"{w:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
+                table.add_row(model, str(batch), *row)
     console.print(table)
     raw = WASM.read_bytes()
     console.print(
         f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({WASM.relative_to(ROOT)})"
     )
+    if args.json_out:
+        args.json_out.write_text(json.dumps(figures, indent=1))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_diabetes
 from sklearn.model_selection import train_test_split
 
 from coordinator.data.loading import load_dataset
@@ -48,6 +48,30 @@ def write_tables(folder: Path, seed: int = 0) -> tuple[Path, Path]:
             out = csv.writer(f)
             out.writerow([*data.feature_names, LABEL])
             out.writerows([*(repr(float(v)) for v in row), label] for row, label in zip(x, y, strict=True))
+    return paths
+
+
+TARGET = "progression"
+REGRESSION_SPEC: dict[str, Any] = {
+    "name": "progression-linear",
+    "input_shape": [10],
+    "num_classes": 1,
+    "loss": {"type": "mse"},
+    "layers": [{"type": "linear", "in_features": 10, "out_features": 1}],
+}
+
+
+def write_regression_tables(folder: Path, seed: int = 0) -> tuple[Path, Path]:
+    """scikit-learn's bundled diabetes table (442 patients, 10 features) as train.csv and test.csv, its
+    target a year's disease progression / 100: fractional values, which a trainer must not round."""
+    data = load_diabetes()
+    x_train, x_test, y_train, y_test = train_test_split(data.data, data.target / 100, test_size=0.2, random_state=seed)
+    paths = folder / "train.csv", folder / "test.csv"
+    for path, x, y in zip(paths, (x_train, x_test), (y_train, y_test), strict=True):
+        with path.open("w", newline="") as f:
+            out = csv.writer(f)
+            out.writerow([*data.feature_names, TARGET])
+            out.writerows([*(repr(float(v)) for v in row), repr(float(t))] for row, t in zip(x, y, strict=True))
     return paths
 
 

@@ -41,4 +41,5 @@ def test_pages_train_on_pictures_picked_in_their_file_picker(tmp_path: Path) -> 
     print("digits, pages:", [r["accuracy"] for r in result["rounds"]], [s["ownData"] for s in states])
     assert all(s["rounds"] == [1, 2, 3] and s["ownData"]["rows"] >= 700 for s in states), states
     assert all("refused" not in s["ownData"]["summary"] for s in states), states
+    assert all(s["ownData"]["pictures"] == 12 for s in states), states  # the preview shows the first 12
     assert result["rounds"][-1]["accuracy"] > 0.7, result["rounds"]

@@ -5,7 +5,7 @@
 //! The engine's borrow is held across awaits on purpose: it is the busy lock (see `js::Shared`).
 #![allow(clippy::await_holding_refcell_ref)]
 
-use js_sys::{Float32Array, Function, Int32Array, Promise, Uint8Array};
+use js_sys::{Float32Array, Function, Promise, Uint8Array};
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::future_to_promise;
 
@@ -19,7 +19,8 @@ const TS_TYPES: &'static str = r#"
 /** Options for `Trainer.train`; names follow the protocol's config keys in camelCase. */
 export interface TrainOptions {
   epochs?: number;          // local epochs (default 1)
-  batchSize?: number;       // default 10
+  batchSize?: number | "auto"; // default 10; "auto": the largest power of two (≤ 256) whose step fits memoryBudgetMb
+  memoryBudgetMb?: number;  // for batchSize "auto" (default 256)
   lr?: number;              // default 0.05
   optimizer?: "sgd" | "adam" | "adamw";
   momentum?: number;        // SGD momentum (default 0)
@@ -28,7 +29,7 @@ export interface TrainOptions {
   shuffle?: boolean;        // default true
   seed?: number;            // shuffle seed; omitted: a fresh random seed
 }
-export interface TrainReport { loss: number; steps: number; examples: number; }
+export interface TrainReport { loss: number; steps: number; examples: number; batchSize: number; }
 export interface EvalReport { loss: number; accuracy: number | null; examples: number; }
 export interface DeltaReport {
   delta: Uint8Array;        // safetensors, PyTorch names and layouts
@@ -95,6 +96,16 @@ impl Trainer {
         })
     }
 
+    /// The module's linear memory in bytes. It only ever grows, so after a job it is that job's
+    /// peak (with everything the module held before); GPU memory is not in it.
+    #[wasm_bindgen(js_name = memoryBytes)]
+    pub fn memory_bytes() -> f64 {
+        #[cfg(target_arch = "wasm32")]
+        return core::arch::wasm32::memory_size::<0>() as f64 * 65536.0;
+        #[cfg(not(target_arch = "wasm32"))]
+        0.0
+    }
+
     /// Whether this build can train on WebGPU at all.
     #[wasm_bindgen(js_name = hasWebGpu)]
     pub fn has_webgpu() -> bool {
@@ -120,13 +131,14 @@ impl Trainer {
         on_learner!(&mut *engine, l => l.load(bytes)).map_err(js::error)
     }
 
-    /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels),
+    /// Train on `x` (Float32Array, N × input values) and `y` (Int32Array of N labels, or a
+    /// Float32Array of N targets for a regression),
     /// checkpointing and resuming as `checkpoints` says.
     #[wasm_bindgen(unchecked_return_type = "Promise<TrainReport>")]
     pub fn train(
         &self,
         x: Float32Array,
-        y: Int32Array,
+        #[wasm_bindgen(unchecked_param_type = "Int32Array | Float32Array")] y: JsValue,
         #[wasm_bindgen(unchecked_param_type = "TrainOptions")] options: JsValue,
         #[wasm_bindgen(js_name = onBatch, unchecked_param_type = "OnBatch | undefined")]
         on_batch: Option<Function>,
@@ -150,7 +162,11 @@ impl Trainer {
 
     /// The spec's mean loss and accuracy (null for a regression) on `x`, `y`, in inference mode.
     #[wasm_bindgen(unchecked_return_type = "Promise<EvalReport>")]
-    pub fn evaluate(&self, x: Float32Array, y: Int32Array) -> Promise {
+    pub fn evaluate(
+        &self,
+        x: Float32Array,
+        #[wasm_bindgen(unchecked_param_type = "Int32Array | Float32Array")] y: JsValue,
+    ) -> Promise {
         let shared = self.engine.clone();
         future_to_promise(async move {
             let engine = shared.read()?;
@@ -265,7 +281,11 @@ impl ParityProbe {
 
     /// Gradients of the mean cross-entropy over all of `x`, `y`, as PyTorch-named safetensors.
     #[wasm_bindgen(unchecked_return_type = "Promise<Uint8Array>")]
-    pub fn gradients(&self, x: Float32Array, y: Int32Array) -> Promise {
+    pub fn gradients(
+        &self,
+        x: Float32Array,
+        #[wasm_bindgen(unchecked_param_type = "Int32Array | Float32Array")] y: JsValue,
+    ) -> Promise {
         let shared = self.engine.clone();
         future_to_promise(async move {
             let engine = shared.read()?;

@@ -163,8 +163,8 @@ pub fn fingerprint(spec: &ModelSpec, config: &TrainingConfig, data: &Dataset) ->
     for v in x {
         h.word(u64::from(v.to_bits()));
     }
-    for &l in y {
-        h.word(l as u32 as u64);
+    for l in y {
+        h.word(u64::from(l.to_bits()));
     }
     Ok(h.0)
 }

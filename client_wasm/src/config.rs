@@ -17,8 +17,12 @@ use crate::schedule::Schedule;
 pub struct TrainOptions {
     #[serde(default = "defaults::epochs")]
     pub epochs: usize,
+    /// A number, or `"auto"`: the largest batch whose training step fits `memoryBudgetMb`.
     #[serde(default = "defaults::batch_size")]
-    pub batch_size: usize,
+    pub batch_size: BatchSize,
+    /// What `batchSize: "auto"` may spend, in MB (default 256).
+    #[serde(default)]
+    pub memory_budget_mb: Option<f64>,
     #[serde(default = "defaults::lr")]
     pub lr: f64,
     #[serde(default = "defaults::optimizer")]
@@ -67,8 +71,8 @@ mod defaults {
     pub fn epochs() -> usize {
         1
     }
-    pub fn batch_size() -> usize {
-        10
+    pub fn batch_size() -> super::BatchSize {
+        super::BatchSize::Fixed(10)
     }
     pub fn lr() -> f64 {
         0.05
@@ -89,6 +93,17 @@ mod defaults {
         5
     }
 }
+
+/// `batchSize` as JavaScript writes it: a number, or `"auto"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum BatchSize {
+    Fixed(usize),
+    Named(String),
+}
+
+/// What `batchSize: "auto"` may spend when the task does not say (the page's budget).
+pub const DEFAULT_MEMORY_BUDGET: u64 = 256 << 20;
 
 /// The optimizers a job can ask for.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -152,7 +167,10 @@ pub enum Order {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrainingConfig {
     pub epochs: usize,
+    /// Resolved before training when `auto_batch` is set (see `Learner::train`).
     pub batch_size: usize,
+    /// `batchSize: "auto"`: the memory budget, in bytes, that picks the batch size.
+    pub auto_batch: Option<u64>,
     pub lr: f64,
     pub optimizer: Optimizer,
     /// Weight decay; `None` is PyTorch's default for the optimizer (AdamW 0.01, the others 0).
@@ -171,7 +189,31 @@ impl TryFrom<TrainOptions> for TrainingConfig {
     type Error = TrainerError;
 
     fn try_from(o: TrainOptions) -> Result<Self> {
-        if o.epochs == 0 || o.batch_size == 0 {
+        let (batch_size, auto_batch) = match (&o.batch_size, o.memory_budget_mb) {
+            (BatchSize::Fixed(n), None) => (*n, None),
+            (BatchSize::Named(name), budget) if name == "auto" => match budget {
+                None => (0, Some(DEFAULT_MEMORY_BUDGET)),
+                Some(mb) if mb.is_finite() && mb > 0.0 => {
+                    (0, Some((mb * (1u64 << 20) as f64) as u64))
+                }
+                Some(mb) => {
+                    return Err(TrainerError::Config(format!(
+                        "memoryBudgetMb must be positive, got {mb}"
+                    )));
+                }
+            },
+            (BatchSize::Named(other), _) => {
+                return Err(TrainerError::Config(format!(
+                    "batchSize must be a number or \"auto\", got {other:?}"
+                )));
+            }
+            (BatchSize::Fixed(_), Some(_)) => {
+                return Err(TrainerError::Config(
+                    "memoryBudgetMb is for batchSize \"auto\"".into(),
+                ));
+            }
+        };
+        if o.epochs == 0 || (batch_size == 0 && auto_batch.is_none()) {
             return Err(TrainerError::Config(
                 "epochs and batchSize must be at least 1".into(),
             ));
@@ -231,7 +273,8 @@ impl TryFrom<TrainOptions> for TrainingConfig {
         };
         Ok(TrainingConfig {
             epochs: o.epochs,
-            batch_size: o.batch_size,
+            batch_size,
+            auto_batch,
             lr: o.lr,
             optimizer,
             weight_decay: o.weight_decay,
@@ -321,5 +364,32 @@ mod tests {
             }
         );
         assert!(TrainingConfig::from_json(r#"{"augmentContrast": 1.5}"#).is_err());
+    }
+
+    #[test]
+    fn batch_size_is_a_number_or_auto_within_a_budget() {
+        let c = |json: &str| TrainingConfig::from_json(json);
+        assert_eq!(
+            c(r#"{"batchSize": "auto"}"#).unwrap().auto_batch,
+            Some(DEFAULT_MEMORY_BUDGET)
+        );
+        let budget = c(r#"{"batchSize": "auto", "memoryBudgetMb": 64}"#).unwrap();
+        assert_eq!(budget.auto_batch, Some(64 << 20));
+        assert_eq!(c(r#"{"batchSize": 32}"#).unwrap().auto_batch, None);
+        for (bad, why) in [
+            (r#"{"batchSize": "big"}"#, "a number or \"auto\""),
+            (
+                r#"{"batchSize": 32, "memoryBudgetMb": 64}"#,
+                "is for batchSize",
+            ),
+            (
+                r#"{"batchSize": "auto", "memoryBudgetMb": -1}"#,
+                "must be positive",
+            ),
+            (r#"{"batchSize": 0}"#, "at least 1"),
+        ] {
+            let err = c(bad).unwrap_err().to_string();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

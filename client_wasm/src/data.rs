@@ -1,7 +1,8 @@
-//! A local dataset held as flat f32 images plus labels, cut into mini-batches.
+//! A local dataset held as flat f32 inputs plus targets (class indices, or a regression's values,
+//! both as f32: exact for any index below 2^24), cut into mini-batches.
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -11,22 +12,18 @@ use crate::error::{Result, TrainerError};
 
 pub struct Dataset {
     x: Vec<f32>,
-    y: Vec<i32>,
+    y: Vec<f32>,
     input_len: usize,
     /// `[C, H, W]` when each example is an image (what augmentation works on).
     image: Option<[usize; 3]>,
 }
 
-/// A batch on the device: inputs, labels, and what mixup did (its λ, and each example's partner label).
-pub type Batch<B> = (
-    Tensor<B, 2>,
-    Tensor<B, 1, Int>,
-    Option<(f64, Tensor<B, 1, Int>)>,
-);
+/// A batch on the device: inputs, targets, and what mixup did (its λ, and each example's partner target).
+pub type Batch<B> = (Tensor<B, 2>, Tensor<B, 1>, Option<(f64, Tensor<B, 1>)>);
 
 impl Dataset {
-    /// `classes`: labels must lie in `0..classes`; `None` for a regression's targets.
-    pub fn new(x: Vec<f32>, y: Vec<i32>, input_len: usize, classes: Option<usize>) -> Result<Self> {
+    /// `classes`: labels must be whole numbers in `0..classes`; `None` for a regression's targets.
+    pub fn new(x: Vec<f32>, y: Vec<f32>, input_len: usize, classes: Option<usize>) -> Result<Self> {
         if y.is_empty() {
             return Err(TrainerError::Data("the dataset is empty".into()));
         }
@@ -39,11 +36,16 @@ impl Dataset {
             )));
         }
         if let Some(classes) = classes
-            && let Some(bad) = y.iter().find(|&&l| l < 0 || l as usize >= classes)
+            && let Some(bad) = y
+                .iter()
+                .find(|&&l| !(l >= 0.0 && l.fract() == 0.0 && (l as usize) < classes))
         {
             return Err(TrainerError::Data(format!(
-                "label {bad} is outside 0..{classes}"
+                "label {bad} is not a class in 0..{classes}"
             )));
+        }
+        if let Some(bad) = y.iter().find(|v| !v.is_finite()) {
+            return Err(TrainerError::Data(format!("target {bad} is not finite")));
         }
         if x.iter().any(|v| !v.is_finite()) {
             return Err(TrainerError::Data("images contain NaN or infinity".into()));
@@ -83,7 +85,7 @@ impl Dataset {
     }
 
     /// The examples and their labels, as held.
-    pub fn content(&self) -> (&[f32], &[i32]) {
+    pub fn content(&self) -> (&[f32], &[f32]) {
         (&self.x, &self.y)
     }
 
@@ -115,7 +117,7 @@ impl Dataset {
         &self,
         idx: &[usize],
         device: &B::Device,
-    ) -> (Tensor<B, 2>, Tensor<B, 1, Int>) {
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let (x, y, _) = self.augmented_batch(idx, device, None);
         (x, y)
     }
@@ -132,7 +134,7 @@ impl Dataset {
         for &i in idx {
             xs.extend_from_slice(&self.x[i * len..(i + 1) * len]);
         }
-        let ys: Vec<i32> = idx.iter().map(|&i| self.y[i]).collect();
+        let ys: Vec<f32> = idx.iter().map(|&i| self.y[i]).collect();
         let mut mixed = None;
         if let (Some((aug, rng)), Some(shape)) = (augment, self.image) {
             let mut scratch = Vec::with_capacity(len);
@@ -140,7 +142,7 @@ impl Dataset {
                 aug.example(example, shape, rng, &mut scratch);
             }
             mixed = aug.mix(&mut xs, idx.len(), len, rng).map(|m| {
-                let partner: Vec<i32> = m.partner.iter().map(|&p| ys[p]).collect();
+                let partner: Vec<f32> = m.partner.iter().map(|&p| ys[p]).collect();
                 let partner = Tensor::from_data(TensorData::new(partner, [idx.len()]), device);
                 (m.lambda, partner)
             });
@@ -170,7 +172,7 @@ mod tests {
 
     #[test]
     fn token_ids_must_be_whole_and_below_the_table() {
-        let data = |x: Vec<f32>| Dataset::new(x, vec![0, 1], 2, Some(2)).unwrap();
+        let data = |x: Vec<f32>| Dataset::new(x, vec![0.0, 1.0], 2, Some(2)).unwrap();
         assert!(
             data(vec![0.0, 4.0, 3.0, 1.0])
                 .with_ids_below(Some(5))
@@ -188,8 +190,10 @@ mod tests {
     }
 
     #[test]
-    fn labels_outside_the_classes_are_refused_unless_they_are_targets() {
-        assert!(Dataset::new(vec![0.0; 2], vec![0, 2], 1, Some(2)).is_err());
-        assert!(Dataset::new(vec![0.0; 2], vec![0, 7], 1, None).is_ok());
+    fn labels_must_be_classes_and_targets_finite() {
+        assert!(Dataset::new(vec![0.0; 2], vec![0.0, 2.0], 1, Some(2)).is_err());
+        assert!(Dataset::new(vec![0.0; 2], vec![0.0, 0.5], 1, Some(2)).is_err());
+        assert!(Dataset::new(vec![0.0; 2], vec![0.0, 7.25], 1, None).is_ok());
+        assert!(Dataset::new(vec![0.0; 2], vec![0.0, f32::NAN], 1, None).is_err());
     }
 }

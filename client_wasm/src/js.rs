@@ -65,10 +65,21 @@ pub fn images(x: &Float32Array) -> Result<Vec<f32>, JsValue> {
     Ok(x.to_vec())
 }
 
-/// Images and labels, copied in the same way.
-pub fn examples(x: &Float32Array, y: &Int32Array) -> Result<(Vec<f32>, Vec<i32>), JsValue> {
-    crate::memory::ensure(u64::from(y.length()) * 4, "the labels").map_err(error)?;
-    Ok((images(x)?, y.to_vec()))
+/// Inputs and targets, copied in the same way: class indices as an `Int32Array`, or a regression's
+/// values (or indices) as a `Float32Array`.
+pub fn examples(x: &Float32Array, y: &JsValue) -> Result<(Vec<f32>, Vec<f32>), JsValue> {
+    let targets = if let Some(y) = y.dyn_ref::<Int32Array>() {
+        crate::memory::ensure(u64::from(y.length()) * 4, "the labels").map_err(error)?;
+        y.to_vec().into_iter().map(|l| l as f32).collect()
+    } else if let Some(y) = y.dyn_ref::<Float32Array>() {
+        crate::memory::ensure(u64::from(y.length()) * 4, "the targets").map_err(error)?;
+        y.to_vec()
+    } else {
+        return Err(error(TrainerError::Data(
+            "y must be an Int32Array of labels or a Float32Array of targets".into(),
+        )));
+    };
+    Ok((images(x)?, targets))
 }
 
 /// The per-batch callback: calls `f` and, when it returns a Promise, pauses until it settles.
@@ -201,6 +212,7 @@ pub fn train_report(r: TrainReport) -> JsValue {
         ("loss", r.loss.into()),
         ("steps", r.steps.into()),
         ("examples", r.examples.into()),
+        ("batchSize", r.batch_size.into()),
     ])
 }
 

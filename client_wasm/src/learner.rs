@@ -56,7 +56,7 @@ impl<B: AutodiffBackend> Learner<B> {
         })
     }
 
-    pub fn dataset(&self, x: Vec<f32>, y: Vec<i32>) -> Result<Dataset> {
+    pub fn dataset(&self, x: Vec<f32>, y: Vec<f32>) -> Result<Dataset> {
         Dataset::new(
             x,
             y,
@@ -100,6 +100,11 @@ impl<B: AutodiffBackend> Learner<B> {
             )));
         }
         let slots = config.optimizer.state_slots();
+        let mut config = config.clone();
+        if let Some(budget) = config.auto_batch.take() {
+            config.batch_size = memory::largest_batch(&self.spec, slots, budget, data.len())?;
+        }
+        let config = &config;
         let bytes = memory::training_bytes(&self.spec, config.batch_size.min(data.len()), slots);
         memory::ensure(bytes, "a training step")?;
         let mut checkpoints = checkpoints

@@ -57,6 +57,28 @@ pub fn training_bytes(spec: &ModelSpec, batch: usize, slots: u64) -> u64 {
     params * (4 + slots) + activations * 3
 }
 
+/// The largest batch, a power of two up to `MAX_AUTO_BATCH`, whose training step (`training_bytes`
+/// with the model's own `model_bytes`) fits `budget`; never more than the data's `examples`.
+pub fn largest_batch(spec: &ModelSpec, slots: u64, budget: u64, examples: usize) -> Result<usize> {
+    let fits =
+        |b: usize| model_bytes(spec) + training_bytes(spec, b.min(examples), slots) <= budget;
+    if !fits(1) {
+        return Err(TrainerError::Memory(format!(
+            "a training step of this model needs about {} MB even at batch size 1, over the budget of {} MB",
+            (model_bytes(spec) + training_bytes(spec, 1, slots)).div_ceil(1 << 20),
+            budget >> 20
+        )));
+    }
+    let mut batch = 1;
+    while batch < MAX_AUTO_BATCH && batch < examples && fits(batch * 2) {
+        batch *= 2;
+    }
+    Ok(batch.min(examples))
+}
+
+/// The largest batch `batchSize: "auto"` picks: past it, a local epoch makes too few steps to learn much.
+pub const MAX_AUTO_BATCH: usize = 256;
+
 /// One inference pass at `batch` examples.
 pub fn inference_bytes(spec: &ModelSpec, batch: usize) -> u64 {
     f32s(spec.parameter_count() as u64) + f32s((spec.activation_len() * batch) as u64) * 2
@@ -65,6 +87,26 @@ pub fn inference_bytes(spec: &ModelSpec, batch: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_auto_batch_is_the_largest_power_of_two_in_the_budget() {
+        let spec =
+            ModelSpec::from_json(include_str!("../../protocol/models/mnist-cnn.json")).unwrap();
+        let step = |b| model_bytes(&spec) + training_bytes(&spec, b, 2);
+        assert_eq!(largest_batch(&spec, 2, step(64), 10_000), Ok(64));
+        assert_eq!(largest_batch(&spec, 2, step(64) - 1, 10_000), Ok(32));
+        assert_eq!(
+            largest_batch(&spec, 2, u64::MAX, 10_000),
+            Ok(MAX_AUTO_BATCH)
+        );
+        assert_eq!(
+            largest_batch(&spec, 2, u64::MAX, 40),
+            Ok(40),
+            "never past the data"
+        );
+        let err = largest_batch(&spec, 2, step(1) - 1, 100).unwrap_err();
+        assert!(err.to_string().contains("even at batch size 1"), "{err}");
+    }
 
     #[test]
     fn small_reservations_succeed() {

@@ -1,7 +1,7 @@
-//! The spec's training loss in Burn, matching `coordinator/models/losses.py`: labels arrive as
-//! class indices; binary cross-entropy scores each output as its own yes/no (an index becomes a
+//! The spec's training loss in Burn, matching `coordinator/models/losses.py`: targets arrive as
+//! floats, class indices for a classifier; binary cross-entropy scores each output as its own yes/no (an index becomes a
 //! one-hot row, or with one output the 0/1 target itself); MSE regresses the single output on
-//! the label's value. Each reduces as PyTorch's loss modules do by default, over every element.
+//! the target's value. Each reduces as PyTorch's loss modules do by default, over every element.
 
 use burn::nn::loss::{CrossEntropyLossConfig, MseLoss, Reduction};
 use burn::tensor::backend::Backend;
@@ -9,22 +9,23 @@ use burn::tensor::{Int, Tensor};
 
 use crate::spec::Loss;
 
-/// The mean loss of `logits` `[N, outputs]` against labels `y` `[N]`.
-pub fn loss<B: Backend>(loss: &Loss, logits: Tensor<B, 2>, y: Tensor<B, 1, Int>) -> Tensor<B, 1> {
+/// The mean loss of `logits` `[N, outputs]` against targets `y` `[N]`.
+pub fn loss<B: Backend>(loss: &Loss, logits: Tensor<B, 2>, y: Tensor<B, 1>) -> Tensor<B, 1> {
     let device = logits.device();
     let [n, width] = logits.dims();
     match *loss {
         Loss::CrossEntropy { label_smoothing } => CrossEntropyLossConfig::new()
             .with_smoothing((label_smoothing > 0.0).then_some(label_smoothing as f32))
             .init(&device)
-            .forward(logits, y),
+            .forward(logits, y.int()),
         Loss::BceWithLogits => {
             let targets = if width == 1 {
-                y.float().reshape([n, 1])
+                y.reshape([n, 1])
             } else {
                 // One-hot by comparison with 0..width: plain ops every backend has.
                 let classes = Tensor::<B, 1, Int>::arange(0..width as i64, &device);
-                y.unsqueeze_dim::<2>(1)
+                y.int()
+                    .unsqueeze_dim::<2>(1)
                     .equal(classes.unsqueeze_dim(0))
                     .float()
             };
@@ -33,7 +34,7 @@ pub fn loss<B: Backend>(loss: &Loss, logits: Tensor<B, 2>, y: Tensor<B, 1, Int>)
                 + logits.abs().neg().exp().add_scalar(1.0).log();
             stable.mean()
         }
-        Loss::Mse => MseLoss::new().forward(logits, y.float().reshape([n, width]), Reduction::Mean),
+        Loss::Mse => MseLoss::new().forward(logits, y.reshape([n, width]), Reduction::Mean),
     }
 }
 
@@ -41,9 +42,10 @@ pub fn loss<B: Backend>(loss: &Loss, logits: Tensor<B, 2>, y: Tensor<B, 1, Int>)
 pub fn hits<B: Backend>(
     loss: &Loss,
     logits: Tensor<B, 2>,
-    y: Tensor<B, 1, Int>,
+    y: Tensor<B, 1>,
 ) -> Option<Tensor<B, 1, Int>> {
     let [n, width] = logits.dims();
+    let y = y.int();
     match loss {
         Loss::Mse => None,
         Loss::BceWithLogits if width == 1 => Some(

@@ -25,6 +25,8 @@ pub struct TrainReport {
     pub loss: f64,
     pub steps: usize,
     pub examples: usize,
+    /// The batch size trained with (what `"auto"` picked).
+    pub batch_size: usize,
 }
 
 /// A pause the caller asks for between batches (on the web: a turn of the event loop).
@@ -209,6 +211,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
                 loss: total / examples.max(1) as f64,
                 steps,
                 examples,
+                batch_size: config.batch_size,
             },
         ))
     }

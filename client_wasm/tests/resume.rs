@@ -40,7 +40,7 @@ fn block_on<F: std::future::Future>(f: F) -> F::Output {
 struct Fixture {
     global: Vec<u8>,
     x: Vec<f32>,
-    y: Vec<i32>,
+    y: Vec<f32>,
 }
 
 fn fixture() -> Fixture {
@@ -51,7 +51,7 @@ fn fixture() -> Fixture {
     let x = (0..22 * 36)
         .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
         .collect();
-    let y = (0..22).map(|i| i * 7 % 3).collect();
+    let y = (0..22).map(|i| (i * 7 % 3) as f32).collect();
     Fixture { global, x, y }
 }
 

@@ -44,6 +44,7 @@ async function main() {
   };
   if (a.seed !== undefined) options.seed = Number(a.seed);
   if (a.momentum !== undefined) options.momentum = Number(a.momentum);
+  const loadedBytes = Trainer.memoryBytes();
   const started = performance.now();
   const report = await trainer.train(x, y, options);
   const seconds = (performance.now() - started) / 1000;
@@ -58,6 +59,8 @@ async function main() {
       samplesPerSecond: report.examples / seconds,
       norm: d.norm,
       clipped: d.clipped ?? null,
+      wasmBytes: Trainer.memoryBytes(), // this process's one job: its peak linear memory
+      wasmBytesLoaded: loadedBytes,
     }),
   );
 }

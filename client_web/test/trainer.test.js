@@ -75,7 +75,7 @@ test("bad data is refused: labels out of range, NaN images, ragged lengths", asy
       Int32Array.from(y, () => 3),
       {},
     ),
-    /bad data: label 3 is outside 0..3/,
+    /bad data: label 3 is not a class in 0..3/,
   );
   const nan = x.slice();
   nan[5] = NaN;
@@ -247,4 +247,46 @@ test("a checkpoint of another job, a damaged one, or bad checkpoint options are 
   await assert.rejects(trainer().train(x, y, options, undefined, { save: () => {} }), /needs everySteps/);
   // The module still works after every refusal.
   assert.equal((await trainer().train(x, y, options)).steps, 8);
+});
+
+test("a regression trains on fractional Float32Array targets; labels must be whole classes", async () => {
+  const spec = JSON.stringify({
+    name: "line",
+    input_shape: [1],
+    num_classes: 1,
+    loss: { type: "mse" },
+    layers: [{ type: "linear", in_features: 1, out_features: 1 }],
+  });
+  const t = new Trainer(spec, "cpu");
+  t.loadWeights(
+    writeSafetensors(
+      new Map([
+        ["layers.0.weight", { shape: [1, 1], data: new Float32Array(1) }],
+        ["layers.0.bias", { shape: [1], data: new Float32Array(1) }],
+      ]),
+    ),
+  );
+  // y = 0.5 x + 0.25: fractional targets that an integer label array would round away.
+  const x = Float32Array.from({ length: 40 }, (_, i) => i / 20);
+  const y = Float32Array.from(x, (v) => 0.5 * v + 0.25);
+  await t.train(x, y, { epochs: 60, batchSize: 8, lr: 0.2, shuffle: false });
+  const w = readSafetensors(await t.weights());
+  assert.ok(Math.abs(w.get("layers.0.weight").data[0] - 0.5) < 0.02, w.get("layers.0.weight").data[0]);
+  assert.ok(Math.abs(w.get("layers.0.bias").data[0] - 0.25) < 0.02, w.get("layers.0.bias").data[0]);
+  assert.ok((await t.evaluate(x, y)).loss < 1e-3);
+  const { x: xs } = data(3);
+  await assert.rejects(trainer().train(xs, Float32Array.of(0, 1.5, 2), {}), /label 1.5 is not a class in 0..3/);
+  await assert.rejects(trainer().train(xs, [0, 1, 2], {}), /y must be an Int32Array of labels or a Float32Array/);
+});
+
+test('batchSize "auto" trains with the largest batch that fits the memory budget, and says which', async () => {
+  const { x, y } = data(30);
+  const report = await trainer().train(x, y, { batchSize: "auto", seed: 1 });
+  assert.deepEqual([report.batchSize, report.steps], [30, 1]); // every batch fits: the whole (small) dataset
+  assert.equal((await trainer().train(x, y, { batchSize: 8 })).batchSize, 8);
+  await assert.rejects(
+    trainer().train(x, y, { batchSize: "auto", memoryBudgetMb: 0.0001 }),
+    /out of memory: .* even at batch size 1, over the budget of 0 MB/,
+  );
+  await assert.rejects(trainer().train(x, y, { batchSize: "all" }), /a number or "auto"/);
 });

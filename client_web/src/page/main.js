@@ -141,7 +141,8 @@ $("files").onchange = async (ev) => {
     const own = await readOwnData([...ev.target.files]);
     $("data-preview").replaceChildren(...(own.preview ? [own.preview] : []));
     $("files-status").textContent = own.data ? `${own.summary}. Training on them from now on.` : own.summary;
-    window.pollen.ownData = { rows: own.data?.y.length ?? 0, summary: own.summary };
+    const pictures = own.preview?.querySelectorAll("canvas").length ?? 0;
+    window.pollen.ownData = { rows: own.data?.y.length ?? 0, summary: own.summary, pictures };
     if (own.data) {
       userData = own.data;
       start();

@@ -1,6 +1,7 @@
 // The participant's own files, prepared for the run in this browser: a CSV by the run's data
 // schema (its columns, statistics and classes, from /api/status), or digit images for the
-// MNIST demo runs. Nothing here is uploaded; the page shows what it kept and what it refused.
+// MNIST demo runs. Nothing here is uploaded; the page shows what it kept (the first rows, or the first
+// pictures as the model will see them) and what it refused.
 import { prepareTable } from "../data-schema.js";
 import { readLabelledImages, readSchemaImages } from "./images.js";
 
@@ -47,7 +48,8 @@ export async function readOwnData(files) {
         ? `; refused ${got.refused.length}: ${refusedNames.join("; ")}${got.refused.length > 10 ? "; …" : ""}`
         : "",
     ].join("");
-    return { data: got.y.length ? { x: got.x, y: got.y } : null, summary, preview: null };
+    const preview = previewPictures(got.x, got.y, inputShape, (i) => schema.classes[i]);
+    return { data: got.y.length ? { x: got.x, y: got.y } : null, summary, preview };
   }
   if (schema !== null) return refuse("This run trains on a CSV table: pick one.");
   const images = await readLabelledImages(files);
@@ -55,7 +57,7 @@ export async function readOwnData(files) {
   return {
     data: images.y.length ? { x: images.x, y: images.y } : null,
     summary: `${images.y.length} images ready${skipped}`,
-    preview: null,
+    preview: previewPictures(images.x, images.y, [1, 28, 28], String),
   };
 }
 
@@ -75,4 +77,32 @@ function previewTable(header, rows) {
     for (const cell of row) tr.insertCell().textContent = cell;
   }
   return table;
+}
+
+/** The first pictures as the model will see them (resized, greyscale or RGB), each with its class. */
+function previewPictures(x, y, [channels, height, width], className, count = 12) {
+  const strip = document.createElement("div");
+  strip.className = "preview pictures";
+  const plane = height * width;
+  for (let i = 0; i < Math.min(count, y.length); i++) {
+    const canvas = document.createElement("canvas");
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext("2d");
+    const image = ctx.createImageData(width, height);
+    const at = i * channels * plane;
+    for (let p = 0; p < plane; p++) {
+      for (let c = 0; c < 3; c++) {
+        image.data[4 * p + c] = Math.round(255 * x[at + (channels === 3 ? c : 0) * plane + p]);
+      }
+      image.data[4 * p + 3] = 255;
+    }
+    ctx.putImageData(image, 0, 0);
+    const figure = document.createElement("figure");
+    const caption = document.createElement("figcaption");
+    caption.textContent = className(y[i]);
+    figure.append(canvas, caption);
+    strip.append(figure);
+  }
+  return strip;
 }
