@@ -31,6 +31,10 @@ impl BackendChoice {
     }
 }
 
+/// How many steps a WebGPU job runs between reads of its losses.
+#[cfg(feature = "webgpu")]
+const GPU_READ_EVERY: usize = 16;
+
 /// A learner on whichever backend it started on.
 pub enum Engine {
     Cpu(Learner<Cpu>),
@@ -113,7 +117,8 @@ impl Engine {
     #[cfg(feature = "webgpu")]
     async fn webgpu(spec: ModelSpec) -> Result<Engine, String> {
         let device = crate::webgpu::start().await?;
-        let learner = Learner::new(spec, device).map_err(|e| e.to_string())?;
+        let mut learner = Learner::new(spec, device).map_err(|e| e.to_string())?;
+        learner.read_every = GPU_READ_EVERY;
         Ok(Engine::Gpu(learner))
     }
 

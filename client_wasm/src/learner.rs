@@ -23,6 +23,9 @@ use crate::weights::{self, Named};
 pub struct Learner<B: AutodiffBackend> {
     pub spec: ModelSpec,
     pub(crate) device: B::Device,
+    /// Read losses back every this many steps: 1 on the CPU, where a read costs nothing; more on
+    /// a GPU, where each read waits for the device (see `training::train`).
+    pub read_every: usize,
     model: Option<Model<B>>,
     global: Option<Named>,
 }
@@ -51,6 +54,7 @@ impl<B: AutodiffBackend> Learner<B> {
         Ok(Self {
             spec,
             device,
+            read_every: 1,
             model: Some(model),
             global: None,
         })
@@ -119,6 +123,7 @@ impl<B: AutodiffBackend> Learner<B> {
             &self.device,
             on_batch,
             checkpoints.as_mut(),
+            self.read_every,
         );
         match job.await {
             Ok((model, report)) => {

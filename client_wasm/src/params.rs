@@ -16,10 +16,8 @@ use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 
-use crate::error::Result;
 use crate::model::{Layer, Model};
 use crate::norm::Norm;
-use crate::weights::values;
 
 /// Where one wire tensor lives in a Burn layer. Mutable, so loading can replace it; readers
 /// walk a clone of the model, which costs no tensor copies (Burn's tensors are shared handles).
@@ -218,13 +216,13 @@ impl<B: AutodiffBackend> Slot<'_, B> {
     }
 }
 
-/// `torch.nn.utils.clip_grad_norm_`: when the gradients' global L2 norm exceeds `max_norm`,
-/// scale them all by `max_norm / (norm + 1e-6)`. The norm is read back (one small read a step).
-pub async fn clip_grad_norm<B: AutodiffBackend>(
+/// `torch.nn.utils.clip_grad_norm_`: scale every gradient by `min(1, max_norm / (norm + 1e-6))`,
+/// the gradients' global L2 norm. All on the device: no read, so the GPU never waits for the CPU.
+pub fn clip_grad_norm<B: AutodiffBackend>(
     model: &mut Model<B>,
     grads: &mut GradientsParams,
     max_norm: f64,
-) -> Result<()> {
+) {
     let mut squares: Option<Tensor<B::InnerBackend, 1>> = None;
     for (_, slot) in slots(model) {
         if let Some(g) = slot.step_grad(grads) {
@@ -233,16 +231,17 @@ pub async fn clip_grad_norm<B: AutodiffBackend>(
         }
     }
     let Some(squares) = squares else {
-        return Ok(());
+        return;
     };
-    let norm = f64::from(values(squares).await?[0]).sqrt();
-    let coef = max_norm / (norm + 1e-6);
-    if coef < 1.0 {
-        for (_, slot) in slots(model) {
-            slot.scale_step_grad(grads, coef);
-        }
+    let coef = squares
+        .sqrt()
+        .add_scalar(1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
+    for (_, slot) in slots(model) {
+        slot.scale_step_grad(grads, &coef);
     }
-    Ok(())
 }
 
 impl<B: AutodiffBackend> Slot<'_, B> {
@@ -259,10 +258,14 @@ impl<B: AutodiffBackend> Slot<'_, B> {
         }
     }
 
-    fn scale_step_grad(&self, grads: &mut GradientsParams, coef: f64) {
-        fn scale<B: Backend, const D: usize>(grads: &mut GradientsParams, id: ParamId, coef: f64) {
+    fn scale_step_grad(&self, grads: &mut GradientsParams, coef: &Tensor<B::InnerBackend, 1>) {
+        fn scale<B: Backend, const D: usize>(
+            grads: &mut GradientsParams,
+            id: ParamId,
+            coef: &Tensor<B, 1>,
+        ) {
             if let Some(g) = grads.remove::<B, D>(id) {
-                grads.register(id, g.mul_scalar(coef));
+                grads.register(id, g.mul(coef.clone().reshape([1; D])));
             }
         }
         match self {

@@ -49,6 +49,8 @@ pub struct Checkpointing<'a> {
     pub save: Box<dyn FnMut(Vec<u8>) -> Option<Pause> + 'a>,
 }
 
+/// `read_every`: read the losses back (and report batches) every this many steps, at the latest.
+#[allow(clippy::too_many_arguments)]
 pub async fn train<B: AutodiffBackend>(
     model: Model<B>,
     data: &Dataset,
@@ -57,12 +59,14 @@ pub async fn train<B: AutodiffBackend>(
     device: &B::Device,
     on_batch: &mut OnBatch<'_>,
     checkpoints: Option<&mut Checkpointing<'_>>,
+    read_every: usize,
 ) -> Result<(Model<B>, TrainReport)> {
     let job = Job {
         data,
         spec,
         config,
         device,
+        read_every: read_every.max(1),
     };
     // L2 decay added to the gradient, as torch.optim's SGD, Adam and RMSprop apply it.
     let l2 = config
@@ -115,6 +119,8 @@ struct Job<'a, B: Backend> {
     spec: &'a ModelSpec,
     config: &'a TrainingConfig,
     device: &'a B::Device,
+    /// Read the losses back every this many steps (at the latest).
+    read_every: usize,
 }
 
 impl<B: AutodiffBackend> Job<'_, B> {
@@ -143,50 +149,42 @@ impl<B: AutodiffBackend> Job<'_, B> {
             (total, steps, examples) = (at.total, at.steps, at.examples);
         }
         let all_steps = config.epochs * data.len().div_ceil(config.batch_size.max(1));
+        // Losses not yet read back: a read waits for the device, so WebGPU reads every few steps
+        // (`read_every`) while the GPU keeps working, and reports those batches then, in order.
+        let mut unread: Vec<Unread<B>> = Vec::new();
         for epoch in first_epoch..config.epochs {
             let mut order = (config.order != Order::Fixed).then(|| seeded(mix(seed, epoch)));
             let batches = data.batches(config.batch_size, order.as_mut());
             let count = batches.len();
-            for (b, idx) in batches.iter().enumerate().skip(std::mem::take(&mut skip)) {
+            for (batch, idx) in batches.iter().enumerate().skip(std::mem::take(&mut skip)) {
                 B::seed(device, mix(seed ^ DROPOUT_STREAM, steps));
                 let mut augment_rng = config
                     .augment
                     .is_on()
                     .then(|| seeded(mix(seed ^ AUGMENT_STREAM, steps)));
                 let augment = augment_rng.as_mut().map(|rng| (&config.augment, rng));
-                let value = self
-                    .step(
-                        &mut model,
-                        &mut optim,
-                        idx,
-                        augment,
-                        anchor.as_ref(),
-                        steps,
-                        all_steps,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        TrainerError::NonFinite(why) => TrainerError::NonFinite(format!(
-                            "{why} in epoch {}, batch {} (try a lower learning rate)",
-                            epoch + 1,
-                            b + 1
-                        )),
-                        other => other,
-                    })?;
-                total += value * idx.len() as f64;
+                let at = (steps, all_steps);
+                let loss = self
+                    .step(&mut model, &mut optim, idx, augment, anchor.as_ref(), at)
+                    .await?;
+                unread.push(Unread {
+                    epoch,
+                    batch,
+                    count,
+                    size: idx.len(),
+                    loss,
+                });
                 steps += 1;
                 examples += idx.len();
-                if let Some(pause) = on_batch(epoch, b, count, value) {
-                    pause.await;
+                let due = steps < all_steps && checkpoints.as_mut().is_some_and(|c| (c.due)(steps));
+                if due || unread.len() >= self.read_every || steps == all_steps {
+                    total += report(std::mem::take(&mut unread), on_batch).await?;
                 }
-                if steps < all_steps
-                    && let Some(c) = checkpoints.as_mut()
-                    && (c.due)(steps)
-                {
-                    let (epoch, batch) = if b + 1 == count {
+                if let Some(c) = checkpoints.as_mut().filter(|_| due) {
+                    let (epoch, batch) = if batch + 1 == count {
                         (epoch + 1, 0)
                     } else {
-                        (epoch, b + 1)
+                        (epoch, batch + 1)
                     };
                     let at = Checkpoint {
                         fingerprint: c.fingerprint,
@@ -216,8 +214,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
         ))
     }
 
-    /// One optimizer step on the batch `idx`; its loss.
-    #[allow(clippy::too_many_arguments)]
+    /// One optimizer step on the batch `idx` at step `at.0` of `at.1`; its loss, not yet read.
     async fn step<O: StateParts<B::InnerBackend>>(
         &self,
         model: &mut Model<B>,
@@ -225,9 +222,8 @@ impl<B: AutodiffBackend> Job<'_, B> {
         idx: &[usize],
         augment: Option<(&crate::augment::Augment, &mut rand::rngs::StdRng)>,
         anchor: Option<&Model<B>>,
-        steps: usize,
-        all_steps: usize,
-    ) -> Result<f64> {
+        (steps, all_steps): (usize, usize),
+    ) -> Result<Tensor<B, 1>> {
         let (config, device, goal) = (self.config, self.device, &self.spec.loss);
         let (x, y, mixed) = self.data.augmented_batch::<B>(idx, device, augment);
         let logits = model.forward(x);
@@ -240,19 +236,50 @@ impl<B: AutodiffBackend> Job<'_, B> {
         if let Some(anchor) = anchor {
             loss = loss + proximal(model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
         }
-        // Reading the loss every step also yields to the event loop on the web.
-        let value = values(loss.clone().detach()).await?[0] as f64;
-        if !value.is_finite() {
-            return Err(TrainerError::NonFinite(format!("loss became {value}")));
-        }
+        let value = loss.clone().detach();
         let mut grads = GradientsParams::from_grads(loss.backward(), &*model);
         if let Some(max_norm) = config.grad_clip_norm {
-            params::clip_grad_norm(model, &mut grads, max_norm).await?;
+            params::clip_grad_norm(model, &mut grads, max_norm);
         }
         let lr = config.schedule.lr(config.lr, steps, all_steps);
         *model = optim.step(lr, model.clone(), grads);
         Ok(value)
     }
+}
+
+/// A step whose loss is still on the device.
+struct Unread<B: Backend> {
+    epoch: usize,
+    batch: usize,
+    count: usize,
+    size: usize,
+    loss: Tensor<B, 1>,
+}
+
+/// Read the steps' losses back in one read, report each batch in order, and return their sum
+/// weighted by batch size; a loss that is not finite ends the job, naming its batch.
+async fn report<B: Backend>(unread: Vec<Unread<B>>, on_batch: &mut OnBatch<'_>) -> Result<f64> {
+    if unread.is_empty() {
+        return Ok(0.0);
+    }
+    let losses = Tensor::cat(unread.iter().map(|u| u.loss.clone()).collect(), 0);
+    let mut total = 0.0;
+    // Reading also yields to the event loop on the web.
+    for (u, value) in unread.iter().zip(values(losses).await?) {
+        let value = f64::from(value);
+        if !value.is_finite() {
+            return Err(TrainerError::NonFinite(format!(
+                "loss became {value} in epoch {}, batch {} (try a lower learning rate)",
+                u.epoch + 1,
+                u.batch + 1
+            )));
+        }
+        total += value * u.size as f64;
+        if let Some(pause) = on_batch(u.epoch, u.batch, u.count, value) {
+            pause.await;
+        }
+    }
+    Ok(total)
 }
 
 /// A seed for one epoch or step of a job: SplitMix64's finaliser over seed and index, so

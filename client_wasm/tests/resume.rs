@@ -66,10 +66,22 @@ fn run(
     resume: Option<&[u8]>,
     every: Option<usize>,
 ) -> pollen_trainer::error::Result<Outcome> {
+    run_reading(f, options, resume, every, 1)
+}
+
+/// `run`, reading losses back every `read_every` steps (as on WebGPU).
+fn run_reading(
+    f: &Fixture,
+    options: &str,
+    resume: Option<&[u8]>,
+    every: Option<usize>,
+    read_every: usize,
+) -> pollen_trainer::error::Result<Outcome> {
     let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     let mut learner =
         Learner::<Cpu>::new(ModelSpec::from_json(SPEC).unwrap(), Default::default()).unwrap();
     learner.load(&f.global).unwrap();
+    learner.read_every = read_every;
     let data = learner.dataset(f.x.clone(), f.y.clone()).unwrap();
     let config = TrainingConfig::from_json(options).unwrap();
     let saved = Rc::new(RefCell::new(Vec::new()));
@@ -84,9 +96,9 @@ fn run(
             }
         }),
     };
-    let mut batches = 0;
-    let mut count = |_, _, _, _| {
-        batches += 1;
+    let mut reported = Vec::new();
+    let mut count = |epoch, batch, _, loss: f64| {
+        reported.push((epoch, batch, loss.to_bits()));
         None
     };
     let report = block_on(learner.train(&data, &config, &mut count, Some(hooks)))?;
@@ -94,7 +106,8 @@ fn run(
         weights: block_on(learner.weights()).unwrap(),
         loss: report.loss,
         steps: report.steps,
-        batches,
+        batches: reported.len(),
+        reported,
         checkpoints: saved.borrow().clone(),
     })
 }
@@ -105,6 +118,8 @@ struct Outcome {
     steps: usize,
     /// Batches this run trained (a resumed one skips those its checkpoint had done).
     batches: usize,
+    /// (epoch, batch, loss) as the per-batch callback heard them.
+    reported: Vec<(usize, usize, u64)>,
     checkpoints: Vec<Vec<u8>>,
 }
 
@@ -191,4 +206,24 @@ fn rmsprop_with_momentum_says_it_cannot_checkpoint() {
         run(&f, &options, None, None).is_ok(),
         "without checkpoints it trains"
     );
+}
+
+#[test]
+fn reading_losses_every_few_steps_changes_nothing_but_when_batches_are_reported() {
+    let f = fixture();
+    let options = options(r#""optimizer": "adam", "gradClipNorm": 0.5"#);
+    let each = run(&f, &options, None, Some(4)).unwrap();
+    let every5 = run_reading(&f, &options, None, Some(4), 5).unwrap();
+    assert!(every5.weights == each.weights);
+    assert_eq!(every5.loss.to_bits(), each.loss.to_bits());
+    assert_eq!(
+        every5.reported, each.reported,
+        "every batch, in order, with its own loss"
+    );
+    assert_eq!(
+        every5.checkpoints, each.checkpoints,
+        "a checkpoint reads what is pending first"
+    );
+    let resumed = run_reading(&f, &options, Some(&every5.checkpoints[0]), None, 5).unwrap();
+    assert!(resumed.weights == each.weights);
 }

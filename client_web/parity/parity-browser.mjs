@@ -38,7 +38,8 @@ try {
 }
 </script>`;
 
-function serve(dir) {
+/** A throwaway static server: `page` at /, the trainer's web build and sources, DIR's files under /cases/. */
+export function serve(dir, page = PAGE) {
   return createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
     try {
@@ -48,7 +49,7 @@ function serve(dir) {
         await writeFile(join(dir, `${path.slice(5).replaceAll("/", "_")}.webgpu.safetensors`), Buffer.concat(chunks));
         return res.writeHead(204).end();
       }
-      if (path === "/") return res.writeHead(200, { "content-type": "text/html" }).end(PAGE);
+      if (path === "/") return res.writeHead(200, { "content-type": "text/html" }).end(page);
       const rel = normalize(path.slice(1));
       const file = rel.startsWith("cases/")
         ? join(dir, rel.slice(6))
