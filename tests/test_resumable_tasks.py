@@ -7,6 +7,7 @@ same over real WebSockets: at the coordinator, and at a gateway (its body in thi
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -16,12 +17,16 @@ from typing import Any
 import numpy as np
 import pytest
 from flwr.common.constant import ErrorCode as FlowerErrorCode
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 from websockets.asyncio.client import ClientConnection, connect
 
 from coordinator.cluster.gateway import Gateway, RunView
 from coordinator.federation.aggregation import CLIENTS_KEY, WEIGHT_KEY
 from coordinator.federation.grid import NodeGrid
+from coordinator.federation.open_phases import OpenPhases
+from coordinator.federation.phase import Phase
 from coordinator.federation.phases import PhaseReport
 from coordinator.persistence.store import Registration
 from coordinator.protocol import Error, Hello, Result, Task, Welcome, encode, encode_tensors
@@ -273,3 +278,29 @@ async def test_a_gateway_holds_a_resumable_clients_task_and_takes_its_reply_on_t
         await gateway.close_all(going_away=True)
         gateway._server.should_exit = True
         await asyncio.wait_for(gateway._serving, 10)
+
+
+OWN, OTHERS = ["mine-1", "mine-2"], ["theirs-1"]
+
+
+@settings(max_examples=200, deadline=None, derandomize=os.environ.get("CI") == "true", database=None)
+@given(
+    claims=st.lists(st.sampled_from(OWN + OTHERS) | st.text(max_size=140), max_size=40),
+    away=st.booleans(),
+)
+def test_whatever_a_client_claims_it_resumes_only_its_own_open_tasks_at_most_eight(
+    claims: list[str], away: bool
+) -> None:
+    """A hostile hello.resume (repeats, other nodes' tasks, made-up or overlong ids, more than 8) resumes
+    exactly the node's own open tasks it names among its first 8 distinct claims, in their order."""
+    open_phases = OpenPhases()
+    task, weights = _task(timeout=600)
+    for task_id, nodes in [("mine-1", (NODE,)), ("mine-2", (NODE, 8)), ("theirs-1", (8,))]:
+        shard = replace(task, task_id=task_id, nodes=nodes, resume_grace=60)
+        open_phases.phases[task_id] = Phase.for_shard(shard, weights, lambda node_id, error: None)
+    if away:
+        open_phases.away(NODE)
+    resumed = open_phases.resume(NODE, claims)
+    first = list(dict.fromkeys(claims))[:8]
+    assert resumed == [t for t in first if t in OWN]
+    assert all(not p.is_away(NODE) for p in open_phases.phases.values())  # unclaimed held tasks failed
