@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -22,24 +21,12 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.numpy import save_file
 
+from bench.wasm_speed import train_once
 from coordinator.data.mnist import load_split
 from coordinator.models.spec import BUILTIN_MODELS, load_spec
 from coordinator.models.torch_model import build_module, wire_weights
 
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_ONCE = ROOT / "client_web" / "bin" / "train-once.mjs"
 MB = 1 << 20
-
-
-def job(tmp: Path, batch: int, optimizer: str) -> dict[str, float]:
-    """One epoch in a fresh Node process; its report (wasmBytes: peak, wasmBytesLoaded: before training)."""
-    out = subprocess.run(
-        ["node", str(TRAIN_ONCE), "--spec", str(tmp / "spec.json"), "--weights", str(tmp / "w.safetensors"),
-         "--data", str(tmp / "d.safetensors"), "--epochs", "1", "--batch-size", str(batch), "--optimizer", optimizer,
-         "--lr", "0.01", "--out", str(tmp / "delta.safetensors")],
-        check=True, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
 def main() -> None:
@@ -69,7 +56,7 @@ def main() -> None:
             save_file(wire_weights(build_module(spec, seed=0)), str(tmp / "w.safetensors"))
             for optimizer in args.optimizers:
                 for batch in args.batches:
-                    report = job(tmp, batch, optimizer)
+                    report = train_once(tmp, batch, "--optimizer", optimizer, "--lr", "0.01")
                     peak, loaded = report["wasmBytes"] / MB, report["wasmBytesLoaded"] / MB
                     results.setdefault(model, {}).setdefault(optimizer, {})[str(batch)] = peak
                     ratio = peak / args.budget_mb

@@ -50,36 +50,31 @@ def torch_speed(model: str, x: np.ndarray, y: np.ndarray, threads: int, batch: i
     return len(x) / (time.perf_counter() - start)
 
 
+def train_once(tmp: Path, batch: int, *options: str) -> dict[str, float]:
+    """One epoch of the WASM trainer in a fresh Node process, on tmp's spec.json, w.safetensors and
+    d.safetensors; its report (samplesPerSecond, wasmBytes, ...)."""
+    files = [
+        "--spec",
+        str(tmp / "spec.json"),
+        "--weights",
+        str(tmp / "w.safetensors"),
+        "--data",
+        str(tmp / "d.safetensors"),
+    ]
+    out = subprocess.run(
+        ["node", str(ROOT / "client_web" / "bin" / "train-once.mjs"), *files, "--epochs", "1", "--batch-size",
+         str(batch), *options, "--out", str(tmp / "delta.safetensors")],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
 def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path, batch: int) -> float:
     spec = load_spec(model)
     (tmp / "spec.json").write_text(json.dumps(spec.raw))
     save_file(wire_weights(build_module(spec, seed=0)), str(tmp / "w.safetensors"))
     save_file({"x": x, "y": y}, str(tmp / "d.safetensors"))
-    out = subprocess.run(
-        [
-            "node",
-            str(ROOT / "client_web" / "bin" / "train-once.mjs"),
-            "--spec",
-            str(tmp / "spec.json"),
-            "--weights",
-            str(tmp / "w.safetensors"),
-            "--data",
-            str(tmp / "d.safetensors"),
-            "--epochs",
-            "1",
-            "--batch-size",
-            str(batch),
-            "--lr",
-            "0.05",
-            "--no-shuffle",
-            "--out",
-            str(tmp / "delta.safetensors"),
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    return float(json.loads(out.stdout)["samplesPerSecond"])
+    return float(train_once(tmp, batch, "--lr", "0.05", "--no-shuffle")["samplesPerSecond"])
 
 
 def main() -> None:
