@@ -27,6 +27,7 @@ bench: setup
 	.venv/bin/python -m bench.round_costs
 	.venv/bin/python -m bench.round_costs --model mnist-cnn --rounds 3
 	.venv/bin/python -m bench.wasm_speed
+	.venv/bin/python -m bench.webgpu_speed
 	.venv/bin/python -m bench.scale
 	.venv/bin/python -m bench.aggregation
 	.venv/bin/python -m bench.encodings

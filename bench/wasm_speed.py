@@ -1,12 +1,14 @@
-"""Local training speed of the WebAssembly trainer (Node, CPU backend) against PyTorch on the CPU.
+"""Local training speed of the WebAssembly trainer (CPU backend, under Node and in Chromium) against PyTorch.
 
 Same model, weights, data, batch size and optimizer (SGD), one epoch each, at each of --batches;
 all timings exclude start-up and come from this one run on this machine. Each figure is the
 best of --repeat runs, interleaved, because a shared machine's speed drifts. Prints samples/s,
 the ratios WASM / PyTorch at 1 thread and at PyTorch's default thread count, and the
-size of the optimised .wasm (raw and gzip). `--json-out` also writes the figures as
-`{model: {batch: {wasm_1t, wasm_nt, torch_1t, torch_nt}}}` in samples/s; `wasm_nt` is null while
-the trainer has no threaded build; `torch_nt` is at PyTorch's default thread count (the machine's cores).
+size of the optimised .wasm (raw and gzip). The Chromium job is the page's own build in headless
+Chromium (`train-once.mjs --runtime chromium`). `--json-out` also writes the figures as
+`{model: {batch: {wasm_1t, wasm_nt, wasm_chromium_1t, torch_1t, torch_nt}}}` in samples/s; `wasm_nt`
+is null while the trainer has no threaded build; `torch_nt` is at PyTorch's default thread count
+(the machine's cores).
 
     python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3]
 """
@@ -36,17 +38,28 @@ ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "client_wasm" / "pkg" / "web" / "pollen_trainer_bg.wasm"
 
 
-def torch_speed(model: str, x: np.ndarray, y: np.ndarray, threads: int, batch: int) -> float:
+def torch_speed(
+    model: str, x: np.ndarray, y: np.ndarray, threads: int, batch: int, device: str = "cpu", warmup: bool = False
+) -> float:
+    """Samples/s of one SGD epoch in PyTorch; `warmup` trains one untimed epoch first (CUDA's kernels)."""
     torch.set_num_threads(threads)
-    module = build_module(load_spec(model), seed=0)
+    module = build_module(load_spec(model), seed=0).to(device)
     opt = torch.optim.SGD(module.parameters(), lr=0.05)
-    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    xt, yt = torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
     module.train()
+
+    def epoch() -> None:
+        for i in range(0, len(x), batch):
+            opt.zero_grad()
+            functional.cross_entropy(module(xt[i : i + batch]), yt[i : i + batch]).backward()
+            opt.step()
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    if warmup:
+        epoch()
     start = time.perf_counter()
-    for i in range(0, len(x), batch):
-        opt.zero_grad()
-        functional.cross_entropy(module(xt[i : i + batch]), yt[i : i + batch]).backward()
-        opt.step()
+    epoch()
     return len(x) / (time.perf_counter() - start)
 
 
@@ -69,12 +82,18 @@ def train_once(tmp: Path, batch: int, *options: str) -> dict[str, float]:
     return json.loads(out.stdout)  # type: ignore[no-any-return]
 
 
-def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path, batch: int) -> float:
+def write_job(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> None:
+    """tmp's spec.json, w.safetensors (PyTorch's initial weights, seed 0) and d.safetensors for `train_once`."""
     spec = load_spec(model)
     (tmp / "spec.json").write_text(json.dumps(spec.raw))
     save_file(wire_weights(build_module(spec, seed=0)), str(tmp / "w.safetensors"))
     save_file({"x": x, "y": y}, str(tmp / "d.safetensors"))
-    return float(train_once(tmp, batch, "--lr", "0.05", "--no-shuffle")["samplesPerSecond"])
+
+
+def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path, batch: int, *options: str) -> float:
+    """Samples/s of one SGD epoch of the WASM trainer; `options` for train-once.mjs (`--runtime chromium`)."""
+    write_job(model, x, y, tmp)
+    return float(train_once(tmp, batch, "--lr", "0.05", "--no-shuffle", *options)["samplesPerSecond"])
 
 
 def main() -> None:
@@ -93,6 +112,7 @@ def main() -> None:
         "model",
         "batch",
         "wasm (node, cpu, 1 thread)",
+        "wasm (chromium, cpu, 1 thread)",
         "torch 1 thread",
         f"torch {default_threads} threads",
         "wasm / torch-1",
@@ -104,18 +124,20 @@ def main() -> None:
         for model, n in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
             x, y = train.x[:n], train.y[:n]
             for batch in args.batches:
-                w = t1 = tn = 0.0
+                w = wc = t1 = tn = 0.0
                 for _ in range(args.repeat):
                     w = max(w, wasm_speed(model, x, y, Path(tmp), batch))
+                    wc = max(wc, wasm_speed(model, x, y, Path(tmp), batch, "--runtime", "chromium"))
                     t1 = max(t1, torch_speed(model, x, y, 1, batch))
                     tn = max(tn, torch_speed(model, x, y, default_threads, batch))
                 figures.setdefault(model, {})[str(batch)] = {
                     "wasm_1t": w,
                     "wasm_nt": None,
+                    "wasm_chromium_1t": wc,
                     "torch_1t": t1,
                     "torch_nt": tn,
                 }
-                row = (f"{w:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
+                row = (f"{w:,.0f}", f"{wc:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
                 table.add_row(model, str(batch), *row)
     console.print(table)
     raw = WASM.read_bytes()

@@ -2,10 +2,15 @@
 // One local training job from files, so anyone can compare the trainer with PyTorch:
 //   node client_web/bin/train-once.mjs --spec SPEC.json --weights W.safetensors --data D.safetensors \
 //     --epochs E --batch-size B --lr LR --optimizer sgd|adam|adamw [--no-shuffle] [--seed S] [--clip C] \
-//     --out DELTA.safetensors
+//     [--backend cpu|webgpu] [--runtime node|chromium] [--out DELTA.safetensors]
+// --warmup trains one untimed epoch first (then reloads the weights): WebGPU compiles and tunes its
+// kernels for each shape once per session, a cost the timed epoch then leaves out.
+// Under Node, WebGPU is Dawn from the npm package webgpu (a GPU with a Vulkan driver); in Chromium it
+// is the browser's (SwiftShader here). Prints the job's report as one JSON line.
 import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
+import { installDawn } from "./dawn.mjs";
 import { loadTrainerModule, readDataFile } from "./trainer.mjs";
 
 const VALUES = [
@@ -20,21 +25,22 @@ const VALUES = [
   "clip",
   "out",
   "momentum",
+  "backend",
+  "runtime",
 ];
 const OPTIONS = {
   ...Object.fromEntries(VALUES.map((name) => [name, { type: "string" }])),
   "no-shuffle": { type: "boolean" },
+  warmup: { type: "boolean" },
 };
 
 async function main() {
   const { values: a } = parseArgs({ options: OPTIONS });
-  for (const required of ["spec", "weights", "data", "out"]) {
+  for (const required of ["spec", "weights", "data"]) {
     if (!a[required]) throw new Error(`--${required} is required`);
   }
-  const { Trainer } = loadTrainerModule();
-  const trainer = new Trainer(readFileSync(a.spec, "utf8"), "cpu");
-  trainer.loadWeights(new Uint8Array(readFileSync(a.weights)));
-  const { x, y } = readDataFile(a.data);
+  const backend = a.backend ?? "cpu";
+  if (!["cpu", "webgpu"].includes(backend)) throw new Error(`--backend is cpu or webgpu, not ${backend}`);
   const options = {
     epochs: Number(a.epochs ?? 1),
     batchSize: Number(a["batch-size"] ?? 10),
@@ -44,12 +50,32 @@ async function main() {
   };
   if (a.seed !== undefined) options.seed = Number(a.seed);
   if (a.momentum !== undefined) options.momentum = Number(a.momentum);
+  const clip = a.clip === undefined ? undefined : Number(a.clip);
+  if ((a.runtime ?? "node") === "chromium") {
+    const { trainInChromium } = await import("./page-job.mjs"); // Playwright only where a page is wanted
+    const { report, delta } = await trainInChromium(a, options, { backend, warmup: a.warmup, clip });
+    if (a.out) writeFileSync(a.out, delta);
+    console.log(JSON.stringify(report));
+    return;
+  }
+  if (a.runtime && a.runtime !== "node") throw new Error(`--runtime is node or chromium, not ${a.runtime}`);
+  const adapter = backend === "webgpu" ? await installDawn() : null;
+  const { Trainer } = loadTrainerModule();
+  const spec = readFileSync(a.spec, "utf8");
+  const trainer = backend === "webgpu" ? await Trainer.create(spec, "webgpu") : new Trainer(spec, "cpu");
+  const weights = new Uint8Array(readFileSync(a.weights));
+  trainer.loadWeights(weights);
+  const { x, y } = readDataFile(a.data);
+  if (a.warmup) {
+    await trainer.train(x, y, options);
+    trainer.loadWeights(weights);
+  }
   const loadedBytes = Trainer.memoryBytes();
   const started = performance.now();
   const report = await trainer.train(x, y, options);
   const seconds = (performance.now() - started) / 1000;
-  const d = await trainer.delta(a.clip === undefined ? undefined : Number(a.clip), undefined);
-  writeFileSync(a.out, d.delta);
+  const d = await trainer.delta(clip, undefined);
+  if (a.out) writeFileSync(a.out, d.delta);
   console.log(
     JSON.stringify({
       loss: report.loss,
@@ -59,6 +85,8 @@ async function main() {
       samplesPerSecond: report.examples / seconds,
       norm: d.norm,
       clipped: d.clipped ?? null,
+      backend: trainer.backend,
+      adapter,
       wasmBytes: Trainer.memoryBytes(), // this process's one job: its peak linear memory
       wasmBytesLoaded: loadedBytes,
     }),

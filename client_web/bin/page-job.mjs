@@ -1,0 +1,71 @@
+// One local training job in a headless Chromium page: the trainer's web build, as participants
+// load it, on the page's CPU backend or on WebGPU (SwiftShader there, unless the browser has a GPU).
+// train-once.mjs --runtime chromium runs its jobs here, so a benchmark can put the same job
+// under Node and in a browser side by side.
+import { copyFile, mkdtemp, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+import { serve } from "../parity/parity-browser.mjs";
+import { launchChromium } from "./chromium.mjs";
+
+const PAGE = `<!doctype html><meta charset="utf-8"><title>training job</title><script type="module">
+import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
+import { decodeDataFile } from "/client_web/src/data-file.js";
+const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
+try {
+  const { backend, options, warmup, clip } = JSON.parse(decodeURIComponent(location.hash.slice(1)));
+  await init();
+  const trainer = await Trainer.create(await (await fetch("/cases/spec.json")).text(), backend);
+  const weights = await bytes("/cases/weights.safetensors");
+  trainer.loadWeights(weights);
+  const { x, y } = decodeDataFile(await bytes("/cases/data.safetensors"), "data.safetensors");
+  if (warmup) {
+    await trainer.train(x, y, options);
+    trainer.loadWeights(weights);
+  }
+  const started = performance.now();
+  const report = await trainer.train(x, y, options);
+  const seconds = (performance.now() - started) / 1000;
+  const d = await trainer.delta(clip ?? undefined, undefined);
+  const put = await fetch("/out/delta", { method: "PUT", body: d.delta });
+  if (!put.ok) throw new Error("saving the delta: HTTP " + put.status);
+  window.result = { loss: report.loss, steps: report.steps, examples: report.examples, seconds,
+    samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
+    backend: trainer.backend, wasmBytes: Trainer.memoryBytes() };
+} catch (e) {
+  window.result = { error: String(e?.message ?? e) };
+}
+</script>`;
+
+/**
+ * Train once in Chromium: `files` = {spec, weights, data} paths, `options` the trainer's train
+ * options, `backend` "cpu" or "webgpu"; `warmup` trains one untimed epoch first; `clip` bounds the
+ * delta's norm. Resolves to {report, delta}: the job's report (loss, steps, examples, seconds,
+ * samplesPerSecond, norm, clipped, backend, wasmBytes) and the delta's safetensors bytes; rejects
+ * with the page's error or on timeout.
+ */
+export async function trainInChromium(files, options, { backend = "cpu", warmup = false, clip } = {}) {
+  const dir = await mkdtemp(join(tmpdir(), "pollen-page-job-"));
+  const server = serve(dir, PAGE);
+  let browser;
+  try {
+    await copyFile(files.spec, join(dir, "spec.json"));
+    await copyFile(files.weights, join(dir, "weights.safetensors"));
+    await copyFile(files.data, join(dir, "data.safetensors"));
+    await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+    browser = await launchChromium({ webgpu: backend === "webgpu" });
+    const page = await browser.newPage();
+    page.on("pageerror", (e) => console.error(`page: ${e.message}`));
+    const job = encodeURIComponent(JSON.stringify({ backend, options, warmup, clip }));
+    await page.goto(`http://127.0.0.1:${server.address().port}/#${job}`);
+    await page.waitForFunction(() => window.result !== undefined, null, { timeout: 600_000, polling: 100 });
+    const report = await page.evaluate(() => window.result);
+    if (report.error) throw new Error(`the page's job failed: ${report.error}`);
+    return { report, delta: await readFile(join(dir, "delta.webgpu.safetensors")) };
+  } finally {
+    await browser?.close();
+    server.close();
+    await rm(dir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,81 @@
+"""`train-once.mjs`, the job the speed benchmarks time, on each runtime and backend it offers.
+
+The page's build in headless Chromium must train exactly as the Node build does: same wasm,
+same CPU backend, so the same delta byte for byte. WebGPU under Node is Dawn's: on a machine
+without a Vulkan GPU (CI) it must refuse with a reason, not crash; where Dawn has a GPU it must
+train to the CPU's delta within float tolerance.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from safetensors.numpy import load_file
+
+from bench.wasm_speed import write_job
+from coordinator.data.mnist import load_split
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_ONCE = ROOT / "client_web" / "bin" / "train-once.mjs"
+
+
+def train_once(tmp: Path, out: str, *options: str) -> subprocess.CompletedProcess[str]:
+    files = [
+        "--spec",
+        str(tmp / "spec.json"),
+        "--weights",
+        str(tmp / "w.safetensors"),
+        "--data",
+        str(tmp / "d.safetensors"),
+    ]
+    return subprocess.run(
+        ["node", str(TRAIN_ONCE), *files, "--batch-size", "16", "--seed", "3", "--out", str(tmp / out), *options],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+
+
+def report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_the_page_build_in_chromium_trains_exactly_as_the_node_build(tmp_path: Path) -> None:
+    train = load_split("train")
+    write_job("mnist-mlp", train.x[:96], train.y[:96], tmp_path)
+    node = report(train_once(tmp_path, "node.safetensors"))
+    page = report(train_once(tmp_path, "page.safetensors", "--runtime", "chromium", "--warmup"))
+    assert (node["backend"], page["backend"]) == ("cpu", "cpu")
+    assert node["steps"] == page["steps"] == 6 and node["examples"] == page["examples"] == 96
+    assert node["loss"] == page["loss"]
+    assert (tmp_path / "node.safetensors").read_bytes() == (tmp_path / "page.safetensors").read_bytes()
+
+
+def test_webgpu_under_node_trains_on_a_gpu_or_refuses_with_the_reason(tmp_path: Path) -> None:
+    train = load_split("train")
+    write_job("mnist-mlp", train.x[:64], train.y[:64], tmp_path)
+    cpu = report(train_once(tmp_path, "cpu.safetensors"))
+    done = train_once(tmp_path, "gpu.safetensors", "--backend", "webgpu")
+    if done.returncode != 0:  # no GPU that Dawn can use: CI's machines
+        assert done.stderr.strip().splitlines()[-1].startswith("train-once: Dawn found no WebGPU adapter"), done.stderr
+        assert not (tmp_path / "gpu.safetensors").exists()
+        return
+    gpu = report(done)
+    assert gpu["backend"] == "webgpu" and gpu["adapter"]
+    assert abs(gpu["loss"] - cpu["loss"]) < 1e-4
+    ours, theirs = load_file(str(tmp_path / "gpu.safetensors")), load_file(str(tmp_path / "cpu.safetensors"))
+    for name, delta in theirs.items():
+        np.testing.assert_allclose(ours[name], delta, atol=1e-4)
+
+
+def test_train_once_refuses_an_unknown_backend_or_runtime(tmp_path: Path) -> None:
+    train = load_split("train")
+    write_job("mnist-mlp", train.x[:8], train.y[:8], tmp_path)
+    for flag, value in (("--backend", "tpu"), ("--runtime", "deno")):
+        done = train_once(tmp_path, "x.safetensors", flag, value)
+        assert done.returncode == 1
+        assert f"{flag} is " in done.stderr and value in done.stderr
