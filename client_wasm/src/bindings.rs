@@ -67,6 +67,7 @@ impl Trainer {
     /// async initialisation: use `await Trainer.create(spec, "webgpu")`.
     #[wasm_bindgen(constructor)]
     pub fn new(spec_json: &str, backend: &str) -> Result<Trainer, JsValue> {
+        crate::fault::report_panics();
         let spec = ModelSpec::from_json(spec_json).map_err(js::error)?;
         let engine = Engine::start_now(spec, backend).map_err(js::error)?;
         Ok(Trainer {
@@ -84,6 +85,7 @@ impl Trainer {
         #[wasm_bindgen(js_name = specJson)] spec_json: String,
         #[wasm_bindgen(unchecked_param_type = "\"cpu\" | \"webgpu\" | \"auto\"")] backend: String,
     ) -> Promise {
+        crate::fault::report_panics();
         future_to_promise(async move {
             let spec = ModelSpec::from_json(&spec_json).map_err(js::error)?;
             let started = Engine::start(spec, &backend).await.map_err(js::error)?;
@@ -104,6 +106,14 @@ impl Trainer {
         return core::arch::wasm32::memory_size::<0>() as f64 * 65536.0;
         #[cfg(not(target_arch = "wasm32"))]
         0.0
+    }
+
+    /// Why this module's WebGPU device can no longer be used (lost, out of memory); undefined while
+    /// it is sound. After a fault, WebGPU trainers fail their next read with it and new `"auto"`
+    /// trainers start on the CPU.
+    #[wasm_bindgen(js_name = gpuFault)]
+    pub fn gpu_fault() -> Option<String> {
+        crate::fault::fault()
     }
 
     /// Whether this build can train on WebGPU at all.

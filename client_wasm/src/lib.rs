@@ -13,6 +13,7 @@ pub mod data;
 pub mod encoder;
 pub mod encoding;
 pub mod error;
+pub mod fault;
 pub mod layer_spec;
 pub mod learner;
 pub mod memory;

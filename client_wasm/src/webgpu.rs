@@ -98,10 +98,16 @@ mod device {
     /// The default WebGPU device, initialised on first use (async, as wasm requires).
     pub async fn start() -> Result<WgpuDevice, String> {
         let adapter = super::find_adapter().await?;
+        // A device that was lost or failed stays so: later trainers go to the CPU, saying why.
+        if let Some(why) = crate::fault::fault() {
+            return Err(why);
+        }
         let device = WgpuDevice::default();
         if !STARTED.get() {
             super::try_device(&adapter).await?;
-            init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+            let setup =
+                init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+            crate::fault::watch(&setup.device);
             STARTED.set(true);
         }
         Ok(device)

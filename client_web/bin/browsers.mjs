@@ -4,6 +4,8 @@
 //     [--data-dir DIR]  (page i picks DIR/client-i.csv, or the pictures in DIR/client-i/, in its "your own
 //     data" picker, as a participant would)
 //     [--reload-mid-job]  (page 1 reloads once, after its first training checkpoint, and resumes the job)
+//     [--lose-gpu-mid-job]  (with --webgpu: page 1's worker destroys its WebGPU device after the first
+//     training checkpoint, as a driver reset would; the page must go on on the CPU and resume the job)
 // Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
 import { existsSync, readdirSync } from "node:fs";
@@ -21,6 +23,7 @@ const { values: a, positionals } = parseArgs({
     timeout: { type: "string" },
     "data-dir": { type: "string" },
     "reload-mid-job": { type: "boolean" },
+    "lose-gpu-mid-job": { type: "boolean" },
   },
   allowPositionals: true,
 });
@@ -70,6 +73,19 @@ try {
         beforeReload = await page.evaluate(() => ({ round: Number(document.getElementById("round").textContent) }));
         await page.reload();
       }
+      if (a["lose-gpu-mid-job"] && i === 0) {
+        await page.waitForFunction(() => window.pollen?.checkpoints >= 1, null, { timeout: timeoutMs, polling: 100 });
+        const [worker] = page.workers();
+        // The next command encoder the trainer asks for finds its device destroyed.
+        await worker.evaluate(() => {
+          const encoder = GPUDevice.prototype.createCommandEncoder;
+          GPUDevice.prototype.createCommandEncoder = function (...args) {
+            GPUDevice.prototype.createCommandEncoder = encoder;
+            this.destroy();
+            return encoder.apply(this, args);
+          };
+        });
+      }
       await page.waitForFunction(
         () => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"),
         null,
@@ -84,6 +100,7 @@ try {
         ownData: window.pollen.ownData ?? null,
         resumed: window.pollen.resumed ?? null,
         resumedAt: window.pollen.resumedAt ?? null,
+        trainerStopped: window.pollen.trainerStopped ?? null,
       }));
       if (beforeReload) state.beforeReload = beforeReload;
       if (state.events.includes("fatal")) failed = true;

@@ -89,6 +89,12 @@ function onEvent(e) {
       window.pollen.rounds.push(e.round);
       save("lossHistory", lossHistory);
       break;
+    case "trainer-stopped":
+      // The worker's trainer is dead; a fresh worker on the CPU takes the job over from its checkpoint.
+      window.pollen.trainerStopped = e.reason;
+      $("phase").textContent = `the GPU failed (${e.reason}); going on on the CPU`;
+      start(`the GPU failed mid-job: ${e.reason}`);
+      break;
     case "task-failed":
     case "fatal":
       $("phase").textContent = `error: ${e.message}`;
@@ -105,13 +111,14 @@ function onEvent(e) {
   }
 }
 
-async function start() {
+/** A fresh worker; `cpuBecause` (why) keeps it off WebGPU, which failed in the last one. */
+async function start(cpuBecause = null) {
   worker?.terminate();
   worker = new Worker("worker.js", { type: "module" });
   worker.onmessage = ({ data }) => onEvent(data);
   identity ??= await claimIdentity();
   const { clientId = null, secret = null } = identity ?? {};
-  worker.postMessage({ type: "start", url: coordinatorUrl, token, clientId, secret, userData });
+  worker.postMessage({ type: "start", url: coordinatorUrl, token, clientId, secret, userData, cpuBecause });
   $("leave").hidden = false;
   $("rejoin").hidden = true;
   setConnection("connecting", "connecting…");

@@ -4,6 +4,7 @@
 import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
 import { runClient } from "../client.js";
 import { readSafetensors } from "../protocol/safetensors.js";
+import { watchTrainer } from "../trainer-guard.js";
 import { pageJobs } from "./jobs.js";
 
 const TINY_SPEC = JSON.stringify({
@@ -14,9 +15,18 @@ const TINY_SPEC = JSON.stringify({
 });
 const post = (event) => self.postMessage(event);
 let abort = null;
+// A GPU that fails mid-job (lost, out of memory) may leave this worker's trainer dead: the page
+// replaces the worker with one on the CPU, and the job under way resumes there from its last
+// checkpoint (the coordinator holds its task meanwhile).
+const trainers = watchTrainer({
+  target: self,
+  gpuFault: () => Trainer.gpuFault() ?? null,
+  onStop: (reason) => post({ type: "trainer-stopped", reason }),
+});
 
 /** WebGPU when the browser has an adapter and the trainer's WebGPU device starts; the CPU otherwise, with the reason. */
-async function pickBackend() {
+async function pickBackend(cpuBecause) {
+  if (cpuBecause) return { backend: "cpu", wire: "wasm-cpu", reason: cpuBecause };
   const probe = await Trainer.create(TINY_SPEC, "auto");
   const choice =
     probe.backend === "webgpu"
@@ -37,9 +47,9 @@ async function demoShard(welcome) {
   };
 }
 
-async function start({ url, token, clientId, secret, userData }) {
+async function start({ url, token, clientId, secret, userData, cpuBecause }) {
   await init({ module_or_path: new URL("pollen_trainer_bg.wasm", self.location.href) });
-  const choice = await pickBackend();
+  const choice = await pickBackend(cpuBecause);
   post({ type: "backend", ...choice });
   abort = new AbortController();
   const code = await runClient({
@@ -50,7 +60,7 @@ async function start({ url, token, clientId, secret, userData }) {
     WebSocket: self.WebSocket,
     backend: choice.wire,
     agent: `pollen-web ${navigator.userAgent.match(/(Firefox|Edg|Chrome|Safari)\/[\d.]+/)?.[0] ?? "browser"}`,
-    createTrainer: (spec) => Trainer.create(JSON.stringify(spec), choice.backend),
+    createTrainer: async (spec) => trainers.guard(await Trainer.create(JSON.stringify(spec), choice.backend)),
     data: async (welcome, need) => {
       // A run with a data schema trains on what the participant picks: the demo digits would not fit it.
       if (!userData && need.schema) throw new Error("this run trains on your own data: pick a file below");
