@@ -63,9 +63,8 @@ def torch_speed(
     return len(x) / (time.perf_counter() - start)
 
 
-def train_once(tmp: Path, batch: int, *options: str) -> dict[str, float]:
-    """One epoch of the WASM trainer in a fresh Node process, on tmp's spec.json, w.safetensors and
-    d.safetensors; its report (samplesPerSecond, wasmBytes, ...)."""
+def run_train_once(tmp: Path, *options: str, out: str = "delta.safetensors") -> subprocess.CompletedProcess[str]:
+    """train-once.mjs in a fresh Node process on tmp's job (`write_job`), writing its delta to tmp/`out`."""
     files = [
         "--spec",
         str(tmp / "spec.json"),
@@ -74,12 +73,18 @@ def train_once(tmp: Path, batch: int, *options: str) -> dict[str, float]:
         "--data",
         str(tmp / "d.safetensors"),
     ]
-    out = subprocess.run(
-        ["node", str(ROOT / "client_web" / "bin" / "train-once.mjs"), *files, "--epochs", "1", "--batch-size",
-         str(batch), *options, "--out", str(tmp / "delta.safetensors")],
-        check=True, capture_output=True, text=True, timeout=600,
+    return subprocess.run(
+        ["node", str(ROOT / "client_web" / "bin" / "train-once.mjs"), *files, *options, "--out", str(tmp / out)],
+        capture_output=True, text=True, timeout=600,
     )  # fmt: skip
-    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def train_once(tmp: Path, batch: int, *options: str) -> dict[str, float]:
+    """One epoch of the WASM trainer on tmp's job; its report (samplesPerSecond, wasmBytes, ...).
+    Raises CalledProcessError (with train-once's stderr) when the job fails."""
+    done = run_train_once(tmp, "--epochs", "1", "--batch-size", str(batch), *options)
+    done.check_returncode()
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
 
 
 def write_job(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> None:

@@ -127,17 +127,28 @@ def test_a_page_reloaded_mid_job_resumes_it_from_its_checkpoint(tmp_path: Path) 
     """The page keeps its training job in IndexedDB; reloaded mid-round, it reconnects as the same node,
     the coordinator still holds its task, and the job goes on from its last checkpoint: the round
     counts the page's update and no failure."""
+    state, rounds = one_page_run(tmp_path, ["--model", "mnist-cnn"], ["--reload-mid-job"])
+    print("reloaded page:", state)
+    assert state["beforeReload"]["round"] == 1
+    assert state["resumed"] == 1 and "job-resumed" in state["events"], state
+    # It went on from its checkpoint, not from the job's first batch.
+    assert state["resumedAt"]["epoch"] > 0 or state["resumedAt"]["batch"] > 0, state
+    assert state["rounds"] == [1, 2], state
+    assert [(r.round, r.clients, r.failures) for r in rounds] == [(1, 1, 0), (2, 1, 0)], rounds
+    assert [r.metrics["resumed"] for r in rounds] == [1, 0], rounds
+
+
+def one_page_run(tmp_path: Path, serve_flags: list[str], page_flags: list[str]) -> tuple[dict[str, Any], list[Any]]:
+    """A 2-round run (one client, one local epoch, `serve_flags` more) with one page (`browsers.mjs
+    page_flags`): the page's final state and the run's stored rounds."""
     port = free_port()
-    serve = _serve_command(
-        tmp_path, port, "--rounds", "2", "--min-clients", "1", "--model", "mnist-cnn", "--local-epochs", "1"
-    )
+    serve = _serve_command(tmp_path, port, "--rounds", "2", "--min-clients", "1", "--local-epochs", "1", *serve_flags)
     with open(tmp_path / "coordinator.log", "ab") as log:
         coordinator = subprocess.Popen(serve, stdout=log, stderr=log)
         try:
             wait_for(lambda: _status(port).get("state") is not None, 60, "the coordinator")
             page = subprocess.run(
-                ["node", str(WEB_BIN / "browsers.mjs"), f"http://127.0.0.1:{port}", "--reload-mid-job",
-                 "--timeout", "300"],
+                ["node", str(WEB_BIN / "browsers.mjs"), f"http://127.0.0.1:{port}", *page_flags, "--timeout", "300"],
                 capture_output=True, text=True, timeout=330,
             )  # fmt: skip
             assert page.returncode == 0, page.stdout + page.stderr
@@ -146,17 +157,10 @@ def test_a_page_reloaded_mid_job_resumes_it_from_its_checkpoint(tmp_path: Path) 
             coordinator.kill()
             coordinator.wait()
     (state,) = [json.loads(line) for line in page.stdout.splitlines() if line.startswith("{")]
-    print("reloaded page:", state)
-    assert state["beforeReload"]["round"] == 1
-    assert state["resumed"] == 1 and "job-resumed" in state["events"], state
-    # It went on from its checkpoint, not from the job's first batch.
-    assert state["resumedAt"]["epoch"] > 0 or state["resumedAt"]["batch"] > 0, state
-    assert state["rounds"] == [1, 2], state
     store = Store(f"sqlite:///{tmp_path}/pollen.db")
     rounds = store.rounds(store.get_run().id)
     store.close()
-    assert [(r.round, r.clients, r.failures) for r in rounds] == [(1, 1, 0), (2, 1, 0)], rounds
-    assert [r.metrics["resumed"] for r in rounds] == [1, 0], rounds
+    return state, rounds
 
 
 def _status(port: int) -> dict[str, Any]:

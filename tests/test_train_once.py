@@ -16,26 +16,12 @@ from typing import Any
 import numpy as np
 from safetensors.numpy import load_file
 
-from bench.wasm_speed import write_job
+from bench.wasm_speed import run_train_once, write_job
 from coordinator.data.mnist import load_split
-
-ROOT = Path(__file__).resolve().parents[1]
-TRAIN_ONCE = ROOT / "client_web" / "bin" / "train-once.mjs"
 
 
 def train_once(tmp: Path, out: str, *options: str) -> subprocess.CompletedProcess[str]:
-    files = [
-        "--spec",
-        str(tmp / "spec.json"),
-        "--weights",
-        str(tmp / "w.safetensors"),
-        "--data",
-        str(tmp / "d.safetensors"),
-    ]
-    return subprocess.run(
-        ["node", str(TRAIN_ONCE), *files, "--batch-size", "16", "--seed", "3", "--out", str(tmp / out), *options],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    return run_train_once(tmp, "--batch-size", "16", "--seed", "3", *options, out=out)
 
 
 def report(done: subprocess.CompletedProcess[str]) -> dict[str, Any]:

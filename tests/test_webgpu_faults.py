@@ -20,11 +20,9 @@ from typing import Any
 
 import pytest
 
-from coordinator.persistence.store import Store
 from coordinator.simulation import WEB_BIN
 
-from .conftest import free_port, wait_for
-from .test_browser import _serve_command, _status
+from .test_browser import one_page_run
 
 
 def fallback(*flags: str) -> dict[str, Any]:
@@ -71,31 +69,12 @@ def test_a_device_lost_during_a_read_says_why_before_the_module_traps() -> None:
 def test_a_page_whose_gpu_is_lost_mid_job_resumes_the_job_on_the_cpu(tmp_path: Path) -> None:
     """The worker's WebGPU device is destroyed after the job's first checkpoint: the page starts a fresh
     worker on the CPU, which resumes the job from that checkpoint; the round counts the update, no failure."""
-    port = free_port()
-    serve = _serve_command(tmp_path, port, "--rounds", "2", "--min-clients", "1", "--local-epochs", "1")
-    with open(tmp_path / "coordinator.log", "ab") as log:
-        coordinator = subprocess.Popen(serve, stdout=log, stderr=log)
-        try:
-            wait_for(lambda: _status(port).get("state") is not None, 60, "the coordinator")
-            page = subprocess.run(
-                ["node", str(WEB_BIN / "browsers.mjs"), f"http://127.0.0.1:{port}", "--webgpu", "--lose-gpu-mid-job",
-                 "--timeout", "300"],
-                capture_output=True, text=True, timeout=330,
-            )  # fmt: skip
-            assert page.returncode == 0, page.stdout + page.stderr
-            wait_for(lambda: _status(port).get("state") == "completed", 60, "the run to complete")
-        finally:
-            coordinator.kill()
-            coordinator.wait()
-    (state,) = [json.loads(line) for line in page.stdout.splitlines() if line.startswith("{")]
+    state, rounds = one_page_run(tmp_path, [], ["--webgpu", "--lose-gpu-mid-job"])
     print("page that lost its GPU:", state)
     # Lost between reads, the job's read fails with the loss; lost during one, Burn's map panics.
     assert any(why in state["trainerStopped"] for why in ("device was lost", "Failed to map buffer")), state
     assert state["backend"] == "cpu" and state["reason"].startswith("the GPU failed mid-job: "), state
     assert state["resumed"] == 1 and "job-resumed" in state["events"], state
     assert state["rounds"] == [1, 2], state
-    store = Store(f"sqlite:///{tmp_path}/pollen.db")
-    rounds = store.rounds(store.get_run().id)
-    store.close()
     assert [(r.round, r.clients, r.failures) for r in rounds] == [(1, 1, 0), (2, 1, 0)], rounds
     assert [r.metrics["resumed"] for r in rounds] == [1, 0], rounds
