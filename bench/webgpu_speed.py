@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
+import sys
 import tempfile
 from collections.abc import Callable
 from functools import partial
@@ -58,7 +59,13 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--runtime", choices=["auto", "node", "chromium"], default="auto")
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument("--cuda-job", nargs=3, metavar=("MODEL", "SAMPLES", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.cuda_job:
+        model, n, batch = args.cuda_job[0], int(args.cuda_job[1]), int(args.cuda_job[2])
+        split = load_split("train")
+        print(torch_speed(model, split.x[:n], split.y[:n], 1, batch, "cuda", warmup=True))
+        return
     console = Console()
     cores = torch.get_num_threads()
     cuda = torch.cuda.is_available()
@@ -89,7 +96,7 @@ def main() -> None:
                         "torch_nt": partial(torch_speed, model, x, y, cores, batch, warmup=True),
                     }
                     if cuda:
-                        runs["torch_cuda"] = partial(torch_speed, model, x, y, 1, batch, "cuda", warmup=True)
+                        runs["torch_cuda"] = partial(cuda_speed, model, n, batch)
                     for key, run in runs.items():
                         with console.status(f"{model}, batch {batch}: {key}"):
                             best[key] = max(best.get(key, 0.0), run())
@@ -105,6 +112,16 @@ def main() -> None:
     )
     if args.json_out:
         args.json_out.write_text(json.dumps(figures, indent=1))
+
+
+def cuda_speed(model: str, n: int, batch: int) -> float:
+    """PyTorch CUDA's samples/s, measured in a child process: this one never holds a CUDA context
+    while the trainer's WebGPU jobs share the GPU."""
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.webgpu_speed", "--cuda-job", model, str(n), str(batch)],
+        check=True, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    return float(out.stdout.split()[-1])
 
 
 def job(tmp: Path, batch: int, *options: str) -> float:
