@@ -7,9 +7,10 @@
 //! pending on it would never settle. So:
 //!
 //! * the device's loss and its uncaught errors are recorded here (`watch`), never panicked on;
-//! * every WebGPU read first lets the event loop run a task, so that a loss the browser has
-//!   already reported is recorded, and then fails with the recorded fault (`check`): the job
-//!   rejects with the reason and the module lives on, on the CPU for the next job;
+//! * once the browser has reported a fault, every WebGPU read fails with it (`before_read`): the
+//!   job rejects with the reason and the module lives on, on the CPU for the next job. (Waiting
+//!   for a timer before each read, to catch a loss reported meanwhile, cost up to a tenth of the
+//!   speed at small batches on an H100 and still missed a loss mid-job in Chromium.)
 //! * a panic that happens anyway (a loss while a read is in flight) is handed, with the recorded
 //!   fault, to `globalThis.pollenTrainerPanic(message)` before the module traps, so the JS side
 //!   can reject what was pending and start a fresh instance (`client_web/src/trainer-guard.js`).
@@ -37,38 +38,14 @@ pub fn healthy() -> Result<()> {
     fault().map_or(Ok(()), |why| Err(TrainerError::Backend(why)))
 }
 
-/// `healthy`, once the event loop has delivered what the browser has already reported.
-///
-/// A loss is reported by a task the browser queues (the `device.lost` promise), so this waits for
-/// a task, not a microtask: a zero timeout, queued after it. The read after it would otherwise
-/// map its buffer on the lost device, and Burn's runtime panics on that failure.
-pub async fn check() -> Result<()> {
-    #[cfg(target_arch = "wasm32")]
-    {
-        use js_sys::{Function, Promise, Reflect};
-        use wasm_bindgen::{JsCast, JsValue};
-        let global = js_sys::global();
-        let set_timeout = Reflect::get(&global, &JsValue::from_str("setTimeout"))
-            .ok()
-            .and_then(|f| f.dyn_into::<Function>().ok());
-        if let Some(set_timeout) = set_timeout {
-            let tick = Promise::new(&mut |resolve, _| {
-                let _ = set_timeout.call2(&global, &resolve, &JsValue::from(0));
-            });
-            let _ = wasm_bindgen_futures::JsFuture::from(tick).await;
-        }
-    }
-    healthy()
-}
-
 /// Before a read from a tensor of backend `B`: a WebGPU read fails with the recorded fault, if any.
 /// The CPU backend is never at fault: after a GPU fault the same module trains on, on the CPU.
-pub async fn before_read<B: burn::tensor::backend::Backend>() -> Result<()> {
+pub fn before_read<B: burn::tensor::backend::Backend>() -> Result<()> {
     #[cfg(feature = "webgpu")]
     if std::any::type_name::<B::Device>()
         == std::any::type_name::<burn::backend::wgpu::WgpuDevice>()
     {
-        return check().await;
+        return healthy();
     }
     Ok(())
 }

@@ -336,7 +336,7 @@ pub async fn evaluate<B: Backend>(
         let batch = objective::loss(goal, logits.clone(), y.clone());
         loss += values(batch).await?[0] as f64 * idx.len() as f64;
         if let (Some(total), Some(hits)) = (correct, objective::hits(goal, logits, y)) {
-            crate::fault::before_read::<B>().await?;
+            crate::fault::before_read::<B>()?;
             let data = hits
                 .into_data_async()
                 .await

@@ -78,7 +78,7 @@ pub fn l2_norm(named: &Named) -> f64 {
 
 /// A tensor's values, read from its device.
 pub async fn values<B: Backend, const D: usize>(t: Tensor<B, D>) -> Result<Vec<f32>> {
-    crate::fault::before_read::<B>().await?;
+    crate::fault::before_read::<B>()?;
     let data = t
         .into_data_async()
         .await
