@@ -87,16 +87,16 @@ def main() -> None:
             x, y = train.x[:n], train.y[:n]
             write_job(model, x, y, tmp)
             for batch in args.batches:
+                runs: dict[str, Callable[[], float]] = {
+                    "webgpu": partial(job, tmp, batch, "--backend", "webgpu", "--runtime", runtime),
+                    "wasm_1t": partial(job, tmp, batch),
+                    "torch_1t": partial(torch_speed, model, x, y, 1, batch, warmup=True),
+                    "torch_nt": partial(torch_speed, model, x, y, cores, batch, warmup=True),
+                }
+                if cuda:
+                    runs["torch_cuda"] = partial(cuda_speed, model, n, batch)
                 best: dict[str, float] = {}
                 for _ in range(args.repeat):
-                    runs: dict[str, Callable[[], float]] = {
-                        "webgpu": partial(job, tmp, batch, "--backend", "webgpu", "--runtime", runtime),
-                        "wasm_1t": partial(job, tmp, batch),
-                        "torch_1t": partial(torch_speed, model, x, y, 1, batch, warmup=True),
-                        "torch_nt": partial(torch_speed, model, x, y, cores, batch, warmup=True),
-                    }
-                    if cuda:
-                        runs["torch_cuda"] = partial(cuda_speed, model, n, batch)
                     for key, run in runs.items():
                         with console.status(f"{model}, batch {batch}: {key}"):
                             best[key] = max(best.get(key, 0.0), run())

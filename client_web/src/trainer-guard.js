@@ -40,9 +40,11 @@ export function watchTrainer({ target = globalThis, gpuFault = () => null, onSto
   };
   target.pollenTrainerPanic = (message) => stop(String(message));
   const never = new Promise(() => {});
+  // What a pending call races: the panic's rejection, or (with onStop) a promise that never settles.
+  const ending = onStop ? panicked.catch(() => never) : panicked;
   const settle = async (call) => {
     try {
-      return await (onStop ? Promise.race([call, panicked.catch(() => never)]) : Promise.race([call, panicked]));
+      return await Promise.race([call, ending]);
     } catch (e) {
       const fault = onStop ? gpuFault() : null;
       if (!fault) throw e;
