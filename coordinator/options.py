@@ -102,7 +102,12 @@ HELP = {
     "byzantine": "Number of malicious clients Krum and Bulyan tolerate.",
     "krum_select": "Updates Multi-Krum averages (0: cohort size minus --byzantine; 1: classic Krum).",
     "local_epochs": "Local epochs per round.",
-    "batch_size": "Local mini-batch size.",
+    "batch_size": (
+        "Local mini-batch size, or auto: each client takes the largest power of two up to 256 whose training"
+        " step fits its memory budget (SPEC §5)."
+    ),
+    "memory_budget_mb": "For --batch-size auto: the memory a client's training step may use (unset: the client's own;"
+    " the page's is 256 MB).",
     "lr": "Local learning rate.",
     "optimizer": "Local optimizer: sgd, adam, adamw or rmsprop (PyTorch's defaults).",
     "momentum": "Local momentum (sgd, rmsprop).",
@@ -197,6 +202,8 @@ def with_settings(**overrides: Any) -> Callable[[F], F]:
                 rich_help_panel="Run settings",
             )
             annotation = f.type if not isinstance(f.type, str) else eval(f.type)
+            if annotation == int | str:  # a number or a word ("auto"): typer takes it as text, Settings reads it
+                annotation, option.default = str, str(default)
             extra.append(
                 inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=annotation)
             )

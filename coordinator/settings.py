@@ -86,7 +86,8 @@ class Settings:
     krum_select: int = 0  # 0: cohort size − byzantine (Multi-Krum); 1: classic Krum
     # local training
     local_epochs: int = 5
-    batch_size: int = 10
+    batch_size: int | str = 10  # or "auto": each client picks the largest its memory budget fits
+    memory_budget_mb: float | None = None  # for --batch-size auto; None: each client's own (the page's 256 MB)
     lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -127,8 +128,11 @@ class Settings:
             raise ValueError(f"--round-lr-schedule is one of {', '.join(ROUND_SCHEDULES)}")
         if not 0 < self.round_lr_gamma <= 1:
             raise ValueError("--round-lr-gamma must be in (0, 1]")
-        if self.rounds < 1 or self.min_clients < 1 or self.local_epochs < 1 or self.batch_size < 1:
-            raise ValueError("rounds, min-clients, local-epochs and batch-size must be at least 1")
+        object.__setattr__(self, "batch_size", _batch_size(self.batch_size))  # frozen: normalised once, here
+        if self.memory_budget_mb is not None and not (self.batch_size == "auto" and self.memory_budget_mb > 0):
+            raise ValueError("--memory-budget-mb is a positive number of MB, for --batch-size auto")
+        if self.rounds < 1 or self.min_clients < 1 or self.local_epochs < 1:
+            raise ValueError("rounds, min-clients and local-epochs must be at least 1")
         if self.clients_per_round < 0 or (0 < self.clients_per_round < self.min_clients):
             raise ValueError("clients-per-round must be 0 (all) or at least min-clients")
         if not 0 < self.fraction_train <= 1:
@@ -198,6 +202,7 @@ class Settings:
         config: dict[str, Any] = {
             "local-epochs": self.local_epochs,
             "batch-size": self.batch_size,
+            **({} if self.memory_budget_mb is None else {"memory-budget-mb": self.memory_budget_mb}),
             "lr": self.lr,
             "optimizer": self.optimizer,
             "momentum": self.momentum,
@@ -272,3 +277,16 @@ def redact_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
         return "<unparseable database URL>"
+
+
+def _batch_size(value: int | str) -> int | str:
+    """--batch-size as given on the command line, in TOML or from a stored run: a positive integer or "auto"."""
+    if value == "auto":
+        return value
+    try:
+        batch = int(value)
+    except (TypeError, ValueError):
+        batch = 0
+    if isinstance(value, bool) or batch < 1 or (isinstance(value, float) and value != batch):
+        raise ValueError(f'--batch-size is a positive integer or "auto", got {value!r}')
+    return batch

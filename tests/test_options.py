@@ -56,3 +56,12 @@ def test_a_commands_own_options_keep_their_help_and_short_names_beside_the_setti
     assert "Number of client processes." in simulate.output and "--label-column" in simulate.output
     shard = runner.invoke(pollen, ["shard", "--help"], env={"COLUMNS": "200"})
     assert "-o" in shard.output and "Where to write the shard" in shard.output
+
+
+def test_batch_size_takes_a_number_or_auto() -> None:
+    assert run("--batch-size", "32").batch_size == 32
+    assert run().batch_size == 10
+    s = run("--batch-size", "auto", "--memory-budget-mb", "64")
+    assert (s.batch_size, s.memory_budget_mb) == ("auto", 64.0)
+    result = CliRunner().invoke(app, ["--batch-size", "lots"])
+    assert result.exit_code != 0 and 'positive integer or "auto"' in result.output

@@ -108,6 +108,44 @@ mod tests {
         assert!(err.to_string().contains("even at batch size 1"), "{err}");
     }
 
+    /// `protocol/vectors/auto-batch.json`, which the Python client's `step_memory` runs too.
+    #[test]
+    fn the_shared_vectors_pick_the_same_batches() {
+        let vectors: serde_json::Value =
+            serde_json::from_str(include_str!("../../protocol/vectors/auto-batch.json")).unwrap();
+        let spec = |name: &str| {
+            let text = match name {
+                "mnist-mlp" => include_str!("../../protocol/models/mnist-mlp.json"),
+                "mnist-2nn" => include_str!("../../protocol/models/mnist-2nn.json"),
+                "mnist-cnn" => include_str!("../../protocol/models/mnist-cnn.json"),
+                "mnist-cnn-bn" => include_str!("../../protocol/models/mnist-cnn-bn.json"),
+                "mnist-vit" => include_str!("../../protocol/models/mnist-vit.json"),
+                other => panic!("no built-in model {other}"),
+            };
+            ModelSpec::from_json(text).unwrap()
+        };
+        for (name, expected) in vectors["models"].as_object().unwrap() {
+            let spec = spec(name);
+            assert_eq!(spec.parameter_count() as u64, expected["parameters"], "{name}");
+            assert_eq!(spec.activation_len() as u64, expected["activation_len"], "{name}");
+        }
+        let cases = vectors["cases"].as_array().unwrap();
+        assert!(cases.len() > 100);
+        for case in cases {
+            let spec = spec(case["model"].as_str().unwrap());
+            let budget = (case["budget_mb"].as_f64().unwrap() * (1u64 << 20) as f64) as u64;
+            let examples = case["examples"].as_u64().unwrap() as usize;
+            let got = largest_batch(&spec, case["slots"].as_u64().unwrap(), budget, examples);
+            match (&got, case.get("batch"), case.get("error")) {
+                (Ok(batch), Some(want), None) => assert_eq!(*batch as u64, *want, "{case}"),
+                (Err(err), None, Some(want)) => {
+                    assert!(err.to_string().contains(want.as_str().unwrap()), "{case}: {err}")
+                }
+                _ => panic!("{case}: got {got:?}"),
+            }
+        }
+    }
+
     #[test]
     fn small_reservations_succeed() {
         assert_eq!(ensure(200 << 20, "this"), Ok(()));

@@ -8,6 +8,7 @@ import { ErrorCode } from "./protocol/errors.js";
 const TRAIN_OPTIONS = {
   "local-epochs": "epochs",
   "batch-size": "batchSize",
+  "memory-budget-mb": "memoryBudgetMb",
   lr: "lr",
   optimizer: "optimizer",
   momentum: "momentum",

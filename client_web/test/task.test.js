@@ -135,6 +135,10 @@ test("config keys map to the trainer's options; unknown keys are left out", asyn
   };
   assert.deepEqual(trainOptions(config), expected);
   assert.deepEqual(trainOptions({ lr: 0.1 }), { lr: 0.1 });
+  assert.deepEqual(trainOptions({ "batch-size": "auto", "memory-budget-mb": 64 }), {
+    batchSize: "auto",
+    memoryBudgetMb: 64,
+  });
   assert.deepEqual(trainOptions({}), {});
   const { worker, trainers } = setUp();
   await worker.answer(task("train", config));

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from coordinator.models import step_memory
 from coordinator.models.augmentation import Augmentation
 from coordinator.models.augmenters import augment_images, mixup
 from coordinator.models.losses import correct, spec_loss
@@ -26,7 +27,8 @@ AUGMENT_STREAM = 0x9E3779B97F4A7C15  # XORed into a job's seed for its augmentat
 @dataclass(frozen=True)
 class TrainConfig:
     local_epochs: int = 5
-    batch_size: int = 10
+    batch_size: int | str = 10  # or "auto": the largest that fits memory_budget_mb (see `step_memory`)
+    memory_budget_mb: float | None = None
     lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -55,9 +57,16 @@ class TrainConfig:
             value = config.get(key)
             return None if value is None else kind(value)
 
+        batch = config.get("batch-size", cls.batch_size)
+        budget = opt("memory-budget-mb", float)
+        if batch != "auto" and (isinstance(batch, bool) or not isinstance(batch, int) or batch < 1):
+            raise ValueError(f'batch-size must be a positive integer or "auto", got {batch!r}')
+        if batch != "auto" and budget is not None:
+            raise ValueError('memory-budget-mb is for batch-size "auto"')
         return cls(
             local_epochs=int(config.get("local-epochs", cls.local_epochs)),
-            batch_size=int(config.get("batch-size", cls.batch_size)),
+            batch_size=batch if batch == "auto" else int(batch),
+            memory_budget_mb=budget,
             lr=float(config.get("lr", cls.lr)),
             optimizer=str(config.get("optimizer", cls.optimizer)),
             momentum=float(config.get("momentum", cls.momentum)),
@@ -82,6 +91,14 @@ class TrainConfig:
     def optimization(self) -> OptimizerConfig:
         return OptimizerConfig.of(self)
 
+    def batch_for(self, spec: ModelSpec, examples: int) -> int:
+        """The batch size to train `examples` at: the task's, or for "auto" the one its memory budget fits."""
+        if self.batch_size != "auto":
+            return int(self.batch_size)
+        budget = step_memory.budget_bytes(self.memory_budget_mb or step_memory.DEFAULT_MEMORY_BUDGET_MB)
+        slots = step_memory.state_slots(self.optimizer, self.momentum)
+        return step_memory.largest_batch(spec, slots, budget, examples)
+
     def augmentation(self) -> Augmentation:
         return Augmentation.of(self)
 
@@ -104,11 +121,15 @@ def train_delta(
     on_batch: BatchCallback | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Train from the global weights; return (trained − global, metrics)."""
+    spec = getattr(module, "spec", None)
+    if not isinstance(spec, ModelSpec) and cfg.batch_size == "auto":
+        raise ValueError('batch-size "auto" needs a model built from a spec, to estimate its memory')
+    batch_size = cfg.batch_for(spec, len(x)) if isinstance(spec, ModelSpec) else int(cfg.batch_size)
     load_wire_weights(module, global_weights)
     start = {k: v.detach().clone() for k, v in module.named_parameters()}
     optimization = cfg.optimization()
     optimizer = make_optimizer(optimization, module.parameters())
-    schedule = make_schedule(optimization, optimizer, cfg.local_epochs * math.ceil(len(x) / cfg.batch_size))
+    schedule = make_schedule(optimization, optimizer, cfg.local_epochs * math.ceil(len(x) / batch_size))
     seed = cfg.seed if cfg.seed is not None else int(torch.seed() % 2**63)
     generator = torch.Generator().manual_seed(seed)
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
@@ -122,8 +143,8 @@ def train_delta(
     total_loss, seen = 0.0, 0
     for epoch in range(cfg.local_epochs):
         order = torch.randperm(len(xt), generator=generator)
-        for b, i in enumerate(range(0, len(order), cfg.batch_size)):
-            idx = order[i : i + cfg.batch_size]
+        for b, i in enumerate(range(0, len(order), batch_size)):
+            idx = order[i : i + batch_size]
             optimizer.zero_grad()
             xb, yb = xt[idx], yt[idx]
             mixed = None
