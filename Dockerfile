@@ -4,8 +4,10 @@
 # 1. The WebAssembly trainer (rustup can add the wasm32 target here).
 FROM rust:1.92-bookworm AS wasm
 # Debian's nodejs only runs wasm-opt from npm here; its exact version does not matter.
+# rust-src: the threaded build rebuilds std with atomics (-Zbuild-std).
 # hadolint ignore=DL3008
 RUN rustup target add wasm32-unknown-unknown \
+ && rustup component add rust-src \
  && apt-get update \
  && apt-get install -y --no-install-recommends nodejs npm \
  && rm -rf /var/lib/apt/lists/*

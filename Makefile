@@ -19,6 +19,7 @@ lint:
 	.venv/bin/lint-imports --no-cache
 	cd client_wasm && cargo fmt --check
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features webgpu -- -D warnings
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features threads -- -D warnings
 	$${POLLEN_CACHE:-$$HOME/.cache/pollen}/tools/bin/hadolint Dockerfile
 	docker-compose --env-file .env.example config --quiet
 	cd client_web && npm run --silent lint

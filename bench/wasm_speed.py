@@ -1,16 +1,19 @@
 """Local training speed of the WebAssembly trainer (CPU backend, under Node and in Chromium) against PyTorch.
 
 Same model, weights, data, batch size and optimizer (SGD), one epoch each, at each of --batches;
-all timings exclude start-up and come from this one run on this machine. Each figure is the
-best of --repeat runs, interleaved, because a shared machine's speed drifts. Prints samples/s,
-the ratios WASM / PyTorch at 1 thread and at PyTorch's default thread count, and the
-size of the optimised .wasm (raw and gzip). The Chromium job is the page's own build in headless
-Chromium (`train-once.mjs --runtime chromium`). `--json-out` also writes the figures as
-`{model: {batch: {wasm_1t, wasm_nt, wasm_chromium_1t, torch_1t, torch_nt}}}` in samples/s; `wasm_nt`
-is null while the trainer has no threaded build; `torch_nt` is at PyTorch's default thread count
-(the machine's cores).
+all timings exclude start-up and come from this one run on this machine. Each job first trains
+one untimed epoch (`--cold`: not): V8 runs a module's code unoptimised until it is hot, which
+at mnist-mlp's small batches made a first epoch up to 3x slower, and a participant trains many.
+Each figure is the best of --repeat runs, interleaved, because a shared machine's speed drifts.
+The WASM trainer runs on one thread (the single-threaded build) and on N threads (the threaded
+build, N = this machine's cores), under Node and in headless Chromium (the page's builds,
+`train-once.mjs --runtime chromium`, in a worker when threaded); PyTorch at 1 and N threads.
+Prints samples/s, the ratios WASM / PyTorch at 1 and at N threads, each WASM runtime's N-thread
+speed over its 1-thread speed, and the size of the optimised .wasm (raw and gzip). `--json-out`
+also writes the figures as `{model: {batch: {wasm_1t, wasm_nt, wasm_chromium_1t,
+wasm_chromium_nt, torch_1t, torch_nt}}}` in samples/s (`wasm_*` under Node unless named).
 
-    python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3]
+    python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3] [--cold]
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import subprocess
 import tempfile
 import time
@@ -36,6 +40,7 @@ from coordinator.models.torch_model import build_module, wire_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "client_wasm" / "pkg" / "web" / "pollen_trainer_bg.wasm"
+WASM_THREADS = ROOT / "client_wasm" / "pkg" / "web-threads" / "pollen_trainer_bg.wasm"
 
 
 def torch_speed(
@@ -107,48 +112,46 @@ def main() -> None:
     parser.add_argument("--samples-cnn", type=int, default=500)
     parser.add_argument("--batches", type=int, nargs="+", default=[10, 32, 128])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--cold", action="store_true", help="no untimed warm-up epoch before each timed one")
     parser.add_argument("--json-out", type=Path)
     args = parser.parse_args()
-    default_threads = torch.get_num_threads()
+    n = os.cpu_count() or 1
+    warm = () if args.cold else ("--warmup",)
+    contenders = {
+        "wasm_1t": lambda *job: wasm_speed(*job, *warm),
+        "wasm_nt": lambda *job: wasm_speed(*job, *warm, "--threads", str(n)),
+        "wasm_chromium_1t": lambda *job: wasm_speed(*job, *warm, "--runtime", "chromium"),
+        "wasm_chromium_nt": lambda *job: wasm_speed(*job, *warm, "--runtime", "chromium", "--threads", str(n)),
+        "torch_1t": lambda model, x, y, tmp, batch: torch_speed(model, x, y, 1, batch, warmup=not args.cold),
+        "torch_nt": lambda model, x, y, tmp, batch: torch_speed(model, x, y, n, batch, warmup=not args.cold),
+    }
     train = load_split("train")
     console = Console()
-    table = Table(title=f"local training, samples/s (SGD, one epoch, best of {args.repeat})")
-    for col in (
-        "model",
-        "batch",
-        "wasm (node, cpu, 1 thread)",
-        "wasm (chromium, cpu, 1 thread)",
-        "torch 1 thread",
-        f"torch {default_threads} threads",
-        "wasm / torch-1",
-        f"wasm / torch-{default_threads}",
-    ):
+    table = Table(title=f"local training, samples/s (SGD, one epoch, best of {args.repeat}; N = {n} threads)")
+    for col in ("model", "batch", "wasm node 1t", "wasm node Nt", "wasm chromium 1t", "wasm chromium Nt",
+                "torch 1t", "torch Nt", "node 1t / torch 1t", "node Nt / torch Nt", "chromium Nt / 1t"):  # fmt: skip
         table.add_column(col, justify="right")
-    figures: dict[str, dict[str, dict[str, float | None]]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for model, n in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
-            x, y = train.x[:n], train.y[:n]
+    figures: dict[str, dict[str, dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory() as folder:
+        tmp = Path(folder)
+        for model, samples in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
+            x, y = train.x[:samples], train.y[:samples]
             for batch in args.batches:
-                w = wc = t1 = tn = 0.0
+                best = dict.fromkeys(contenders, 0.0)
                 for _ in range(args.repeat):
-                    w = max(w, wasm_speed(model, x, y, Path(tmp), batch))
-                    wc = max(wc, wasm_speed(model, x, y, Path(tmp), batch, "--runtime", "chromium"))
-                    t1 = max(t1, torch_speed(model, x, y, 1, batch))
-                    tn = max(tn, torch_speed(model, x, y, default_threads, batch))
-                figures.setdefault(model, {})[str(batch)] = {
-                    "wasm_1t": w,
-                    "wasm_nt": None,
-                    "wasm_chromium_1t": wc,
-                    "torch_1t": t1,
-                    "torch_nt": tn,
-                }
-                row = (f"{w:,.0f}", f"{wc:,.0f}", f"{t1:,.0f}", f"{tn:,.0f}", f"{w / t1:.3f}", f"{w / tn:.3f}")
-                table.add_row(model, str(batch), *row)
+                    for name, speed in contenders.items():
+                        best[name] = max(best[name], speed(model, x, y, tmp, batch))
+                figures.setdefault(model, {})[str(batch)] = best
+                b = best
+                ratios = (b["wasm_1t"] / b["torch_1t"], b["wasm_nt"] / b["torch_nt"],
+                          b["wasm_chromium_nt"] / b["wasm_chromium_1t"])  # fmt: skip
+                table.add_row(model, str(batch), *(f"{v:,.0f}" for v in b.values()), *(f"{r:.2f}" for r in ratios))
     console.print(table)
-    raw = WASM.read_bytes()
-    console.print(
-        f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({WASM.relative_to(ROOT)})"
-    )
+    for build in (WASM, WASM_THREADS):
+        raw = build.read_bytes()
+        console.print(
+            f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({build.relative_to(ROOT)})"
+        )
     if args.json_out:
         args.json_out.write_text(json.dumps(figures, indent=1))
 

@@ -6,7 +6,12 @@ import * as esbuild from "esbuild";
 const out = "dist";
 mkdirSync(out, { recursive: true });
 await esbuild.build({
-  entryPoints: { page: "src/page/main.js", worker: "src/page/worker.js", dashboard: "src/dashboard/main.js" },
+  entryPoints: {
+    page: "src/page/main.js",
+    worker: "src/page/worker.js",
+    "pool-thread": "src/page/pool-thread.js",
+    dashboard: "src/dashboard/main.js",
+  },
   bundle: true,
   format: "esm",
   target: "es2022",
@@ -18,4 +23,5 @@ await esbuild.build({
 for (const f of ["index.html", "dashboard.html", "styles.css"]) copyFileSync(f, `${out}/${f}`);
 copyFileSync("node_modules/uplot/dist/uPlot.min.css", `${out}/uPlot.min.css`);
 copyFileSync("../client_wasm/pkg/web/pollen_trainer_bg.wasm", `${out}/pollen_trainer_bg.wasm`);
+copyFileSync("../client_wasm/pkg/web-threads/pollen_trainer_bg.wasm", `${out}/pollen_trainer_threads_bg.wasm`);
 console.log(`built ${out}/`);

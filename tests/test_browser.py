@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -52,9 +53,13 @@ def test_three_pages_train_five_rounds_past_85_percent(tmp_path: Path) -> None:
         assert (SCREENSHOTS / shot).stat().st_size > 10_000
 
 
-def test_page_without_webgpu_falls_back_to_the_cpu(tmp_path: Path) -> None:
+def test_page_without_webgpu_falls_back_to_the_cpu_on_all_its_cores(tmp_path: Path) -> None:
+    """The page is cross-origin isolated, so its CPU trainer runs on a pool of one thread per core (up to 8)."""
     _, states = run(tmp_path, 2, 2)
-    assert all(s["backend"] == "cpu" and s["reason"] == "no WebGPU adapter" and s["rounds"] for s in states), states
+    cores = min(os.cpu_count() or 1, 8)
+    for s in states:
+        assert s["backend"] == "cpu" and s["reason"] == f"no WebGPU adapter; {cores} threads" and s["rounds"], s
+        assert s["threads"] == cores, s
 
 
 def test_page_with_a_webgpu_adapter_trains_on_webgpu(tmp_path: Path) -> None:

@@ -41,6 +41,24 @@ def test_the_page_build_in_chromium_trains_exactly_as_the_node_build(tmp_path: P
     assert (tmp_path / "node.safetensors").read_bytes() == (tmp_path / "page.safetensors").read_bytes()
 
 
+def test_the_threaded_build_trains_on_two_threads_as_on_one(tmp_path: Path) -> None:
+    """Under Node (worker_threads) and in Chromium (a worker with nested workers, the page's way);
+    threads split convolutions and pooling, not a sum's order, so the CNN's delta barely moves."""
+    train = load_split("train")
+    write_job("mnist-cnn", train.x[:32], train.y[:32], tmp_path)
+    one = report(train_once(tmp_path, "one.safetensors"))
+    node = report(train_once(tmp_path, "node2.safetensors", "--threads", "2"))
+    page = report(train_once(tmp_path, "page2.safetensors", "--threads", "2", "--runtime", "chromium"))
+    assert (one["threads"], node["threads"], page["threads"]) == (1, 2, 2)
+    assert one["steps"] == node["steps"] == page["steps"] == 2
+    theirs = load_file(str(tmp_path / "one.safetensors"))
+    for out in ("node2.safetensors", "page2.safetensors"):
+        ours = load_file(str(tmp_path / out))
+        for name, delta in theirs.items():
+            np.testing.assert_allclose(ours[name], delta, atol=1e-6, err_msg=f"{out}: {name}")
+    assert train_once(tmp_path, "x.safetensors", "--threads", "2", "--backend", "webgpu").returncode == 1
+
+
 def test_webgpu_under_node_trains_on_a_gpu_or_refuses_with_the_reason(tmp_path: Path) -> None:
     train = load_split("train")
     write_job("mnist-mlp", train.x[:64], train.y[:64], tmp_path)

@@ -34,6 +34,10 @@ mod bindings;
 mod engine;
 mod js;
 mod probe;
+#[cfg(feature = "threads")]
+mod threads;
 mod webgpu;
 
 pub use bindings::{ParityProbe, Trainer};
+#[cfg(feature = "threads")]
+pub use threads::{ThreadPool, cpu_threads, run_pool_thread, shared_memory, shared_module};

@@ -126,8 +126,16 @@ mod tests {
         };
         for (name, expected) in vectors["models"].as_object().unwrap() {
             let spec = spec(name);
-            assert_eq!(spec.parameter_count() as u64, expected["parameters"], "{name}");
-            assert_eq!(spec.activation_len() as u64, expected["activation_len"], "{name}");
+            assert_eq!(
+                spec.parameter_count() as u64,
+                expected["parameters"],
+                "{name}"
+            );
+            assert_eq!(
+                spec.activation_len() as u64,
+                expected["activation_len"],
+                "{name}"
+            );
         }
         let cases = vectors["cases"].as_array().unwrap();
         assert!(cases.len() > 100);
@@ -139,7 +147,10 @@ mod tests {
             match (&got, case.get("batch"), case.get("error")) {
                 (Ok(batch), Some(want), None) => assert_eq!(*batch as u64, *want, "{case}"),
                 (Err(err), None, Some(want)) => {
-                    assert!(err.to_string().contains(want.as_str().unwrap()), "{case}: {err}")
+                    assert!(
+                        err.to_string().contains(want.as_str().unwrap()),
+                        "{case}: {err}"
+                    )
                 }
                 _ => panic!("{case}: got {got:?}"),
             }

@@ -95,6 +95,7 @@ try {
       const state = await page.evaluate(() => ({
         backend: window.pollen.backend,
         reason: window.pollen.backendReason,
+        threads: window.pollen.threads,
         rounds: window.pollen.rounds,
         events: [...new Set(window.pollen.events)],
         ownData: window.pollen.ownData ?? null,

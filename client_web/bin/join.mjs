@@ -1,19 +1,22 @@
 #!/usr/bin/env node
 // A headless Node client with the real WebAssembly trainer, for users and for
 // `pollen simulate --backend wasm`:
-//   node client_web/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S] [--quiet]
+//   node client_web/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S]
+//     [--threads N|auto] [--quiet]
+// --threads trains on the threaded build with N CPU threads (auto: one per core); unset, one thread.
 // The data file holds `x` (float32 [N, ...]) and `y` (int64 [N]); `pollen shard` writes MNIST shards.
 import { parseArgs } from "node:util";
 
 import WebSocket from "ws";
 
 import { runClient } from "../src/client.js";
-import { loadTrainerModule, readDataFile } from "./trainer.mjs";
+import { loadThreadedTrainerModule, loadTrainerModule, readDataFile, threadCount } from "./trainer.mjs";
 
 const OPTIONS = {
   data: { type: "string" },
   token: { type: "string" },
   "give-up-after": { type: "string" },
+  threads: { type: "string" },
   quiet: { type: "boolean" },
 };
 
@@ -21,7 +24,8 @@ async function main() {
   const { values: a, positionals } = parseArgs({ options: OPTIONS, allowPositionals: true });
   const [url] = positionals;
   if (!url || !a.data) throw new Error("usage: join.mjs URL --data FILE [--token T]");
-  const { Trainer } = loadTrainerModule();
+  const { Trainer } =
+    a.threads === undefined ? loadTrainerModule() : await loadThreadedTrainerModule(threadCount(a.threads));
   const data = readDataFile(a.data);
   const log = (e) => {
     if (a.quiet && !["coordinator-error", "task-failed", "gave-up"].includes(e.type)) return;

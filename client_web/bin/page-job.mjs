@@ -9,45 +9,75 @@ import { join } from "node:path";
 import { serve } from "../parity/parity-browser.mjs";
 import { launchChromium } from "./chromium.mjs";
 
-const PAGE = `<!doctype html><meta charset="utf-8"><title>training job</title><script type="module">
-import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
+// The job, as a module that runs in the page or, with threads, in a worker (a trainer thread
+// waits for its pool, which a page's main thread may not).
+const JOB = `import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
+import initThreaded, * as threaded from "/client_wasm/pkg/web-threads/pollen_trainer.js";
+import { startPool } from "/client_web/src/cpu-pool.js";
 import { decodeDataFile } from "/client_web/src/data-file.js";
 const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
-try {
-  const { backend, options, warmup, clip } = JSON.parse(decodeURIComponent(location.hash.slice(1)));
-  await init();
-  const trainer = await Trainer.create(await (await fetch("/cases/spec.json")).text(), backend);
-  const weights = await bytes("/cases/weights.safetensors");
-  trainer.loadWeights(weights);
-  const { x, y } = decodeDataFile(await bytes("/cases/data.safetensors"), "data.safetensors");
-  if (warmup) {
-    await trainer.train(x, y, options);
-    trainer.loadWeights(weights);
+async function trainerClass(threads) {
+  if (!threads) {
+    await init();
+    return Trainer;
   }
-  const started = performance.now();
-  const report = await trainer.train(x, y, options);
-  const seconds = (performance.now() - started) / 1000;
-  const d = await trainer.delta(clip ?? undefined, undefined);
-  const put = await fetch("/out/delta", { method: "PUT", body: d.delta });
-  if (!put.ok) throw new Error("saving the delta: HTTP " + put.status);
-  window.result = { loss: report.loss, steps: report.steps, examples: report.examples, seconds,
-    samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
-    backend: trainer.backend, wasmBytes: Trainer.memoryBytes() };
-} catch (e) {
-  window.result = { error: String(e?.message ?? e) };
+  await initThreaded();
+  if (threads > 1) await startPool(threaded, threads, "/client_web/src/page/pool-thread.js");
+  return threaded.Trainer;
+}
+export async function runJob({ backend, options, warmup, clip, threads }) {
+  try {
+    const T = await trainerClass(threads);
+    const trainer = await T.create(await (await fetch("/cases/spec.json")).text(), backend);
+    const weights = await bytes("/cases/weights.safetensors");
+    trainer.loadWeights(weights);
+    const { x, y } = decodeDataFile(await bytes("/cases/data.safetensors"), "data.safetensors");
+    if (warmup) {
+      await trainer.train(x, y, options);
+      trainer.loadWeights(weights);
+    }
+    const started = performance.now();
+    const report = await trainer.train(x, y, options);
+    const seconds = (performance.now() - started) / 1000;
+    const d = await trainer.delta(clip ?? undefined, undefined);
+    const put = await fetch("/out/delta", { method: "PUT", body: d.delta });
+    if (!put.ok) throw new Error("saving the delta: HTTP " + put.status);
+    return { loss: report.loss, steps: report.steps, examples: report.examples, seconds,
+      samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
+      backend: trainer.backend, wasmBytes: T.memoryBytes(), threads: threads ? threaded.cpuThreads() : 1 };
+  } catch (e) {
+    return { error: String(e?.message ?? e) };
+  }
+}
+`;
+const SCRIPTS = {
+  "/job.js": JOB,
+  "/job-worker.js": `import { runJob } from "/job.js";
+self.onmessage = async ({ data }) => self.postMessage(await runJob(data));`,
+};
+const PAGE = `<!doctype html><meta charset="utf-8"><title>training job</title><script type="module">
+import { runJob } from "/job.js";
+const job = JSON.parse(decodeURIComponent(location.hash.slice(1)));
+if (job.threads) {
+  const worker = new Worker("/job-worker.js", { type: "module" });
+  worker.onmessage = ({ data }) => { window.result = data; };
+  worker.onerror = (e) => { window.result = { error: "the job's worker: " + e.message }; };
+  worker.postMessage(job);
+} else {
+  window.result = await runJob(job);
 }
 </script>`;
 
 /**
  * Train once in Chromium: `files` = {spec, weights, data} paths, `options` the trainer's train
  * options, `backend` "cpu" or "webgpu"; `warmup` trains one untimed epoch first; `clip` bounds the
- * delta's norm. Resolves to {report, delta}: the job's report (loss, steps, examples, seconds,
- * samplesPerSecond, norm, clipped, backend, wasmBytes) and the delta's safetensors bytes; rejects
+ * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many. Resolves to {report, delta}: the job's report (loss, steps, examples, seconds,
+ * samplesPerSecond, norm, clipped, backend, wasmBytes, threads) and the delta's safetensors bytes; rejects
  * with the page's error or on timeout.
  */
-export async function trainInChromium(files, options, { backend = "cpu", warmup = false, clip } = {}) {
+export async function trainInChromium(files, options, { backend = "cpu", warmup = false, clip, threads } = {}) {
   const dir = await mkdtemp(join(tmpdir(), "pollen-page-job-"));
-  const server = serve(dir, PAGE);
+  const server = serve(dir, PAGE, SCRIPTS);
   let browser;
   try {
     await copyFile(files.spec, join(dir, "spec.json"));
@@ -57,7 +87,7 @@ export async function trainInChromium(files, options, { backend = "cpu", warmup 
     browser = await launchChromium({ webgpu: backend === "webgpu" });
     const page = await browser.newPage();
     page.on("pageerror", (e) => console.error(`page: ${e.message}`));
-    const job = encodeURIComponent(JSON.stringify({ backend, options, warmup, clip }));
+    const job = encodeURIComponent(JSON.stringify({ backend, options, warmup, clip, threads }));
     await page.goto(`http://127.0.0.1:${server.address().port}/#${job}`);
     await page.waitForFunction(() => window.result !== undefined, null, { timeout: 600_000, polling: 100 });
     const report = await page.evaluate(() => window.result);

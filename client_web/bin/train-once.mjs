@@ -2,7 +2,8 @@
 // One local training job from files, so anyone can compare the trainer with PyTorch:
 //   node client_web/bin/train-once.mjs --spec SPEC.json --weights W.safetensors --data D.safetensors \
 //     --epochs E --batch-size B --lr LR --optimizer sgd|adam|adamw [--no-shuffle] [--seed S] [--clip C] \
-//     [--backend cpu|webgpu] [--runtime node|chromium] [--out DELTA.safetensors]
+//     [--backend cpu|webgpu] [--runtime node|chromium] [--threads N|auto] [--out DELTA.safetensors]
+// --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core).
 // --warmup trains one untimed epoch first (then reloads the weights): WebGPU compiles and tunes its
 // kernels for each shape once per session, a cost the timed epoch then leaves out.
 // Under Node, WebGPU is Dawn from the npm package webgpu (a GPU with a Vulkan driver); in Chromium it
@@ -11,7 +12,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { installDawn } from "./dawn.mjs";
-import { loadTrainerModule, readDataFile } from "./trainer.mjs";
+import { loadThreadedTrainerModule, loadTrainerModule, readDataFile, threadCount } from "./trainer.mjs";
 
 const VALUES = [
   "spec",
@@ -27,6 +28,7 @@ const VALUES = [
   "momentum",
   "backend",
   "runtime",
+  "threads",
 ];
 const OPTIONS = {
   ...Object.fromEntries(VALUES.map((name) => [name, { type: "string" }])),
@@ -51,16 +53,19 @@ async function main() {
   if (a.seed !== undefined) options.seed = Number(a.seed);
   if (a.momentum !== undefined) options.momentum = Number(a.momentum);
   const clip = a.clip === undefined ? undefined : Number(a.clip);
+  const threads = a.threads === undefined ? null : threadCount(a.threads);
+  if (threads && backend !== "cpu") throw new Error("--threads is for the CPU backend");
   if ((a.runtime ?? "node") === "chromium") {
     const { trainInChromium } = await import("./page-job.mjs"); // Playwright only where a page is wanted
-    const { report, delta } = await trainInChromium(a, options, { backend, warmup: a.warmup, clip });
+    const { report, delta } = await trainInChromium(a, options, { backend, warmup: a.warmup, clip, threads });
     if (a.out) writeFileSync(a.out, delta);
     console.log(JSON.stringify(report));
     return;
   }
   if (a.runtime && a.runtime !== "node") throw new Error(`--runtime is node or chromium, not ${a.runtime}`);
   const adapter = backend === "webgpu" ? await installDawn() : null;
-  const { Trainer } = loadTrainerModule();
+  const pkg = threads ? await loadThreadedTrainerModule(threads) : loadTrainerModule();
+  const { Trainer } = pkg;
   const spec = readFileSync(a.spec, "utf8");
   const trainer = backend === "webgpu" ? await Trainer.create(spec, "webgpu") : new Trainer(spec, "cpu");
   const weights = new Uint8Array(readFileSync(a.weights));
@@ -87,6 +92,7 @@ async function main() {
       clipped: d.clipped ?? null,
       backend: trainer.backend,
       adapter,
+      threads: threads ? pkg.cpuThreads() : 1,
       wasmBytes: Trainer.memoryBytes(), // this process's one job: its peak linear memory
       wasmBytesLoaded: loadedBytes,
     }),

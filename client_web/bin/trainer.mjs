@@ -1,18 +1,67 @@
 // The WebAssembly trainer under Node, and data files from disk, for the Node CLIs and tests.
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
+import { availableParallelism } from "node:os";
+import { setFlagsFromString } from "node:v8";
+import { Worker } from "node:worker_threads";
 
 import { decodeDataFile } from "../src/data-file.js";
 
 const require = createRequire(import.meta.url);
 
-/** The wasm-bindgen module built by client_wasm/build.sh (target nodejs). */
-export function loadTrainerModule() {
+function load(build) {
   try {
-    return require("../../client_wasm/pkg/node/pollen_trainer.js");
+    return require(`../../client_wasm/pkg/${build}/pollen_trainer.js`);
   } catch (e) {
     throw new Error(`the WebAssembly trainer is not built (run client_wasm/build.sh): ${e.message}`);
   }
+}
+
+/** The wasm-bindgen module built by client_wasm/build.sh (target nodejs), on one thread. */
+export function loadTrainerModule() {
+  return load("node");
+}
+
+/** How many CPU threads `--threads` asks for: a positive count, or "auto" (this machine's cores). */
+export function threadCount(value) {
+  if (value === undefined || value === "auto") return availableParallelism();
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--threads is a positive integer or auto, not ${value}`);
+  return n;
+}
+
+let threaded = null;
+
+/**
+ * The threaded build (CPU only) with its pool of `threads` worker threads started; one pool per
+ * process, so a second call with another count is refused. Worker threads do not keep the
+ * process alive. For one thread no pool is started: the build then runs everything on the
+ * calling thread, as fast as the single-threaded build.
+ */
+export async function loadThreadedTrainerModule(threads) {
+  if (threaded) {
+    if (threaded.threads !== threads) throw new Error(`the trainer's pool already has ${threaded.threads} threads`);
+    return threaded.pkg;
+  }
+  // V8 11 (Node 20) miscomputed a shared-memory module's results in its baseline (Liftoff) code
+  // now and then; optimised code is right, so this module is compiled optimised from the start.
+  setFlagsFromString("--no-liftoff");
+  const pkg = load("node-threads");
+  threaded = { threads, pkg };
+  if (threads === 1) return pkg;
+  const pool = new pkg.ThreadPool(threads);
+  const started = Array.from({ length: threads }, () => {
+    const workerData = { module: pkg.sharedModule(), memory: pkg.sharedMemory(), token: pool.handOut() };
+    const worker = new Worker(new URL("./pool-thread.mjs", import.meta.url), { workerData });
+    worker.unref();
+    return new Promise((ready, fail) => {
+      worker.once("message", ready);
+      worker.once("error", fail);
+    });
+  });
+  await Promise.all(started);
+  pool.start();
+  return pkg;
 }
 
 /** A data file: safetensors with `x` (float32 [N, ...]) and `y` (int64 or int32 [N]). */

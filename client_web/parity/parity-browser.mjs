@@ -8,7 +8,9 @@ import { extname, join, normalize, resolve } from "node:path";
 import { launchChromium } from "../bin/chromium.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
-const SERVED = ["client_wasm/pkg/web/", "client_web/parity/", "client_web/src/"];
+const SERVED = ["client_wasm/pkg/web/", "client_wasm/pkg/web-threads/", "client_web/parity/", "client_web/src/"];
+// Cross-origin isolated, as the coordinator serves the page: SharedArrayBuffer, so threads, need it.
+const ISOLATED = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
 const TYPES = {
   ".js": "text/javascript",
   ".mjs": "text/javascript",
@@ -38,8 +40,11 @@ try {
 }
 </script>`;
 
-/** A throwaway static server: `page` at /, the trainer's web build and sources, DIR's files under /cases/. */
-export function serve(dir, page = PAGE) {
+/**
+ * A throwaway static server: `page` at /, the trainer's web builds and sources, DIR's files under
+ * /cases/, and `scripts` ({"/path.js": source}) as JavaScript.
+ */
+export function serve(dir, page = PAGE, scripts = {}) {
   return createServer(async (req, res) => {
     const path = decodeURIComponent(new URL(req.url, "http://x").pathname);
     try {
@@ -49,7 +54,10 @@ export function serve(dir, page = PAGE) {
         await writeFile(join(dir, `${path.slice(5).replaceAll("/", "_")}.webgpu.safetensors`), Buffer.concat(chunks));
         return res.writeHead(204).end();
       }
-      if (path === "/") return res.writeHead(200, { "content-type": "text/html" }).end(page);
+      if (path === "/") return res.writeHead(200, { ...ISOLATED, "content-type": "text/html" }).end(page);
+      if (Object.hasOwn(scripts, path)) {
+        return res.writeHead(200, { ...ISOLATED, "content-type": "text/javascript" }).end(scripts[path]);
+      }
       const rel = normalize(path.slice(1));
       const file = rel.startsWith("cases/")
         ? join(dir, rel.slice(6))
@@ -58,7 +66,7 @@ export function serve(dir, page = PAGE) {
           : null;
       if (!file || rel.includes("..")) return res.writeHead(404).end();
       res
-        .writeHead(200, { "content-type": TYPES[extname(file)] ?? "application/octet-stream" })
+        .writeHead(200, { ...ISOLATED, "content-type": TYPES[extname(file)] ?? "application/octet-stream" })
         .end(await readFile(file));
     } catch (e) {
       res.writeHead(500).end(String(e));

@@ -8,6 +8,8 @@ const $ = (id) => document.getElementById(id);
 // The coordinator that served this page names where to connect (/api/join): a gateway, or its own /ws.
 const coordinatorUrl = location.origin;
 const token = takeToken();
+// `?threads=N` caps the CPU trainer's threads (1: one thread); unset, it takes the machine's cores.
+const threads = Number.parseInt(new URL(location.href).searchParams.get("threads") ?? "", 10) || null;
 const lossChart = lineChart($("loss-chart"), ["step", "loss"]);
 const accuracyChart = lineChart($("accuracy-chart"), ["round", "accuracy", "loss"], { height: 260 });
 const lossHistory = [[], []];
@@ -39,6 +41,7 @@ function onEvent(e) {
     case "backend":
       window.pollen.backend = e.backend;
       window.pollen.backendReason = e.reason;
+      window.pollen.threads = e.threads ?? null;
       $("backend").textContent = e.backend === "webgpu" ? "WebGPU" : `CPU (WebAssembly SIMD) — ${e.reason}`;
       break;
     case "connected":
@@ -118,7 +121,7 @@ async function start(cpuBecause = null) {
   worker.onmessage = ({ data }) => onEvent(data);
   identity ??= await claimIdentity();
   const { clientId = null, secret = null } = identity ?? {};
-  worker.postMessage({ type: "start", url: coordinatorUrl, token, clientId, secret, userData, cpuBecause });
+  worker.postMessage({ type: "start", url: coordinatorUrl, token, clientId, secret, userData, cpuBecause, threads });
   $("leave").hidden = false;
   $("rejoin").hidden = true;
   setConnection("connecting", "connecting…");

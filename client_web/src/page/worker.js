@@ -2,7 +2,9 @@
 // blocks the page. It reports every client event to the page with postMessage.
 
 import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
+import initThreaded, * as threaded from "../../../client_wasm/pkg/web-threads/pollen_trainer.js";
 import { runClient } from "../client.js";
+import { poolSize, startPool, whyNoThreads } from "../cpu-pool.js";
 import { readSafetensors } from "../protocol/safetensors.js";
 import { watchTrainer } from "../trainer-guard.js";
 import { pageJobs } from "./jobs.js";
@@ -36,6 +38,23 @@ async function pickBackend(cpuBecause) {
   return choice;
 }
 
+/**
+ * The Trainer class for CPU jobs: the threaded build with its pool when this worker can run one
+ * (`threads` of them; 1 keeps the single-threaded build), else the single-threaded build, with
+ * the reason.
+ */
+async function cpuTrainer(threads) {
+  const why = threads === 1 ? "one thread asked for" : whyNoThreads(self);
+  if (why) return { CpuTrainer: Trainer, threads: 1, why };
+  try {
+    await initThreaded({ module_or_path: new URL("pollen_trainer_threads_bg.wasm", self.location.href) });
+    await startPool(threaded, threads, new URL("pool-thread.js", self.location.href));
+    return { CpuTrainer: threaded.Trainer, threads: threaded.cpuThreads(), why: null };
+  } catch (e) {
+    return { CpuTrainer: Trainer, threads: 1, why: String(e?.message ?? e) };
+  }
+}
+
 async function demoShard(welcome) {
   const response = await fetch(`/api/demo-shard?node_id=${welcome.node_id}`);
   if (!response.ok) throw new Error(`demo data: HTTP ${response.status}`);
@@ -47,9 +66,16 @@ async function demoShard(welcome) {
   };
 }
 
-async function start({ url, token, clientId, secret, userData, cpuBecause }) {
+async function start({ url, token, clientId, secret, userData, cpuBecause, threads }) {
   await init({ module_or_path: new URL("pollen_trainer_bg.wasm", self.location.href) });
   const choice = await pickBackend(cpuBecause);
+  let create = async (spec) => Trainer.create(JSON.stringify(spec), choice.backend);
+  if (choice.backend === "cpu") {
+    const cpu = await cpuTrainer(threads ?? poolSize());
+    choice.threads = cpu.threads;
+    choice.reason += cpu.why ? `; one thread: ${cpu.why}` : `; ${cpu.threads} threads`;
+    create = async (spec) => cpu.CpuTrainer.create(JSON.stringify(spec), "cpu");
+  }
   post({ type: "backend", ...choice });
   abort = new AbortController();
   const code = await runClient({
@@ -60,7 +86,7 @@ async function start({ url, token, clientId, secret, userData, cpuBecause }) {
     WebSocket: self.WebSocket,
     backend: choice.wire,
     agent: `pollen-web ${navigator.userAgent.match(/(Firefox|Edg|Chrome|Safari)\/[\d.]+/)?.[0] ?? "browser"}`,
-    createTrainer: async (spec) => trainers.guard(await Trainer.create(JSON.stringify(spec), choice.backend)),
+    createTrainer: async (spec) => trainers.guard(await create(spec)),
     data: async (welcome, need) => {
       // A run with a data schema trains on what the participant picks: the demo digits would not fit it.
       if (!userData && need.schema) throw new Error("this run trains on your own data: pick a file below");

@@ -1,0 +1,54 @@
+// The threaded trainer build's CPU pool in a browser (client_wasm/src/threads.rs): Web Workers
+// that share the trainer's memory. It needs SharedArrayBuffer, which browsers give only to
+// cross-origin isolated pages (COOP and COEP headers, which the coordinator sends), and a
+// trainer that runs in a worker itself, since its thread waits for the pool.
+
+/** Why this context cannot run the pool, or null when it can. */
+export function whyNoThreads(scope = globalThis) {
+  if (typeof scope.SharedArrayBuffer !== "function") return "SharedArrayBuffer is unavailable";
+  if (scope.crossOriginIsolated === false) return "the page is not cross-origin isolated";
+  if (typeof scope.WorkerGlobalScope !== "function" || !(scope instanceof scope.WorkerGlobalScope)) {
+    return "the trainer does not run in a worker";
+  }
+  return null;
+}
+
+/** How many threads to use: the browser's cores, at most `cap` (beyond, small models gain nothing). */
+export function poolSize(cores = globalThis.navigator?.hardwareConcurrency, cap = 8) {
+  return Math.max(1, Math.min(cap, Number.isInteger(cores) ? cores : 1));
+}
+
+/**
+ * Start `threads` workers running `threadScript` (a URL of pool-thread.js) on the initialised
+ * threaded build `pkg`, each instantiating its module on its shared memory; resolves once every
+ * worker is ready and the pool is built, rejects if a worker fails to start or none answers
+ * within `timeoutMs`.
+ */
+export async function startPool(pkg, threads, threadScript, timeoutMs = 30_000) {
+  const pool = new pkg.ThreadPool(threads);
+  const [module, memory] = [pkg.sharedModule(), pkg.sharedMemory()];
+  const workers = [];
+  const ready = Array.from({ length: threads }, () => {
+    const worker = new Worker(threadScript, { type: "module" });
+    workers.push(worker);
+    return new Promise((resolve, reject) => {
+      worker.onmessage = resolve;
+      worker.onerror = (e) => reject(new Error(`a trainer thread did not start: ${e.message ?? e}`));
+      worker.postMessage({ module, memory, token: pool.handOut() });
+    });
+  });
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`the trainer's threads did not start in ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    await Promise.race([Promise.all(ready), late]);
+  } catch (e) {
+    for (const w of workers) w.terminate();
+    throw e;
+  } finally {
+    clearTimeout(timer);
+  }
+  pool.start();
+  return workers;
+}

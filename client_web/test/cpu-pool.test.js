@@ -1,0 +1,80 @@
+// The CPU pool's preconditions and size (src/cpu-pool.js), and the threaded build under Node:
+// its pool starts, and training on it gives the single-threaded build's weights.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { loadThreadedTrainerModule, loadTrainerModule, threadCount } from "../bin/trainer.mjs";
+import { poolSize, whyNoThreads } from "../src/cpu-pool.js";
+import { readSafetensors, writeSafetensors } from "../src/protocol/safetensors.js";
+
+class WorkerGlobalScope {}
+const worker = (extra) => Object.assign(Object.create(WorkerGlobalScope.prototype), { WorkerGlobalScope }, extra);
+
+test("threads need shared memory, cross-origin isolation and a worker, and say which is missing", () => {
+  const ok = { SharedArrayBuffer, crossOriginIsolated: true };
+  assert.equal(whyNoThreads(worker(ok)), null);
+  assert.equal(whyNoThreads(worker({ crossOriginIsolated: true })), "SharedArrayBuffer is unavailable");
+  assert.equal(whyNoThreads(worker({ ...ok, crossOriginIsolated: false })), "the page is not cross-origin isolated");
+  assert.equal(whyNoThreads({ ...ok, WorkerGlobalScope }), "the trainer does not run in a worker");
+  assert.equal(whyNoThreads(ok), "the trainer does not run in a worker");
+});
+
+test("the pool takes the machine's cores, at least one and at most the cap", () => {
+  assert.deepEqual([poolSize(4), poolSize(32), poolSize(0), poolSize(undefined), poolSize(3, 2)], [4, 8, 1, 1, 2]);
+  assert.equal(threadCount("3"), 3);
+  assert.ok(threadCount("auto") >= 1 && threadCount(undefined) === threadCount("auto"));
+  for (const bad of ["0", "-1", "1.5", "many"]) assert.throws(() => threadCount(bad), /positive integer or auto/);
+});
+
+const SPEC = JSON.stringify({
+  name: "tiny-cnn",
+  input_shape: [1, 12, 12],
+  num_classes: 3,
+  layers: [
+    { type: "conv2d", in_channels: 1, out_channels: 8, kernel_size: 3 },
+    { type: "relu" },
+    { type: "maxpool2d", kernel_size: 2 },
+    { type: "flatten" },
+    { type: "linear", in_features: 200, out_features: 3 },
+  ],
+});
+
+const WEIGHTS = writeSafetensors(
+  new Map(
+    [
+      ["layers.0.weight", [8, 1, 3, 3]],
+      ["layers.0.bias", [8]],
+      ["layers.4.weight", [3, 200]],
+      ["layers.4.bias", [3]],
+    ].map(([name, shape]) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      return [name, { shape, data: Float32Array.from({ length: n }, (_, i) => Math.cos(i * 1.7) / 4) }];
+    }),
+  ),
+);
+
+async function delta(Trainer) {
+  const trainer = new Trainer(SPEC, "cpu");
+  trainer.loadWeights(WEIGHTS);
+  const n = 64;
+  const x = Float32Array.from({ length: n * 144 }, (_, i) => Math.sin(i * 0.37));
+  const y = Int32Array.from({ length: n }, (_, i) => i % 3);
+  await trainer.train(x, y, { epochs: 2, batchSize: 16, lr: 0.05, shuffle: false });
+  const tensors = readSafetensors((await trainer.delta(undefined, undefined)).delta);
+  return Float32Array.from([...tensors.values()].flatMap((t) => [...t.data]));
+}
+
+test("the threaded build trains on its pool to the single-threaded build's weights", async () => {
+  const threaded = await loadThreadedTrainerModule(2);
+  assert.equal(threaded.cpuThreads(), 2);
+  await assert.rejects(loadThreadedTrainerModule(3), /already has 2 threads/);
+  const [one, two] = [await delta(loadTrainerModule().Trainer), await delta(threaded.Trainer)];
+  assert.equal(one.length, two.length);
+  let worst = 0;
+  for (let i = 0; i < one.length; i++) worst = Math.max(worst, Math.abs(one[i] - two[i]));
+  assert.ok(worst < 1e-5, `largest difference ${worst}`);
+  assert.ok(
+    one.some((v) => v !== 0),
+    "training moved the weights",
+  );
+});
