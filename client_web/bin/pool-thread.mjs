@@ -5,7 +5,7 @@ import { createRequire } from "node:module";
 import { setFlagsFromString } from "node:v8";
 import { parentPort, workerData } from "node:worker_threads";
 
-setFlagsFromString("--no-liftoff"); // see trainer.mjs
+setFlagsFromString("--no-liftoff"); // as trainer.mjs does, and for its reasons
 const pkg = createRequire(import.meta.url)("../../client_wasm/pkg/node-threads/pollen_trainer.js");
 pkg.initSync({ module: workerData.module, memory: workerData.memory });
 parentPort.postMessage("ready");

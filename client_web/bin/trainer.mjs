@@ -9,7 +9,12 @@ import { decodeDataFile } from "../src/data-file.js";
 
 const require = createRequire(import.meta.url);
 
+// V8 first runs a wasm function as baseline (Liftoff) code and optimises it once hot; under
+// Node 20 much of a training job stayed baseline even after a warm-up epoch (mnist-mlp trained
+// 2-3x slower than optimised from the start), and V8 11 miscomputed a shared-memory module's
+// results in baseline code now and then. So the trainer is compiled optimised from the start.
 function load(build) {
+  setFlagsFromString("--no-liftoff");
   try {
     return require(`../../client_wasm/pkg/${build}/pollen_trainer.js`);
   } catch (e) {
@@ -43,9 +48,6 @@ export async function loadThreadedTrainerModule(threads) {
     if (threaded.threads !== threads) throw new Error(`the trainer's pool already has ${threaded.threads} threads`);
     return threaded.pkg;
   }
-  // V8 11 (Node 20) miscomputed a shared-memory module's results in its baseline (Liftoff) code
-  // now and then; optimised code is right, so this module is compiled optimised from the start.
-  setFlagsFromString("--no-liftoff");
   const pkg = load("node-threads");
   threaded = { threads, pkg };
   if (threads === 1) return pkg;
