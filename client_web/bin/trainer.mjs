@@ -49,8 +49,13 @@ export async function loadThreadedTrainerModule(threads) {
     return threaded.pkg;
   }
   const pkg = load("node-threads");
+  if (threads > 1) await startPool(pkg, threads);
   threaded = { threads, pkg };
-  if (threads === 1) return pkg;
+  return pkg;
+}
+
+/** `threads` worker threads on `pkg`'s memory, then rayon's pool over them (see src/threads.rs). */
+async function startPool(pkg, threads) {
   const pool = new pkg.ThreadPool(threads);
   const started = Array.from({ length: threads }, () => {
     const workerData = { module: pkg.sharedModule(), memory: pkg.sharedMemory(), token: pool.handOut() };
@@ -63,7 +68,6 @@ export async function loadThreadedTrainerModule(threads) {
   });
   await Promise.all(started);
   pool.start();
-  return pkg;
 }
 
 /** A data file: safetensors with `x` (float32 [N, ...]) and `y` (int64 or int32 [N]). */
