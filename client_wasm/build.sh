@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the trainer to WebAssembly, generate JS bindings for the web and for Node, optimise with wasm-opt.
 # Uses `rustup target add wasm32-unknown-unknown` where that works; otherwise Debian's
-# rustc-web with -Zbuild-std (the offline path). Outputs: client_wasm/pkg/{web,node} and
+# rustc-web with -Zbuild-std (the offline path). The threaded build always rebuilds std
+# (-Zbuild-std): with Debian's rustc-web where it is installed, else rustup's rust-src. Outputs: client_wasm/pkg/{web,node} and
 # pkg/{web,node}-threads. The first carries the CPU backend and Burn's WebGPU backend, and picks
 # at run time. POLLEN_WASM_FEATURES= (empty) builds it CPU-only: about 30 minutes less on two
 # cores the first time, and 0.6 MB gzip instead of 2.7 MB. The second is CPU-only, with atomics
@@ -24,6 +25,10 @@ if [ "$("$TOOLS/bin/wasm-bindgen" --version 2>/dev/null)" != "wasm-bindgen $WASM
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION" --root "$TOOLS"
 fi
 
+rustup_wasm() { rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; }
+# Debian's rustc-web, its std sources and wasm-ld (scripts/setup.sh installs them where rustup cannot serve).
+debian_wasm() { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-19 >/dev/null; }
+
 # build SUFFIX FEATURES EXTRA_TARGET_FEATURES [LINK_ARG...]: the trainer into pkg/web$SUFFIX and
 # pkg/node$SUFFIX. Link arguments go to the trainer's own link only (`cargo rustc`), not into
 # RUSTFLAGS, where any change would rebuild every dependency.
@@ -36,11 +41,11 @@ build() {
   # different rustc; sharing would rebuild everything each time.
   export CARGO_TARGET_DIR=$CACHE/cargo-target-wasm$suffix
   export RUSTFLAGS="-C target-feature=+simd128$extra --cfg getrandom_backend=\"wasm_js\""
-  # Threads need std itself rebuilt with atomics (-Zbuild-std, with rustup's rust-src).
-  local std=()
-  [ -n "$extra" ] && std=(-Zbuild-std=std,panic_abort)
-  if rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    RUSTC_BOOTSTRAP=1 cargo rustc --release --target wasm32-unknown-unknown --lib "${std[@]}" \
+  if [ -z "$extra" ] && rustup_wasm; then
+    cargo build --release --target wasm32-unknown-unknown --lib ${features:+--features "$features"}
+  elif [ -n "$extra" ] && ! debian_wasm && rustup_wasm; then
+    # Threads need std itself rebuilt with atomics: -Zbuild-std, from rustup's rust-src.
+    RUSTC_BOOTSTRAP=1 cargo rustc --release --target wasm32-unknown-unknown --lib -Zbuild-std=std,panic_abort \
       ${features:+--features "$features"} -- "${link[@]}"
   else
     RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_LINKER=wasm-ld-19 \

@@ -15,8 +15,15 @@ sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 need=()
 command -v npm >/dev/null || need+=(nodejs npm)
 # The wasm32 target: rustup where it can add targets, else Debian's rustc-web with std sources.
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
-   && ! rustup target add wasm32-unknown-unknown >/dev/null 2>&1; then
+# The threaded trainer rebuilds std with atomics, so it needs std's sources too: rustup's
+# rust-src, or Debian's.
+rustup_wasm() {
+  { rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown \
+    || rustup target add wasm32-unknown-unknown >/dev/null 2>&1; } \
+  && { rustup component list --installed 2>/dev/null | grep -q '^rust-src' \
+    || rustup component add rust-src >/dev/null 2>&1; }
+}
+if ! rustup_wasm; then
   [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-19 >/dev/null \
     || need+=(rustc-web cargo-web rust-web-src lld-19)
 fi
