@@ -28,7 +28,6 @@ AUGMENT_STREAM = 0x9E3779B97F4A7C15  # XORed into a job's seed for its augmentat
 class TrainConfig:
     local_epochs: int = 5
     batch_size: int | str = 10  # or "auto": the largest that fits memory_budget_mb (see `step_memory`)
-    memory_budget_mb: float | None = None
     lr: float = 0.05
     optimizer: str = "sgd"
     momentum: float = 0.0
@@ -48,6 +47,7 @@ class TrainConfig:
     augment_brightness: float = 0.0
     augment_contrast: float = 0.0
     augment_mixup: float = 0.0
+    memory_budget_mb: float | None = None  # for batch_size "auto"; None: the page's default budget
 
     @classmethod
     def from_wire(cls, config: Mapping[str, Any]) -> TrainConfig:
