@@ -71,7 +71,8 @@ async function start({ url, token, clientId, secret, userData, cpuBecause, threa
   const choice = await pickBackend(cpuBecause);
   let create = async (spec) => Trainer.create(JSON.stringify(spec), choice.backend);
   if (choice.backend === "cpu") {
-    const cpu = await cpuTrainer(threads ?? poolSize());
+    // `?threads=` comes from the page's address, which anyone can link to: capped like the default.
+    const cpu = await cpuTrainer(poolSize(threads ?? navigator.hardwareConcurrency));
     choice.threads = cpu.threads;
     choice.reason += cpu.why ? `; one thread: ${cpu.why}` : `; ${cpu.threads} threads`;
     create = async (spec) => cpu.CpuTrainer.create(JSON.stringify(spec), "cpu");
