@@ -47,12 +47,27 @@ def activation_len(spec: ModelSpec) -> int:
 
 def model_bytes(spec: ModelSpec) -> int:
     """The model's weights, its global copy and the conversions between them."""
-    return 4 * spec.num_parameters() * 3
+    return _model_bytes(spec.num_parameters())
 
 
 def training_bytes(spec: ModelSpec, batch: int, slots: int) -> int:
     """One training step at `batch` examples (see the module's docstring)."""
-    return 4 * spec.num_parameters() * (4 + slots) + 4 * activation_len(spec) * batch * 3
+    return _step_bytes(spec.num_parameters(), slots) + _example_bytes(activation_len(spec)) * batch
+
+
+# By counts, so that a search over batch sizes walks the model's graph once.
+def _model_bytes(params: int) -> int:
+    return 4 * params * 3
+
+
+def _step_bytes(params: int, slots: int) -> int:
+    """A step's cost whatever its batch: weights, gradients, optimizer state and their temporaries."""
+    return 4 * params * (4 + slots)
+
+
+def _example_bytes(activations: int) -> int:
+    """A step's cost per example: each activation, its gradient and a temporary."""
+    return 4 * activations * 3
 
 
 def budget_bytes(memory_budget_mb: float) -> int:
@@ -67,8 +82,9 @@ def largest_batch(spec: ModelSpec, slots: int, budget: int, examples: int) -> in
 
     Raises ValueError, naming the need, when not even one example fits.
     """
-    fixed = model_bytes(spec) + 4 * spec.num_parameters() * (4 + slots)
-    per_example = 4 * activation_len(spec) * 3
+    params = spec.num_parameters()
+    fixed = _model_bytes(params) + _step_bytes(params, slots)
+    per_example = _example_bytes(activation_len(spec))
 
     def fits(b: int) -> bool:
         return fixed + per_example * min(b, examples) <= budget
