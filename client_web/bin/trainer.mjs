@@ -13,8 +13,10 @@ const require = createRequire(import.meta.url);
 // Node 20 much of a training job stayed baseline even after a warm-up epoch (mnist-mlp trained
 // 2-3x slower than optimised from the start), and V8 11 miscomputed a shared-memory module's
 // results in baseline code now and then. So the trainer is compiled optimised from the start.
+// The flag is process-wide, and read when a module is compiled: set once, before any load.
+setFlagsFromString("--no-liftoff");
+
 function load(build) {
-  setFlagsFromString("--no-liftoff");
   try {
     return require(`../../client_wasm/pkg/${build}/pollen_trainer.js`);
   } catch (e) {
