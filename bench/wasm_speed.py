@@ -100,9 +100,9 @@ def write_job(model: str, x: np.ndarray, y: np.ndarray, tmp: Path) -> None:
     save_file({"x": x, "y": y}, str(tmp / "d.safetensors"))
 
 
-def wasm_speed(model: str, x: np.ndarray, y: np.ndarray, tmp: Path, batch: int, *options: str) -> float:
-    """Samples/s of one SGD epoch of the WASM trainer; `options` for train-once.mjs (`--runtime chromium`)."""
-    write_job(model, x, y, tmp)
+def wasm_speed(tmp: Path, batch: int, *options: str) -> float:
+    """Samples/s of one SGD epoch of the WASM trainer on tmp's job (`write_job`); `options` for
+    train-once.mjs (`--runtime chromium`)."""
     return float(train_once(tmp, batch, "--lr", "0.05", "--no-shuffle", *options)["samplesPerSecond"])
 
 
@@ -118,10 +118,12 @@ def main() -> None:
     n = os.cpu_count() or 1
     warm = () if args.cold else ("--warmup",)
     contenders = {
-        "wasm_1t": lambda *job: wasm_speed(*job, *warm),
-        "wasm_nt": lambda *job: wasm_speed(*job, *warm, "--threads", str(n)),
-        "wasm_chromium_1t": lambda *job: wasm_speed(*job, *warm, "--runtime", "chromium"),
-        "wasm_chromium_nt": lambda *job: wasm_speed(*job, *warm, "--runtime", "chromium", "--threads", str(n)),
+        "wasm_1t": lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *warm),
+        "wasm_nt": lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *warm, "--threads", str(n)),
+        "wasm_chromium_1t": lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *warm, "--runtime", "chromium"),
+        "wasm_chromium_nt": lambda model, x, y, tmp, batch: wasm_speed(
+            tmp, batch, *warm, "--runtime", "chromium", "--threads", str(n)
+        ),
         "torch_1t": lambda model, x, y, tmp, batch: torch_speed(model, x, y, 1, batch, warmup=not args.cold),
         "torch_nt": lambda model, x, y, tmp, batch: torch_speed(model, x, y, n, batch, warmup=not args.cold),
     }
@@ -136,6 +138,7 @@ def main() -> None:
         tmp = Path(folder)
         for model, samples in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
             x, y = train.x[:samples], train.y[:samples]
+            write_job(model, x, y, tmp)
             for batch in args.batches:
                 best = dict.fromkeys(contenders, 0.0)
                 for _ in range(args.repeat):
