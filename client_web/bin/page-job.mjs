@@ -12,8 +12,8 @@ import { launchChromium } from "./chromium.mjs";
 // The job, as a module that runs in the page or, with threads, in a worker (a trainer thread
 // waits for its pool, which a page's main thread may not).
 const JOB = `import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
-import initThreaded, * as threaded from "/client_wasm/pkg/web-threads/pollen_trainer.js";
-import { startPool } from "/client_web/src/cpu-pool.js";
+import * as threaded from "/client_wasm/pkg/web-threads/pollen_trainer.js";
+import { threadedTrainer } from "/client_web/src/cpu-pool.js";
 import { decodeDataFile } from "/client_web/src/data-file.js";
 const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
 async function trainerClass(threads) {
@@ -21,9 +21,7 @@ async function trainerClass(threads) {
     await init();
     return Trainer;
   }
-  await initThreaded();
-  if (threads > 1) await startPool(threaded, threads, "/client_web/src/page/pool-thread.js");
-  return threaded.Trainer;
+  return threadedTrainer(threaded, threads, "/client_web/src/page/pool-thread.js");
 }
 export async function runJob({ backend, options, warmup, clip, threads }) {
   try {

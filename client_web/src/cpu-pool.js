@@ -19,6 +19,18 @@ export function poolSize(cores = globalThis.navigator?.hardwareConcurrency, cap 
 }
 
 /**
+ * The threaded build's Trainer class, ready for `threads` threads: `pkg` (the build's module,
+ * whose default export is its init) initialised with `initArg`, and its pool of workers running
+ * `threadScript` started when there is more than one thread; with one, the calling thread runs
+ * everything.
+ */
+export async function threadedTrainer(pkg, threads, threadScript, initArg) {
+  await pkg.default(initArg);
+  if (threads > 1) await startPool(pkg, threads, threadScript);
+  return pkg.Trainer;
+}
+
+/**
  * Start `threads` workers running `threadScript` (a URL of pool-thread.js) on the initialised
  * threaded build `pkg`, each instantiating its module on its shared memory; resolves once every
  * worker is ready and the pool is built, rejects if a worker fails to start or none answers

@@ -2,9 +2,9 @@
 // blocks the page. It reports every client event to the page with postMessage.
 
 import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
-import initThreaded, * as threaded from "../../../client_wasm/pkg/web-threads/pollen_trainer.js";
+import * as threaded from "../../../client_wasm/pkg/web-threads/pollen_trainer.js";
 import { runClient } from "../client.js";
-import { poolSize, startPool, whyNoThreads } from "../cpu-pool.js";
+import { poolSize, threadedTrainer, whyNoThreads } from "../cpu-pool.js";
 import { readSafetensors } from "../protocol/safetensors.js";
 import { watchTrainer } from "../trainer-guard.js";
 import { pageJobs } from "./jobs.js";
@@ -47,9 +47,9 @@ async function cpuTrainer(threads) {
   const why = threads === 1 ? "one thread asked for" : whyNoThreads(self);
   if (why) return { CpuTrainer: Trainer, threads: 1, why };
   try {
-    await initThreaded({ module_or_path: new URL("pollen_trainer_threads_bg.wasm", self.location.href) });
-    await startPool(threaded, threads, new URL("pool-thread.js", self.location.href));
-    return { CpuTrainer: threaded.Trainer, threads: threaded.cpuThreads(), why: null };
+    const wasm = { module_or_path: new URL("pollen_trainer_threads_bg.wasm", self.location.href) };
+    const CpuTrainer = await threadedTrainer(threaded, threads, new URL("pool-thread.js", self.location.href), wasm);
+    return { CpuTrainer, threads: threaded.cpuThreads(), why: null };
   } catch (e) {
     return { CpuTrainer: Trainer, threads: 1, why: String(e?.message ?? e) };
   }
