@@ -37,23 +37,28 @@ export function threadCount(value) {
   return n;
 }
 
-let threaded = null;
+let threaded = null; // {threads, ready}: the pool being started or started, shared by every caller
 
 /**
  * The threaded build (CPU only) with its pool of `threads` worker threads started; one pool per
- * process, so a second call with another count is refused. Worker threads do not keep the
- * process alive. For one thread no pool is started: the build then runs everything on the
- * calling thread, as fast as the single-threaded build.
+ * process, so a call with another count is refused, and calls made while the pool starts wait
+ * for that one start. A pool that failed to start is forgotten, so a later call tries again.
+ * Worker threads do not keep the process alive. For one thread no pool is started: the build
+ * then runs everything on the calling thread, as fast as the single-threaded build.
  */
 export async function loadThreadedTrainerModule(threads) {
   if (threaded) {
     if (threaded.threads !== threads) throw new Error(`the trainer's pool already has ${threaded.threads} threads`);
-    return threaded.pkg;
+    return threaded.ready;
   }
   const pkg = load("node-threads");
-  if (threads > 1) await startPool(pkg, threads);
-  threaded = { threads, pkg };
-  return pkg;
+  const ready = threads > 1 ? startPool(pkg, threads).then(() => pkg) : Promise.resolve(pkg);
+  const mine = { threads, ready };
+  threaded = mine;
+  ready.catch(() => {
+    if (threaded === mine) threaded = null;
+  });
+  return ready;
 }
 
 /** `threads` worker threads on `pkg`'s memory, then rayon's pool over them (see src/threads.rs). */

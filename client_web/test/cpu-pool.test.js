@@ -65,7 +65,9 @@ async function delta(Trainer) {
 }
 
 test("the threaded build trains on its pool to the single-threaded build's weights", async () => {
-  const threaded = await loadThreadedTrainerModule(2);
+  // Two callers at once (a job resumed as another starts) share the one pool rayon allows.
+  const [threaded, again] = await Promise.all([loadThreadedTrainerModule(2), loadThreadedTrainerModule(2)]);
+  assert.equal(again, threaded);
   assert.equal(threaded.cpuThreads(), 2);
   await assert.rejects(loadThreadedTrainerModule(3), /already has 2 threads/);
   const [one, two] = [await delta(loadTrainerModule().Trainer), await delta(threaded.Trainer)];
