@@ -30,6 +30,7 @@ class JsonLimits:
 
 
 HEADER_LIMITS = JsonLimits()
+CANONICAL_EXPONENT_FROM = 1e21  # RFC 8785 (as ECMAScript) writes numbers this large with an exponent
 
 
 def _parse_int(token: str) -> int:
@@ -43,6 +44,10 @@ def _parse_float(token: str) -> float:
     value = float(token)
     if not math.isfinite(value):
         raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"number {quote(token)} does not fit a finite double")
+    if MAX_SAFE_INTEGER < abs(value) < CANONICAL_EXPONENT_FROM:
+        # Every double this large is whole, and RFC 8785 writes it as an integer literal, which the
+        # integer bound refuses: accepted here, it could not be sent on (SPEC §1.1).
+        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"number {quote(token)} is a whole number outside ±(2^53 − 1)")
     return value
 
 

@@ -195,6 +195,13 @@ def limits() -> list[tuple[str, bytes, str]]:
         ("integer-400-digits-metric", result_with_metrics('{"train_loss":1' + "0" * 400 + "}"), "invalid_message"),
         ("integer-5000-digits", raw_frame('{"seq":1' + "0" * 5000 + ',"type":"heartbeat"}'), "invalid_message"),
         ("float-overflows-double", result_with_metrics('{"train_loss":1e400}'), "invalid_message"),
+        # 2^53 written as a fraction: the canonical form would write it back as an out-of-range integer.
+        (
+            "whole-number-above-2^53-as-fraction",
+            result_with_metrics('{"train_loss":9007199254740992.0}'),
+            "invalid_message",
+        ),
+        ("whole-number-below-1e21-as-exponent", result_with_metrics('{"train_loss":-1e20}'), "invalid_message"),
         ("nan-token", result_with_metrics('{"train_loss":NaN}'), "bad_frame"),
         ("infinity-token", result_with_metrics('{"train_loss":-Infinity}'), "bad_frame"),
         ("metric-above-1e30", result_with_metrics('{"train_loss":1.7e308}'), "invalid_message"),

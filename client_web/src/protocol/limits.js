@@ -50,6 +50,11 @@ function checkShape(value, limits) {
       }
     } else if (typeof node === "number") {
       if (!Number.isFinite(node)) throw invalid("a number does not fit a finite double");
+      // Every double this large is whole, and the canonical form (RFC 8785, as JSON.stringify)
+      // writes it as an integer literal, which scanTokens refuses: it could not be sent on.
+      if (Math.abs(node) > Number.MAX_SAFE_INTEGER && Math.abs(node) < 1e21) {
+        throw invalid(`number ${node} is a whole number outside ±(2^53 − 1)`);
+      }
     } else if (Array.isArray(node)) {
       if (node.length > limits.maxArrayItems) {
         throw invalid(`an array of ${node.length} items exceeds ${limits.maxArrayItems}`);
