@@ -4,7 +4,9 @@ of random sizes (`random_graphs`: residual convs, transformers, concatenated bra
 
 Forward outputs within 1e-5; gradients within 1e-4 and one epoch of SGD without
 shuffling within 1e-4, both relative to max(1, |value|). The same cases run on the CPU
-backend under Node and on the WebGPU backend in headless Chromium (SwiftShader's adapter).
+backend under Node and on the WebGPU backend in headless Chromium (SwiftShader's adapter), where
+each built-in model keeps its first few draws of each kind (`WEBGPU_DRAWS`): a later draw runs the
+same kernels on other random numbers, and SwiftShader took 6.5 minutes for all of them.
 Dropout masks cannot match across frameworks, so gradient and training cases set every
 dropout to 0; forward cases (inference mode) keep the spec whole.
 """
@@ -31,6 +33,7 @@ from tests.random_graphs import random_graphs
 ROOT = Path(__file__).resolve().parents[1]
 PARITY = ROOT / "client_web" / "parity" / "parity.mjs"
 FORWARD, GRADIENTS, TRAIN = 10, 10, 5
+WEBGPU_DRAWS = {"forward": 3, "gradients": 3, "train": 2}  # of a built-in model's cases, on WebGPU
 
 
 GRAPHS = json.loads((ROOT / "protocol" / "vectors" / "graph-specs.json").read_text())["valid"]
@@ -196,9 +199,23 @@ def results(cases: tuple[Path, list[tuple[Case, Tensors]]]) -> list[tuple[Case, 
     return run_cases(cases, "cpu")
 
 
+def on_webgpu(case: Case) -> bool:
+    """Every case but a built-in model's draws past `WEBGPU_DRAWS` (see the module's docstring)."""
+    name, kind, draw = case["id"].rsplit("-", 2)
+    return name not in BUILTIN_MODELS or int(draw) < WEBGPU_DRAWS[kind]
+
+
 @pytest.fixture(scope="module")
 def webgpu_results(cases: tuple[Path, list[tuple[Case, Tensors]]]) -> list[tuple[Case, Tensors, Tensors]]:
-    return run_cases(cases, "webgpu")
+    tmp, pairs = cases
+    kept = [(c, r) for c, r in pairs if on_webgpu(c)]
+    folder = tmp / "webgpu"
+    folder.mkdir()
+    for case, _ in kept:
+        for name in (case["weights"], case["data"]):
+            (folder / name).hardlink_to(tmp / name)
+    (folder / "cases.json").write_text(json.dumps([c for c, _ in kept]))
+    return run_cases((folder, kept), "webgpu")
 
 
 def test_there_are_at_least_100_cases_over_every_model_and_graph(results: list[Any]) -> None:
