@@ -1,7 +1,10 @@
 """Gateways on a Ray cluster (`--ray-address`): they outlive a coordinator that dies, and keep their clients.
 
-The cluster is a `ray start --head` of its own on this machine, offering the `pollen_gateway`
-resource as a gateway node would; the coordinator joins it as any driver does.
+The cluster is two Ray nodes on this machine, as two machines would be: a head (`ray start --head`,
+at 127.0.0.1), which the coordinator joins as any driver does, and a gateway node (`ray start
+--address`, at 127.0.0.2) offering the `pollen_gateway` resource. Each node has its own raylet and
+object store, so the weights cross from one node's store to the other's, and the gateway serves at
+its own node's address, which /api/join hands to clients.
 """
 
 from __future__ import annotations
@@ -31,15 +34,19 @@ class RayCluster:
 
 @pytest.fixture
 def ray_cluster(tmp_path: Path) -> Iterator[RayCluster]:
-    """A one-node Ray cluster with token auth."""
+    """A two-node Ray cluster with token auth: the head, and a gateway node at 127.0.0.2."""
     port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     env["RAY_USAGE_STATS_ENABLED"] = "0"
     temp = Path("/tmp") / f"pollen-ray-{port}"  # a Unix socket path must stay short
-    start = [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", '--resources={"pollen_gateway": 1}']
-    start += ["--include-dashboard=false", "--object-store-memory=200000000", f"--temp-dir={temp}"]
-    subprocess.run(start, env=env, check=True, capture_output=True, timeout=120)
+    store = "--object-store-memory=100000000"
+    head = [RAY, "start", "--head", f"--port={port}", "--num-cpus=1", "--node-ip-address=127.0.0.1", store]
+    head += ["--include-dashboard=false", f"--temp-dir={temp}"]
+    gateway_node = [RAY, "start", f"--address=127.0.0.1:{port}", "--num-cpus=0", "--node-ip-address=127.0.0.2"]
+    gateway_node += ['--resources={"pollen_gateway": 1}', store]
+    subprocess.run(head, env=env, check=True, capture_output=True, timeout=120)
     try:
+        subprocess.run(gateway_node, env=env, check=True, capture_output=True, timeout=120)
         yield RayCluster(f"127.0.0.1:{port}", env)
     finally:
         subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
@@ -58,8 +65,10 @@ def test_kill9_of_the_coordinator_leaves_its_gateway_and_clients_up_and_the_run_
     serve = ["serve", "--db", db, "--rounds", str(ROUNDS), "--min-clients", str(CLIENTS)]
     serve += ["--local-epochs", "1", "--heartbeat-seconds", "2", "--join-token", "tok"]
     serve += ["--gateways", "1", "--ray-address", ray_cluster.address]
-    serve += ["--gateway-port", str(free_port()), "--host", "127.0.0.1"]
+    serve += ["--gateway-port", str(free_port()), "--host", "0.0.0.0"]  # each on its node's own address
     kill_and_resume(db, tmp_path, serve=serve, env=ray_cluster.env, follow_join=True)
+    # Both coordinators found the gateway on the other node, and the clients reached it there.
+    assert (tmp_path / "coordinator.log").read_text().count("gateways: ws://127.0.0.2:") == 2
     for i in range(CLIENTS):
         joined = (tmp_path / f"client{i}.log").read_text().count("joined as node")
         assert joined == 1, f"client {i} joined {joined} times: its gateway should have kept it"
