@@ -128,6 +128,10 @@ def simulate(
         typer.Option(help="Clients: python (torch), wasm (the Burn trainer under Node), browser (headless Chromium)."),
     ] = "python",
     webgpu: Annotated[bool, typer.Option(help="Browsers: give Chromium the SwiftShader WebGPU adapter.")] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="WASM and browsers: each client's CPU threads. Unset: the cores shared among the clients."),
+    ] = None,
     data: Annotated[Path | None, typer.Option(help=DATA_HELP + " Client i trains on shard i of N.")] = None,
     partition: Annotated[str, typer.Option(help=PARTITION_HELP)] = "iid",
     data_seed: Annotated[int, typer.Option(help="Seed of the data partition.")] = 0,
@@ -148,7 +152,7 @@ def simulate(
             {**settings.to_dict(), "db": f"sqlite:///{tempfile.mkdtemp(prefix='pollen-')}/pollen.db"}
         )
     pop = Population(clients, backend, partition, data_seed, poisoned, poison_scale, dropouts, dropout_round, webgpu,
-                     data=data, holdout=holdout)  # fmt: skip
+                     data=data, holdout=holdout, threads=threads)  # fmt: skip
     try:
         result = run(settings, pop, json_out, console, gateway_pool(settings))
     except ValueError as exc:  # the data or the settings, refused before any client starts

@@ -40,6 +40,7 @@ class Population:
     screenshots: Path | None = None  # browsers: save each page's screenshot here when it stops
     data: Path | None = None  # the clients' data (client i trains on shard i); None: the MNIST demo digits
     holdout: float = 0.1  # with `data`: what each client keeps out of training for federated evaluation
+    threads: int | None = None  # wasm and browsers: each one's CPU trainer threads; None: see `threads_each`
 
 
 WEB_BIN = Path(__file__).resolve().parents[1] / "client_web" / "bin"
@@ -54,6 +55,17 @@ class RunData:
 
     spec: ModelSpec
     schema: DataSchema | None
+
+
+def threads_each(pop: Population) -> int | None:
+    """Each client's CPU threads: `pop.threads`, else its share of this machine's cores (at least one),
+    since the clients all train at once here and more threads than cores would only take turns. None
+    for a lone client: it takes its own default (a page, all the cores; join.mjs, one thread)."""
+    if pop.threads is not None:
+        if pop.threads < 1:
+            raise ValueError(f"--threads must be at least 1, got {pop.threads}")
+        return pop.threads
+    return None if pop.clients == 1 else max(1, (os.cpu_count() or 1) // pop.clients)
 
 
 def client_commands(
@@ -82,6 +94,7 @@ def client_commands(
         cmd = ["node", str(WEB_BIN / "browsers.mjs"), base, "--clients", str(pop.clients)]
         cmd += ["--token", settings.join_token] if settings.join_token else []
         cmd += ["--webgpu"] if pop.webgpu else []
+        cmd += ["--threads", str(threads)] if (threads := threads_each(pop)) is not None else []
         cmd += ["--data-dir", str(workdir / "pages")] if pop.data is not None else []
         return [cmd + (["--screenshots", str(pop.screenshots)] if pop.screenshots else [])]
     prepared = [split[0].take(idx) for idx in split[1]] if split is not None and pop.backend == "wasm" else None
@@ -102,6 +115,8 @@ def client_command(
             assert prepared is not None, "client_commands prepared them"
             write_dataset(data, prepared[index])
         cmd = ["node", str(WEB_BIN / "join.mjs"), url, "--data", str(data), "--quiet", "--give-up-after", "60"]
+        threads = threads_each(pop)  # join.mjs's own default is the single-threaded build
+        cmd += ["--threads", str(threads)] if threads is not None and threads > 1 else []
         return cmd + (["--token", settings.join_token] if settings.join_token else [])
     if pop.backend != "python":
         raise ValueError(f"unknown backend {pop.backend!r}: one of {', '.join(BACKENDS)}")

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Headless Chromium pages joining a coordinator, for `pollen simulate --backend browser` and tests:
 //   node client_web/bin/browsers.mjs http://127.0.0.1:8080 --clients 3 [--token T] [--webgpu] [--screenshots DIR]
+//     [--threads N]  (each page's CPU trainer threads, its ?threads=; unset, the page's default: all cores)
 //     [--data-dir DIR]  (page i picks DIR/client-i.csv, or the pictures in DIR/client-i/, in its "your own
 //     data" picker, as a participant would)
 //     [--reload-mid-job]  (page 1 reloads once, after its first training checkpoint, and resumes the job)
@@ -24,6 +25,7 @@ const { values: a, positionals } = parseArgs({
     "data-dir": { type: "string" },
     "reload-mid-job": { type: "boolean" },
     "lose-gpu-mid-job": { type: "boolean" },
+    threads: { type: "string" },
   },
   allowPositionals: true,
 });
@@ -61,7 +63,10 @@ try {
       const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
       const page = await context.newPage();
       page.on("pageerror", (e) => console.error(`page ${i + 1}: ${e.message}`));
-      await page.goto(`${base}/${a.token ? `?token=${encodeURIComponent(a.token)}` : ""}`);
+      const query = new URLSearchParams();
+      if (a.token) query.set("token", a.token);
+      if (a.threads) query.set("threads", a.threads);
+      await page.goto(`${base}/${query.size ? `?${query}` : ""}`);
       if (a["data-dir"]) {
         await page.waitForFunction(() => window.pollen !== undefined, null, { timeout: 60000 });
         await page.setInputFiles("#files", ownFiles(join(a["data-dir"], `client-${i + 1}`)));
