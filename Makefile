@@ -10,7 +10,7 @@ serve: setup
 test: setup lint
 	cd client_web && npm test
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --lib --tests
-	.venv/bin/pytest -ra
+	.venv/bin/pytest -ra --durations=25
 
 lint:
 	.venv/bin/ruff format --check .
