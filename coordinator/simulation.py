@@ -75,6 +75,8 @@ def client_commands(
 
     With `pop.data`, the data is prepared and split here once first, so a file the clients could not use is
     refused (naming the row or sample) before any client starts."""
+    if pop.threads is not None and pop.backend == "python":
+        raise ValueError("--threads is for wasm and browser clients; Python clients train on one torch thread each")
     split: tuple[Dataset, list[np.ndarray]] | None = None
     if pop.data is not None:
         if run is None:

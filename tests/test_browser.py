@@ -74,6 +74,8 @@ def test_simulated_pages_share_the_machine_s_cores() -> None:
         threads_each(Population(3, backend="browser", threads=0))
     [cmd] = client_commands("ws://h:1/ws", Population(4 * cores, backend="browser"), Settings(port=0), Path("."))
     assert cmd[cmd.index("--threads") + 1] == "1"
+    with pytest.raises(ValueError, match="wasm and browser"):
+        client_commands("ws://h:1/ws", Population(2, threads=2), Settings(port=0), Path("."))
 
 
 def test_page_with_a_webgpu_adapter_trains_on_webgpu(tmp_path: Path) -> None:
