@@ -44,8 +44,10 @@ def test_mlp_dirichlet_reaches_88_percent_within_30_rounds(tmp_path: Path) -> No
     assert best(result) >= 0.88, result["rounds"]
 
 
-def test_cnn_reaches_96_percent_within_10_rounds(tmp_path: Path) -> None:
-    result = run(tmp_path, model="mnist-cnn", rounds=10)
+def test_cnn_reaches_96_percent_within_4_rounds_inside_the_goal_of_10(tmp_path: Path) -> None:
+    # A 10-round run here gave 0.941, 0.9615, 0.9675, 0.9705, then 0.971 to 0.9765; at 40 s a round on CI,
+    # the last six rounds cost 4 minutes and showed nothing more.
+    result = run(tmp_path, model="mnist-cnn", rounds=4)
     assert best(result) >= 0.96, result["rounds"]
 
 
