@@ -25,6 +25,7 @@ import os
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -106,6 +107,11 @@ def wasm_speed(tmp: Path, batch: int, *options: str) -> float:
     return float(train_once(tmp, batch, "--lr", "0.05", "--no-shuffle", *options)["samplesPerSecond"])
 
 
+def wasm(*options: str) -> Callable[[str, np.ndarray, np.ndarray, Path, int], float]:
+    """A contender for `main`: `wasm_speed` with these train-once.mjs options."""
+    return lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *options)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples-mlp", type=int, default=4000)
@@ -118,12 +124,10 @@ def main() -> None:
     n = os.cpu_count() or 1
     warm = () if args.cold else ("--warmup",)
     contenders = {
-        "wasm_1t": lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *warm),
-        "wasm_nt": lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *warm, "--threads", str(n)),
-        "wasm_chromium_1t": lambda model, x, y, tmp, batch: wasm_speed(tmp, batch, *warm, "--runtime", "chromium"),
-        "wasm_chromium_nt": lambda model, x, y, tmp, batch: wasm_speed(
-            tmp, batch, *warm, "--runtime", "chromium", "--threads", str(n)
-        ),
+        "wasm_1t": wasm(*warm),
+        "wasm_nt": wasm(*warm, "--threads", str(n)),
+        "wasm_chromium_1t": wasm(*warm, "--runtime", "chromium"),
+        "wasm_chromium_nt": wasm(*warm, "--runtime", "chromium", "--threads", str(n)),
         "torch_1t": lambda model, x, y, tmp, batch: torch_speed(model, x, y, 1, batch, warmup=not args.cold),
         "torch_nt": lambda model, x, y, tmp, batch: torch_speed(model, x, y, n, batch, warmup=not args.cold),
     }
