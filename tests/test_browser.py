@@ -207,3 +207,19 @@ def test_pages_train_on_a_csv_picked_in_their_file_picker(tmp_path: Path) -> Non
     assert all(s["rounds"] == [1, 2, 3] and s["ownData"]["rows"] >= 220 for s in states), states
     assert all("malignant: " in s["ownData"]["summary"] and "refused" not in s["ownData"]["summary"] for s in states)
     assert result["rounds"][-1]["accuracy"] > 0.9, result["rounds"]
+
+
+def test_a_page_whose_cpu_thread_dies_mid_job_resumes_the_job_on_one_thread(tmp_path: Path) -> None:
+    """A thread of the page's CPU pool panics after the job's first checkpoint (the module's fault
+    injection): the trainer's worker waits for it for good, so the thread tells the page, which
+    starts a fresh worker on one thread; it resumes the job from that checkpoint, and the round
+    counts the update, no failure."""
+    state, rounds = one_page_run(tmp_path, ["--model", "mnist-cnn"], ["--threads", "2", "--crash-cpu-thread-mid-job"])
+    print("page whose CPU thread died:", state)
+    assert "a fault injected on a pool thread" in state["trainerStopped"], state
+    assert state["backend"] == "cpu" and state["threads"] == 1, state
+    assert state["reason"].startswith("a CPU thread died mid-job: "), state
+    assert state["resumed"] == 1 and "job-resumed" in state["events"], state
+    assert state["rounds"] == [1, 2], state
+    assert [(r.round, r.clients, r.failures) for r in rounds] == [(1, 1, 0), (2, 1, 0)], rounds
+    assert [r.metrics["resumed"] for r in rounds] == [1, 0], rounds

@@ -86,6 +86,23 @@ pub fn run_pool_thread(token: usize) -> Result<(), JsError> {
     Ok(())
 }
 
+/// Fault injection, for tests of the hosts: panic on one of the pool's threads while the calling
+/// thread waits for it, as a bug in a parallel kernel would. In this `panic = "abort"` module
+/// that thread traps (after the panic hook has told its host) and the caller waits for good:
+/// the host must notice and replace the trainer (client_web's pool-thread scripts). Throws
+/// without a pool, where the panic would trap the calling thread instead.
+#[wasm_bindgen(js_name = crashPoolThread)]
+pub fn crash_pool_thread() -> Result<(), JsError> {
+    if rayon::current_thread_index().is_some() || rayon::current_num_threads() < 2 {
+        return Err(JsError::new(
+            "no pool to crash: call from outside a started pool of 2 or more",
+        ));
+    }
+    crate::fault::report_panics();
+    rayon::scope(|scope| scope.spawn(|_| panic!("a fault injected on a pool thread")));
+    Ok(())
+}
+
 /// This instance's compiled module, for the pool's workers to instantiate.
 #[wasm_bindgen(js_name = sharedModule)]
 pub fn shared_module() -> JsValue {

@@ -7,6 +7,8 @@
 //     [--reload-mid-job]  (page 1 reloads once, after its first training checkpoint, and resumes the job)
 //     [--lose-gpu-mid-job]  (with --webgpu: page 1's worker destroys its WebGPU device after the first
 //     training checkpoint, as a driver reset would; the page must go on on the CPU and resume the job)
+//     [--crash-cpu-thread-mid-job]  (page 1's worker has a thread of its CPU pool panic after the first
+//     training checkpoint; the page must go on on one thread and resume the job)
 // Uses the system Chromium (/usr/bin/chromium, or $POLLEN_CHROMIUM). Prints one JSON line per page
 // when it stops ({page, backend, rounds, events}); exits non-zero if a page failed.
 import { existsSync, readdirSync } from "node:fs";
@@ -25,6 +27,7 @@ const { values: a, positionals } = parseArgs({
     "data-dir": { type: "string" },
     "reload-mid-job": { type: "boolean" },
     "lose-gpu-mid-job": { type: "boolean" },
+    "crash-cpu-thread-mid-job": { type: "boolean" },
     threads: { type: "string" },
   },
   allowPositionals: true,
@@ -90,6 +93,12 @@ try {
             return encoder.apply(this, args);
           };
         });
+      }
+      if (a["crash-cpu-thread-mid-job"] && i === 0) {
+        await page.waitForFunction(() => window.pollen?.checkpoints >= 1, null, { timeout: timeoutMs, polling: 100 });
+        // The trainer's own worker (its pool's threads are workers too); it blocks for good once the thread dies.
+        const worker = page.workers().find((w) => w.url().endsWith("/worker.js"));
+        await worker.evaluate(() => setTimeout(() => self.onmessage({ data: { type: "crash-cpu-thread" } })));
       }
       await page.waitForFunction(
         () => window.pollen?.events.includes("stopped") || window.pollen?.events.includes("fatal"),

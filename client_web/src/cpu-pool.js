@@ -22,21 +22,22 @@ export function poolSize(cores = globalThis.navigator?.hardwareConcurrency, cap 
  * The threaded build's Trainer class, ready for `threads` threads: `pkg` (the build's module,
  * whose default export is its init) initialised with `initArg`, and its pool of workers running
  * `threadScript` started when there is more than one thread; with one, the calling thread runs
- * everything.
+ * everything. `panics` names the BroadcastChannel on which a pool thread that dies says so (see
+ * page/pool-thread.js).
  */
-export async function threadedTrainer(pkg, threads, threadScript, initArg) {
+export async function threadedTrainer(pkg, threads, threadScript, initArg, panics = null) {
   await pkg.default(initArg);
-  if (threads > 1) await startPool(pkg, threads, threadScript);
+  if (threads > 1) await startPool(pkg, threads, threadScript, panics);
   return pkg.Trainer;
 }
 
 /**
  * Start `threads` workers running `threadScript` (a URL of pool-thread.js) on the initialised
- * threaded build `pkg`, each instantiating its module on its shared memory; resolves once every
- * worker is ready and the pool is built, rejects if a worker fails to start or none answers
- * within `timeoutMs`.
+ * threaded build `pkg`, each instantiating its module on its shared memory and told the `panics`
+ * channel's name; resolves once every worker is ready and the pool is built, rejects if a worker
+ * fails to start or none answers within `timeoutMs`.
  */
-export async function startPool(pkg, threads, threadScript, timeoutMs = 30_000) {
+export async function startPool(pkg, threads, threadScript, panics = null, timeoutMs = 30_000) {
   const pool = new pkg.ThreadPool(threads);
   const [module, memory] = [pkg.sharedModule(), pkg.sharedMemory()];
   const workers = [];
@@ -46,7 +47,7 @@ export async function startPool(pkg, threads, threadScript, timeoutMs = 30_000) 
     return new Promise((resolve, reject) => {
       worker.onmessage = resolve;
       worker.onerror = (e) => reject(new Error(`a trainer thread did not start: ${e.message ?? e}`));
-      worker.postMessage({ module, memory, token: pool.handOut() });
+      worker.postMessage({ module, memory, token: pool.handOut(), panics });
     });
   });
   let timer;

@@ -1,6 +1,11 @@
 // The CPU pool's preconditions and size (src/cpu-pool.js), and the threaded build under Node:
 // its pool starts, and training on it gives the single-threaded build's weights.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { test } from "node:test";
 
 import { loadThreadedTrainerModule, loadTrainerModule, threadCount } from "../bin/trainer.mjs";
@@ -78,5 +83,51 @@ test("the threaded build trains on its pool to the single-threaded build's weigh
   assert.ok(
     one.some((v) => v !== 0),
     "training moved the weights",
+  );
+});
+
+/** Run `body` in a fresh Node process, with `pkg` the threaded build on `threads` threads: its exit. */
+async function inChild(threads, body) {
+  // A file, not `node -e`: the pool's workers inherit the process's flags, and --input-type refuses files.
+  const dir = mkdtempSync(join(tmpdir(), "pollen-pool-"));
+  const script = join(dir, "child.mjs");
+  const trainer = JSON.stringify(new URL("../bin/trainer.mjs", import.meta.url).href);
+  writeFileSync(
+    script,
+    `import { loadThreadedTrainerModule } from ${trainer};
+    const pkg = await loadThreadedTrainerModule(${threads});
+    ${body}`,
+  );
+  const child = spawn(process.execPath, [script], { stdio: ["ignore", "pipe", "pipe"] });
+  const out = { stdout: "", stderr: "" };
+  child.stdout.on("data", (d) => {
+    out.stdout += d;
+  });
+  child.stderr.on("data", (d) => {
+    out.stderr += d;
+  });
+  const timer = setTimeout(() => child.kill("SIGKILL"), 60_000); // a hang ends as SIGKILL
+  const [code, signal] = await once(child, "exit");
+  clearTimeout(timer);
+  rmSync(dir, { recursive: true });
+  return { code, signal, ...out };
+}
+
+test("a pool thread that dies ends the process with the reason, instead of leaving it waiting for good", async () => {
+  // The main thread waits inside the module for the dead thread: only that thread can end it.
+  const end = await inChild(2, `pkg.crashPoolThread(); console.log("the crash returned");`);
+  assert.equal(end.signal, "SIGTERM", JSON.stringify(end));
+  assert.equal(end.stdout, "");
+  assert.match(
+    end.stderr,
+    /a CPU thread of the trainer died, and the trainer with it: .*a fault injected on a pool thread/s,
+  );
+});
+
+test("without a pool the fault injection refuses, instead of trapping the calling thread", async () => {
+  const end = await inChild(1, `try { pkg.crashPoolThread(); } catch (e) { console.log(e.message); }`);
+  assert.deepEqual(
+    [end.code, end.stdout.trim()],
+    [0, "no pool to crash: call from outside a started pool of 2 or more"],
   );
 });

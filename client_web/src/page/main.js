@@ -14,6 +14,10 @@ const lossChart = lineChart($("loss-chart"), ["step", "loss"]);
 const accuracyChart = lineChart($("accuracy-chart"), ["round", "accuracy", "loss"], { height: 260 });
 const lossHistory = [[], []];
 let worker = null;
+// A thread of the trainer's CPU pool that dies cannot tell the worker, which waits for it for
+// good; it tells this page instead, on a channel of this tab's own (see pool-thread.js).
+const PANICS = `pollen-cpu-threads-${crypto.randomUUID()}`;
+new BroadcastChannel(PANICS).onmessage = ({ data }) => onEvent(data);
 let userData = null;
 let identity = null; // {clientId, secret}: the node this tab is, once known
 window.pollen = { events: [], backend: null, rounds: [] }; // read by tests and the curious
@@ -98,6 +102,12 @@ function onEvent(e) {
       $("phase").textContent = `the GPU failed (${e.reason}); going on on the CPU`;
       start(`the GPU failed mid-job: ${e.reason}`);
       break;
+    case "cpu-thread-died":
+      // The worker waits for the dead thread for good: a fresh one, on one thread, takes the job over.
+      window.pollen.trainerStopped = e.reason;
+      $("phase").textContent = `a CPU thread of the trainer died (${e.reason}); going on on one thread`;
+      start(`a CPU thread died mid-job: ${e.reason}`, 1);
+      break;
     case "task-failed":
     case "fatal":
       $("phase").textContent = `error: ${e.message}`;
@@ -114,14 +124,27 @@ function onEvent(e) {
   }
 }
 
-/** A fresh worker; `cpuBecause` (why) keeps it off WebGPU, which failed in the last one. */
-async function start(cpuBecause = null) {
+/**
+ * A fresh worker; `cpuBecause` (why) keeps it off WebGPU, which failed in the last one, and
+ * `cpuThreads` overrides the page's `?threads=`.
+ */
+async function start(cpuBecause = null, cpuThreads = threads) {
   worker?.terminate();
   worker = new Worker("worker.js", { type: "module" });
   worker.onmessage = ({ data }) => onEvent(data);
   identity ??= await claimIdentity();
   const { clientId = null, secret = null } = identity ?? {};
-  worker.postMessage({ type: "start", url: coordinatorUrl, token, clientId, secret, userData, cpuBecause, threads });
+  worker.postMessage({
+    type: "start",
+    url: coordinatorUrl,
+    token,
+    clientId,
+    secret,
+    userData,
+    cpuBecause,
+    threads: cpuThreads,
+    panics: PANICS,
+  });
   $("leave").hidden = false;
   $("rejoin").hidden = true;
   setConnection("connecting", "connecting…");

@@ -41,14 +41,20 @@ async function pickBackend(cpuBecause) {
 /**
  * The Trainer class for CPU jobs: the threaded build with its pool when this worker can run one
  * (`threads` of them; 1 keeps the single-threaded build), else the single-threaded build, with
- * the reason.
+ * the reason. A pool thread that dies says so on the page's `panics` channel.
  */
-async function cpuTrainer(threads) {
+async function cpuTrainer(threads, panics) {
   const why = threads === 1 ? "one thread asked for" : whyNoThreads(self);
   if (why) return { CpuTrainer: Trainer, threads: 1, why };
   try {
     const wasm = { module_or_path: new URL("pollen_trainer_threads_bg.wasm", self.location.href) };
-    const CpuTrainer = await threadedTrainer(threaded, threads, new URL("pool-thread.js", self.location.href), wasm);
+    const CpuTrainer = await threadedTrainer(
+      threaded,
+      threads,
+      new URL("pool-thread.js", self.location.href),
+      wasm,
+      panics,
+    );
     return { CpuTrainer, threads: threaded.cpuThreads(), why: null };
   } catch (e) {
     return { CpuTrainer: Trainer, threads: 1, why: String(e?.message ?? e) };
@@ -66,13 +72,13 @@ async function demoShard(welcome) {
   };
 }
 
-async function start({ url, token, clientId, secret, userData, cpuBecause, threads }) {
+async function start({ url, token, clientId, secret, userData, cpuBecause, threads, panics }) {
   await init({ module_or_path: new URL("pollen_trainer_bg.wasm", self.location.href) });
   const choice = await pickBackend(cpuBecause);
   let create = async (spec) => Trainer.create(JSON.stringify(spec), choice.backend);
   if (choice.backend === "cpu") {
     // `?threads=` comes from the page's address, which anyone can link to: capped like the default.
-    const cpu = await cpuTrainer(poolSize(threads ?? navigator.hardwareConcurrency));
+    const cpu = await cpuTrainer(poolSize(threads ?? navigator.hardwareConcurrency), panics);
     choice.threads = cpu.threads;
     choice.reason += cpu.why ? `; one thread: ${cpu.why}` : `; ${cpu.threads} threads`;
     create = async (spec) => cpu.CpuTrainer.create(JSON.stringify(spec), "cpu");
@@ -105,4 +111,6 @@ async function start({ url, token, clientId, secret, userData, cpuBecause, threa
 self.onmessage = ({ data }) => {
   if (data.type === "start") start(data).catch((e) => post({ type: "fatal", message: String(e?.message ?? e) }));
   if (data.type === "leave") abort?.abort();
+  // Fault injection, for tests: one of the pool's threads panics while this worker waits for it.
+  if (data.type === "crash-cpu-thread") threaded.crashPoolThread();
 };
