@@ -5,12 +5,16 @@ rounds of mnist-cnn with K load-generator clients, first on the coordinator's ow
 then through N gateways (clients spread by `/api/join`), and prints the coordinator's extra
 peak memory per round ÷ the model (it must not grow with K behind gateways: the coordinator
 holds one accumulator and the gateways' partials), each gateway's, and the round's seconds.
+A gateway's resident memory counts the pages of Ray's object store that it maps (the round's
+weights, put once per node, and the partials it puts): its peak is split into its own
+memory (RssAnon) and those shared pages (RssShmem), sampled every 10 ms.
 All processes share this machine's cores, so the seconds say what gateways cost here, not
 what they buy on more machines.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -43,6 +47,35 @@ def _status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+class PeakSampler:
+    """The highest RssAnon and RssShmem of each process, sampled every `interval` s while it runs."""
+
+    def __init__(self, pids: list[int], interval: float = 0.01) -> None:
+        self.pids, self.interval = pids, interval
+        self.anon = [0] * len(pids)
+        self.shmem = [0] * len(pids)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> PeakSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for i, pid in enumerate(self.pids):
+                try:
+                    self.anon[i] = max(self.anon[i], _status(pid, "RssAnon"))
+                    self.shmem[i] = max(self.shmem[i], _status(pid, "RssShmem"))
+                except (OSError, KeyError):
+                    continue  # a gateway killed or restarted meanwhile
+            self._stop.wait(self.interval)
+
+
 def rounds_through(workdir: Path, k: int, gateways: int, model: str = "mnist-cnn") -> dict[str, Any]:
     """K clients, two rounds: the coordinator's and each gateway's baseline and peak memory, and round 2."""
     flags: dict[str, object] = {"gateways": gateways, "gateway_port": free_port()} if gateways else {}
@@ -58,20 +91,25 @@ def rounds_through(workdir: Path, k: int, gateways: int, model: str = "mnist-cnn
         time.sleep(2)
         pids = gateway_pids()
         baseline, gw_baseline = server.rss(), [_status(p, "VmRSS") for p in pids]
+        gw_anon, gw_shmem = [_status(p, "RssAnon") for p in pids], [_status(p, "RssShmem") for p in pids]
         server.reset_peak()
         for pid in pids:
             Path(f"/proc/{pid}/clear_refs").write_text("5")
-        server.admin("resume")
-        server.wait_round(2)
-        server.admin("pause")
-        status = server.settle()
+        with PeakSampler(pids) as sampled:
+            server.admin("resume")
+            server.wait_round(2)
+            server.admin("pause")
+            status = server.settle()
         peak, gw_peak = server.peak(), [_status(p, "VmHWM") for p in pids]
     finally:
         gen.stop()
         server.stop()
     second = next(r for r in status["rounds"] if r["round"] == 2)
     gw_extra = [p - b for p, b in zip(gw_peak, gw_baseline, strict=True)]
-    return {"k": k, "gateways": gateways, "extra": peak - baseline, "gateway_extra": gw_extra, "round2": second}
+    own = [p - b for p, b in zip(sampled.anon, gw_anon, strict=True)]
+    shared = [p - b for p, b in zip(sampled.shmem, gw_shmem, strict=True)]
+    return {"k": k, "gateways": gateways, "extra": peak - baseline, "gateway_extra": gw_extra,
+            "gateway_own_extra": own, "gateway_shared_extra": shared, "round2": second}  # fmt: skip
 
 
 def sweep(workdir: Path, ks: list[int], gateways: int, console: Console) -> list[dict[str, Any]]:
@@ -87,10 +125,15 @@ def sweep(workdir: Path, ks: list[int], gateways: int, console: Console) -> list
 def report(out: list[dict[str, Any]], console: Console) -> None:
     size = model_bytes("mnist-cnn")
     table = Table(title=f"Through gateways: memory per round ÷ model (mnist-cnn, {size / 1e6:.2f} MB), FedAvg")
-    for col in ("K", "gateways", "coordinator extra ÷ model", "each gateway's extra ÷ model", "round 2 s", "failed"):
+    for col in ("K", "gateways", "coordinator extra ÷ model", "each gateway's extra ÷ model",
+                "of which its own (anon)", "object store pages (shmem)", "round 2 s", "failed"):  # fmt: skip
         table.add_column(col, justify="right")
+
+    def each(values: list[int]) -> str:
+        return ", ".join(f"{v / size:.2f}" for v in values) or "-"
+
     for r in out:
-        each = ", ".join(f"{e / size:.2f}" for e in r["gateway_extra"]) or "-"
-        table.add_row(str(r["k"]), str(r["gateways"]), f"{r['extra'] / size:.2f}", each,
+        table.add_row(str(r["k"]), str(r["gateways"]), f"{r['extra'] / size:.2f}", each(r["gateway_extra"]),
+                      each(r["gateway_own_extra"]), each(r["gateway_shared_extra"]),
                       f"{r['round2']['seconds']:.2f}", str(r["round2"]["failures"]))  # fmt: skip
     console.print(table)
