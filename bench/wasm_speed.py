@@ -9,9 +9,13 @@ The WASM trainer runs on one thread (the single-threaded build) and on N threads
 build, N = this machine's cores), under Node and in headless Chromium (the page's builds,
 `train-once.mjs --runtime chromium`, in a worker when threaded); PyTorch at 1 and N threads.
 Prints samples/s, the ratios WASM / PyTorch at 1 and at N threads, each WASM runtime's N-thread
-speed over its 1-thread speed, and the size of the optimised .wasm (raw and gzip). `--json-out`
-also writes the figures as `{model: {batch: {wasm_1t, wasm_nt, wasm_chromium_1t,
-wasm_chromium_nt, torch_1t, torch_nt}}}` in samples/s (`wasm_*` under Node unless named).
+speed over its 1-thread speed, and the size of the optimised .wasm (raw and gzip). It also prints
+the arithmetic rate each contender reached, in GFLOP/s: samples/s × the floating-point operations
+of one training step per sample (the matrix products and convolutions, forward and backward, as
+`torch.utils.flop_counter` counts them; elementwise work is not counted), which says how far each
+is from what its machine's vector units can do. `--json-out` also writes the figures as
+`{model: {batch: {wasm_1t, wasm_nt, wasm_chromium_1t, wasm_chromium_nt, torch_1t, torch_nt,
+flop_per_sample}}}` in samples/s (`wasm_*` under Node unless named) and FLOP.
 
     python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3] [--cold]
 """
@@ -34,6 +38,7 @@ from rich.console import Console
 from rich.table import Table
 from safetensors.numpy import save_file
 from torch.nn import functional
+from torch.utils.flop_counter import FlopCounterMode
 
 from coordinator.data.mnist import load_split
 from coordinator.models.spec import load_spec
@@ -67,6 +72,15 @@ def torch_speed(
     start = time.perf_counter()
     epoch()
     return len(x) / (time.perf_counter() - start)
+
+
+def train_flops(model: str, x: np.ndarray, y: np.ndarray, batch: int) -> float:
+    """Floating-point operations per sample of one SGD step at `batch` (torch's count: products, convolutions)."""
+    module = build_module(load_spec(model), seed=0)
+    xt, yt = torch.from_numpy(x[:batch]), torch.from_numpy(y[:batch])
+    with FlopCounterMode(display=False) as counter:
+        functional.cross_entropy(module(xt), yt).backward()
+    return float(counter.get_total_flops()) / len(xt)
 
 
 def run_train_once(tmp: Path, *options: str, out: str = "delta.safetensors") -> subprocess.CompletedProcess[str]:
@@ -148,12 +162,20 @@ def main() -> None:
                 for _ in range(args.repeat):
                     for name, speed in contenders.items():
                         best[name] = max(best[name], speed(model, x, y, tmp, batch))
-                figures.setdefault(model, {})[str(batch)] = best
                 b = best
                 ratios = (b["wasm_1t"] / b["torch_1t"], b["wasm_nt"] / b["torch_nt"],
                           b["wasm_chromium_nt"] / b["wasm_chromium_1t"])  # fmt: skip
                 table.add_row(model, str(batch), *(f"{v:,.0f}" for v in b.values()), *(f"{r:.2f}" for r in ratios))
+                figures.setdefault(model, {})[str(batch)] = {**best, "flop_per_sample": train_flops(model, x, y, batch)}
     console.print(table)
+    rates = Table(title="arithmetic rate, GFLOP/s (samples/s × a training step's FLOP per sample)")
+    for col in ("model", "batch", "MFLOP per sample", *contenders):
+        rates.add_column(col, justify="right")
+    for model, by_batch in figures.items():
+        for batch, f in by_batch.items():
+            flop = f["flop_per_sample"]
+            rates.add_row(model, batch, f"{flop / 1e6:.1f}", *(f"{f[name] * flop / 1e9:.1f}" for name in contenders))
+    console.print(rates)
     for build in (WASM, WASM_THREADS):
         raw = build.read_bytes()
         console.print(
