@@ -9,6 +9,12 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+# SQLite's page cache per connection, in KiB. Each round's checkpoint (a model) is written through it,
+# so with SQLite's default of 2 MiB every pooled connection kept 2 MiB of checkpoint pages: at K = 1,000
+# on mnist-cnn the coordinator's memory between rounds grew by 0.3 of a model a round until the pool's
+# connections were full. The coordinator reads little (the status, a checkpoint at resume): a small
+# cache costs it nothing measurable (a round's write: 55-98 ms either way).
+SQLITE_CACHE_KIB = 256
 
 
 def connect(url: str) -> Engine:
@@ -28,6 +34,7 @@ def connect(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cur.close()
 
         return engine
