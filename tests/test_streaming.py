@@ -18,7 +18,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, RecordDict
 from flwr.serverapp.strategy import FedAvg
 from flwr.supercore.task_identity import TaskIdentity
 
-from coordinator.federation.aggregation import BLOCK, RunningMean, aligned_blocks
+from coordinator.federation.aggregation import BLOCK, RESIDENT_FROM, RunningMean, aligned_blocks, resident_zeros
 from coordinator.federation.grid import NodeGrid
 from coordinator.federation.phases import PhaseReport
 from coordinator.federation.replies import ReplyLimits
@@ -205,6 +205,17 @@ def test_misaligned_deltas_fold_like_aligned_ones_block_by_block() -> None:
     reference.add({"w": values}, 2)
     np.testing.assert_array_equal(folded.mean()["w"], reference.mean()["w"])
     np.testing.assert_array_equal(folded.mean()["w"], values)
+
+
+@pytest.mark.parametrize("size", [3, RESIDENT_FROM - 1, RESIDENT_FROM, 3 * RESIDENT_FROM + 5])
+def test_an_accumulator_is_writable_aligned_zeros_however_it_is_allocated(size: int) -> None:
+    # Large ones are mappings of their own, their pages taken at once; BLAS folds into them in place.
+    acc = resident_zeros(size)
+    assert (acc.dtype.str, acc.shape, acc.flags.writeable, acc.flags.aligned) == ("<f4", (size,), True, True)
+    assert not acc.any()
+    fold = RunningMean({"w": np.zeros(size, np.float32)})
+    fold.add({"w": np.ones(size, np.float32)}, 4)
+    np.testing.assert_array_equal(fold.mean()["w"], np.ones(size, np.float32))
 
 
 @pytest.mark.parametrize(("strategy", "streaming"), [("fedavg", True), ("fedmedian", False)])
