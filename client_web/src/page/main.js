@@ -15,9 +15,9 @@ const accuracyChart = lineChart($("accuracy-chart"), ["round", "accuracy", "loss
 const lossHistory = [[], []];
 let worker = null;
 // A thread of the trainer's CPU pool that dies cannot tell the worker, which waits for it for
-// good; it tells this page instead, on a channel of this tab's own (see pool-thread.js).
-const PANICS = `pollen-cpu-threads-${crypto.randomUUID()}`;
-new BroadcastChannel(PANICS).onmessage = ({ data }) => onEvent(data);
+// good; it tells this page instead, on a channel of the worker's own (see pool-thread.js), closed
+// with the worker so that a late word from a replaced worker's threads replaces nothing.
+let panics = null;
 let userData = null;
 let identity = null; // {clientId, secret}: the node this tab is, once known
 window.pollen = { events: [], backend: null, rounds: [] }; // read by tests and the curious
@@ -130,6 +130,9 @@ function onEvent(e) {
  */
 async function start(cpuBecause = null, cpuThreads = threads) {
   worker?.terminate();
+  panics?.close();
+  panics = new BroadcastChannel(`pollen-cpu-threads-${crypto.randomUUID()}`);
+  panics.onmessage = ({ data }) => onEvent(data);
   worker = new Worker("worker.js", { type: "module" });
   worker.onmessage = ({ data }) => onEvent(data);
   identity ??= await claimIdentity();
@@ -143,7 +146,7 @@ async function start(cpuBecause = null, cpuThreads = threads) {
     userData,
     cpuBecause,
     threads: cpuThreads,
-    panics: PANICS,
+    panics: panics.name,
   });
   $("leave").hidden = false;
   $("rejoin").hidden = true;
