@@ -5,8 +5,8 @@ rounds of mnist-cnn with K load-generator clients, first on the coordinator's ow
 then through N gateways (clients spread by `/api/join`), and prints the coordinator's extra
 peak memory per round ÷ the model (it must not grow with K behind gateways: the coordinator
 holds one accumulator and the gateways' partials), each gateway's, and the round's seconds.
-A gateway's resident memory counts the pages of Ray's object store that it maps (the round's
-weights, put once per node, and the partials it puts): its peak is split into its own
+A process's resident memory counts the pages of Ray's object store that it maps (the round's
+weights, put once per node, and the partials): each one's peak is also split into its own
 memory (RssAnon) and those shared pages (RssShmem), sampled every 10 ms.
 All processes share this machine's cores, so the seconds say what gateways cost here, not
 what they buy on more machines.
@@ -91,11 +91,12 @@ def rounds_through(workdir: Path, k: int, gateways: int, model: str = "mnist-cnn
         time.sleep(2)
         pids = gateway_pids()
         baseline, gw_baseline = server.rss(), [_status(p, "VmRSS") for p in pids]
-        gw_anon, gw_shmem = [_status(p, "RssAnon") for p in pids], [_status(p, "RssShmem") for p in pids]
+        sampled_pids = [server.proc.pid, *pids]  # the coordinator first
+        anon, shmem = [_status(p, "RssAnon") for p in sampled_pids], [_status(p, "RssShmem") for p in sampled_pids]
         server.reset_peak()
         for pid in pids:
             Path(f"/proc/{pid}/clear_refs").write_text("5")
-        with PeakSampler(pids) as sampled:
+        with PeakSampler(sampled_pids) as sampled:
             server.admin("resume")
             server.wait_round(2)
             server.admin("pause")
@@ -106,10 +107,11 @@ def rounds_through(workdir: Path, k: int, gateways: int, model: str = "mnist-cnn
         server.stop()
     second = next(r for r in status["rounds"] if r["round"] == 2)
     gw_extra = [p - b for p, b in zip(gw_peak, gw_baseline, strict=True)]
-    own = [p - b for p, b in zip(sampled.anon, gw_anon, strict=True)]
-    shared = [p - b for p, b in zip(sampled.shmem, gw_shmem, strict=True)]
-    return {"k": k, "gateways": gateways, "extra": peak - baseline, "gateway_extra": gw_extra,
-            "gateway_own_extra": own, "gateway_shared_extra": shared, "round2": second}  # fmt: skip
+    own = [p - b for p, b in zip(sampled.anon, anon, strict=True)]
+    shared = [p - b for p, b in zip(sampled.shmem, shmem, strict=True)]
+    return {"k": k, "gateways": gateways, "extra": peak - baseline, "own_extra": own[0], "shared_extra": shared[0],
+            "gateway_extra": gw_extra, "gateway_own_extra": own[1:], "gateway_shared_extra": shared[1:],
+            "round2": second}  # fmt: skip
 
 
 def sweep(workdir: Path, ks: list[int], gateways: int, console: Console) -> list[dict[str, Any]]:
@@ -125,15 +127,17 @@ def sweep(workdir: Path, ks: list[int], gateways: int, console: Console) -> list
 def report(out: list[dict[str, Any]], console: Console) -> None:
     size = model_bytes("mnist-cnn")
     table = Table(title=f"Through gateways: memory per round ÷ model (mnist-cnn, {size / 1e6:.2f} MB), FedAvg")
-    for col in ("K", "gateways", "coordinator extra ÷ model", "each gateway's extra ÷ model",
-                "of which its own (anon)", "object store pages (shmem)", "round 2 s", "failed"):  # fmt: skip
+    for col in ("K", "gateways", "coordinator extra ÷ model", "its own (anon)", "object store pages (shmem)",
+                "each gateway's extra ÷ model", "its own (anon)", "object store pages (shmem)", "round 2 s",
+                "failed"):  # fmt: skip
         table.add_column(col, justify="right")
 
     def each(values: list[int]) -> str:
         return ", ".join(f"{v / size:.2f}" for v in values) or "-"
 
     for r in out:
-        table.add_row(str(r["k"]), str(r["gateways"]), f"{r['extra'] / size:.2f}", each(r["gateway_extra"]),
+        table.add_row(str(r["k"]), str(r["gateways"]), f"{r['extra'] / size:.2f}", f"{r['own_extra'] / size:.2f}",
+                      f"{r['shared_extra'] / size:.2f}", each(r["gateway_extra"]),
                       each(r["gateway_own_extra"]), each(r["gateway_shared_extra"]),
                       f"{r['round2']['seconds']:.2f}", str(r["round2"]["failures"]))  # fmt: skip
     console.print(table)
