@@ -41,10 +41,17 @@ def gateway_pids() -> list[int]:
 
 
 def _status(pid: int, field: str) -> int:
+    return _statuses(pid, field)[0]
+
+
+def _statuses(pid: int, *fields: str) -> list[int]:
+    """`fields` of /proc/PID/status in bytes, from one read of the file."""
+    values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise KeyError(field)
+        name, _, rest = line.partition(":")
+        if name in fields:
+            values[name] = int(rest.split()[0]) * 1024
+    return [values[f] for f in fields]  # KeyError for a field the kernel does not report
 
 
 class PeakSampler:
@@ -69,10 +76,10 @@ class PeakSampler:
         while not self._stop.is_set():
             for i, pid in enumerate(self.pids):
                 try:
-                    self.anon[i] = max(self.anon[i], _status(pid, "RssAnon"))
-                    self.shmem[i] = max(self.shmem[i], _status(pid, "RssShmem"))
+                    anon, shmem = _statuses(pid, "RssAnon", "RssShmem")
                 except (OSError, KeyError):
                     continue  # a gateway killed or restarted meanwhile
+                self.anon[i], self.shmem[i] = max(self.anon[i], anon), max(self.shmem[i], shmem)
             self._stop.wait(self.interval)
 
 
@@ -92,7 +99,7 @@ def rounds_through(workdir: Path, k: int, gateways: int, model: str = "mnist-cnn
         pids = gateway_pids()
         baseline, gw_baseline = server.rss(), [_status(p, "VmRSS") for p in pids]
         sampled_pids = [server.proc.pid, *pids]  # the coordinator first
-        anon, shmem = [_status(p, "RssAnon") for p in sampled_pids], [_status(p, "RssShmem") for p in sampled_pids]
+        anon, shmem = zip(*(_statuses(p, "RssAnon", "RssShmem") for p in sampled_pids), strict=True)
         server.reset_peak()
         for pid in pids:
             Path(f"/proc/{pid}/clear_refs").write_text("5")

@@ -75,7 +75,8 @@ def torch_speed(
 
 
 def train_flops(model: str, x: np.ndarray, y: np.ndarray, batch: int) -> float:
-    """Floating-point operations per sample of one SGD step at `batch` (torch's count: products, convolutions)."""
+    """Floating-point operations per sample of one SGD step, counted on a batch of `batch` (torch's count:
+    products and convolutions, which scale with the samples)."""
     module = build_module(load_spec(model), seed=0)
     xt, yt = torch.from_numpy(x[:batch]), torch.from_numpy(y[:batch])
     with FlopCounterMode(display=False) as counter:
@@ -157,6 +158,7 @@ def main() -> None:
         for model, samples in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
             x, y = train.x[:samples], train.y[:samples]
             write_job(model, x, y, tmp)
+            flop = train_flops(model, x, y, min(args.batches))  # per sample: the same at every batch size
             for batch in args.batches:
                 best = dict.fromkeys(contenders, 0.0)
                 for _ in range(args.repeat):
@@ -166,15 +168,16 @@ def main() -> None:
                 ratios = (b["wasm_1t"] / b["torch_1t"], b["wasm_nt"] / b["torch_nt"],
                           b["wasm_chromium_nt"] / b["wasm_chromium_1t"])  # fmt: skip
                 table.add_row(model, str(batch), *(f"{v:,.0f}" for v in b.values()), *(f"{r:.2f}" for r in ratios))
-                figures.setdefault(model, {})[str(batch)] = {**best, "flop_per_sample": train_flops(model, x, y, batch)}
+                figures.setdefault(model, {})[str(batch)] = {**best, "flop_per_sample": flop}
     console.print(table)
     rates = Table(title="arithmetic rate, GFLOP/s (samples/s × a training step's FLOP per sample)")
     for col in ("model", "batch", "MFLOP per sample", *contenders):
         rates.add_column(col, justify="right")
     for model, by_batch in figures.items():
         for batch, f in by_batch.items():
-            flop = f["flop_per_sample"]
-            rates.add_row(model, batch, f"{flop / 1e6:.1f}", *(f"{f[name] * flop / 1e9:.1f}" for name in contenders))
+            per_sample = f["flop_per_sample"]
+            rates.add_row(model, batch, f"{per_sample / 1e6:.1f}",
+                          *(f"{f[name] * per_sample / 1e9:.1f}" for name in contenders))  # fmt: skip
     console.print(rates)
     for build in (WASM, WASM_THREADS):
         raw = build.read_bytes()
