@@ -42,14 +42,16 @@ def test_the_page_build_in_chromium_trains_exactly_as_the_node_build(tmp_path: P
 
 
 def test_the_threaded_build_trains_on_two_threads_as_on_one(tmp_path: Path) -> None:
-    """Under Node (worker_threads) and in Chromium (a worker with nested workers, the page's way);
-    threads split convolutions and pooling, not a sum's order, so the CNN's delta barely moves."""
+    """Under Node (worker_threads) and in Chromium (a worker with nested workers, the page's way).
+    Two threads split each step's batch in two and add the halves' gradients (client_wasm's
+    batch_split), so the CNN's delta moves by rounding only."""
     train = load_split("train")
     write_job("mnist-cnn", train.x[:32], train.y[:32], tmp_path)
     one = report(train_once(tmp_path, "one.safetensors"))
     node = report(train_once(tmp_path, "node2.safetensors", "--threads", "2"))
     page = report(train_once(tmp_path, "page2.safetensors", "--threads", "2", "--runtime", "chromium"))
     assert (one["threads"], node["threads"], page["threads"]) == (1, 2, 2)
+    assert (one["batchParts"], node["batchParts"], page["batchParts"]) == (1, 2, 2)
     assert one["steps"] == node["steps"] == page["steps"] == 2
     theirs = load_file(str(tmp_path / "one.safetensors"))
     for out in ("node2.safetensors", "page2.safetensors"):

@@ -29,7 +29,7 @@ export interface TrainOptions {
   shuffle?: boolean;        // default true
   seed?: number;            // shuffle seed; omitted: a fresh random seed
 }
-export interface TrainReport { loss: number; steps: number; examples: number; batchSize: number; }
+export interface TrainReport { loss: number; steps: number; examples: number; batchSize: number; batchParts: number; }
 export interface EvalReport { loss: number; accuracy: number | null; examples: number; }
 export interface DeltaReport {
   delta: Uint8Array;        // safetensors, PyTorch names and layouts

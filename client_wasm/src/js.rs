@@ -213,6 +213,7 @@ pub fn train_report(r: TrainReport) -> JsValue {
         ("steps", r.steps.into()),
         ("examples", r.examples.into()),
         ("batchSize", r.batch_size.into()),
+        ("batchParts", r.batch_parts.into()),
     ])
 }
 

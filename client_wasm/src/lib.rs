@@ -7,6 +7,7 @@
 
 pub mod activations;
 pub mod augment;
+pub mod batch_split;
 pub mod checkpoint;
 pub mod config;
 pub mod data;

@@ -246,7 +246,7 @@ pub fn clip_grad_norm<B: AutodiffBackend>(
 
 impl<B: AutodiffBackend> Slot<'_, B> {
     /// This parameter's gradient as the optimizer will see it, flattened (any layout: a norm).
-    fn step_grad(&self, grads: &GradientsParams) -> Option<Tensor<B::InnerBackend, 1>> {
+    pub(crate) fn step_grad(&self, grads: &GradientsParams) -> Option<Tensor<B::InnerBackend, 1>> {
         match self {
             Slot::Transposed(p) | Slot::Matrix(p) => {
                 Some(grads.get::<B::InnerBackend, 2>(p.id)?.flatten(0, 1))

@@ -309,6 +309,31 @@ impl ModelSpec {
         total
     }
 
+    /// Multiply-adds of one example's forward pass in its matrix products and convolutions,
+    /// which dominate a step's work (the rest is element-wise); 0 for a spec that does not walk.
+    pub fn multiply_adds(&self) -> usize {
+        let Ok(walk) = self.walk() else { return 0 };
+        let mut total = 0usize;
+        for (node, out) in self.nodes.iter().zip(&walk.outputs) {
+            let values: usize = out.iter().product();
+            let per_value = match &node.layer {
+                LayerSpec::Linear { in_features, .. } => *in_features,
+                LayerSpec::Conv1d(c) | LayerSpec::Conv2d(c) => {
+                    let taps: usize = c.kernel_size.take(out.len() - 1).iter().product();
+                    c.in_channels.saturating_mul(taps)
+                }
+                // Per token: the four projections, the feed-forward pair, scores and mixing.
+                LayerSpec::TransformerEncoderLayer(e) => {
+                    let tokens = out.first().copied().unwrap_or(1);
+                    4 * e.d_model + 2 * e.dim_feedforward + 2 * tokens
+                }
+                _ => 0,
+            };
+            total = total.saturating_add(values.saturating_mul(per_value));
+        }
+        total
+    }
+
     /// Values in one example's input.
     pub fn input_len(&self) -> usize {
         self.input_shape.iter().product()

@@ -3,12 +3,13 @@
 use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, GradientsParams, Optimizer, RmsPropConfig, SgdConfig};
+use burn::optim::{AdamConfig, AdamWConfig, Optimizer, RmsPropConfig, SgdConfig};
 use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use burn::optim::adaptor::OptimizerAdaptor;
 
+use crate::batch_split::{self, Part};
 use crate::checkpoint::Checkpoint;
 use crate::config::{Optimizer as OptimizerChoice, Order, TrainingConfig};
 use crate::data::{Dataset, fresh_seed, seeded};
@@ -27,6 +28,9 @@ pub struct TrainReport {
     pub examples: usize,
     /// The batch size trained with (what `"auto"` picked).
     pub batch_size: usize,
+    /// The parts a full batch's step splits into over the CPU threads (1: not split; see
+    /// `batch_split`).
+    pub batch_parts: usize,
 }
 
 /// A pause the caller asks for between batches (on the web: a turn of the event loop).
@@ -210,6 +214,11 @@ impl<B: AutodiffBackend> Job<'_, B> {
                 steps,
                 examples,
                 batch_size: config.batch_size,
+                batch_parts: batch_split::parts(
+                    self.spec,
+                    config.batch_size.min(data.len()),
+                    batch_split::threads(),
+                ),
             },
         ))
     }
@@ -226,18 +235,27 @@ impl<B: AutodiffBackend> Job<'_, B> {
     ) -> Result<Tensor<B, 1>> {
         let (config, device, goal) = (self.config, self.device, &self.spec.loss);
         let (x, y, mixed) = self.data.augmented_batch::<B>(idx, device, augment);
-        let logits = model.forward(x);
-        let mut loss = match mixed {
-            None => objective::loss(goal, logits, y),
-            Some((lambda, partner)) => objective::loss(goal, logits.clone(), y)
-                .mul_scalar(lambda)
-                .add(objective::loss(goal, logits, partner).mul_scalar(1.0 - lambda)),
+        let loss = |model: &Model<B>, part: Part<B>| {
+            let logits = model.forward(part.x);
+            match part.mixed {
+                None => objective::loss(goal, logits, part.y),
+                Some((lambda, partner)) => objective::loss(goal, logits.clone(), part.y)
+                    .mul_scalar(lambda)
+                    .add(objective::loss(goal, logits, partner).mul_scalar(1.0 - lambda)),
+            }
         };
-        if let Some(anchor) = anchor {
-            loss = loss + proximal(model, anchor, device).mul_scalar(config.proximal_mu / 2.0);
-        }
-        let value = loss.clone().detach();
-        let mut grads = GradientsParams::from_grads(loss.backward(), &*model);
+        let proximal = |model: &Model<B>| {
+            let anchor = anchor.expect("a proximal term has an anchor");
+            proximal(model, anchor, device).mul_scalar(config.proximal_mu / 2.0)
+        };
+        let parts = batch_split::parts(self.spec, idx.len(), batch_split::threads());
+        let (value, mut grads) = batch_split::gradients(
+            model,
+            Part { x, y, mixed },
+            parts,
+            &loss,
+            anchor.is_some().then_some(&proximal),
+        );
         if let Some(max_norm) = config.grad_clip_norm {
             params::clip_grad_norm(model, &mut grads, max_norm);
         }

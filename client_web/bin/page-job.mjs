@@ -40,7 +40,7 @@ export async function runJob({ backend, options, warmup, clip, threads }) {
     const d = await trainer.delta(clip ?? undefined, undefined);
     const put = await fetch("/out/delta", { method: "PUT", body: d.delta });
     if (!put.ok) throw new Error("saving the delta: HTTP " + put.status);
-    return { loss: report.loss, steps: report.steps, examples: report.examples, seconds,
+    return { loss: report.loss, steps: report.steps, examples: report.examples, batchParts: report.batchParts, seconds,
       samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
       backend: trainer.backend, wasmBytes: T.memoryBytes(), threads: threads ? threaded.cpuThreads() : 1 };
   } catch (e) {
@@ -69,7 +69,7 @@ if (job.threads) {
 /**
  * Train once in Chromium: `files` = {spec, weights, data} paths, `options` the trainer's train
  * options, `backend` "cpu" or "webgpu"; `warmup` trains one untimed epoch first; `clip` bounds the
- * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many. Resolves to {report, delta}: the job's report (loss, steps, examples, seconds,
+ * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many. Resolves to {report, delta}: the job's report (loss, steps, examples, batchParts, seconds,
  * samplesPerSecond, norm, clipped, backend, wasmBytes, threads) and the delta's safetensors bytes; rejects
  * with the page's error or on timeout.
  */

@@ -86,6 +86,7 @@ async function main() {
       loss: report.loss,
       steps: report.steps,
       examples: report.examples,
+      batchParts: report.batchParts,
       seconds,
       samplesPerSecond: report.examples / seconds,
       norm: d.norm,

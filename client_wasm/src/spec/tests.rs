@@ -141,6 +141,28 @@ fn encoder_layers_count_their_attention_in_activations() {
     assert_eq!(spec.activation_len(), encoder + 8);
 }
 
+#[test]
+fn multiply_adds_count_matrix_products_convolutions_and_attention() {
+    assert_eq!(
+        ModelSpec::from_json(MLP).unwrap().multiply_adds(),
+        784 * 128 + 128 * 10
+    );
+    // mnist-cnn: 12.27 M, so a training step's 6 FLOP per multiply-add, less the first
+    // layer's unneeded input gradient, is the 72.4 MFLOP torch.utils.flop_counter counts.
+    let cnn = include_str!("../../../protocol/models/mnist-cnn.json");
+    let conv = 32 * 28 * 28 * 25 + 64 * 14 * 14 * 32 * 25;
+    let cnn_macs = ModelSpec::from_json(cnn).unwrap().multiply_adds();
+    assert_eq!(cnn_macs, conv + 3136 * 512 + 512 * 10);
+    let json = r#"{"name":"t","input_shape":[5,8],"num_classes":8,"layers":[
+        {"type":"transformer_encoder_layer","d_model":8,"nhead":2,"dim_feedforward":16},
+        {"type":"mean","dim":[1]}]}"#;
+    let projections = 5 * 4 * 8 * 8;
+    let attention = 2 * 5 * 5 * 8;
+    let feed_forward = 5 * 2 * 8 * 16;
+    let encoder = projections + attention + feed_forward;
+    assert_eq!(ModelSpec::from_json(json).unwrap().multiply_adds(), encoder);
+}
+
 #[derive(Deserialize)]
 struct Vectors {
     valid: Vec<Valid>,
