@@ -219,6 +219,7 @@ def test_a_page_whose_cpu_thread_dies_mid_job_resumes_the_job_on_one_thread(tmp_
     assert "a fault injected on a pool thread" in state["trainerStopped"], state
     assert state["backend"] == "cpu" and state["threads"] == 1, state
     assert state["reason"].startswith("a CPU thread died mid-job: "), state
+    assert state["reason"].endswith("; one thread") and state["reason"].count("one thread") == 1, state
     assert state["resumed"] == 1 and "job-resumed" in state["events"], state
     assert state["rounds"] == [1, 2], state
     assert [(r.round, r.clients, r.failures) for r in rounds] == [(1, 1, 0), (2, 1, 0)], rounds

@@ -41,10 +41,13 @@ async function pickBackend(cpuBecause) {
 /**
  * The Trainer class for CPU jobs: the threaded build with its pool when this worker can run one
  * (`threads` of them; 1 keeps the single-threaded build), else the single-threaded build, with
- * the reason. A pool thread that dies says so on the page's `panics` channel.
+ * the reason (`why`; null where one thread was asked for or the pool started). A pool thread
+ * that dies says so on the page's `panics` channel.
  */
 async function cpuTrainer(threads, panics) {
-  const why = threads === 1 ? "one thread asked for" : whyNoThreads(self);
+  // One thread asked for (`?threads=1`, or a restart after a pool thread died) needs no reason.
+  if (threads === 1) return { CpuTrainer: Trainer, threads: 1, why: null };
+  const why = whyNoThreads(self);
   if (why) return { CpuTrainer: Trainer, threads: 1, why };
   try {
     const wasm = { module_or_path: new URL("pollen_trainer_threads_bg.wasm", self.location.href) };
@@ -80,7 +83,11 @@ async function start({ url, token, clientId, secret, userData, cpuBecause, threa
     // `?threads=` comes from the page's address, which anyone can link to: capped like the default.
     const cpu = await cpuTrainer(poolSize(threads ?? navigator.hardwareConcurrency), panics);
     choice.threads = cpu.threads;
-    choice.reason += cpu.why ? `; one thread: ${cpu.why}` : `; ${cpu.threads} threads`;
+    choice.reason += cpu.why
+      ? `; one thread: ${cpu.why}`
+      : cpu.threads === 1
+        ? "; one thread"
+        : `; ${cpu.threads} threads`;
     create = async (spec) => cpu.CpuTrainer.create(JSON.stringify(spec), "cpu");
   }
   post({ type: "backend", ...choice });
