@@ -3,7 +3,9 @@
 //!
 //! Burn's CPU backend already splits a large operation over its threads, but most of a small
 //! model's operations are too small to split well: on two threads a mnist-cnn step ran 1.3-1.4×
-//! its one-thread speed. Two halves of a batch are independent work of equal size.
+//! its one-thread speed. The parts of a batch are independent work of equal size. A job resumed
+//! from a checkpoint on another count of threads goes on with other parts, so it ends where the
+//! uninterrupted job would within rounding, not bit for bit.
 //!
 //! Why the sum is exact: the step's loss is the batch mean, so with parts of sizes n_i out of n
 //! it is Σ (n_i / n) · mean_i, and its gradient is the sum of the parts' gradients of those
