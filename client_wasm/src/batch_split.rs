@@ -34,11 +34,16 @@ pub struct Part<B: AutodiffBackend> {
     pub mixed: Option<(f64, Tensor<B, 1>)>,
 }
 
-/// The least forward work a part is given, in multiply-adds: below it, the hand-over to another
-/// thread and the parts' extra autodiff bookkeeping cost more than the split saves. Measured
-/// under Node on two threads: mnist-mlp (0.1 M per example) ran 0.85× slower split at batch 32
-/// (1.6 M per part) and 1.15× faster at 64 (3.3 M); mnist-cnn (12 M) gains from batch 10.
-pub const MIN_PART_WORK: usize = 3_000_000;
+/// The least forward work a part is given, in multiply-adds: about one 192³ matrix product, the
+/// size from which burn-flex splits a product over the threads by itself. Smaller parts lose
+/// that, and the hand-overs cost more than the split saves. On a 16-core Xeon, mnist-mlp at
+/// batch 128 (0.1 M an example) ran 73 k samples/s on 4 threads unsplit and 41 k in four parts
+/// of 3.2 M; on this project's 2-core machine, parts of 1.6 M ran 0.85× as fast as none.
+pub const MIN_PART_WORK: usize = 8_000_000;
+
+/// The fewest examples a part is given: on the Xeon, mnist-cnn at batch 32 ran 568 samples/s on
+/// 8 threads in parts of 4 and 380 on 16 in parts of 2.
+pub const MIN_PART_EXAMPLES: usize = 4;
 
 /// Past this much forward work a part, a batch splits into twice as many parts as threads, so
 /// that a thread held up (the host's own threads share the cores) leaves a part to the other.
@@ -64,7 +69,7 @@ pub fn parts(spec: &ModelSpec, batch: usize, threads: usize) -> usize {
         true => 2 * threads,
         false => threads.min(work / MIN_PART_WORK),
     };
-    parts.min(batch).max(1)
+    parts.min(batch / MIN_PART_EXAMPLES).max(1)
 }
 
 /// The whole batch's mean loss (detached) and gradients, from `parts` parts trained at once.
@@ -280,9 +285,16 @@ mod tests {
         assert_eq!(parts(&plain, (3 * MIN_PART_WORK).div_ceil(1_988), 8), 3);
         let cnn = ModelSpec::from_json(include_str!("../../protocol/models/mnist-cnn.json"));
         let cnn = cnn.unwrap();
+        // 12.27 M multiply-adds an example: two parts from batch 8 (four examples a part), four
+        // on two threads from batch 42 (128 M a part); on 16 threads, batch 32 makes eight.
+        let cnn_parts = |batch, threads| parts(&cnn, batch, threads);
         assert_eq!(
-            (parts(&cnn, 1, 2), parts(&cnn, 2, 2), parts(&cnn, 3, 8)),
+            (cnn_parts(7, 2), cnn_parts(8, 2), cnn_parts(12, 8)),
             (1, 2, 3)
+        );
+        assert_eq!(
+            (cnn_parts(41, 2), cnn_parts(42, 2), cnn_parts(32, 16)),
+            (2, 4, 8)
         );
         let norm = spec_with(r#"{"type": "batchnorm2d", "num_features": 3},"#);
         assert_eq!(parts(&norm, two, 2), 1, "batch statistics");
