@@ -71,6 +71,12 @@ pub async fn train<B: AutodiffBackend>(
         config,
         device,
         read_every: read_every.max(1),
+        // Once per job: it walks the spec, too much for every step of a small model.
+        parts: batch_split::parts(
+            spec,
+            config.batch_size.min(data.len()),
+            batch_split::threads(),
+        ),
     };
     // L2 decay added to the gradient, as torch.optim's SGD, Adam and RMSprop apply it.
     let l2 = config
@@ -125,6 +131,8 @@ struct Job<'a, B: Backend> {
     device: &'a B::Device,
     /// Read the losses back every this many steps (at the latest).
     read_every: usize,
+    /// The parts a full batch's step splits into (`batch_split`).
+    parts: usize,
 }
 
 impl<B: AutodiffBackend> Job<'_, B> {
@@ -214,11 +222,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
                 steps,
                 examples,
                 batch_size: config.batch_size,
-                batch_parts: batch_split::parts(
-                    self.spec,
-                    config.batch_size.min(data.len()),
-                    batch_split::threads(),
-                ),
+                batch_parts: self.parts,
             },
         ))
     }
@@ -248,7 +252,10 @@ impl<B: AutodiffBackend> Job<'_, B> {
             let anchor = anchor.expect("a proximal term has an anchor");
             proximal(model, anchor, device).mul_scalar(config.proximal_mu / 2.0)
         };
-        let parts = batch_split::parts(self.spec, idx.len(), batch_split::threads());
+        let parts = match idx.len() == config.batch_size.min(self.data.len()) {
+            true => self.parts,
+            false => batch_split::parts(self.spec, idx.len(), batch_split::threads()),
+        };
         let (value, mut grads) = batch_split::gradients(
             model,
             Part { x, y, mixed },
