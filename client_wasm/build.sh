@@ -30,19 +30,22 @@ rustup_wasm() { rustup target list --installed 2>/dev/null | grep -qx wasm32-unk
 debian_wasm() { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library ] && command -v wasm-ld-19 >/dev/null; }
 
 # build SUFFIX FEATURES EXTRA_TARGET_FEATURES [LINK_ARG...]: the trainer into pkg/web$SUFFIX and
-# pkg/node$SUFFIX. Link arguments go to the trainer's own link only (`cargo rustc`), not into
-# RUSTFLAGS, where any change would rebuild every dependency.
+# pkg/node$SUFFIX. Link arguments and the path remapping go to the trainer's own compile only
+# (`cargo rustc`), not into RUSTFLAGS, where any change would rebuild every dependency.
 build() {
   local suffix=$1 features=$2 extra=$3 out key
   shift 3
-  local link=()
+  # The trainer's own paths (in its panic messages) are named relative to the crate, so that a
+  # build from another clone of the same commit is the same bytes, and wasm-opt's output is
+  # found in its cache instead of taking minutes again (a CI run builds from a fresh clone).
+  local link=(--remap-path-prefix="$HERE=client_wasm")
   for arg in "$@"; do link+=(-C "link-arg=$arg"); done
   # Each build its own target dir: their flags differ, and the native clippy/test builds use a
   # different rustc; sharing would rebuild everything each time.
   export CARGO_TARGET_DIR=$CACHE/cargo-target-wasm$suffix
   export RUSTFLAGS="-C target-feature=+simd128$extra --cfg getrandom_backend=\"wasm_js\""
   if [ -z "$extra" ] && rustup_wasm; then
-    cargo build --release --target wasm32-unknown-unknown --lib ${features:+--features "$features"}
+    cargo rustc --release --target wasm32-unknown-unknown --lib ${features:+--features "$features"} -- "${link[@]}"
   elif [ -n "$extra" ] && ! debian_wasm && rustup_wasm; then
     # Threads need std itself rebuilt with atomics: -Zbuild-std, from rustup's rust-src.
     RUSTC_BOOTSTRAP=1 cargo rustc --release --target wasm32-unknown-unknown --lib -Zbuild-std=std,panic_abort \
