@@ -15,7 +15,7 @@ test: setup lint
 lint:
 	.venv/bin/ruff format --check .
 	.venv/bin/ruff check .
-	.venv/bin/mypy
+	.venv/bin/mypy --cache-dir $${POLLEN_CACHE:-$$HOME/.cache/pollen}/mypy  # kept across clones: 34 s cold, 1 s warm
 	.venv/bin/lint-imports --no-cache
 	cd client_wasm && cargo fmt --check
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features webgpu -- -D warnings
