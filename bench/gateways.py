@@ -23,7 +23,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.loadgen import LoadGenerator
-from bench.scale import Server, free_port, model_bytes, processes_for
+from bench.scale import Server, free_port, model_bytes, proc_status, processes_for
 
 
 def gateway_pids() -> list[int]:
@@ -41,17 +41,7 @@ def gateway_pids() -> list[int]:
 
 
 def _status(pid: int, field: str) -> int:
-    return _statuses(pid, field)[0]
-
-
-def _statuses(pid: int, *fields: str) -> list[int]:
-    """`fields` of /proc/PID/status in bytes, from one read of the file."""
-    values = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        name, _, rest = line.partition(":")
-        if name in fields:
-            values[name] = int(rest.split()[0]) * 1024
-    return [values[f] for f in fields]  # KeyError for a field the kernel does not report
+    return proc_status(pid, field)[0]
 
 
 class PeakSampler:
@@ -76,7 +66,7 @@ class PeakSampler:
         while not self._stop.is_set():
             for i, pid in enumerate(self.pids):
                 try:
-                    anon, shmem = _statuses(pid, "RssAnon", "RssShmem")
+                    anon, shmem = proc_status(pid, "RssAnon", "RssShmem")
                 except (OSError, KeyError):
                     continue  # a gateway killed or restarted meanwhile
                 self.anon[i], self.shmem[i] = max(self.anon[i], anon), max(self.shmem[i], shmem)
@@ -99,7 +89,7 @@ def rounds_through(workdir: Path, k: int, gateways: int, model: str = "mnist-cnn
         pids = gateway_pids()
         baseline, gw_baseline = server.rss(), [_status(p, "VmRSS") for p in pids]
         sampled_pids = [server.proc.pid, *pids]  # the coordinator first
-        anon, shmem = zip(*(_statuses(p, "RssAnon", "RssShmem") for p in sampled_pids), strict=True)
+        anon, shmem = zip(*(proc_status(p, "RssAnon", "RssShmem") for p in sampled_pids), strict=True)
         server.reset_peak()
         for pid in pids:
             Path(f"/proc/{pid}/clear_refs").write_text("5")

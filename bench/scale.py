@@ -82,6 +82,16 @@ def wait_port(port: int, timeout: float = 60) -> None:
     raise RuntimeError(f"nothing listens on port {port}")
 
 
+def proc_status(pid: int, *fields: str) -> list[int]:
+    """`fields` of /proc/PID/status in bytes, from one read of the file."""
+    values = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in fields:
+            values[name] = int(rest.split()[0]) * 1024
+    return [values[f] for f in fields]  # KeyError for a field the kernel does not report
+
+
 class Server:
     """`pollen serve` in a subprocess, with a fresh SQLite database and the admin API on."""
 
@@ -97,17 +107,11 @@ class Server:
         self.url = f"ws://127.0.0.1:{self.port}/ws"
         wait_http(self.http + "/healthz")
 
-    def _status_field(self, field: str) -> int:
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-        raise KeyError(field)
-
     def rss(self) -> int:
-        return self._status_field("VmRSS")
+        return proc_status(self.proc.pid, "VmRSS")[0]
 
     def peak(self) -> int:
-        return self._status_field("VmHWM")
+        return proc_status(self.proc.pid, "VmHWM")[0]
 
     def reset_peak(self) -> None:
         Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
