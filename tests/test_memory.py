@@ -64,6 +64,28 @@ def test_a_refresh_collects_frozen_cycles_once_they_are_dropped() -> None:
     assert len(collected) == 10  # ...until the refresh
 
 
+def test_a_frozen_generation_that_doubled_is_refreshed_before_its_time() -> None:
+    # Clients that connect for a few seconds and leave, over and over, must not pile up frozen cycles
+    # for the whole refresh_every: the keeper refreshes once the frozen generation has doubled.
+    keeper = GcKeeper(refresh_every=3600, measure_every=0)
+    keeper.start()
+    collected: list[int] = []
+
+    class Watched(Connection):
+        def __del__(self) -> None:
+            collected.append(1)
+
+    dropped = [Watched() for _ in range(10)]
+    keeper.tick()
+    del dropped
+    keeper.tick()
+    assert collected == []  # not doubled: the frozen cycles wait
+    keeper.frozen_at_refresh = gc.get_freeze_count() // 2 - 1  # as if the last refresh had left half as many
+    keeper.tick()
+    assert len(collected) == 10
+    assert keeper.frozen_at_refresh == gc.get_freeze_count()
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
 def test_heap_trimming_is_available_on_glibc() -> None:
     assert pin_mmap_threshold()
