@@ -35,6 +35,17 @@ class Connection:
         self.me = self
 
 
+def _watched(n: int) -> tuple[list[Connection], list[int]]:
+    """`n` connection-like cycles, and a list that gains an item as each is collected."""
+    collected: list[int] = []
+
+    class Watched(Connection):
+        def __del__(self) -> None:
+            collected.append(1)
+
+    return [Watched() for _ in range(n)], collected
+
+
 def test_tick_moves_survivors_out_of_the_collectors_walk() -> None:
     keeper = GcKeeper(refresh_every=3600)
     keeper.start()
@@ -48,13 +59,7 @@ def test_tick_moves_survivors_out_of_the_collectors_walk() -> None:
 def test_a_refresh_collects_frozen_cycles_once_they_are_dropped() -> None:
     keeper = GcKeeper(refresh_every=3600)
     keeper.start()
-    collected: list[int] = []
-
-    class Watched(Connection):
-        def __del__(self) -> None:
-            collected.append(1)
-
-    dropped = [Watched() for _ in range(10)]
+    dropped, collected = _watched(10)
     keeper.tick()
     del dropped
     gc.collect()
@@ -69,13 +74,7 @@ def test_a_frozen_generation_that_doubled_is_refreshed_before_its_time() -> None
     # for the whole refresh_every: the keeper refreshes once the frozen generation has doubled.
     keeper = GcKeeper(refresh_every=3600, measure_every=0)
     keeper.start()
-    collected: list[int] = []
-
-    class Watched(Connection):
-        def __del__(self) -> None:
-            collected.append(1)
-
-    dropped = [Watched() for _ in range(10)]
+    dropped, collected = _watched(10)
     keeper.tick()
     del dropped
     keeper.tick()
