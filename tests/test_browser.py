@@ -99,12 +99,14 @@ def test_pages_train_the_vision_transformer(tmp_path: Path, webgpu: bool) -> Non
     pages = 1 if webgpu else 2
     vit = {"model": "mnist-vit", "optimizer": "adam", "lr": 0.002, "batch_size": 32, "min_clients": pages}
     result, states = run(tmp_path, pages, 2, vit, webgpu=webgpu)
-    print(f"mnist-vit pages ({'webgpu' if webgpu else 'cpu'}):", [r["accuracy"] for r in result["rounds"]])
+    print(f"mnist-vit pages ({'webgpu' if webgpu else 'cpu'}):", [(r["accuracy"], r["loss"]) for r in result["rounds"]])
     assert len(states) == pages, states
     assert all(s["backend"] == ("webgpu" if webgpu else "cpu") and s["rounds"] == [1, 2] for s in states), states
-    # 800 demo digits a page, one epoch a round: it learns (0.26 to 0.51 on one WebGPU page here), far from done.
-    first, last = result["rounds"][0]["accuracy"], result["rounds"][-1]["accuracy"]
-    assert last > 0.3 and last >= first + 0.05, result["rounds"]
+    # 800 demo digits a page, one epoch a round: it learns, far from done. Accuracy from chance (0.1) to
+    # 0.26-0.51 on one WebGPU page here; but one CI run's second round gained 0.009 in accuracy while its
+    # held-out loss fell by 0.21, so the round-over-round check is on the loss.
+    first, last = result["rounds"][0], result["rounds"][-1]
+    assert last["accuracy"] > 0.3 and last["loss"] < first["loss"] - 0.05, result["rounds"]
 
 
 def _serve_command(tmp_path: Path, port: int, *extra: str) -> list[str]:
