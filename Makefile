@@ -18,7 +18,7 @@ lint:
 	.venv/bin/mypy --cache-dir $${POLLEN_CACHE:-$$HOME/.cache/pollen}/mypy  # kept across clones: 34 s cold, 1 s warm
 	.venv/bin/lint-imports --no-cache
 	cd client_wasm && cargo fmt --check
-	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features webgpu -- -D warnings
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --examples --features webgpu -- -D warnings
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo clippy --lib --tests --features threads -- -D warnings
 	$${POLLEN_CACHE:-$$HOME/.cache/pollen}/tools/bin/hadolint Dockerfile
 	docker-compose --env-file .env.example config --quiet

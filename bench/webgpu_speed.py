@@ -10,7 +10,8 @@ best of --repeat runs. The trainer runs its WebGPU backend:
   chromium`, what CI machines have): the sweep still runs end to end, but its speeds say
   nothing about a GPU. `--runtime auto` (the default) tries Node first and says why it fell back.
 
-Prints samples/s of WebGPU, the WASM CPU path (Node, 1 thread), PyTorch on the CPU (1 thread
+Prints samples/s of WebGPU (and of WebGPU in mixed precision, `precision: "fp16"`, where the
+adapter has `shader-f16`), the WASM CPU path (Node, 1 thread), PyTorch on the CPU (1 thread
 and the machine's cores) and PyTorch CUDA (fp32) when a CUDA device is present, the ratios,
 and the issue's goals; `--json-out` writes `{model: {batch: {...}}}` in samples/s.
 
@@ -51,6 +52,12 @@ def webgpu_runtime(requested: str, tmp: Path, console: Console) -> str:
         return "chromium"
 
 
+def fp16_runs(tmp: Path, runtime: str) -> bool:
+    """Whether an fp16 job runs in mixed precision on this WebGPU (the adapter has `shader-f16`)."""
+    report = train_once(tmp, 10, "--backend", "webgpu", "--runtime", runtime, "--precision", "fp16")
+    return str(report["precision"]) == "fp16"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--samples-mlp", type=int, default=4000)
@@ -76,10 +83,15 @@ def main() -> None:
         write_job("mnist-mlp", train.x[:64], train.y[:64], tmp)
         runtime = webgpu_runtime(args.runtime, tmp, console)
         adapter = "SwiftShader (Chromium)" if runtime == "chromium" else "the GPU (Node + Dawn)"
+        fp16 = fp16_runs(tmp, runtime)
+        if not fp16:
+            console.print(f"[yellow]{adapter}: no shader-f16, so no mixed-precision column[/]")
         table = Table(title=f"local training, samples/s (SGD, one epoch after a warm-up, best of {args.repeat})")
-        columns = ["model", "batch", f"webgpu ({adapter})", "wasm cpu (node, 1 thread)", "torch cpu 1 thread"]
+        columns = ["model", "batch", f"webgpu ({adapter})"] + (["webgpu fp16"] if fp16 else [])
+        columns += ["wasm cpu (node, 1 thread)", "torch cpu 1 thread"]
         columns += [f"torch cpu {cores} threads"] + (["torch cuda"] if cuda else [])
         columns += ["webgpu / wasm cpu"] + (["webgpu / torch cuda"] if cuda else [])
+        columns += ["fp16 / fp32"] if fp16 else []
         for col in columns:
             table.add_column(col, justify="right")
         for model, n in (("mnist-mlp", args.samples_mlp), ("mnist-cnn", args.samples_cnn)):
@@ -93,6 +105,13 @@ def main() -> None:
                     "torch_1t": partial(torch_speed, model, x, y, 1, batch, warmup=True),
                     "torch_nt": partial(torch_speed, model, x, y, cores, batch, warmup=True),
                 }
+                if fp16:
+                    gpu = ("--backend", "webgpu", "--runtime", runtime)
+                    runs = {
+                        "webgpu": runs.pop("webgpu"),
+                        "webgpu_fp16": partial(job, tmp, batch, *gpu, "--precision", "fp16"),
+                        **runs,
+                    }
                 if cuda:
                     runs["torch_cuda"] = partial(cuda_speed, model, n, batch)
                 best: dict[str, float] = {}
@@ -104,6 +123,7 @@ def main() -> None:
                 row = [f"{best[k]:,.0f}" for k in runs]
                 row += [f"{best['webgpu'] / best['wasm_1t']:.2f}"]
                 row += [f"{best['webgpu'] / best['torch_cuda']:.3f}"] if cuda else []
+                row += [f"{best['webgpu_fp16'] / best['webgpu']:.2f}"] if fp16 else []
                 table.add_row(model, str(batch), *row)
     console.print(table)
     console.print(

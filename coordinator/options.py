@@ -122,6 +122,11 @@ HELP = {
     "lr_gamma": "Decay factor (step: default 0.1; exponential: required).",
     "lr_warmup_steps": "Local steps to warm up over (warmup schedule).",
     "grad_clip_norm": "Clip each local step's gradients to this global L2 norm (unset: off).",
+    "precision": (
+        "Local arithmetic: fp32, or fp16 for mixed precision (half-precision matrix products, float32 master"
+        " weights, loss scaling) on clients that compute in f16, the page on WebGPU with shader-f16; others train"
+        " in fp32."
+    ),
     "augment_crop": "Image inputs: shift each example by up to this many pixels each way, 0-filled (random crop).",
     "augment_flip": "Image inputs: mirror each example left to right with probability 1/2.",
     "augment_rotate": "Image inputs: rotate each example by an angle uniform in ± this many degrees.",

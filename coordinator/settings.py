@@ -98,6 +98,7 @@ class Settings:
     lr_gamma: float | None = None
     lr_warmup_steps: int = 5
     grad_clip_norm: float | None = None
+    precision: str = "fp32"  # or fp16: mixed precision on clients that compute in f16 (SPEC §5)
     augment_crop: int = 0
     augment_flip: bool = False
     augment_rotate: float = 0.0
@@ -124,6 +125,8 @@ class Settings:
             raise ValueError(f"--update-encoding and --weights-encoding are one of {', '.join(ENCODINGS)}")
         self.optimization()  # checks the local optimizer's options
         self.augmentation()  # and the augmentation's
+        if self.precision not in ("fp32", "fp16"):
+            raise ValueError("--precision is fp32 or fp16")
         if self.round_lr_schedule not in ROUND_SCHEDULES:
             raise ValueError(f"--round-lr-schedule is one of {', '.join(ROUND_SCHEDULES)}")
         if not 0 < self.round_lr_gamma <= 1:
@@ -214,7 +217,8 @@ class Settings:
                     "lr-step-size": self.lr_step_size if self.lr_schedule == "step" else None,
                     "lr-gamma": self.lr_gamma,
                     "lr-warmup-steps": self.lr_warmup_steps if self.lr_schedule == "warmup" else None,
-                    "grad-clip-norm": self.grad_clip_norm}  # fmt: skip
+                    "grad-clip-norm": self.grad_clip_norm,
+                    "precision": None if self.precision == "fp32" else self.precision}  # fmt: skip
         augment = asdict(self.augmentation())  # crop, flip, rotate, ... as augment-crop, augment-flip, ...
         optional.update({f"augment-{k}": v for k, v in augment.items() if v})
         config.update({k: v for k, v in optional.items() if v is not None})

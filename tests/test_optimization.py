@@ -30,6 +30,7 @@ from tests.test_grid import make, task_identity, weights
         ({"lr_schedule": "exponential"}, "needs lr-gamma"),
         ({"nesterov": True}, "nesterov needs the sgd optimizer with momentum"),
         ({"grad_clip_norm": 0.0}, "grad-clip-norm must be positive"),
+        ({"precision": "bf16"}, "--precision is fp32 or fp16"),
     ],
 )
 def test_bad_options_are_refused_by_the_settings(options: dict[str, object], message: str) -> None:
@@ -42,7 +43,8 @@ def test_options_travel_in_the_task_config_and_come_back_whole() -> None:
                  lr_gamma=0.5, grad_clip_norm=1.0)  # fmt: skip
     config = s.train_config()
     assert config["lr-schedule"] == "step" and config["lr-step-size"] == 3 and config["grad-clip-norm"] == 1.0
-    assert "nesterov" not in config and "lr-warmup-steps" not in config
+    assert "nesterov" not in config and "lr-warmup-steps" not in config and "precision" not in config
+    assert Settings(precision="fp16").train_config()["precision"] == "fp16"
     got = TrainConfig.from_wire(config).optimization()
     assert got == s.optimization()
 

@@ -10,7 +10,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d,
 };
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{DType, Int, Tensor};
 
 use crate::layer_spec::{Approximate, LayerSpec, Pool};
 
@@ -51,6 +51,27 @@ macro_rules! cat {
             $d,
         ))
     };
+}
+
+impl<B: Backend> Act<B> {
+    /// The float dtype held (ids: `I32`, never cast).
+    pub fn dtype(&self) -> DType {
+        match self {
+            Act::D2(t) => t.dtype(),
+            Act::D3(t) => t.dtype(),
+            Act::D4(t) => t.dtype(),
+            Act::D5(t) => t.dtype(),
+            Act::Ids(_) => DType::I32,
+        }
+    }
+
+    /// In `dtype` (see `precision::cast`); ids stay ids.
+    pub fn cast(self, dtype: DType) -> Act<B> {
+        match self {
+            Act::Ids(ids) => Act::Ids(ids),
+            float => each!(float, |t| crate::precision::cast(t, dtype)),
+        }
+    }
 }
 
 /// `t` reshaped to `full` (batch included), as the `Act` of that rank.

@@ -28,8 +28,9 @@ export interface TrainOptions {
   proximalMu?: number;      // FedProx μ (default 0: off)
   shuffle?: boolean;        // default true
   seed?: number;            // shuffle seed; omitted: a fresh random seed
+  precision?: "fp32" | "fp16"; // "fp16": mixed precision where the WebGPU device has shader-f16 (see `fp16`)
 }
-export interface TrainReport { loss: number; steps: number; examples: number; batchSize: number; batchParts: number; }
+export interface TrainReport { loss: number; steps: number; examples: number; batchSize: number; batchParts: number; precision: "fp32" | "fp16"; overflowSteps: number; }
 export interface EvalReport { loss: number; accuracy: number | null; examples: number; }
 export interface DeltaReport {
   delta: Uint8Array;        // safetensors, PyTorch names and layouts
@@ -132,6 +133,14 @@ impl Trainer {
     #[wasm_bindgen(getter, js_name = fallbackReason)]
     pub fn fallback_reason(&self) -> Option<String> {
         self.fallback.clone()
+    }
+
+    /// Whether `precision: "fp16"` jobs run in mixed precision here (WebGPU with `shader-f16`);
+    /// elsewhere they run in float32, and their report says `precision: "fp32"`.
+    #[wasm_bindgen(getter)]
+    pub fn fp16(&self) -> Result<bool, JsValue> {
+        let engine = self.engine.read()?;
+        Ok(on_learner!(&*engine, l => l.half))
     }
 
     /// Load global weights: safetensors bytes with PyTorch names and shapes.

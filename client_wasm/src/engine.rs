@@ -116,9 +116,10 @@ impl Engine {
     /// WebGPU, or why not, in words for people.
     #[cfg(feature = "webgpu")]
     async fn webgpu(spec: ModelSpec) -> Result<Engine, String> {
-        let device = crate::webgpu::start().await?;
+        let (device, half) = crate::webgpu::start().await?;
         let mut learner = Learner::new(spec, device).map_err(|e| e.to_string())?;
         learner.read_every = GPU_READ_EVERY;
+        learner.half = half;
         Ok(Engine::Gpu(learner))
     }
 

@@ -214,6 +214,8 @@ pub fn train_report(r: TrainReport) -> JsValue {
         ("examples", r.examples.into()),
         ("batchSize", r.batch_size.into()),
         ("batchParts", r.batch_parts.into()),
+        ("precision", r.precision.name().into()),
+        ("overflowSteps", r.overflow_steps.into()),
     ])
 }
 

@@ -15,6 +15,7 @@ use crate::memory;
 use crate::model::Model;
 use crate::objective::label_range;
 use crate::params;
+use crate::precision::{LossScale, Precision};
 use crate::privacy;
 use crate::spec::ModelSpec;
 use crate::training::{self, Checkpointing, EvalReport, OnBatch, Pause, TrainReport};
@@ -26,6 +27,11 @@ pub struct Learner<B: AutodiffBackend> {
     /// Read losses back every this many steps: 1 on the CPU, where a read costs nothing; more on
     /// a GPU, where each read waits for the device (see `training::train`).
     pub read_every: usize,
+    /// The device computes in f16 (WebGPU with `shader-f16`): `precision: "fp16"` jobs run in
+    /// mixed precision; elsewhere they run in float32 and report so.
+    pub half: bool,
+    /// Mixed precision's loss scale, carried from job to job as PyTorch's `GradScaler` is.
+    pub loss_scale: LossScale,
     model: Option<Model<B>>,
     global: Option<Named>,
 }
@@ -55,6 +61,8 @@ impl<B: AutodiffBackend> Learner<B> {
             spec,
             device,
             read_every: 1,
+            half: false,
+            loss_scale: LossScale::default(),
             model: Some(model),
             global: None,
         })
@@ -115,6 +123,7 @@ impl<B: AutodiffBackend> Learner<B> {
             .map(|c| self.checkpointing(data, config, c))
             .transpose()?;
         let model = self.model.take().expect("model present");
+        let mixed = config.precision == Precision::Fp16 && self.half;
         let job = training::train(
             model,
             data,
@@ -124,6 +133,7 @@ impl<B: AutodiffBackend> Learner<B> {
             on_batch,
             checkpoints.as_mut(),
             self.read_every,
+            mixed.then_some(&mut self.loss_scale),
         );
         match job.await {
             Ok((model, report)) => {

@@ -23,6 +23,7 @@ pub mod norm;
 pub mod objective;
 pub mod optim_state;
 pub mod params;
+pub mod precision;
 pub mod privacy;
 pub mod schedule;
 

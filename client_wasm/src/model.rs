@@ -12,13 +12,14 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, PaddingConfig1d,
     PaddingConfig2d,
 };
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
+use burn::tensor::{DType, Tensor};
 
 use crate::activations::{Act, apply, each, reshaped};
 use crate::encoder::EncoderLayer;
 use crate::layer_spec::LayerSpec;
 use crate::norm::{BatchNorm, Norm};
+use crate::precision;
 use crate::spec::{ModelSpec, Node};
 
 /// A learned tensor added to its input (a positional embedding), kept flat like the wire.
@@ -175,7 +176,7 @@ impl<B: Backend> Model<B> {
             outputs.push(run(node, layer, inputs, n, &g.outputs[i]));
         }
         match outputs.pop() {
-            Some(Act::D2(t)) => t,
+            Some(Act::D2(t)) => precision::cast(t, DType::F32),
             _ => unreachable!("the spec walk checked the output is [classes]"),
         }
     }
@@ -189,9 +190,13 @@ fn run<B: Backend>(
     out: &[usize],
 ) -> Act<B> {
     if let Layer::Stateless(_) = layer {
+        // Under mixed precision, inputs that meet (a residual sum) may differ: join in float32.
+        if inputs.windows(2).any(|w| w[0].dtype() != w[1].dtype()) {
+            inputs = inputs.into_iter().map(|a| a.cast(DType::F32)).collect();
+        }
         return apply(&node.layer, inputs, n, out);
     }
-    let x = inputs.swap_remove(0);
+    let x = inputs.swap_remove(0).cast(precision::compute_dtype(layer));
     match layer {
         Layer::Linear(l) => each!(x, |t| l.forward(t)),
         Layer::Conv1d(c) => Act::D3(c.forward(x.d3())),

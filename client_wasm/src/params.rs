@@ -14,10 +14,11 @@ use burn::module::{Param, ParamId, RunningState};
 use burn::nn::Linear;
 use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 
 use crate::model::{Layer, Model};
 use crate::norm::Norm;
+use crate::precision;
 
 /// Where one wire tensor lives in a Burn layer. Mutable, so loading can replace it; readers
 /// walk a clone of the model, which costs no tensor copies (Burn's tensors are shared handles).
@@ -240,7 +241,51 @@ pub fn clip_grad_norm<B: AutodiffBackend>(
         .mul_scalar(max_norm)
         .clamp_max(1.0);
     for (_, slot) in slots(model) {
-        slot.scale_step_grad(grads, &coef);
+        slot.map_step_grad(grads, &Scale(coef.clone()));
+    }
+}
+
+/// Mixed precision's unscaling (see `precision`): every gradient divided by `scale`, and all of
+/// them zeroed if any is not finite. Returns that overflow flag (1 or 0), still on the device;
+/// `None` for a model with nothing to train.
+pub fn unscale_grads<B: AutodiffBackend>(
+    model: &mut Model<B>,
+    grads: &mut GradientsParams,
+    scale: f32,
+) -> Option<Tensor<B::InnerBackend, 1>> {
+    let mut sum: Option<Tensor<B::InnerBackend, 1>> = None;
+    for (_, slot) in slots(model) {
+        if let Some(g) = slot.step_grad(grads) {
+            let s = g.sum();
+            sum = Some(sum.map_or(s.clone(), |t| t + s));
+        }
+    }
+    // A sum is not finite if any term is not (or if finite ones overflow it: also too large).
+    let overflow = sum?.is_finite().bool_not();
+    for (_, slot) in slots(model) {
+        slot.map_step_grad(grads, &Unscale(overflow.clone(), scale));
+    }
+    Some(overflow.float())
+}
+
+/// A transformation of a gradient that keeps its shape, whatever its rank.
+trait GradMap<B: Backend> {
+    fn apply<const D: usize>(&self, g: Tensor<B, D>) -> Tensor<B, D>;
+}
+
+struct Scale<B: Backend>(Tensor<B, 1>);
+
+impl<B: Backend> GradMap<B> for Scale<B> {
+    fn apply<const D: usize>(&self, g: Tensor<B, D>) -> Tensor<B, D> {
+        g.mul(self.0.clone().reshape([1; D]))
+    }
+}
+
+struct Unscale<B: Backend>(Tensor<B, 1, Bool>, f32);
+
+impl<B: Backend> GradMap<B> for Unscale<B> {
+    fn apply<const D: usize>(&self, g: Tensor<B, D>) -> Tensor<B, D> {
+        precision::unscale(g, &self.0, self.1)
     }
 }
 
@@ -258,21 +303,21 @@ impl<B: AutodiffBackend> Slot<'_, B> {
         }
     }
 
-    fn scale_step_grad(&self, grads: &mut GradientsParams, coef: &Tensor<B::InnerBackend, 1>) {
-        fn scale<B: Backend, const D: usize>(
+    fn map_step_grad(&self, grads: &mut GradientsParams, f: &impl GradMap<B::InnerBackend>) {
+        fn map<B: Backend, const D: usize>(
             grads: &mut GradientsParams,
             id: ParamId,
-            coef: &Tensor<B, 1>,
+            f: &impl GradMap<B>,
         ) {
             if let Some(g) = grads.remove::<B, D>(id) {
-                grads.register(id, g.mul(coef.clone().reshape([1; D])));
+                grads.register(id, f.apply(g));
             }
         }
         match self {
-            Slot::Transposed(p) | Slot::Matrix(p) => scale::<B::InnerBackend, 2>(grads, p.id, coef),
-            Slot::Kernel1(p) => scale::<B::InnerBackend, 3>(grads, p.id, coef),
-            Slot::Kernel(p) => scale::<B::InnerBackend, 4>(grads, p.id, coef),
-            Slot::Vector(p) => scale::<B::InnerBackend, 1>(grads, p.id, coef),
+            Slot::Transposed(p) | Slot::Matrix(p) => map::<B::InnerBackend, 2>(grads, p.id, f),
+            Slot::Kernel1(p) => map::<B::InnerBackend, 3>(grads, p.id, f),
+            Slot::Kernel(p) => map::<B::InnerBackend, 4>(grads, p.id, f),
+            Slot::Vector(p) => map::<B::InnerBackend, 1>(grads, p.id, f),
             Slot::Running(_) => {}
         }
     }

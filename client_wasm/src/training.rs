@@ -18,6 +18,7 @@ use crate::model::Model;
 use crate::objective;
 use crate::optim_state::{self, StateParts};
 use crate::params;
+use crate::precision::{self, LossScale, Precision};
 use crate::spec::{Loss, ModelSpec};
 use crate::weights::{self, Named, values};
 
@@ -31,6 +32,10 @@ pub struct TrainReport {
     /// The parts a full batch's step splits into over the CPU threads (1: not split; see
     /// `batch_split`).
     pub batch_parts: usize,
+    /// The arithmetic the job ran in: fp16 only where asked for and the device has it.
+    pub precision: Precision,
+    /// Mixed precision's steps whose scaled gradients overflowed (zeroed; see `precision`).
+    pub overflow_steps: usize,
 }
 
 /// A pause the caller asks for between batches (on the web: a turn of the event loop).
@@ -54,6 +59,7 @@ pub struct Checkpointing<'a> {
 }
 
 /// `read_every`: read the losses back (and report batches) every this many steps, at the latest.
+/// `scale`: train in mixed precision with this loss scale (see `precision`); `None`: float32.
 #[allow(clippy::too_many_arguments)]
 pub async fn train<B: AutodiffBackend>(
     model: Model<B>,
@@ -64,6 +70,7 @@ pub async fn train<B: AutodiffBackend>(
     on_batch: &mut OnBatch<'_>,
     checkpoints: Option<&mut Checkpointing<'_>>,
     read_every: usize,
+    scale: Option<&mut LossScale>,
 ) -> Result<(Model<B>, TrainReport)> {
     let job = Job {
         data,
@@ -77,6 +84,7 @@ pub async fn train<B: AutodiffBackend>(
             config.batch_size.min(data.len()),
             batch_split::threads(),
         ),
+        scale: std::cell::RefCell::new(scale),
     };
     // L2 decay added to the gradient, as torch.optim's SGD, Adam and RMSprop apply it.
     let l2 = config
@@ -133,6 +141,8 @@ struct Job<'a, B: Backend> {
     read_every: usize,
     /// The parts a full batch's step splits into (`batch_split`).
     parts: usize,
+    /// Mixed precision's loss scale (`None`: float32), updated as overflow flags are read.
+    scale: std::cell::RefCell<Option<&'a mut LossScale>>,
 }
 
 impl<B: AutodiffBackend> Job<'_, B> {
@@ -164,6 +174,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
         // Losses not yet read back: a read waits for the device, so WebGPU reads every few steps
         // (`read_every`) while the GPU keeps working, and reports those batches then, in order.
         let mut unread: Vec<Unread<B>> = Vec::new();
+        let mut overflow_steps = 0;
         for epoch in first_epoch..config.epochs {
             let mut order = (config.order != Order::Fixed).then(|| seeded(mix(seed, epoch)));
             let batches = data.batches(config.batch_size, order.as_mut());
@@ -176,7 +187,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
                     .then(|| seeded(mix(seed ^ AUGMENT_STREAM, steps)));
                 let augment = augment_rng.as_mut().map(|rng| (&config.augment, rng));
                 let at = (steps, all_steps);
-                let loss = self
+                let (loss, overflow) = self
                     .step(&mut model, &mut optim, idx, augment, anchor.as_ref(), at)
                     .await?;
                 unread.push(Unread {
@@ -185,12 +196,19 @@ impl<B: AutodiffBackend> Job<'_, B> {
                     count,
                     size: idx.len(),
                     loss,
+                    overflow,
                 });
                 steps += 1;
                 examples += idx.len();
                 let due = steps < all_steps && checkpoints.as_mut().is_some_and(|c| (c.due)(steps));
-                if due || unread.len() >= self.read_every || steps == all_steps {
-                    total += report(std::mem::take(&mut unread), on_batch).await?;
+                let unsettled = self.scale.borrow().as_ref().is_some_and(|s| s.unsettled);
+                if due || unread.len() >= self.read_every || steps == all_steps || unsettled {
+                    let (sum, overflowed) = report(std::mem::take(&mut unread), on_batch).await?;
+                    total += sum;
+                    if let Some(scale) = self.scale.borrow_mut().as_mut() {
+                        overflow_steps += overflowed.iter().filter(|&&o| o).count();
+                        scale.after(&overflowed);
+                    }
                 }
                 if let Some(c) = checkpoints.as_mut().filter(|_| due) {
                     let (epoch, batch) = if batch + 1 == count {
@@ -223,11 +241,17 @@ impl<B: AutodiffBackend> Job<'_, B> {
                 examples,
                 batch_size: config.batch_size,
                 batch_parts: self.parts,
+                precision: match self.scale.borrow().is_some() {
+                    true => Precision::Fp16,
+                    false => Precision::Fp32,
+                },
+                overflow_steps,
             },
         ))
     }
 
-    /// One optimizer step on the batch `idx` at step `at.0` of `at.1`; its loss, not yet read.
+    /// One optimizer step on the batch `idx` at step `at.0` of `at.1`; its loss, not yet read, and
+    /// under mixed precision whether its gradients overflowed (1 or 0, not yet read either).
     async fn step<O: StateParts<B::InnerBackend>>(
         &self,
         model: &mut Model<B>,
@@ -236,61 +260,90 @@ impl<B: AutodiffBackend> Job<'_, B> {
         augment: Option<(&crate::augment::Augment, &mut rand::rngs::StdRng)>,
         anchor: Option<&Model<B>>,
         (steps, all_steps): (usize, usize),
-    ) -> Result<Tensor<B, 1>> {
+    ) -> Result<(Tensor<B, 1>, Option<Tensor<B::InnerBackend, 1>>)> {
         let (config, device, goal) = (self.config, self.device, &self.spec.loss);
         let (x, y, mixed) = self.data.augmented_batch::<B>(idx, device, augment);
+        let scale = self.scale.borrow().as_ref().map(|s| s.scale);
         let loss = |model: &Model<B>, part: Part<B>| {
-            let logits = model.forward(part.x);
-            match part.mixed {
+            let logits = match scale {
+                Some(_) => precision::half(model).forward(part.x),
+                None => model.forward(part.x),
+            };
+            let loss = match part.mixed {
                 None => objective::loss(goal, logits, part.y),
                 Some((lambda, partner)) => objective::loss(goal, logits.clone(), part.y)
                     .mul_scalar(lambda)
                     .add(objective::loss(goal, logits, partner).mul_scalar(1.0 - lambda)),
+            };
+            match scale {
+                Some(s) => loss.mul_scalar(s),
+                None => loss,
             }
         };
         let proximal = |model: &Model<B>| {
             let anchor = anchor.expect("a proximal term has an anchor");
-            proximal(model, anchor, device).mul_scalar(config.proximal_mu / 2.0)
+            let mu = config.proximal_mu * f64::from(scale.unwrap_or(1.0));
+            proximal(model, anchor, device).mul_scalar(mu / 2.0)
         };
         let parts = match idx.len() == config.batch_size.min(self.data.len()) {
             true => self.parts,
             false => batch_split::parts(self.spec, idx.len(), batch_split::threads()),
         };
-        let (value, mut grads) = batch_split::gradients(
+        let (mut value, mut grads) = batch_split::gradients(
             model,
             Part { x, y, mixed },
             parts,
             &loss,
             anchor.is_some().then_some(&proximal),
         );
+        let overflow = match scale {
+            Some(s) => {
+                value = value.div_scalar(s);
+                params::unscale_grads(model, &mut grads, s)
+            }
+            None => None,
+        };
         if let Some(max_norm) = config.grad_clip_norm {
             params::clip_grad_norm(model, &mut grads, max_norm);
         }
         let lr = config.schedule.lr(config.lr, steps, all_steps);
         *model = optim.step(lr, model.clone(), grads);
-        Ok(value)
+        Ok((value, overflow))
     }
 }
 
 /// A step whose loss is still on the device.
-struct Unread<B: Backend> {
+struct Unread<B: AutodiffBackend> {
     epoch: usize,
     batch: usize,
     count: usize,
     size: usize,
     loss: Tensor<B, 1>,
+    overflow: Option<Tensor<B::InnerBackend, 1>>,
 }
 
-/// Read the steps' losses back in one read, report each batch in order, and return their sum
-/// weighted by batch size; a loss that is not finite ends the job, naming its batch.
-async fn report<B: Backend>(unread: Vec<Unread<B>>, on_batch: &mut OnBatch<'_>) -> Result<f64> {
+/// Read the steps' losses (and overflow flags) back in one read, report each batch in order, and
+/// return their sum weighted by batch size, and which steps overflowed; a loss that is not finite
+/// ends the job, naming its batch.
+async fn report<B: AutodiffBackend>(
+    unread: Vec<Unread<B>>,
+    on_batch: &mut OnBatch<'_>,
+) -> Result<(f64, Vec<bool>)> {
     if unread.is_empty() {
-        return Ok(0.0);
+        return Ok((0.0, Vec::new()));
     }
-    let losses = Tensor::cat(unread.iter().map(|u| u.loss.clone()).collect(), 0);
+    let flags: Vec<_> = unread.iter().filter_map(|u| u.overflow.clone()).collect();
+    let mut read = unread
+        .iter()
+        .map(|u| u.loss.clone().inner())
+        .collect::<Vec<_>>();
+    read.extend(flags);
+    let read = values(Tensor::cat(read, 0)).await?;
+    let (losses, flags) = read.split_at(unread.len());
+    let overflowed = flags.iter().map(|&f| f != 0.0).collect();
     let mut total = 0.0;
     // Reading also yields to the event loop on the web.
-    for (u, value) in unread.iter().zip(values(losses).await?) {
+    for (u, &value) in unread.iter().zip(losses) {
         let value = f64::from(value);
         if !value.is_finite() {
             return Err(TrainerError::NonFinite(format!(
@@ -304,7 +357,7 @@ async fn report<B: Backend>(unread: Vec<Unread<B>>, on_batch: &mut OnBatch<'_>) 
             pause.await;
         }
     }
-    Ok(total)
+    Ok((total, overflowed))
 }
 
 /// A seed for one epoch or step of a job: SplitMix64's finaliser over seed and index, so

@@ -93,10 +93,13 @@ mod device {
     thread_local! {
         // One wgpu device per module: every trainer shares it, as Burn expects.
         static STARTED: Cell<bool> = const { Cell::new(false) };
+        // Whether that device computes in f16 (`shader-f16`, which Burn asks for when offered).
+        static HALF: Cell<bool> = const { Cell::new(false) };
     }
 
-    /// The default WebGPU device, initialised on first use (async, as wasm requires).
-    pub async fn start() -> Result<WgpuDevice, String> {
+    /// The default WebGPU device, initialised on first use (async, as wasm requires), and
+    /// whether it has `shader-f16`.
+    pub async fn start() -> Result<(WgpuDevice, bool), String> {
         let adapter = super::find_adapter().await?;
         // A device that was lost or failed stays so: later trainers go to the CPU, saying why.
         if let Some(why) = crate::fault::fault() {
@@ -108,9 +111,10 @@ mod device {
             let setup =
                 init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
             crate::fault::watch(&setup.device);
+            HALF.set(setup.device.features().contains(wgpu::Features::SHADER_F16));
             STARTED.set(true);
         }
-        Ok(device)
+        Ok((device, HALF.get()))
     }
 }
 

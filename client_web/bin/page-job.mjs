@@ -41,6 +41,7 @@ export async function runJob({ backend, options, warmup, clip, threads }) {
     const put = await fetch("/out/delta", { method: "PUT", body: d.delta });
     if (!put.ok) throw new Error("saving the delta: HTTP " + put.status);
     return { loss: report.loss, steps: report.steps, examples: report.examples, batchParts: report.batchParts, seconds,
+      precision: report.precision, overflowSteps: report.overflowSteps,
       samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
       backend: trainer.backend, wasmBytes: T.memoryBytes(), threads: threads ? threaded.cpuThreads() : 1 };
   } catch (e) {

@@ -3,6 +3,10 @@
 //   node client_web/bin/train-once.mjs --spec SPEC.json --weights W.safetensors --data D.safetensors \
 //     --epochs E --batch-size B --lr LR --optimizer sgd|adam|adamw [--no-shuffle] [--seed S] [--clip C] \
 //     [--backend cpu|webgpu] [--runtime node|chromium] [--threads N|auto] [--out DELTA.safetensors]
+//     [--precision fp32|fp16] [--eval TEST.safetensors]
+// --precision fp16 trains in mixed precision where the device computes in f16 (WebGPU with
+// shader-f16); the report's `precision` says what ran. --eval (Node) reports the trained model's
+// loss and accuracy on a second data file.
 // --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core).
 // --warmup trains one untimed epoch first (then reloads the weights): WebGPU compiles and tunes its
 // kernels for each shape once per session, a cost the timed epoch then leaves out.
@@ -29,6 +33,8 @@ const VALUES = [
   "backend",
   "runtime",
   "threads",
+  "precision",
+  "eval",
 ];
 const OPTIONS = {
   ...Object.fromEntries(VALUES.map((name) => [name, { type: "string" }])),
@@ -52,6 +58,7 @@ async function main() {
   };
   if (a.seed !== undefined) options.seed = Number(a.seed);
   if (a.momentum !== undefined) options.momentum = Number(a.momentum);
+  if (a.precision !== undefined) options.precision = a.precision;
   const clip = a.clip === undefined ? undefined : Number(a.clip);
   const threads = a.threads === undefined ? null : threadCount(a.threads);
   if (threads && backend !== "cpu") throw new Error("--threads is for the CPU backend");
@@ -81,12 +88,19 @@ async function main() {
   const seconds = (performance.now() - started) / 1000;
   const d = await trainer.delta(clip, undefined);
   if (a.out) writeFileSync(a.out, d.delta);
+  const test = a.eval ? readDataFile(a.eval) : null;
+  const evaluation = test ? await trainer.evaluate(test.x, test.y) : null;
   console.log(
     JSON.stringify({
       loss: report.loss,
       steps: report.steps,
       examples: report.examples,
       batchParts: report.batchParts,
+      precision: report.precision,
+      overflowSteps: report.overflowSteps,
+      fp16: trainer.fp16,
+      evalLoss: evaluation?.loss ?? null,
+      evalAccuracy: evaluation?.accuracy ?? null,
       seconds,
       samplesPerSecond: report.examples / seconds,
       norm: d.norm,

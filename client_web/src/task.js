@@ -21,6 +21,7 @@ const TRAIN_OPTIONS = {
   "lr-gamma": "lrGamma",
   "lr-warmup-steps": "lrWarmupSteps",
   "grad-clip-norm": "gradClipNorm",
+  precision: "precision",
   "augment-crop": "augmentCrop",
   "augment-flip": "augmentFlip",
   "augment-rotate": "augmentRotate",
@@ -128,7 +129,14 @@ export class TaskWorker {
     const d = await trainer.delta(task.config.clipping_norm ?? undefined, undefined, this.updateEncoding());
     const metrics = { train_loss: report.loss, train_seconds: (Date.now() - started) / 1000 };
     if (d.clipped !== undefined) metrics.norm_bit = d.clipped ? 1 : 0;
-    this.emit({ type: "trained", round: task.round, loss: report.loss, seconds: metrics.train_seconds });
+    // `precision` is what ran: an fp16 task on a device without f16 arithmetic trains in fp32.
+    this.emit({
+      type: "trained",
+      round: task.round,
+      loss: report.loss,
+      seconds: metrics.train_seconds,
+      precision: report.precision,
+    });
     return { ...reply, metrics, delta: d.delta };
   }
 

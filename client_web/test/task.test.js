@@ -29,7 +29,7 @@ function fakeTrainer({ failWith = null, accuracy = 0.875 } = {}) {
       await onBatch(0, 0, 2, 0.9);
       await onBatch(0, 1, 2, 0.7);
       if (failWith) throw new Error(failWith);
-      return { loss: 0.7 };
+      return { loss: 0.7, precision: "fp32" };
     },
     async delta(clip, noiseStd) {
       calls.delta.push([clip, noiseStd]);
@@ -96,6 +96,7 @@ test("a train task produces a result with the trainer's delta and the training m
   assert.deepEqual(events[0], { type: "task", kind: "train", round: 3 });
   assert.deepEqual(events[2], { type: "batch", round: 3, epoch: 0, batch: 1, batches: 2, loss: 0.7 });
   assert.equal(events[3].loss, 0.7);
+  assert.equal(events[3].precision, "fp32", "the trained event says which precision ran");
 });
 
 test("config keys map to the trainer's options; unknown keys are left out", async () => {
@@ -115,6 +116,7 @@ test("config keys map to the trainer's options; unknown keys are left out", asyn
     "lr-gamma": 0.5,
     "lr-warmup-steps": 4,
     "grad-clip-norm": 1.5,
+    precision: "fp16",
     "something-else": true,
   };
   const expected = {
@@ -132,6 +134,7 @@ test("config keys map to the trainer's options; unknown keys are left out", asyn
     lrGamma: 0.5,
     lrWarmupSteps: 4,
     gradClipNorm: 1.5,
+    precision: "fp16",
   };
   assert.deepEqual(trainOptions(config), expected);
   assert.deepEqual(trainOptions({ lr: 0.1 }), { lr: 0.1 });

@@ -92,7 +92,9 @@ function onEvent(e) {
       $("phase").textContent = `round ${e.round}'s unfinished job was discarded: the round has moved on`;
       break;
     case "trained":
-      $("phase").textContent = `round ${e.round} sent (${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)})`;
+      $("phase").textContent =
+        `round ${e.round} sent (${e.seconds.toFixed(1)} s, loss ${e.loss.toFixed(4)}` +
+        `${e.precision === "fp16" ? ", mixed precision" : ""})`;
       window.pollen.rounds.push(e.round);
       save("lossHistory", lossHistory);
       break;
