@@ -90,13 +90,17 @@ def test_train_once_refuses_an_unknown_backend_or_runtime(tmp_path: Path) -> Non
 def test_a_fp16_job_without_f16_arithmetic_trains_in_float32_and_says_so(tmp_path: Path) -> None:
     """Mixed precision needs a WebGPU device with `shader-f16`; Burn's CPU backend on the page and
     SwiftShader (CI's WebGPU, which lacks the feature) train such a job in float32: the CPU's delta
-    is byte for byte the float32 job's, and the reports say which precision ran."""
+    is byte for byte the float32 job's, and the reports say which precision ran. The WebGPU job
+    also reports its GPU memory, which holds at least the weights and their gradients."""
     train = load_split("train")
     write_job("mnist-mlp", train.x[:32], train.y[:32], tmp_path)
     plain = report(train_once(tmp_path, "plain.safetensors"))
     asked = report(train_once(tmp_path, "asked.safetensors", "--precision", "fp16"))
     assert (plain["precision"], asked["precision"], asked["fp16"], asked["overflowSteps"]) == ("fp32", "fp32", False, 0)
+    assert plain["gpuPeakBytes"] is None
     assert (tmp_path / "plain.safetensors").read_bytes() == (tmp_path / "asked.safetensors").read_bytes()
     page = report(train_once(tmp_path, "page.safetensors", "--runtime", "chromium", "--backend", "webgpu",
                              "--precision", "fp16"))  # fmt: skip
     assert (page["backend"], page["precision"], page["overflowSteps"]) == ("webgpu", "fp32", 0), page
+    model_bytes = sum(t.nbytes for t in load_file(str(tmp_path / "w.safetensors")).values())
+    assert 2 * model_bytes <= page["gpuPeakBytes"] <= 64 << 20, (page["gpuPeakBytes"], model_bytes)

@@ -12,18 +12,9 @@ use std::time::Instant;
 
 use burn::backend::{Autodiff, Flex};
 use pollen_trainer::config::TrainingConfig;
-use pollen_trainer::learner::Learner;
+use pollen_trainer::learner::{Learner, block_on};
 use pollen_trainer::spec::ModelSpec;
 use safetensors::SafeTensors;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("a CPU read waited"),
-    }
-}
 
 /// `x` as float32 values and `y` as floats, from a data file.
 fn examples(path: &Path) -> (Vec<f32>, Vec<f32>) {

@@ -143,6 +143,16 @@ impl Trainer {
         Ok(on_learner!(&*engine, l => l.half))
     }
 
+    /// On WebGPU, the GPU memory Burn's allocator holds: `{bytesInUse, bytesReserved,
+    /// peakBytesReserved}`, the peak since the last `train` began; `null` on the CPU.
+    #[wasm_bindgen(js_name = gpuMemory, unchecked_return_type = "{ bytesInUse: number; bytesReserved: number; peakBytesReserved: number } | null")]
+    pub fn gpu_memory(&self) -> Result<JsValue, JsValue> {
+        let engine = self.engine.read()?;
+        Ok(engine
+            .gpu_memory()
+            .map_or(JsValue::NULL, js::gpu_memory_report))
+    }
+
     /// Load global weights: safetensors bytes with PyTorch names and shapes.
     #[wasm_bindgen(js_name = loadWeights)]
     pub fn load_weights(&self, bytes: &[u8]) -> Result<(), JsValue> {
@@ -168,13 +178,25 @@ impl Trainer {
             let config = js::training_config(&options).map_err(js::error)?;
             let hooks = js::checkpoint_hooks(&checkpoints).map_err(js::error)?;
             let mut engine = shared.write()?;
-            let mut callback = js::on_batch(on_batch);
+            engine.gpu_job_started();
+            let on_gpu = engine.name() == "webgpu";
+            let mut reported = js::on_batch(on_batch);
+            // Losses are read just before their batches are reported: sample the GPU's memory there.
+            let mut callback = |epoch, batch, batches, loss| {
+                if on_gpu {
+                    note_gpu_memory();
+                }
+                reported(epoch, batch, batches, loss)
+            };
             let report = on_learner!(&mut *engine, l => {
                 let (xs, ys) = js::examples(&x, &y)?;
                 let data = l.dataset(xs, ys).map_err(js::error)?;
                 let hooks = hooks.as_ref().map(js::CheckpointHooks::hooks);
                 l.train(&data, &config, &mut callback, hooks).await.map_err(js::error)?
             });
+            if on_gpu {
+                note_gpu_memory();
+            }
             Ok(js::train_report(report))
         })
     }
@@ -316,4 +338,10 @@ impl ParityProbe {
             Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }
+}
+
+/// Count the GPU's reserved memory now towards the running job's peak.
+fn note_gpu_memory() {
+    #[cfg(feature = "webgpu")]
+    crate::webgpu::note_memory();
 }

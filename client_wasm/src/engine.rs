@@ -70,6 +70,29 @@ impl Engine {
         }
     }
 
+    /// A WebGPU engine's GPU memory as Burn's allocator counts it: bytes in use, bytes reserved,
+    /// and the most reserved since the last training job began (sampled as its losses are read
+    /// and at its end). `None` on the CPU.
+    pub fn gpu_memory(&self) -> Option<[u64; 3]> {
+        match self {
+            #[cfg(feature = "webgpu")]
+            Engine::Gpu(_) => {
+                crate::webgpu::note_memory();
+                crate::webgpu::memory()
+                    .map(|(used, reserved)| [used, reserved, crate::webgpu::peak()])
+            }
+            _ => None,
+        }
+    }
+
+    /// Start of a job: its GPU memory peak starts from what is reserved now (nothing on the CPU).
+    pub fn gpu_job_started(&self) {
+        #[cfg(feature = "webgpu")]
+        if let Engine::Gpu(_) = self {
+            crate::webgpu::reset_peak();
+        }
+    }
+
     /// Start without waiting, which only the CPU can: WebGPU's device starts asynchronously.
     pub fn start_now(spec: ModelSpec, backend: &str) -> Result<Engine, TrainerError> {
         match BackendChoice::parse(backend) {

@@ -219,6 +219,15 @@ pub fn train_report(r: TrainReport) -> JsValue {
     ])
 }
 
+/// `Engine::gpu_memory`'s bytes in use, reserved, and the job's peak reserved.
+pub fn gpu_memory_report([used, reserved, peak]: [u64; 3]) -> JsValue {
+    object(&[
+        ("bytesInUse", (used as f64).into()),
+        ("bytesReserved", (reserved as f64).into()),
+        ("peakBytesReserved", (peak as f64).into()),
+    ])
+}
+
 pub fn eval_report(r: EvalReport) -> JsValue {
     object(&[
         ("loss", r.loss.into()),

@@ -225,3 +225,15 @@ impl<B: AutodiffBackend> Learner<B> {
         weights::encode(&weights::read(self.model()).await?, &self.spec)
     }
 }
+
+/// Run a learner's future to its end where every read is ready at once, as on the CPU backend
+/// (one poll finishes it): for native callers, tests and examples. Panics if it would wait, as a
+/// WebGPU read does.
+pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => v,
+        std::task::Poll::Pending => panic!("a CPU read waited"),
+    }
+}

@@ -328,20 +328,11 @@ mod tests {
     use burn::backend::Flex;
 
     use super::*;
+    use crate::learner::block_on;
     use crate::spec::ModelSpec;
     use crate::weights::{self, Named};
 
     const SPEC: &str = include_str!("../../protocol/models/mnist-cnn-bn.json");
-
-    /// The CPU backend's reads are ready at once, so one poll finishes them.
-    fn block_on<F: std::future::Future>(f: F) -> F::Output {
-        let mut f = std::pin::pin!(f);
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-        match f.as_mut().poll(&mut cx) {
-            std::task::Poll::Ready(v) => v,
-            std::task::Poll::Pending => panic!("a CPU read waited"),
-        }
-    }
 
     #[test]
     fn a_materialized_model_reads_the_same_twice() {

@@ -88,13 +88,48 @@ async fn try_device(adapter: &JsValue) -> Result<(), String> {
 mod device {
     use std::cell::Cell;
 
-    use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics, init_setup_async};
+    use burn::backend::wgpu::{
+        RuntimeOptions, WgpuDevice, WgpuRuntime, graphics, init_setup_async,
+    };
+    use cubecl::Runtime;
 
     thread_local! {
         // One wgpu device per module: every trainer shares it, as Burn expects.
         static STARTED: Cell<bool> = const { Cell::new(false) };
         // Whether that device computes in f16 (`shader-f16`, which Burn asks for when offered).
         static HALF: Cell<bool> = const { Cell::new(false) };
+        // The most GPU memory Burn's allocator has held since `reset_peak`, in bytes.
+        static PEAK: Cell<u64> = const { Cell::new(0) };
+    }
+
+    /// The GPU memory Burn's allocator holds now: (bytes in use, bytes reserved), `None` before
+    /// the device started. Counted by the allocator, without a read from the GPU.
+    pub fn memory() -> Option<(u64, u64)> {
+        if !STARTED.get() {
+            return None;
+        }
+        let usage = WgpuRuntime::client(&WgpuDevice::default())
+            .memory_usage()
+            .ok()?;
+        Some((usage.bytes_in_use, usage.bytes_reserved))
+    }
+
+    /// Count the reserved memory now towards the peak.
+    pub fn note_memory() {
+        if let Some((_, reserved)) = memory() {
+            PEAK.set(PEAK.get().max(reserved));
+        }
+    }
+
+    /// Start a new peak from what is reserved now.
+    pub fn reset_peak() {
+        PEAK.set(0);
+        note_memory();
+    }
+
+    /// The most reserved since `reset_peak`, as sampled by `note_memory`.
+    pub fn peak() -> u64 {
+        PEAK.get()
     }
 
     /// The default WebGPU device, initialised on first use (async, as wasm requires), and
@@ -119,4 +154,4 @@ mod device {
 }
 
 #[cfg(feature = "webgpu")]
-pub use device::start;
+pub use device::{memory, note_memory, peak, reset_peak, start};

@@ -2,9 +2,12 @@
 //! does with `shader-f16`: it trains as float32 does, keeps float32 weights, zeroes a step whose
 //! scaled gradients overflow and halves the scale; and a learner without f16 trains in float32.
 
+use std::sync::Mutex;
+
 use burn::backend::{Autodiff, Flex};
+use burn::tensor::backend::Backend;
 use pollen_trainer::config::TrainingConfig;
-use pollen_trainer::learner::Learner;
+use pollen_trainer::learner::{Learner, block_on};
 use pollen_trainer::precision::{INITIAL_SCALE, LossScale, Precision};
 use pollen_trainer::spec::ModelSpec;
 
@@ -20,15 +23,6 @@ const SPEC: &str = r#"{"name": "mixed", "input_shape": [1, 8, 8], "num_classes":
   {"type": "relu"},
   {"type": "linear", "in_features": 16, "out_features": 4}
 ]}"#;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("a CPU read waited"),
-    }
-}
 
 /// 64 images whose label is the bright quadrant, with a little deterministic texture.
 fn data() -> (Vec<f32>, Vec<f32>) {
@@ -46,21 +40,27 @@ fn data() -> (Vec<f32>, Vec<f32>) {
     (x, y)
 }
 
-/// A learner with the same global weights every time, `half` as given.
+/// The backend's RNG (weight initialisation's) is one per process: tests hold this while they draw.
+static BACKEND_RNG: Mutex<()> = Mutex::new(());
+
+/// A learner with the same global weights every time (drawn from a fixed seed), `half` as given.
 fn learner(half: bool) -> Learner<Cpu> {
+    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    Cpu::seed(&Default::default(), SEED);
     let spec = ModelSpec::from_json(SPEC).unwrap();
+    let global = block_on(
+        Learner::<Cpu>::new(spec.clone(), Default::default())
+            .unwrap()
+            .weights(),
+    )
+    .unwrap();
     let mut l = Learner::<Cpu>::new(spec, Default::default()).unwrap();
-    l.load(&GLOBAL.with(|g| g.clone())).unwrap();
+    l.load(&global).unwrap();
     l.half = half;
     l
 }
 
-thread_local! {
-    static GLOBAL: Vec<u8> = {
-        let spec = ModelSpec::from_json(SPEC).unwrap();
-        block_on(Learner::<Cpu>::new(spec, Default::default()).unwrap().weights()).unwrap()
-    };
-}
+const SEED: u64 = 7;
 
 fn train(l: &mut Learner<Cpu>, options: &str) -> pollen_trainer::training::TrainReport {
     let (x, y) = data();
@@ -69,41 +69,70 @@ fn train(l: &mut Learner<Cpu>, options: &str) -> pollen_trainer::training::Train
     block_on(l.train(&data, &config, &mut |_, _, _, _| None, None)).unwrap()
 }
 
-const JOB: &str = r#"{"epochs": 3, "batchSize": 16, "lr": 0.1, "optimizer": "sgd", "momentum": 0.9, "shuffle": false"#;
+/// Every value of a delta's tensors, in the file's order.
+fn values(delta: &[u8]) -> Vec<f32> {
+    let file = safetensors::SafeTensors::deserialize(delta).unwrap();
+    let mut names: Vec<&str> = file.names();
+    names.sort();
+    names
+        .iter()
+        .flat_map(|n| {
+            let t = file.tensor(n).unwrap();
+            let floats: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect();
+            floats
+        })
+        .collect()
+}
+
+#[test]
+fn a_mixed_precision_step_moves_the_weights_as_a_float32_step_within_f16_rounding() {
+    let one_step = |half: bool, precision: &str| {
+        let mut l = learner(half);
+        let options = format!(
+            r#"{{"epochs": 1, "batchSize": 64, "lr": 0.1, "shuffle": false, "precision": "{precision}"}}"#
+        );
+        let report = train(&mut l, &options);
+        let delta = block_on(l.delta(None, None, Default::default())).unwrap();
+        (report, values(&delta.bytes))
+    };
+    let (fp32, full) = one_step(false, "fp32");
+    let (fp16, mixed) = one_step(true, "fp16");
+    assert_eq!(
+        (fp32.precision, fp16.precision, fp16.overflow_steps),
+        (Precision::Fp32, Precision::Fp16, 0)
+    );
+    let norm = |v: &[f32]| v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+    let gap: Vec<f32> = full.iter().zip(&mixed).map(|(a, b)| a - b).collect();
+    let relative = norm(&gap) / norm(&full);
+    println!("one step: |fp16 - fp32| / |fp32| = {relative:.2e}");
+    // f16 keeps 11 significant bits (relative rounding 2^-11 ≈ 5e-4): the step's direction and
+    // size agree to about that, and not exactly (identical would mean f16 never ran). A scale
+    // left in the gradients would make them 1,024 times off.
+    assert!(relative > 0.0 && relative < 1e-2, "{relative}");
+    assert!((fp16.loss - fp32.loss).abs() < 1e-2 * fp32.loss);
+}
 
 #[test]
 fn mixed_precision_trains_as_float32_does() {
+    let job = r#"{"epochs": 8, "batchSize": 16, "lr": 0.1, "momentum": 0.9, "optimizer": "sgd", "shuffle": false"#;
     let mut full = learner(false);
-    let fp32 = train(&mut full, &format!("{JOB}}}"));
+    train(&mut full, &format!("{job}}}"));
     let mut mixed = learner(true);
-    let fp16 = train(&mut mixed, &format!(r#"{JOB}, "precision": "fp16"}}"#));
-    assert_eq!(
-        (fp32.precision, fp16.precision),
-        (Precision::Fp32, Precision::Fp16)
-    );
-    assert_eq!(fp16.overflow_steps, 0);
+    let fp16 = train(&mut mixed, &format!(r#"{job}, "precision": "fp16"}}"#));
+    assert_eq!((fp16.precision, fp16.overflow_steps), (Precision::Fp16, 0));
     let (x, y) = data();
     let eval =
         |l: &Learner<Cpu>| block_on(l.evaluate(&l.dataset(x.clone(), y.clone()).unwrap())).unwrap();
     let (a, b) = (eval(&full), eval(&mixed));
-    println!(
-        "fp32 loss {} acc {:?}; fp16 loss {} acc {:?}",
-        a.loss, a.accuracy, b.loss, b.accuracy
-    );
-    assert!(a.accuracy.unwrap() > 0.9, "float32 learns the task: {a:?}");
+    println!("fp32 {a:?}; fp16 {b:?}");
     assert!(
-        (a.accuracy.unwrap() - b.accuracy.unwrap()).abs() <= 0.05,
+        a.accuracy.unwrap() >= 0.9 && b.accuracy.unwrap() >= 0.9,
         "{a:?} vs {b:?}"
     );
-    assert!((a.loss - b.loss).abs() <= 0.05 * a.loss, "{a:?} vs {b:?}");
-    // f16 arithmetic rounds differently: identical weights would mean it never ran.
-    assert_ne!(
-        block_on(full.weights()).unwrap(),
-        block_on(mixed.weights()).unwrap()
-    );
-    // The master weights stayed float32: the delta is float32 safetensors, not a rounding of f16.
-    let delta = block_on(mixed.delta(None, None, Default::default())).unwrap();
-    assert!(delta.norm > 0.0 && delta.norm.is_finite());
 }
 
 #[test]

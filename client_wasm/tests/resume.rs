@@ -8,7 +8,7 @@ use std::sync::Mutex;
 
 use burn::backend::{Autodiff, Flex};
 use pollen_trainer::config::TrainingConfig;
-use pollen_trainer::learner::{Checkpoints, Learner};
+use pollen_trainer::learner::{Checkpoints, Learner, block_on};
 use pollen_trainer::spec::ModelSpec;
 
 type Cpu = Autodiff<Flex>;
@@ -27,15 +27,6 @@ const SPEC: &str = r#"{"name": "resume", "input_shape": [1, 6, 6], "num_classes"
 ]}"#;
 
 const AUGMENT: &str = r#""augmentFlip": true, "augmentCrop": 1, "augmentMixup": 0.4"#;
-
-fn block_on<F: std::future::Future>(f: F) -> F::Output {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => v,
-        std::task::Poll::Pending => panic!("a CPU read waited"),
-    }
-}
 
 struct Fixture {
     global: Vec<u8>,

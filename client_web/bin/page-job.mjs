@@ -34,16 +34,18 @@ export async function runJob({ backend, options, warmup, clip, threads }) {
       await trainer.train(x, y, options);
       trainer.loadWeights(weights);
     }
+    const loadedBytes = T.memoryBytes();
     const started = performance.now();
     const report = await trainer.train(x, y, options);
     const seconds = (performance.now() - started) / 1000;
+    const gpu = trainer.gpuMemory();
     const d = await trainer.delta(clip ?? undefined, undefined);
     const put = await fetch("/out/delta", { method: "PUT", body: d.delta });
     if (!put.ok) throw new Error("saving the delta: HTTP " + put.status);
     return { loss: report.loss, steps: report.steps, examples: report.examples, batchParts: report.batchParts, seconds,
-      precision: report.precision, overflowSteps: report.overflowSteps,
+      precision: report.precision, overflowSteps: report.overflowSteps, gpuPeakBytes: gpu?.peakBytesReserved ?? null,
       samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
-      backend: trainer.backend, wasmBytes: T.memoryBytes(), threads: threads ? threaded.cpuThreads() : 1 };
+      backend: trainer.backend, wasmBytes: T.memoryBytes(), wasmBytesLoaded: loadedBytes, threads: threads ? threaded.cpuThreads() : 1 };
   } catch (e) {
     return { error: String(e?.message ?? e) };
   }

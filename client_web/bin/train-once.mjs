@@ -6,7 +6,8 @@
 //     [--precision fp32|fp16] [--eval TEST.safetensors]
 // --precision fp16 trains in mixed precision where the device computes in f16 (WebGPU with
 // shader-f16); the report's `precision` says what ran. --eval (Node) reports the trained model's
-// loss and accuracy on a second data file.
+// loss and accuracy on a second data file. On WebGPU, `gpuPeakBytes` is the most GPU memory Burn's
+// allocator held during the timed job.
 // --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core).
 // --warmup trains one untimed epoch first (then reloads the weights): WebGPU compiles and tunes its
 // kernels for each shape once per session, a cost the timed epoch then leaves out.
@@ -86,6 +87,7 @@ async function main() {
   const started = performance.now();
   const report = await trainer.train(x, y, options);
   const seconds = (performance.now() - started) / 1000;
+  const gpu = trainer.gpuMemory();
   const d = await trainer.delta(clip, undefined);
   if (a.out) writeFileSync(a.out, d.delta);
   const test = a.eval ? readDataFile(a.eval) : null;
@@ -110,6 +112,7 @@ async function main() {
       threads: threads ? pkg.cpuThreads() : 1,
       wasmBytes: Trainer.memoryBytes(), // this process's one job: its peak linear memory
       wasmBytesLoaded: loadedBytes,
+      gpuPeakBytes: gpu?.peakBytesReserved ?? null, // WebGPU: the job's most reserved, as Burn counts it
     }),
   );
 }
