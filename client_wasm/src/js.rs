@@ -11,8 +11,9 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::config::TrainingConfig;
 use crate::error::TrainerError;
+use crate::evaluation::EvalReport;
 use crate::learner::{Checkpoints, DeltaOut};
-use crate::training::{EvalReport, Pause, TrainReport};
+use crate::training::{Pause, TrainReport};
 
 pub fn error(e: TrainerError) -> JsValue {
     js_sys::Error::new(&e.to_string()).into()

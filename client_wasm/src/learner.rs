@@ -11,6 +11,7 @@ use crate::config::TrainingConfig;
 use crate::data::Dataset;
 use crate::encoding::{self, Encoding};
 use crate::error::{Result, TrainerError};
+use crate::evaluation::{self, EvalReport};
 use crate::memory;
 use crate::model::Model;
 use crate::objective::label_range;
@@ -18,7 +19,7 @@ use crate::params;
 use crate::precision::{LossScale, Precision};
 use crate::privacy;
 use crate::spec::ModelSpec;
-use crate::training::{self, Checkpointing, EvalReport, OnBatch, Pause, TrainReport};
+use crate::training::{self, Checkpointing, OnBatch, Pause, TrainReport};
 use crate::weights::{self, Named};
 
 pub struct Learner<B: AutodiffBackend> {
@@ -184,10 +185,10 @@ impl<B: AutodiffBackend> Learner<B> {
     }
 
     pub async fn evaluate(&self, data: &Dataset) -> Result<EvalReport> {
-        let batch = data.len().min(training::EVAL_BATCH);
+        let batch = data.len().min(evaluation::EVAL_BATCH);
         memory::ensure(memory::inference_bytes(&self.spec, batch), "evaluation")?;
-        training::evaluate(
-            &training::inference(self.model()),
+        evaluation::evaluate(
+            &evaluation::inference(self.model()),
             data,
             &self.spec.loss,
             &self.device,

@@ -14,6 +14,7 @@ pub mod data;
 pub mod encoder;
 pub mod encoding;
 pub mod error;
+pub mod evaluation;
 pub mod fault;
 pub mod layer_spec;
 pub mod learner;

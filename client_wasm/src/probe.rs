@@ -6,10 +6,10 @@ use burn::tensor::{Tensor, TensorData};
 
 use crate::data::Dataset;
 use crate::error::{Result, TrainerError};
+use crate::evaluation;
 use crate::learner::Learner;
 use crate::memory;
 use crate::params;
-use crate::training;
 use crate::weights::{self, Named, values};
 
 impl<B: AutodiffBackend> Learner<B> {
@@ -36,7 +36,7 @@ impl<B: AutodiffBackend> Learner<B> {
             let t = Tensor::<B, 2>::from_data(TensorData::new(x, shape), &self.device);
             values(self.model().forward(t)).await
         } else {
-            let inner = training::inference(self.model());
+            let inner = evaluation::inference(self.model());
             let t = Tensor::from_data(TensorData::new(x, shape), &self.device);
             values(inner.forward(t)).await
         }

@@ -1,6 +1,5 @@
-//! The local training loop (Burn's `train` feature has no wasm support), and evaluation.
+//! The local training loop (Burn's `train` feature has no wasm support); evaluation is `evaluation`.
 
-use burn::module::AutodiffModule;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, Optimizer, RmsPropConfig, SgdConfig};
@@ -19,7 +18,7 @@ use crate::objective;
 use crate::optim_state::{self, StateParts};
 use crate::params;
 use crate::precision::{self, LossScale, Precision};
-use crate::spec::{Loss, ModelSpec};
+use crate::spec::ModelSpec;
 use crate::weights::{self, Named, values};
 
 #[derive(Debug, Clone, Copy)]
@@ -384,54 +383,6 @@ fn proximal<B: Backend>(model: &Model<B>, anchor: &Model<B>, device: &B::Device)
     sum
 }
 
-#[derive(Debug, Clone, Copy)]
-pub struct EvalReport {
-    pub loss: f64,
-    /// `None` for a regression.
-    pub accuracy: Option<f64>,
-    pub examples: usize,
-}
-
 /// XORed into a job's seed for its augmentation and dropout streams.
 const AUGMENT_STREAM: u64 = 0x9e37_79b9_7f4a_7c15;
 const DROPOUT_STREAM: u64 = 0x6a09_e667_f3bc_c908;
-
-/// Evaluation's batch size: big batches are fast, and inference keeps no autodiff graph.
-pub const EVAL_BATCH: usize = 1000;
-
-/// The spec's mean loss and, for a classifier, accuracy, in inference mode (dropout off,
-/// BatchNorm on running statistics).
-pub async fn evaluate<B: Backend>(
-    model: &Model<B>,
-    data: &Dataset,
-    goal: &Loss,
-    device: &B::Device,
-) -> Result<EvalReport> {
-    let (mut loss, mut correct) = (0.0f64, Some(0usize));
-    for idx in data.batches(EVAL_BATCH, None) {
-        let (x, y) = data.batch::<B>(&idx, device);
-        let logits = model.forward(x);
-        let batch = objective::loss(goal, logits.clone(), y.clone());
-        loss += values(batch).await?[0] as f64 * idx.len() as f64;
-        if let (Some(total), Some(hits)) = (correct, objective::hits(goal, logits, y)) {
-            crate::fault::before_read::<B>()?;
-            let data = hits
-                .into_data_async()
-                .await
-                .map_err(|e| TrainerError::Backend(format!("{e:?}")))?;
-            correct = Some(total + data.iter::<i64>().next().unwrap_or(0) as usize);
-        } else {
-            correct = None;
-        }
-    }
-    Ok(EvalReport {
-        loss: loss / data.len() as f64,
-        accuracy: correct.map(|c| c as f64 / data.len() as f64),
-        examples: data.len(),
-    })
-}
-
-/// Inference-mode copy of an autodiff model.
-pub fn inference<B: AutodiffBackend>(model: &Model<B>) -> Model<B::InnerBackend> {
-    model.valid()
-}
