@@ -179,24 +179,13 @@ impl Trainer {
             let hooks = js::checkpoint_hooks(&checkpoints).map_err(js::error)?;
             let mut engine = shared.write()?;
             engine.gpu_job_started();
-            let on_gpu = engine.name() == "webgpu";
-            let mut reported = js::on_batch(on_batch);
-            // Losses are read just before their batches are reported: sample the GPU's memory there.
-            let mut callback = |epoch, batch, batches, loss| {
-                if on_gpu {
-                    note_gpu_memory();
-                }
-                reported(epoch, batch, batches, loss)
-            };
+            let mut callback = js::on_batch(on_batch);
             let report = on_learner!(&mut *engine, l => {
                 let (xs, ys) = js::examples(&x, &y)?;
                 let data = l.dataset(xs, ys).map_err(js::error)?;
                 let hooks = hooks.as_ref().map(js::CheckpointHooks::hooks);
                 l.train(&data, &config, &mut callback, hooks).await.map_err(js::error)?
             });
-            if on_gpu {
-                note_gpu_memory();
-            }
             Ok(js::train_report(report))
         })
     }
@@ -338,10 +327,4 @@ impl ParityProbe {
             Ok(Uint8Array::from(bytes.as_slice()).into())
         })
     }
-}
-
-/// Count the GPU's reserved memory now towards the running job's peak.
-fn note_gpu_memory() {
-    #[cfg(feature = "webgpu")]
-    crate::webgpu::note_memory();
 }

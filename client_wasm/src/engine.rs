@@ -71,15 +71,14 @@ impl Engine {
     }
 
     /// A WebGPU engine's GPU memory as Burn's allocator counts it: bytes in use, bytes reserved,
-    /// and the most reserved since the last training job began (sampled as its losses are read
-    /// and at its end). `None` on the CPU.
+    /// and the most reserved since the last training job began (sampled at every read from the
+    /// GPU, and now). `None` on the CPU.
     pub fn gpu_memory(&self) -> Option<[u64; 3]> {
         match self {
             #[cfg(feature = "webgpu")]
             Engine::Gpu(_) => {
-                crate::webgpu::note_memory();
-                crate::webgpu::memory()
-                    .map(|(used, reserved)| [used, reserved, crate::webgpu::peak()])
+                let (used, reserved) = crate::webgpu::memory()?;
+                Some([used, reserved, crate::webgpu::peak().max(reserved)])
             }
             _ => None,
         }

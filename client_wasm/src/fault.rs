@@ -45,6 +45,8 @@ pub fn before_read<B: burn::tensor::backend::Backend>() -> Result<()> {
     if std::any::type_name::<B::Device>()
         == std::any::type_name::<burn::backend::wgpu::WgpuDevice>()
     {
+        // Every read is also where a job's GPU memory peak is sampled (`webgpu::note_memory`).
+        crate::webgpu::note_memory();
         return healthy();
     }
     Ok(())

@@ -2,7 +2,7 @@
 //! does with `shader-f16`: it trains as float32 does, keeps float32 weights, zeroes a step whose
 //! scaled gradients overflow and halves the scale; and a learner without f16 trains in float32.
 
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
@@ -10,6 +10,7 @@ use pollen_trainer::config::TrainingConfig;
 use pollen_trainer::learner::{Learner, block_on};
 use pollen_trainer::precision::{INITIAL_SCALE, LossScale, Precision};
 use pollen_trainer::spec::ModelSpec;
+use pollen_trainer::weights;
 
 type Cpu = Autodiff<Flex>;
 
@@ -40,12 +41,16 @@ fn data() -> (Vec<f32>, Vec<f32>) {
     (x, y)
 }
 
-/// The backend's RNG (weight initialisation's) is one per process: tests hold this while they draw.
+/// The backend's RNG is one per process: weight initialisation draws from it and every training
+/// step reseeds it, so each test holds this from start to end.
 static BACKEND_RNG: Mutex<()> = Mutex::new(());
+
+fn serial() -> MutexGuard<'static, ()> {
+    BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A learner with the same global weights every time (drawn from a fixed seed), `half` as given.
 fn learner(half: bool) -> Learner<Cpu> {
-    let _rng = BACKEND_RNG.lock().unwrap_or_else(|e| e.into_inner());
     Cpu::seed(&Default::default(), SEED);
     let spec = ModelSpec::from_json(SPEC).unwrap();
     let global = block_on(
@@ -69,27 +74,9 @@ fn train(l: &mut Learner<Cpu>, options: &str) -> pollen_trainer::training::Train
     block_on(l.train(&data, &config, &mut |_, _, _, _| None, None)).unwrap()
 }
 
-/// Every value of a delta's tensors, in the file's order.
-fn values(delta: &[u8]) -> Vec<f32> {
-    let file = safetensors::SafeTensors::deserialize(delta).unwrap();
-    let mut names: Vec<&str> = file.names();
-    names.sort();
-    names
-        .iter()
-        .flat_map(|n| {
-            let t = file.tensor(n).unwrap();
-            let floats: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect();
-            floats
-        })
-        .collect()
-}
-
 #[test]
 fn a_mixed_precision_step_moves_the_weights_as_a_float32_step_within_f16_rounding() {
+    let _serial = serial();
     let one_step = |half: bool, precision: &str| {
         let mut l = learner(half);
         let options = format!(
@@ -97,7 +84,8 @@ fn a_mixed_precision_step_moves_the_weights_as_a_float32_step_within_f16_roundin
         );
         let report = train(&mut l, &options);
         let delta = block_on(l.delta(None, None, Default::default())).unwrap();
-        (report, values(&delta.bytes))
+        let named = weights::decode(&delta.bytes, &ModelSpec::from_json(SPEC).unwrap()).unwrap();
+        (report, named.into_values().flatten().collect::<Vec<f32>>())
     };
     let (fp32, full) = one_step(false, "fp32");
     let (fp16, mixed) = one_step(true, "fp16");
@@ -118,6 +106,7 @@ fn a_mixed_precision_step_moves_the_weights_as_a_float32_step_within_f16_roundin
 
 #[test]
 fn mixed_precision_trains_as_float32_does() {
+    let _serial = serial();
     let job = r#"{"epochs": 8, "batchSize": 16, "lr": 0.1, "momentum": 0.9, "optimizer": "sgd", "shuffle": false"#;
     let mut full = learner(false);
     train(&mut full, &format!("{job}}}"));
@@ -137,6 +126,7 @@ fn mixed_precision_trains_as_float32_does() {
 
 #[test]
 fn a_step_whose_scaled_gradients_overflow_changes_no_weight_and_halves_the_scale() {
+    let _serial = serial();
     let mut l = learner(true);
     let before = block_on(l.weights()).unwrap();
     // 2^24 times a loss gradient overflows f16 (largest 65,504) at once.
@@ -160,6 +150,7 @@ fn a_step_whose_scaled_gradients_overflow_changes_no_weight_and_halves_the_scale
 
 #[test]
 fn without_f16_a_fp16_job_trains_in_float32_and_says_so() {
+    let _serial = serial();
     let mut l = learner(false);
     let report = train(
         &mut l,
