@@ -142,6 +142,7 @@ impl Engine {
         let mut learner = Learner::new(spec, device).map_err(|e| e.to_string())?;
         learner.read_every = GPU_READ_EVERY;
         learner.half = half;
+        learner.lower_convolutions();
         Ok(Engine::Gpu(learner))
     }
 

@@ -33,6 +33,8 @@ pub struct Learner<B: AutodiffBackend> {
     pub half: bool,
     /// Mixed precision's loss scale, carried from job to job as PyTorch's `GradScaler` is.
     pub loss_scale: LossScale,
+    /// Convolutions run as matrix products (`conv_gemm`): on WebGPU, where that is faster.
+    conv_gemm: bool,
     model: Option<Model<B>>,
     global: Option<Named>,
 }
@@ -64,6 +66,7 @@ impl<B: AutodiffBackend> Learner<B> {
             read_every: 1,
             half: false,
             loss_scale: LossScale::default(),
+            conv_gemm: false,
             model: Some(model),
             global: None,
         })
@@ -80,6 +83,24 @@ impl<B: AutodiffBackend> Learner<B> {
         .map(|data| data.with_image_shape(&self.spec.input_shape, self.spec.max_id().is_some()))
     }
 
+    /// Runs the model's 2-d convolutions as matrix products (`conv_gemm`), now and after every
+    /// reload of the weights.
+    pub fn lower_convolutions(&mut self) {
+        self.conv_gemm = true;
+        if let Some(model) = self.model.as_mut() {
+            model.lower_convolutions();
+        }
+    }
+
+    /// A new model of this learner's spec, built as its models are.
+    fn fresh(&self) -> Model<B> {
+        let mut model = self.spec.init(&self.device);
+        if self.conv_gemm {
+            model.lower_convolutions();
+        }
+        model
+    }
+
     pub(crate) fn model(&self) -> &Model<B> {
         self.model
             .as_ref()
@@ -88,7 +109,7 @@ impl<B: AutodiffBackend> Learner<B> {
 
     pub fn load(&mut self, bytes: &[u8]) -> Result<()> {
         let named = weights::decode(bytes, &self.spec)?;
-        let fresh = self.spec.init(&self.device);
+        let fresh = self.fresh();
         self.model = Some(weights::load(fresh, &named, &self.device));
         self.global = Some(named);
         Ok(())
@@ -144,11 +165,7 @@ impl<B: AutodiffBackend> Learner<B> {
             Err(e) => {
                 // A failed run leaves the global weights in place, never a half-trained model.
                 let global = self.global.as_ref().expect("checked above");
-                self.model = Some(weights::load(
-                    self.spec.init(&self.device),
-                    global,
-                    &self.device,
-                ));
+                self.model = Some(weights::load(self.fresh(), global, &self.device));
                 Err(e)
             }
         }

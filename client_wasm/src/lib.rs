@@ -10,6 +10,7 @@ pub mod augment;
 pub mod batch_split;
 pub mod checkpoint;
 pub mod config;
+pub mod conv_gemm;
 pub mod data;
 pub mod encoder;
 pub mod encoding;

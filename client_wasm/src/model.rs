@@ -16,6 +16,7 @@ use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor};
 
 use crate::activations::{Act, apply, each, reshaped};
+use crate::conv_gemm::{self, Geometry};
 use crate::encoder::EncoderLayer;
 use crate::layer_spec::LayerSpec;
 use crate::norm::{BatchNorm, Norm};
@@ -58,6 +59,8 @@ pub struct Graph {
     pub outputs: Vec<Vec<usize>>,
     pub input_shape: Vec<usize>,
     pub input_ids: bool,
+    /// 2-d convolutions run as matrix products (`conv_gemm`), not Burn's kernels: on WebGPU.
+    pub conv_gemm: bool,
 }
 
 #[derive(Module, Debug)]
@@ -83,6 +86,7 @@ impl ModelSpec {
             outputs: walk.outputs,
             input_shape: self.input_shape.clone(),
             input_ids: self.input_ids,
+            conv_gemm: false,
         };
         Model {
             layers,
@@ -156,6 +160,11 @@ fn layer<B: Backend>(spec: &LayerSpec, device: &B::Device) -> Layer<B> {
 }
 
 impl<B: Backend> Model<B> {
+    /// Runs this model's 2-d convolutions as matrix products from now on (`conv_gemm`).
+    pub fn lower_convolutions(&mut self) {
+        Arc::make_mut(&mut self.graph).conv_gemm = true;
+    }
+
     /// Logits `[N, classes]` for inputs `[N, prod(input_shape)]` (token ids as floats, for a
     /// model whose input is ids).
     pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
@@ -173,7 +182,7 @@ impl<B: Backend> Model<B> {
                 .iter()
                 .map(|j| j.map_or_else(|| input.clone(), |j| outputs[j].clone()))
                 .collect();
-            outputs.push(run(node, layer, inputs, n, &g.outputs[i]));
+            outputs.push(run(node, layer, inputs, n, &g.outputs[i], g.conv_gemm));
         }
         match outputs.pop() {
             Some(Act::D2(t)) => precision::cast(t, DType::F32),
@@ -188,6 +197,7 @@ fn run<B: Backend>(
     mut inputs: Vec<Act<B>>,
     n: usize,
     out: &[usize],
+    conv_gemm: bool,
 ) -> Act<B> {
     if let Layer::Stateless(_) = layer {
         // Under mixed precision, inputs that meet (a residual sum) may differ: join in float32.
@@ -200,6 +210,21 @@ fn run<B: Backend>(
     match layer {
         Layer::Linear(l) => each!(x, |t| l.forward(t)),
         Layer::Conv1d(c) => Act::D3(c.forward(x.d3())),
+        Layer::Conv2d(c) if conv_gemm && conv_gemm::pays(c.weight.dims()) => {
+            let LayerSpec::Conv2d(spec) = &node.layer else {
+                unreachable!("a Conv2d layer is a conv2d node")
+            };
+            let geometry = Geometry {
+                stride: spec.stride.0,
+                padding: spec.padding.0,
+                dilation: [1, 1],
+            };
+            let bias = c.bias.as_ref().map(|b| b.val());
+            // Fed by the model's input alone, the layer's input gradient is never asked for.
+            let input_grad = node.inputs.iter().any(Option::is_some);
+            let (x, w) = (x.d4(), c.weight.val());
+            Act::D4(conv_gemm::conv2d(x, w, bias, geometry, input_grad))
+        }
         Layer::Conv2d(c) => Act::D4(c.forward(x.d4())),
         Layer::BatchNorm(b) => each!(x, |t| b.forward(t)),
         Layer::Norm(m) => each!(x, |t| m.forward(t)),
