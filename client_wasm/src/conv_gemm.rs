@@ -39,8 +39,8 @@ impl Geometry {
 
 /// Burn's weight-gradient kernel runs one thread per weight value, each summing over the batch
 /// and every output position in turn: below this many values it leaves most of a GPU idle. On an
-/// H100 (Dawn), mnist-cnn's first layer (800 values) trained several times faster lowered, and its
-/// second (51,200) ran faster as Burn runs it, at batches 32 to 512 (README).
+/// H200 (native wgpu), mnist-cnn's first layer (800 values) ran 2-8× faster lowered, and its
+/// second (51,200) faster as Burn runs it, at batches 32 to 512 (README).
 pub const MAX_DIRECT_WEIGHTS: usize = 4096;
 
 /// Whether a convolution with this weight shape `[C_out, C_in, kh, kw]` runs faster lowered.
