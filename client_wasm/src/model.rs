@@ -59,7 +59,7 @@ pub struct Graph {
     pub outputs: Vec<Vec<usize>>,
     pub input_shape: Vec<usize>,
     pub input_ids: bool,
-    /// 2-d convolutions run as matrix products (`conv_gemm`), not Burn's kernels: on WebGPU.
+    /// Thin 2-d convolutions run as matrix products (`conv_gemm::pays`): on WebGPU.
     pub conv_gemm: bool,
 }
 
@@ -160,7 +160,7 @@ fn layer<B: Backend>(spec: &LayerSpec, device: &B::Device) -> Layer<B> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Runs this model's 2-d convolutions as matrix products from now on (`conv_gemm`).
+    /// Runs this model's thin 2-d convolutions as matrix products from now on (`conv_gemm::pays`).
     pub fn lower_convolutions(&mut self) {
         Arc::make_mut(&mut self.graph).conv_gemm = true;
     }
