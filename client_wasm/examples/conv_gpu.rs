@@ -15,29 +15,23 @@ use burn::tensor::backend::Backend;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Distribution, Tensor};
-use pollen_trainer::conv_gemm::{self, Geometry};
+use pollen_trainer::conv_gemm;
 
 type G = Wgpu<f32, i32, u32>;
 type B = Autodiff<G>;
 
-const GEOMETRY: Geometry = Geometry {
-    stride: [1, 1],
-    padding: [2, 2],
-    dilation: [1, 1],
-};
+/// mnist-cnn's convolutions: 5×5, padding 2.
+fn options() -> ConvOptions<2> {
+    ConvOptions::new([1, 1], [2, 2], [1, 1], 1)
+}
 
 fn run(gemm: bool, x: &Tensor<B, 4>, w: &Tensor<B, 4>, b: &Tensor<B, 1>) -> Tensor<B, 4> {
+    let (x, w, b) = (x.clone(), w.clone(), Some(b.clone()));
     if gemm {
-        conv_gemm::conv2d(
-            x.clone(),
-            w.clone(),
-            Some(b.clone()),
-            GEOMETRY,
-            x.is_require_grad(),
-        )
+        let input_grad = x.is_require_grad();
+        conv_gemm::conv2d(x, w, b, &options(), input_grad)
     } else {
-        let options = ConvOptions::new(GEOMETRY.stride, GEOMETRY.padding, GEOMETRY.dilation, 1);
-        conv2d(x.clone(), w.clone(), Some(b.clone()), options)
+        conv2d(x, w, b, options())
     }
 }
 

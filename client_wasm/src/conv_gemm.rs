@@ -16,26 +16,9 @@
 //! backend keeps Burn's own convolution, which is faster there (README).
 
 use burn::tensor::backend::Backend;
-use burn::tensor::ops::PadMode;
+use burn::tensor::ops::conv::calculate_conv_output_size;
+use burn::tensor::ops::{ConvOptions, PadMode};
 use burn::tensor::{Slice, Tensor};
-
-/// What the lowering needs of a convolution: its geometry (groups are 1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Geometry {
-    pub stride: [usize; 2],
-    pub padding: [usize; 2],
-    pub dilation: [usize; 2],
-}
-
-impl Geometry {
-    /// Output height and width for an input of `h × w` and a kernel of `kh × kw`.
-    pub fn output(&self, [h, w]: [usize; 2], [kh, kw]: [usize; 2]) -> [usize; 2] {
-        let out = |n: usize, k: usize, i: usize| {
-            (n + 2 * self.padding[i] - self.dilation[i] * (k - 1) - 1) / self.stride[i] + 1
-        };
-        [out(h, kh, 0), out(w, kw, 1)]
-    }
-}
 
 /// Burn's weight-gradient kernel runs one thread per weight value, each summing over the batch
 /// and every output position in turn: below this many values it leaves most of a GPU idle. On an
@@ -49,29 +32,42 @@ pub fn pays(weight: [usize; 4]) -> bool {
 }
 
 /// `x` `[N, C_in, H, W]` convolved with `weight` `[C_out, C_in, kh, kw]` plus `bias`, as
-/// PyTorch's `conv2d` with one group: `[N, C_out, H_out, W_out]`. `input_grad`: whether `x`'s
-/// gradient will be asked for (false for the model's input), which decides how the columns are
-/// made; the result is the same either way.
+/// PyTorch's `conv2d` with one group (`options.groups` must be 1): `[N, C_out, H_out, W_out]`.
+/// `input_grad`: whether `x`'s gradient will be asked for (false for the model's input), which
+/// decides how the columns are made; the result is the same either way.
 pub fn conv2d<B: Backend>(
     x: Tensor<B, 4>,
     weight: Tensor<B, 4>,
     bias: Option<Tensor<B, 1>>,
-    g: Geometry,
+    options: &ConvOptions<2>,
     input_grad: bool,
 ) -> Tensor<B, 4> {
+    assert_eq!(
+        options.groups, 1,
+        "the lowering is for ungrouped convolutions"
+    );
     let [n, cin, h, w] = x.dims();
     let [cout, _, kh, kw] = weight.dims();
-    let [ho, wo] = g.output([h, w], [kh, kw]);
-    let [ph, pw] = g.padding;
+    let size = |i: usize, k: usize, n: usize| {
+        calculate_conv_output_size(
+            k,
+            options.stride[i],
+            options.padding[i],
+            options.dilation[i],
+            n,
+        )
+    };
+    let [ho, wo] = [size(0, kh, h), size(1, kw, w)];
+    let [ph, pw] = options.padding;
     let x = if ph + pw > 0 {
         x.pad([(ph, ph), (pw, pw)], PadMode::Constant(0.0))
     } else {
         x
     };
-    let columns = if input_grad || g.dilation != [1, 1] {
-        shifted_views(x, [kh, kw], [ho, wo], g)
+    let columns = if input_grad || options.dilation != [1, 1] {
+        shifted_views(x, [kh, kw], [ho, wo], options)
     } else {
-        windows(x, [kh, kw], g.stride)
+        windows(x, [kh, kw], options.stride)
     };
     let kernel: Tensor<B, 3> = weight.reshape([1, cout, cin * kh * kw]);
     let mut y = kernel.matmul(columns).reshape([n, cout, ho, wo]);
@@ -102,7 +98,7 @@ fn shifted_views<B: Backend>(
     x: Tensor<B, 4>,
     [kh, kw]: [usize; 2],
     [ho, wo]: [usize; 2],
-    g: Geometry,
+    options: &ConvOptions<2>,
 ) -> Tensor<B, 3> {
     let [n, cin, _, _] = x.dims();
     let span = |start: usize, count: usize, step: usize| Slice {
@@ -116,8 +112,8 @@ fn shifted_views<B: Backend>(
             views.push(x.clone().slice([
                 Slice::from(0..n),
                 Slice::from(0..cin),
-                span(i * g.dilation[0], ho, g.stride[0]),
-                span(j * g.dilation[1], wo, g.stride[1]),
+                span(i * options.dilation[0], ho, options.stride[0]),
+                span(j * options.dilation[1], wo, options.stride[1]),
             ]));
         }
     }

@@ -13,10 +13,11 @@ use burn::nn::{
     PaddingConfig2d,
 };
 use burn::tensor::backend::Backend;
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{DType, Tensor};
 
 use crate::activations::{Act, apply, each, reshaped};
-use crate::conv_gemm::{self, Geometry};
+use crate::conv_gemm;
 use crate::encoder::EncoderLayer;
 use crate::layer_spec::LayerSpec;
 use crate::norm::{BatchNorm, Norm};
@@ -214,16 +215,12 @@ fn run<B: Backend>(
             let LayerSpec::Conv2d(spec) = &node.layer else {
                 unreachable!("a Conv2d layer is a conv2d node")
             };
-            let geometry = Geometry {
-                stride: spec.stride.0,
-                padding: spec.padding.0,
-                dilation: [1, 1],
-            };
+            let options = ConvOptions::new(spec.stride.0, spec.padding.0, [1, 1], 1);
             let bias = c.bias.as_ref().map(|b| b.val());
             // Fed by the model's input alone, the layer's input gradient is never asked for.
             let input_grad = node.inputs.iter().any(Option::is_some);
             let (x, w) = (x.d4(), c.weight.val());
-            Act::D4(conv_gemm::conv2d(x, w, bias, geometry, input_grad))
+            Act::D4(conv_gemm::conv2d(x, w, bias, &options, input_grad))
         }
         Layer::Conv2d(c) => Act::D4(c.forward(x.d4())),
         Layer::BatchNorm(b) => each!(x, |t| b.forward(t)),

@@ -4,8 +4,9 @@
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
+use burn::tensor::ops::conv::calculate_conv_output_size;
 use burn::tensor::{Distribution, Tensor};
-use pollen_trainer::conv_gemm::{self, Geometry};
+use pollen_trainer::conv_gemm;
 
 type B = Autodiff<Flex>;
 
@@ -30,14 +31,12 @@ fn the_lowered_convolution_matches_burns_output_and_gradients() {
         let x0 = Tensor::<B, 4>::random(shape, normal, &device);
         let w0 = Tensor::<B, 4>::random([cout, shape[1], kh, kw], normal, &device);
         let b0 = Tensor::<B, 1>::random([cout], normal, &device);
-        let geometry = Geometry {
-            stride,
-            padding,
-            dilation,
-        };
         let options = ConvOptions::new(stride, padding, dilation, 1);
         // A loss that weighs every output differently, so that misplaced gradients show.
-        let [ho, wo] = geometry.output([shape[2], shape[3]], [kh, kw]);
+        let size = |i: usize, k: usize| {
+            calculate_conv_output_size(k, stride[i], padding[i], dilation[i], shape[2 + i])
+        };
+        let [ho, wo] = [size(0, kh), size(1, kw)];
         let weights = Tensor::<B, 4>::random([shape[0], cout, ho, wo], normal, &device);
         // With an input that needs its gradient, and with one that does not (the data).
         for input_grad in [true, false] {
@@ -50,7 +49,7 @@ fn the_lowered_convolution_matches_burns_output_and_gradients() {
                 };
                 let (w, b) = (w0.clone().require_grad(), b0.clone().require_grad());
                 let y = if lowered {
-                    conv_gemm::conv2d(x.clone(), w.clone(), Some(b.clone()), geometry, input_grad)
+                    conv_gemm::conv2d(x.clone(), w.clone(), Some(b.clone()), &options, input_grad)
                 } else {
                     conv2d(x.clone(), w.clone(), Some(b.clone()), options.clone())
                 };
