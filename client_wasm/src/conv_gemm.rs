@@ -10,10 +10,12 @@
 //! gradient becomes a batched matrix product (Burn's tiled kernels), which the autodiff graph
 //! derives by itself.
 //!
-//! Only thin convolutions are lowered (`pays`): for wide ones Burn's kernels were faster, since
-//! the lowering copies each input value `kh × kw` times into the columns (mnist-cnn's second
-//! layer at batch 32: 20 MB, and as much again for their gradient) and adds dispatches. The CPU
-//! backend keeps Burn's own convolution, which is faster there (README).
+//! Only thin convolutions fed by the model's input are lowered (`pays`): for wide ones Burn's
+//! kernels were faster, since the lowering copies each input value `kh × kw` times into the
+//! columns (mnist-cnn's second layer at batch 32: 20 MB, and as much again for their gradient)
+//! and adds dispatches, and a layer whose input gradient is needed makes its columns from
+//! `kh × kw` views, each a dispatch forward and back. The CPU backend keeps Burn's own
+//! convolution, which is faster there (README).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::conv::calculate_conv_output_size;
@@ -26,9 +28,13 @@ use burn::tensor::{Slice, Tensor};
 /// second (51,200) faster as Burn runs it, at batches 32 to 512 (README).
 pub const MAX_DIRECT_WEIGHTS: usize = 4096;
 
-/// Whether a convolution with this weight shape `[C_out, C_in, kh, kw]` runs faster lowered.
-pub fn pays(weight: [usize; 4]) -> bool {
-    weight.iter().product::<usize>() <= MAX_DIRECT_WEIGHTS
+/// Whether a convolution with this weight shape `[C_out, C_in, kh, kw]` runs faster lowered;
+/// `input_grad`: whether its input's gradient is needed (it is fed by another layer). On an H100
+/// under Dawn, mnist-cnn-bn at batch 32 with its second convolution (3,200 values, input gradient
+/// needed) lowered too ran at 0.63× Burn's speed, where mnist-cnn with only its first lowered ran
+/// at 1.05-1.75× from batch 10 to 512 (README).
+pub fn pays(weight: [usize; 4], input_grad: bool) -> bool {
+    !input_grad && weight.iter().product::<usize>() <= MAX_DIRECT_WEIGHTS
 }
 
 /// `x` `[N, C_in, H, W]` convolved with `weight` `[C_out, C_in, kh, kw]` plus `bias`, as

@@ -33,7 +33,8 @@ pub struct Learner<B: AutodiffBackend> {
     pub half: bool,
     /// Mixed precision's loss scale, carried from job to job as PyTorch's `GradScaler` is.
     pub loss_scale: LossScale,
-    /// Thin 2-d convolutions run as matrix products (`conv_gemm::pays`): on WebGPU, where it pays.
+    /// Thin 2-d convolutions on the model's input run as matrix products (`conv_gemm::pays`):
+    /// on WebGPU.
     conv_gemm: bool,
     model: Option<Model<B>>,
     global: Option<Named>,
@@ -83,8 +84,8 @@ impl<B: AutodiffBackend> Learner<B> {
         .map(|data| data.with_image_shape(&self.spec.input_shape, self.spec.max_id().is_some()))
     }
 
-    /// Runs the model's thin 2-d convolutions as matrix products (`conv_gemm::pays`), now and
-    /// after every reload of the weights.
+    /// Runs the thin 2-d convolutions on the model's input as matrix products
+    /// (`conv_gemm::pays`), now and after every reload of the weights.
     pub fn lower_convolutions(&mut self) {
         self.conv_gemm = true;
         if let Some(model) = self.model.as_mut() {

@@ -60,7 +60,8 @@ pub struct Graph {
     pub outputs: Vec<Vec<usize>>,
     pub input_shape: Vec<usize>,
     pub input_ids: bool,
-    /// Thin 2-d convolutions run as matrix products (`conv_gemm::pays`): on WebGPU.
+    /// Thin 2-d convolutions on the model's input run as matrix products (`conv_gemm::pays`):
+    /// on WebGPU.
     pub conv_gemm: bool,
 }
 
@@ -161,7 +162,8 @@ fn layer<B: Backend>(spec: &LayerSpec, device: &B::Device) -> Layer<B> {
 }
 
 impl<B: Backend> Model<B> {
-    /// Runs this model's thin 2-d convolutions as matrix products from now on (`conv_gemm::pays`).
+    /// Runs the thin 2-d convolutions on this model's input as matrix products from now on
+    /// (`conv_gemm::pays`).
     pub fn lower_convolutions(&mut self) {
         Arc::make_mut(&mut self.graph).conv_gemm = true;
     }
@@ -192,6 +194,11 @@ impl<B: Backend> Model<B> {
     }
 }
 
+/// Whether a layer's input gradient is needed: not for a layer fed by the model's input alone.
+fn input_grad(node: &Node) -> bool {
+    node.inputs.iter().any(Option::is_some)
+}
+
 fn run<B: Backend>(
     node: &Node,
     layer: &Layer<B>,
@@ -211,16 +218,14 @@ fn run<B: Backend>(
     match layer {
         Layer::Linear(l) => each!(x, |t| l.forward(t)),
         Layer::Conv1d(c) => Act::D3(c.forward(x.d3())),
-        Layer::Conv2d(c) if conv_gemm && conv_gemm::pays(c.weight.dims()) => {
+        Layer::Conv2d(c) if conv_gemm && conv_gemm::pays(c.weight.dims(), input_grad(node)) => {
             let LayerSpec::Conv2d(spec) = &node.layer else {
                 unreachable!("a Conv2d layer is a conv2d node")
             };
             let options = ConvOptions::new(spec.stride.0, spec.padding.0, [1, 1], 1);
             let bias = c.bias.as_ref().map(|b| b.val());
-            // Fed by the model's input alone, the layer's input gradient is never asked for.
-            let input_grad = node.inputs.iter().any(Option::is_some);
             let (x, w) = (x.d4(), c.weight.val());
-            Act::D4(conv_gemm::conv2d(x, w, bias, &options, input_grad))
+            Act::D4(conv_gemm::conv2d(x, w, bias, &options, input_grad(node)))
         }
         Layer::Conv2d(c) => Act::D4(c.forward(x.d4())),
         Layer::BatchNorm(b) => each!(x, |t| b.forward(t)),

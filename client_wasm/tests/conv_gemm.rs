@@ -77,3 +77,11 @@ fn the_lowered_convolution_matches_burns_output_and_gradients() {
         }
     }
 }
+
+#[test]
+fn only_thin_convolutions_on_the_models_input_are_lowered() {
+    // mnist-cnn's first layer, its second, and mnist-cnn-bn's second (fed by a layer).
+    assert!(conv_gemm::pays([32, 1, 5, 5], false));
+    assert!(!conv_gemm::pays([64, 32, 5, 5], false));
+    assert!(!conv_gemm::pays([16, 8, 5, 5], true));
+}
