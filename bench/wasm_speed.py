@@ -8,13 +8,15 @@ Each figure is the best of --repeat runs, interleaved, because a shared machine'
 The WASM trainer runs on one thread (the single-threaded build) and on N threads (the threaded
 build, N = this machine's cores), under Node and in headless Chromium (the page's builds,
 `train-once.mjs --runtime chromium`, in a worker when threaded); PyTorch at 1 and N threads.
+The threaded build runs its relaxed-SIMD variant (fused multiply-add) where the engine has
+relaxed SIMD, as the page does; "node 1t relaxed" is that variant on one thread under Node.
 Prints samples/s, the ratios WASM / PyTorch at 1 and at N threads, each WASM runtime's N-thread
 speed over its 1-thread speed, and the size of the optimised .wasm (raw and gzip). It also prints
 the arithmetic rate each contender reached, in GFLOP/s: samples/s × the floating-point operations
 of one training step per sample (the matrix products and convolutions, forward and backward, as
 `torch.utils.flop_counter` counts them; elementwise work is not counted), which says how far each
 is from what its machine's vector units can do. `--json-out` also writes the figures as
-`{model: {batch: {wasm_1t, wasm_nt, wasm_chromium_1t, wasm_chromium_nt, torch_1t, torch_nt,
+`{model: {batch: {wasm_1t, wasm_1t_relaxed, wasm_nt, wasm_chromium_1t, wasm_chromium_nt, torch_1t, torch_nt,
 flop_per_sample}}}` in samples/s (`wasm_*` under Node unless named) and FLOP.
 
     python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3] [--cold]
@@ -47,6 +49,7 @@ from coordinator.models.torch_model import build_module, wire_weights
 ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "client_wasm" / "pkg" / "web" / "pollen_trainer_bg.wasm"
 WASM_THREADS = ROOT / "client_wasm" / "pkg" / "web-threads" / "pollen_trainer_bg.wasm"
+WASM_THREADS_RELAXED = ROOT / "client_wasm" / "pkg" / "web-threads-relaxed" / "pollen_trainer_bg.wasm"
 
 
 def torch_speed(
@@ -140,6 +143,8 @@ def main() -> None:
     warm = () if args.cold else ("--warmup",)
     contenders = {
         "wasm_1t": wasm(*warm),
+        # The threaded build on one thread, no pool: its relaxed-SIMD variant where Node has it.
+        "wasm_1t_relaxed": wasm(*warm, "--threads", "1"),
         "wasm_nt": wasm(*warm, "--threads", str(n)),
         "wasm_chromium_1t": wasm(*warm, "--runtime", "chromium"),
         "wasm_chromium_nt": wasm(*warm, "--runtime", "chromium", "--threads", str(n)),
@@ -149,8 +154,9 @@ def main() -> None:
     train = load_split("train")
     console = Console()
     table = Table(title=f"local training, samples/s (SGD, one epoch, best of {args.repeat}; N = {n} threads)")
-    for col in ("model", "batch", "wasm node 1t", "wasm node Nt", "wasm chromium 1t", "wasm chromium Nt",
-                "torch 1t", "torch Nt", "node 1t / torch 1t", "node Nt / torch Nt", "chromium Nt / 1t"):  # fmt: skip
+    for col in ("model", "batch", "wasm node 1t", "wasm node 1t relaxed", "wasm node Nt", "wasm chromium 1t",
+                "wasm chromium Nt", "torch 1t", "torch Nt", "node 1t / torch 1t", "node 1t relaxed / torch 1t",
+                "node Nt / torch Nt", "chromium Nt / 1t"):  # fmt: skip
         table.add_column(col, justify="right")
     figures: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -165,8 +171,8 @@ def main() -> None:
                     for name, speed in contenders.items():
                         best[name] = max(best[name], speed(model, x, y, tmp, batch))
                 b = best
-                ratios = (b["wasm_1t"] / b["torch_1t"], b["wasm_nt"] / b["torch_nt"],
-                          b["wasm_chromium_nt"] / b["wasm_chromium_1t"])  # fmt: skip
+                ratios = (b["wasm_1t"] / b["torch_1t"], b["wasm_1t_relaxed"] / b["torch_1t"],
+                          b["wasm_nt"] / b["torch_nt"], b["wasm_chromium_nt"] / b["wasm_chromium_1t"])  # fmt: skip
                 table.add_row(model, str(batch), *(f"{v:,.0f}" for v in b.values()), *(f"{r:.2f}" for r in ratios))
                 figures.setdefault(model, {})[str(batch)] = {**best, "flop_per_sample": flop}
     console.print(table)
@@ -179,7 +185,7 @@ def main() -> None:
             rates.add_row(model, batch, f"{per_sample / 1e6:.1f}",
                           *(f"{f[name] * per_sample / 1e9:.1f}" for name in contenders))  # fmt: skip
     console.print(rates)
-    for build in (WASM, WASM_THREADS):
+    for build in (WASM, WASM_THREADS, WASM_THREADS_RELAXED):
         raw = build.read_bytes()
         console.print(
             f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({build.relative_to(ROOT)})"

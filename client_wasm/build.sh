@@ -6,7 +6,8 @@
 # pkg/{web,node}-threads. The first carries the CPU backend and Burn's WebGPU backend, and picks
 # at run time. POLLEN_WASM_FEATURES= (empty) builds it CPU-only: about 30 minutes less on two
 # cores the first time, and 0.6 MB gzip instead of 2.7 MB. The second is CPU-only, with atomics
-# and shared memory, and runs the CPU backend on a pool of workers (src/threads.rs).
+# and shared memory, and runs the CPU backend on a pool of workers (src/threads.rs); it is built
+# twice, plain and with relaxed SIMD (pkg/{web,node}-threads-relaxed).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=${POLLEN_CACHE:-$HOME/.cache/pollen}
@@ -33,8 +34,9 @@ debian_wasm() { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library 
 # pkg/node$SUFFIX. Link arguments and the path remapping go to the trainer's own compile only
 # (`cargo rustc`), not into RUSTFLAGS, where any change would rebuild every dependency.
 build() {
-  local suffix=$1 features=$2 extra=$3 out key
+  local suffix=$1 features=$2 extra=$3 out key relaxed=
   shift 3
+  [[ $extra == *relaxed-simd* ]] && relaxed=1
   # The trainer's own paths (in its panic messages) are named relative to the crate, so that a
   # build from another clone of the same commit is the same bytes, and wasm-opt's output is
   # found in its cache instead of taking minutes again (a CI run builds from a fresh clone).
@@ -63,7 +65,8 @@ build() {
     key=$( { cat "$out/pollen_trainer_bg.wasm"; "$OPT" --version; echo "$OPT_FLAGS${extra:+ $extra}"; } | sha256sum | cut -c1-32)
     if [ ! -f "$OPT_CACHE/$key.wasm" ]; then
       # shellcheck disable=SC2086 # OPT_FLAGS is a list of flags
-      "$OPT" $OPT_FLAGS ${extra:+--enable-threads} "$out/pollen_trainer_bg.wasm" -o "$OPT_CACHE/$key.tmp"
+      "$OPT" $OPT_FLAGS ${extra:+--enable-threads} ${relaxed:+--enable-relaxed-simd} "$out/pollen_trainer_bg.wasm" \
+        -o "$OPT_CACHE/$key.tmp"
       mv "$OPT_CACHE/$key.tmp" "$OPT_CACHE/$key.wasm"
     fi
     cp "$OPT_CACHE/$key.wasm" "$out/pollen_trainer_bg.wasm"
@@ -75,12 +78,24 @@ build "" "$FEATURES" ""
 # (src/threads.rs): shared memory, up to 4 GiB like the single-threaded build.
 # wasm-ld makes the memory shared and imported, with the thread-local storage symbols that
 # wasm-bindgen's thread support needs (Debian's rustc does not pass these itself).
-build -threads threads ",+atomics,+bulk-memory,+mutable-globals" --shared-memory --import-memory \
-  --max-memory=4294967296 --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base
-# Keep the newest few optimised builds (four files each); each file is up to 12 MB.
-ls -t "$OPT_CACHE"/*.wasm | tail -n +13 | xargs -r rm -f
+THREADS_LINK=(--shared-memory --import-memory --max-memory=4294967296
+  --export=__wasm_init_tls --export=__tls_size --export=__tls_align --export=__tls_base)
+build -threads threads ",+atomics,+bulk-memory,+mutable-globals" "${THREADS_LINK[@]}"
+# The same with relaxed SIMD, whose fused multiply-add the CPU convolutions' microkernel uses
+# (src/simd_lanes.rs), for engines that have it: an engine without it rejects the whole module,
+# so the page and Node pick one of the two by feature detection (client_web/src/cpu-pool.js).
+# Both share the plain build's JavaScript glue, which the page imports once for either.
+build -threads-relaxed threads ",+atomics,+bulk-memory,+mutable-globals,+relaxed-simd" "${THREADS_LINK[@]}"
+for target in web node; do
+  cmp -s pkg/$target-threads/pollen_trainer.js pkg/$target-threads-relaxed/pollen_trainer.js ||
+    { echo "build.sh: the relaxed-SIMD build's glue differs from the plain one's ($target)" >&2; exit 1; }
+done
+# Keep the newest few optimised builds (six files each); each file is up to 12 MB.
+ls -t "$OPT_CACHE"/*.wasm | tail -n +19 | xargs -r rm -f
 raw=$(stat -c %s pkg/web/pollen_trainer_bg.wasm)
 gz=$(gzip -9 -c pkg/web/pollen_trainer_bg.wasm | wc -c)
 echo "pollen_trainer_bg.wasm (features: ${FEATURES:-none}): $raw bytes raw, $gz bytes gzip"
-echo "pollen_trainer_bg.wasm (threads): $(stat -c %s pkg/web-threads/pollen_trainer_bg.wasm) bytes raw," \
-  "$(gzip -9 -c pkg/web-threads/pollen_trainer_bg.wasm | wc -c) bytes gzip"
+for suffix in threads threads-relaxed; do
+  echo "pollen_trainer_bg.wasm ($suffix): $(stat -c %s pkg/web-$suffix/pollen_trainer_bg.wasm) bytes raw," \
+    "$(gzip -9 -c pkg/web-$suffix/pollen_trainer_bg.wasm | wc -c) bytes gzip"
+done

@@ -24,4 +24,10 @@ for (const f of ["index.html", "dashboard.html", "styles.css"]) copyFileSync(f, 
 copyFileSync("node_modules/uplot/dist/uPlot.min.css", `${out}/uPlot.min.css`);
 copyFileSync("../client_wasm/pkg/web/pollen_trainer_bg.wasm", `${out}/pollen_trainer_bg.wasm`);
 copyFileSync("../client_wasm/pkg/web-threads/pollen_trainer_bg.wasm", `${out}/pollen_trainer_threads_bg.wasm`);
+// The same threaded build with relaxed SIMD's fused multiply-add, for browsers that have it; its
+// JavaScript glue is the plain build's (build.sh checks), so only the module differs.
+copyFileSync(
+  "../client_wasm/pkg/web-threads-relaxed/pollen_trainer_bg.wasm",
+  `${out}/pollen_trainer_threads_relaxed_bg.wasm`,
+);
 console.log(`built ${out}/`);

@@ -99,6 +99,13 @@ impl Trainer {
         })
     }
 
+    /// Whether this build multiplies and adds with relaxed SIMD's fused multiply-add (the
+    /// `*-threads-relaxed` builds; `simd_lanes`), which only engines with relaxed SIMD load.
+    #[wasm_bindgen(js_name = relaxedSimd)]
+    pub fn relaxed_simd() -> bool {
+        cfg!(target_feature = "relaxed-simd")
+    }
+
     /// The module's linear memory in bytes. It only ever grows, so after a job it is that job's
     /// peak (with everything the module held before); GPU memory is not in it.
     #[wasm_bindgen(js_name = memoryBytes)]

@@ -11,6 +11,9 @@ pub mod batch_split;
 pub mod checkpoint;
 pub mod config;
 pub mod conv_gemm;
+pub mod cpu_conv;
+pub mod cpu_conv_op;
+pub mod cpu_gemm;
 pub mod data;
 pub mod encoder;
 pub mod encoding;
@@ -30,6 +33,7 @@ pub mod privacy;
 pub mod schedule;
 
 pub mod shapes;
+pub mod simd_lanes;
 pub mod spec;
 pub mod training;
 pub mod weights;

@@ -18,6 +18,7 @@ use burn::tensor::{DType, Tensor};
 
 use crate::activations::{Act, apply, each, reshaped};
 use crate::conv_gemm;
+use crate::cpu_conv_op;
 use crate::encoder::EncoderLayer;
 use crate::layer_spec::LayerSpec;
 use crate::norm::{BatchNorm, Norm};
@@ -218,16 +219,21 @@ fn run<B: Backend>(
     match layer {
         Layer::Linear(l) => each!(x, |t| l.forward(t)),
         Layer::Conv1d(c) => Act::D3(c.forward(x.d3())),
-        Layer::Conv2d(c) if conv_gemm && conv_gemm::pays(c.weight.dims(), input_grad(node)) => {
+        Layer::Conv2d(c) => {
             let LayerSpec::Conv2d(spec) = &node.layer else {
                 unreachable!("a Conv2d layer is a conv2d node")
             };
             let options = ConvOptions::new(spec.stride.0, spec.padding.0, [1, 1], 1);
             let bias = c.bias.as_ref().map(|b| b.val());
             let (x, w) = (x.d4(), c.weight.val());
-            Act::D4(conv_gemm::conv2d(x, w, bias, &options, input_grad(node)))
+            if conv_gemm && conv_gemm::pays(c.weight.dims(), input_grad(node)) {
+                return Act::D4(conv_gemm::conv2d(x, w, bias, &options, input_grad(node)));
+            }
+            match cpu_conv_op::conv2d(&x, &w, bias.as_ref(), &options) {
+                Some(y) => Act::D4(y),
+                None => Act::D4(c.forward(x)),
+            }
         }
-        Layer::Conv2d(c) => Act::D4(c.forward(x.d4())),
         Layer::BatchNorm(b) => each!(x, |t| b.forward(t)),
         Layer::Norm(m) => each!(x, |t| m.forward(t)),
         Layer::Embedding(e) => Act::D3(e.forward(x.ids())),

@@ -8,13 +8,10 @@ use burn::tensor::ops::conv::calculate_conv_output_size;
 use burn::tensor::{Distribution, Tensor};
 use pollen_trainer::conv_gemm;
 
-type B = Autodiff<Flex>;
+mod common;
+use common::gap;
 
-/// The largest absolute difference between two tensors, relative to the first's largest value.
-fn gap<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
-    let scale = a.clone().abs().max().into_scalar();
-    (a - b).abs().max().into_scalar() / scale.max(1e-6)
-}
+type B = Autodiff<Flex>;
 
 #[test]
 fn the_lowered_convolution_matches_burns_output_and_gradients() {

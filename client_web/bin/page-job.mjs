@@ -13,19 +13,21 @@ import { launchChromium } from "./chromium.mjs";
 // waits for its pool, which a page's main thread may not).
 const JOB = `import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
 import * as threaded from "/client_wasm/pkg/web-threads/pollen_trainer.js";
-import { threadedTrainer } from "/client_web/src/cpu-pool.js";
+import { relaxedSimd, threadedTrainer } from "/client_web/src/cpu-pool.js";
 import { decodeDataFile } from "/client_web/src/data-file.js";
 const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
-async function trainerClass(threads) {
+async function trainerClass(threads, relaxed) {
   if (!threads) {
     await init();
     return Trainer;
   }
-  return threadedTrainer(threaded, threads, "/client_web/src/page/pool-thread.js");
+  const build = relaxed && relaxedSimd() ? "web-threads-relaxed" : "web-threads";
+  const wasm = { module_or_path: "/client_wasm/pkg/" + build + "/pollen_trainer_bg.wasm" };
+  return threadedTrainer(threaded, threads, "/client_web/src/page/pool-thread.js", wasm);
 }
-export async function runJob({ backend, options, warmup, clip, threads }) {
+export async function runJob({ backend, options, warmup, clip, threads, relaxed }) {
   try {
-    const T = await trainerClass(threads);
+    const T = await trainerClass(threads, relaxed);
     const trainer = await T.create(await (await fetch("/cases/spec.json")).text(), backend);
     const weights = await bytes("/cases/weights.safetensors");
     trainer.loadWeights(weights);
@@ -45,7 +47,8 @@ export async function runJob({ backend, options, warmup, clip, threads }) {
     return { loss: report.loss, steps: report.steps, examples: report.examples, batchParts: report.batchParts, seconds,
       precision: report.precision, overflowSteps: report.overflowSteps, gpuPeakBytes: gpu?.peakBytesReserved ?? null,
       samplesPerSecond: report.examples / seconds, norm: d.norm, clipped: d.clipped ?? null,
-      backend: trainer.backend, wasmBytes: T.memoryBytes(), wasmBytesLoaded: loadedBytes, threads: threads ? threaded.cpuThreads() : 1 };
+      backend: trainer.backend, wasmBytes: T.memoryBytes(), wasmBytesLoaded: loadedBytes, threads: threads ? threaded.cpuThreads() : 1,
+      relaxedSimd: T.relaxedSimd() };
   } catch (e) {
     return { error: String(e?.message ?? e) };
   }
@@ -72,11 +75,17 @@ if (job.threads) {
 /**
  * Train once in Chromium: `files` = {spec, weights, data} paths, `options` the trainer's train
  * options, `backend` "cpu" or "webgpu"; `warmup` trains one untimed epoch first; `clip` bounds the
- * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many. Resolves to {report, delta}: the job's report (loss, steps, examples, batchParts, seconds,
- * samplesPerSecond, norm, clipped, backend, wasmBytes, threads) and the delta's safetensors bytes; rejects
+ * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many, in its
+ * relaxed-SIMD variant where the browser has relaxed SIMD and `relaxed` is true. Resolves to
+ * {report, delta}: the job's report (loss, steps, examples, batchParts, seconds, samplesPerSecond,
+ * norm, clipped, backend, wasmBytes, threads, relaxedSimd) and the delta's safetensors bytes; rejects
  * with the page's error or on timeout.
  */
-export async function trainInChromium(files, options, { backend = "cpu", warmup = false, clip, threads } = {}) {
+export async function trainInChromium(
+  files,
+  options,
+  { backend = "cpu", warmup = false, clip, threads, relaxed = true } = {},
+) {
   const dir = await mkdtemp(join(tmpdir(), "pollen-page-job-"));
   const server = serve(dir, PAGE, SCRIPTS);
   let browser;
@@ -88,7 +97,7 @@ export async function trainInChromium(files, options, { backend = "cpu", warmup 
     browser = await launchChromium({ webgpu: backend === "webgpu" });
     const page = await browser.newPage();
     page.on("pageerror", (e) => console.error(`page: ${e.message}`));
-    const job = encodeURIComponent(JSON.stringify({ backend, options, warmup, clip, threads }));
+    const job = encodeURIComponent(JSON.stringify({ backend, options, warmup, clip, threads, relaxed }));
     await page.goto(`http://127.0.0.1:${server.address().port}/#${job}`);
     await page.waitForFunction(() => window.result !== undefined, null, { timeout: 600_000, polling: 100 });
     const report = await page.evaluate(() => window.result);

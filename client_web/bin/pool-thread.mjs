@@ -12,7 +12,7 @@ import { setFlagsFromString } from "node:v8";
 import { parentPort, workerData } from "node:worker_threads";
 
 setFlagsFromString("--no-liftoff"); // as trainer.mjs does, and for its reasons
-const pkg = createRequire(import.meta.url)("../../client_wasm/pkg/node-threads/pollen_trainer.js");
+const pkg = createRequire(import.meta.url)(`../../client_wasm/pkg/${workerData.build}/pollen_trainer.js`);
 
 let died = null;
 // The panic hook's message, before the trap.

@@ -3,12 +3,14 @@
 //   node client_web/bin/train-once.mjs --spec SPEC.json --weights W.safetensors --data D.safetensors \
 //     --epochs E --batch-size B --lr LR --optimizer sgd|adam|adamw [--no-shuffle] [--seed S] [--clip C] \
 //     [--backend cpu|webgpu] [--runtime node|chromium] [--threads N|auto] [--out DELTA.safetensors]
-//     [--precision fp32|fp16] [--eval TEST.safetensors]
+//     [--precision fp32|fp16] [--eval TEST.safetensors] [--no-relaxed-simd]
 // --precision fp16 trains in mixed precision where the device computes in f16 (WebGPU with
 // shader-f16); the report's `precision` says what ran. --eval (Node) reports the trained model's
 // loss and accuracy on a second data file. On WebGPU, `gpuPeakBytes` is the most GPU memory Burn's
 // allocator held during the timed job.
-// --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core).
+// --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core),
+// in its relaxed-SIMD variant (fused multiply-add) where the engine has relaxed SIMD, unless
+// --no-relaxed-simd; the report's `relaxedSimd` says which ran.
 // --warmup trains one untimed epoch first (then reloads the weights): WebGPU compiles and tunes its
 // kernels for each shape once per session, a cost the timed epoch then leaves out.
 // Under Node, WebGPU is Dawn from the npm package webgpu (a GPU with a Vulkan driver); in Chromium it
@@ -40,6 +42,7 @@ const VALUES = [
 const OPTIONS = {
   ...Object.fromEntries(VALUES.map((name) => [name, { type: "string" }])),
   "no-shuffle": { type: "boolean" },
+  "no-relaxed-simd": { type: "boolean" },
   warmup: { type: "boolean" },
 };
 
@@ -65,14 +68,16 @@ async function main() {
   if (threads && backend !== "cpu") throw new Error("--threads is for the CPU backend");
   if ((a.runtime ?? "node") === "chromium") {
     const { trainInChromium } = await import("./page-job.mjs"); // Playwright only where a page is wanted
-    const { report, delta } = await trainInChromium(a, options, { backend, warmup: a.warmup, clip, threads });
+    const relaxed = !a["no-relaxed-simd"];
+    const { report, delta } = await trainInChromium(a, options, { backend, warmup: a.warmup, clip, threads, relaxed });
     if (a.out) writeFileSync(a.out, delta);
     console.log(JSON.stringify(report));
     return;
   }
   if (a.runtime && a.runtime !== "node") throw new Error(`--runtime is node or chromium, not ${a.runtime}`);
   const adapter = backend === "webgpu" ? await installDawn() : null;
-  const pkg = threads ? await loadThreadedTrainerModule(threads) : loadTrainerModule();
+  const relaxed = a["no-relaxed-simd"] ? { relaxed: false } : {};
+  const pkg = threads ? await loadThreadedTrainerModule(threads, relaxed) : loadTrainerModule();
   const { Trainer } = pkg;
   const spec = readFileSync(a.spec, "utf8");
   const trainer = backend === "webgpu" ? await Trainer.create(spec, "webgpu") : new Trainer(spec, "cpu");
@@ -110,6 +115,7 @@ async function main() {
       backend: trainer.backend,
       adapter,
       threads: threads ? pkg.cpuThreads() : 1,
+      relaxedSimd: Trainer.relaxedSimd(),
       wasmBytes: Trainer.memoryBytes(), // this process's one job: its peak linear memory
       wasmBytesLoaded: loadedBytes,
       gpuPeakBytes: gpu?.peakBytesReserved ?? null, // WebGPU: the job's most reserved, as Burn counts it

@@ -5,6 +5,7 @@ import { availableParallelism } from "node:os";
 import { setFlagsFromString } from "node:v8";
 import { Worker } from "node:worker_threads";
 
+import { relaxedSimd } from "../src/cpu-pool.js";
 import { decodeDataFile } from "../src/data-file.js";
 
 const require = createRequire(import.meta.url);
@@ -15,6 +16,9 @@ const require = createRequire(import.meta.url);
 // results in baseline code now and then. So the trainer is compiled optimised from the start.
 // The flag is process-wide, and read when a module is compiled: set once, before any load.
 setFlagsFromString("--no-liftoff");
+// Relaxed SIMD (the threaded build's fused multiply-add variant) is on by default from Node 22
+// (V8 11.4); Node 20's V8 has it complete behind this flag, read at compile time like the other.
+if (!relaxedSimd()) setFlagsFromString("--experimental-wasm-relaxed-simd");
 
 function load(build) {
   try {
@@ -44,16 +48,20 @@ let threaded = null; // {threads, ready}: the pool being started or started, sha
  * process, so a call with another count is refused, and calls made while the pool starts wait
  * for that one start. A pool that failed to start is forgotten, so a later call tries again.
  * Worker threads do not keep the process alive. For one thread no pool is started: the build
- * then runs everything on the calling thread, as fast as the single-threaded build.
+ * then runs everything on the calling thread, as fast as the single-threaded build. `relaxed`
+ * picks the variant built with relaxed SIMD's fused multiply-add (`node-threads-relaxed`), by
+ * default where this engine runs it; like the thread count, it is fixed by the first call.
  */
-export async function loadThreadedTrainerModule(threads) {
+export async function loadThreadedTrainerModule(threads, { relaxed = relaxedSimd() } = {}) {
+  const build = relaxed ? "node-threads-relaxed" : "node-threads";
   if (threaded) {
     if (threaded.threads !== threads) throw new Error(`the trainer's pool already has ${threaded.threads} threads`);
+    if (threaded.build !== build) throw new Error(`the trainer's pool already runs ${threaded.build}`);
     return threaded.ready;
   }
-  const pkg = load("node-threads");
-  const ready = threads > 1 ? startPool(pkg, threads).then(() => pkg) : Promise.resolve(pkg);
-  const mine = { threads, ready };
+  const pkg = load(build);
+  const ready = threads > 1 ? startPool(pkg, build, threads).then(() => pkg) : Promise.resolve(pkg);
+  const mine = { threads, build, ready };
   threaded = mine;
   ready.catch(() => {
     if (threaded === mine) threaded = null;
@@ -61,11 +69,11 @@ export async function loadThreadedTrainerModule(threads) {
   return ready;
 }
 
-/** `threads` worker threads on `pkg`'s memory, then rayon's pool over them (see src/threads.rs). */
-async function startPool(pkg, threads) {
+/** `threads` worker threads on `pkg`'s memory (the build named `build`), then rayon's pool over them (see src/threads.rs). */
+async function startPool(pkg, build, threads) {
   const pool = new pkg.ThreadPool(threads);
   const started = Array.from({ length: threads }, () => {
-    const workerData = { module: pkg.sharedModule(), memory: pkg.sharedMemory(), token: pool.handOut() };
+    const workerData = { build, module: pkg.sharedModule(), memory: pkg.sharedMemory(), token: pool.handOut() };
     const worker = new Worker(new URL("./pool-thread.mjs", import.meta.url), { workerData });
     worker.unref();
     return new Promise((ready, fail) => {

@@ -8,7 +8,13 @@ import { extname, join, normalize, resolve } from "node:path";
 import { launchChromium } from "../bin/chromium.mjs";
 
 const ROOT = resolve(import.meta.dirname, "../..");
-const SERVED = ["client_wasm/pkg/web/", "client_wasm/pkg/web-threads/", "client_web/parity/", "client_web/src/"];
+const SERVED = [
+  "client_wasm/pkg/web/",
+  "client_wasm/pkg/web-threads/",
+  "client_wasm/pkg/web-threads-relaxed/",
+  "client_web/parity/",
+  "client_web/src/",
+];
 // Cross-origin isolated, as the coordinator serves the page: SharedArrayBuffer, so threads, need it.
 const ISOLATED = { "cross-origin-opener-policy": "same-origin", "cross-origin-embedder-policy": "require-corp" };
 const TYPES = {

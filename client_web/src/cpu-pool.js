@@ -13,6 +13,28 @@ export function whyNoThreads(scope = globalThis) {
   return null;
 }
 
+// A module of one function, f32x4.relaxed_madd over its three v128 parameters: an engine
+// without relaxed SIMD rejects it.
+const RELAXED_MADD = Uint8Array.of(
+  ...[0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00], // magic, version
+  ...[0x01, 0x08, 0x01, 0x60, 0x03, 0x7b, 0x7b, 0x7b, 0x01, 0x7b], // type: (v128 v128 v128) -> v128
+  ...[0x03, 0x02, 0x01, 0x00], // one function of that type
+  ...[0x0a, 0x0d, 0x01, 0x0b, 0x00, 0x20, 0x00, 0x20, 0x01, 0x20, 0x02], // its code: three local.get,
+  ...[0xfd, 0x85, 0x02, 0x0b], // f32x4.relaxed_madd, end
+);
+
+/**
+ * Whether this engine runs relaxed SIMD, which the threaded build's fused multiply-add variant
+ * (`web-threads-relaxed`) needs: a module using it is rejected whole where it is missing.
+ */
+export function relaxedSimd(wasm = globalThis.WebAssembly) {
+  try {
+    return wasm.validate(RELAXED_MADD);
+  } catch {
+    return false;
+  }
+}
+
 /** How many threads to use: the browser's cores, at most `cap` (beyond, small models gain nothing). */
 export function poolSize(cores = globalThis.navigator?.hardwareConcurrency, cap = 8) {
   return Math.max(1, Math.min(cap, Number.isInteger(cores) ? cores : 1));

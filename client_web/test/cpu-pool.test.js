@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { test } from "node:test";
 
 import { loadThreadedTrainerModule, loadTrainerModule, threadCount } from "../bin/trainer.mjs";
-import { poolSize, whyNoThreads } from "../src/cpu-pool.js";
+import { poolSize, relaxedSimd, whyNoThreads } from "../src/cpu-pool.js";
 import { readSafetensors, writeSafetensors } from "../src/protocol/safetensors.js";
 
 class WorkerGlobalScope {}
@@ -22,6 +22,19 @@ test("threads need shared memory, cross-origin isolation and a worker, and say w
   assert.equal(whyNoThreads(worker({ ...ok, crossOriginIsolated: false })), "the page is not cross-origin isolated");
   assert.equal(whyNoThreads({ ...ok, WorkerGlobalScope }), "the trainer does not run in a worker");
   assert.equal(whyNoThreads(ok), "the trainer does not run in a worker");
+});
+
+test("relaxed SIMD is what the engine validates, and nothing where it cannot say", () => {
+  assert.equal(relaxedSimd({ validate: () => false }), false);
+  assert.equal(
+    relaxedSimd({
+      validate: () => {
+        throw new Error("no");
+      },
+    }),
+    false,
+  );
+  assert.equal(relaxedSimd(null), false); // no WebAssembly at all
 });
 
 test("the pool takes the machine's cores, at least one and at most the cap", () => {
@@ -75,6 +88,12 @@ test("the threaded build trains on its pool to the single-threaded build's weigh
   assert.equal(again, threaded);
   assert.equal(threaded.cpuThreads(), 2);
   await assert.rejects(loadThreadedTrainerModule(3), /already has 2 threads/);
+  // trainer.mjs turns relaxed SIMD on where Node has it behind a flag: the pool runs that variant,
+  // and its fused multiply-adds train to the plain build's weights.
+  assert.equal(relaxedSimd(), true);
+  assert.equal(threaded.Trainer.relaxedSimd(), true);
+  assert.equal(loadTrainerModule().Trainer.relaxedSimd(), false);
+  await assert.rejects(loadThreadedTrainerModule(2, { relaxed: false }), /already runs node-threads-relaxed/);
   const [one, two] = [await delta(loadTrainerModule().Trainer), await delta(threaded.Trainer)];
   assert.equal(one.length, two.length);
   let worst = 0;

@@ -4,7 +4,7 @@
 import init, { Trainer } from "../../../client_wasm/pkg/web/pollen_trainer.js";
 import * as threaded from "../../../client_wasm/pkg/web-threads/pollen_trainer.js";
 import { runClient } from "../client.js";
-import { poolSize, threadedTrainer, whyNoThreads } from "../cpu-pool.js";
+import { poolSize, relaxedSimd, threadedTrainer, whyNoThreads } from "../cpu-pool.js";
 import { readSafetensors } from "../protocol/safetensors.js";
 import { watchTrainer } from "../trainer-guard.js";
 import { pageJobs } from "./jobs.js";
@@ -50,7 +50,9 @@ async function cpuTrainer(threads, panics) {
   const why = whyNoThreads(self);
   if (why) return { CpuTrainer: Trainer, threads: 1, why };
   try {
-    const wasm = { module_or_path: new URL("pollen_trainer_threads_bg.wasm", self.location.href) };
+    // Relaxed SIMD's fused multiply-add: mnist-cnn trained 1.15x faster with it (README).
+    const file = relaxedSimd() ? "pollen_trainer_threads_relaxed_bg.wasm" : "pollen_trainer_threads_bg.wasm";
+    const wasm = { module_or_path: new URL(file, self.location.href) };
     const CpuTrainer = await threadedTrainer(
       threaded,
       threads,
