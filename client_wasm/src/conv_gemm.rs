@@ -14,8 +14,9 @@
 //! kernels were faster, since the lowering copies each input value `kh × kw` times into the
 //! columns (mnist-cnn's second layer at batch 32: 20 MB, and as much again for their gradient)
 //! and adds dispatches, and a layer whose input gradient is needed makes its columns from
-//! `kh × kw` views, each a dispatch forward and back. The CPU backend keeps Burn's own
-//! convolution, which is faster there (README).
+//! `kh × kw` views, each a dispatch forward and back. The CPU backend has loops of its own
+//! instead (`cpu_conv`): built from Burn's tensor operations there, the lowering ran slower than
+//! burn-flex's convolution (README).
 
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::conv::calculate_conv_output_size;
