@@ -7,8 +7,8 @@
 //! output gradient. Packing here reads any strides directly. And the microkernel is ours, so that
 //! it can use relaxed SIMD's fused multiply-add where the build has it (`gemm`'s wasm kernel
 //! multiplies, then adds). Timed in Node on this project's 2-core machine (mnist-cnn's second
-//! layer, `[64 × 800] · [800 × 196·N]`): `gemm` 23-25 GFLOP/s, this kernel 27-28 without fused
-//! multiply-add and 36-41 with it.
+//! layer, `[64 × 800] · [800 × 196·N]`): `gemm` 23-25 GFLOP/s, this kernel (a 4 × 8 tile) 27-28
+//! without fused multiply-add and 36-41 with it (2 × 16: 40-42).
 //!
 //! Layout (BLIS's): `B` is packed `KC` rows at a time into panels of `NR` columns, `A` `MC`
 //! rows at a time into panels of `MR` rows, and the microkernel keeps an `MR × NR` tile of `C`
@@ -16,12 +16,13 @@
 
 use crate::simd_lanes::{self as lanes, LANES, V};
 
-/// Rows of `C` per microkernel tile.
-const MR: usize = 4;
+/// Rows of `C` per microkernel tile. 2 × 16 ran mnist-cnn 3-7% faster than 4 × 8 under Node,
+/// with and without fused multiply-add (both fit wasm's 16 vector registers on x86).
+const MR: usize = 2;
 /// Columns of `C` per microkernel tile, in vectors.
-const NV: usize = 2;
+const NV: usize = 4;
 const NR: usize = NV * LANES;
-/// Depth of one packed block: `KC × NR` floats of `B` (8 KiB) and `MC × KC` of `A` (64 KiB)
+/// Depth of one packed block: `KC × NR` floats of `B` (16 KiB) and `MC × KC` of `A` (64 KiB)
 /// stay in the first two cache levels.
 const KC: usize = 256;
 const MC: usize = 64;

@@ -119,7 +119,7 @@ fn naive(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &[f32], accumulate: bo
 
 #[test]
 fn the_matrix_product_matches_a_naive_one_over_layouts_and_edges() {
-    // Shapes around the tile (4 × 8) and block (64 rows, depth 256) edges.
+    // Shapes around the tile (2 × 16) and block (64 rows, depth 256) edges.
     for (m, n, k) in [
         (1, 1, 1),
         (4, 8, 3),
