@@ -41,7 +41,7 @@ export function threadCount(value) {
   return n;
 }
 
-let threaded = null; // {threads, ready}: the pool being started or started, shared by every caller
+let threaded = null; // {threads, build, ready}: the pool being started or started, shared by every caller
 
 /**
  * The threaded build (CPU only) with its pool of `threads` worker threads started; one pool per
