@@ -3,13 +3,12 @@
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::module::conv2d;
-use burn::tensor::ops::ConvOptions;
 use burn::tensor::ops::conv::calculate_conv_output_size;
 use burn::tensor::{Distribution, Tensor};
 use pollen_trainer::conv_gemm;
 
 mod common;
-use common::gap;
+use common::{case, gap};
 
 type B = Autodiff<Flex>;
 
@@ -23,12 +22,9 @@ fn the_lowered_convolution_matches_burns_output_and_gradients() {
         ([2, 2, 11, 10], [3, 3, 3], [1, 2], [0, 2], [2, 1]),
         ([1, 4, 6, 6], [2, 1, 1], [1, 1], [0, 0], [1, 1]),
     ];
-    for (shape, [cout, kh, kw], stride, padding, dilation) in cases {
+    for (shape, kernel @ [cout, kh, kw], stride, padding, dilation) in cases {
         let normal = Distribution::Normal(0.0, 1.0);
-        let x0 = Tensor::<B, 4>::random(shape, normal, &device);
-        let w0 = Tensor::<B, 4>::random([cout, shape[1], kh, kw], normal, &device);
-        let b0 = Tensor::<B, 1>::random([cout], normal, &device);
-        let options = ConvOptions::new(stride, padding, dilation, 1);
+        let (x0, w0, b0, options) = case(shape, kernel, stride, padding, dilation);
         // A loss that weighs every output differently, so that misplaced gradients show.
         let size = |i: usize, k: usize| {
             calculate_conv_output_size(k, stride[i], padding[i], dilation[i], shape[2 + i])

@@ -10,7 +10,7 @@ use pollen_trainer::cpu_conv_op;
 use pollen_trainer::cpu_gemm::{Mat, gemm};
 
 mod common;
-use common::gap;
+use common::{case, gap};
 
 type B = Autodiff<Flex>;
 
@@ -25,14 +25,12 @@ fn the_cpu_convolution_matches_burns_output_and_gradients() {
         ([3, 3, 9, 7], [5, 3, 2], [2, 1], [1, 0], [2, 1]),
         ([1, 20, 6, 6], [70, 4, 4], [1, 1], [1, 1], [1, 1]), // K = 320 > KC, C_out = 70 > MC
         ([2, 2, 3, 3], [3, 3, 3], [1, 1], [3, 3], [1, 1]),   // outputs that see only padding
+        ([1, 2, 3, 1], [3, 1, 1], [1, 4], [0, 2], [1, 1]),   // a stride that steps over the input
         ([1, 4, 6, 6], [2, 1, 1], [1, 1], [0, 0], [1, 1]),
     ];
-    for (shape, [cout, kh, kw], stride, padding, dilation) in cases {
+    for (shape, kernel @ [cout, kh, kw], stride, padding, dilation) in cases {
         let normal = Distribution::Normal(0.0, 1.0);
-        let x0 = Tensor::<B, 4>::random(shape, normal, &device);
-        let w0 = Tensor::<B, 4>::random([cout, shape[1], kh, kw], normal, &device);
-        let b0 = Tensor::<B, 1>::random([cout], normal, &device);
-        let options = ConvOptions::new(stride, padding, dilation, 1);
+        let (x0, w0, b0, options) = case(shape, kernel, stride, padding, dilation);
         let reference = conv2d(x0.clone(), w0.clone(), None, options.clone());
         // A loss that weighs every output differently, so that misplaced gradients show.
         let weights = Tensor::<B, 4>::random(reference.dims(), normal, &device);
