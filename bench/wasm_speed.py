@@ -2,8 +2,10 @@
 
 Same model, weights, data, batch size and optimizer (SGD), one epoch each, at each of --batches;
 all timings exclude start-up and come from this one run on this machine. Each job first trains
-one untimed epoch (`--cold`: not): V8 runs a module's code unoptimised until it is hot, which
-at mnist-mlp's small batches made a first epoch up to 3x slower, and a participant trains many.
+untimed epochs, at least one and for at least 3 s (`train-once.mjs --warmup`; `--cold`: none): V8
+runs a module's code unoptimised until it is hot and then compiles it in the background, which at
+mnist-mlp's small batches made a first epoch up to 3x slower, and in Chromium kept the epoch after a
+first mnist-cnn one at 0.7x on two threads; a participant trains many.
 Each figure is the best of --repeat runs, interleaved, because a shared machine's speed drifts.
 The WASM trainer runs on one thread (the single-threaded build) and on N threads (the threaded
 build, N = this machine's cores), under Node and in headless Chromium (the page's builds,

@@ -33,7 +33,9 @@ export async function runJob({ backend, options, warmup, clip, threads, relaxed 
     trainer.loadWeights(weights);
     const { x, y } = decodeDataFile(await bytes("/cases/data.safetensors"), "data.safetensors");
     if (warmup) {
-      await trainer.train(x, y, options);
+      const until = performance.now() + warmup * 1000;
+      do await trainer.train(x, y, options);
+      while (performance.now() < until);
       trainer.loadWeights(weights);
     }
     const loadedBytes = T.memoryBytes();
@@ -74,7 +76,8 @@ if (job.threads) {
 
 /**
  * Train once in Chromium: `files` = {spec, weights, data} paths, `options` the trainer's train
- * options, `backend` "cpu" or "webgpu"; `warmup` trains one untimed epoch first; `clip` bounds the
+ * options, `backend` "cpu" or "webgpu"; `warmup` (seconds) trains untimed epochs first, at least one
+ * and until that long has passed (see train-once.mjs); `clip` bounds the
  * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many, in its
  * relaxed-SIMD variant where the browser has relaxed SIMD and `relaxed` is true. Resolves to
  * {report, delta}: the job's report (loss, steps, examples, batchParts, seconds, samplesPerSecond,
@@ -84,7 +87,7 @@ if (job.threads) {
 export async function trainInChromium(
   files,
   options,
-  { backend = "cpu", warmup = false, clip, threads, relaxed = true } = {},
+  { backend = "cpu", warmup = 0, clip, threads, relaxed = true } = {},
 ) {
   const dir = await mkdtemp(join(tmpdir(), "pollen-page-job-"));
   const server = serve(dir, PAGE, SCRIPTS);
