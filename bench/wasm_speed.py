@@ -11,15 +11,16 @@ The WASM trainer runs on one thread (the single-threaded build) and on N threads
 build, N = this machine's cores), under Node and in headless Chromium (the page's builds,
 `train-once.mjs --runtime chromium`, in a worker when threaded); PyTorch at 1 and N threads.
 The threaded build runs its relaxed-SIMD variant (fused multiply-add) where the engine has
-relaxed SIMD, as the page does; "node 1t relaxed" is that variant on one thread under Node.
+relaxed SIMD, as the page does; "1t relaxed" is that variant on one thread (no pool), under Node
+and in Chromium, so that "chromium Nt / 1t relaxed" is what the threads alone gain.
 Prints samples/s, the ratios WASM / PyTorch at 1 and at N threads, each WASM runtime's N-thread
 speed over its 1-thread speed, and the size of the optimised .wasm (raw and gzip). It also prints
 the arithmetic rate each contender reached, in GFLOP/s: samples/s × the floating-point operations
 of one training step per sample (the matrix products and convolutions, forward and backward, as
 `torch.utils.flop_counter` counts them; elementwise work is not counted), which says how far each
 is from what its machine's vector units can do. `--json-out` also writes the figures as
-`{model: {batch: {wasm_1t, wasm_1t_relaxed, wasm_nt, wasm_chromium_1t, wasm_chromium_nt, torch_1t, torch_nt,
-flop_per_sample}}}` in samples/s (`wasm_*` under Node unless named) and FLOP.
+`{model: {batch: {wasm_1t, wasm_1t_relaxed, wasm_nt, wasm_chromium_1t, wasm_chromium_1t_relaxed,
+wasm_chromium_nt, torch_1t, torch_nt, flop_per_sample}}}` in samples/s (`wasm_*` under Node unless named) and FLOP.
 
     python -m bench.wasm_speed [--samples-mlp 4000] [--samples-cnn 500] [--batches 10 32 128] [--repeat 3] [--cold]
 """
@@ -149,6 +150,9 @@ def main() -> None:
         "wasm_1t_relaxed": wasm(*warm, "--threads", "1"),
         "wasm_nt": wasm(*warm, "--threads", str(n)),
         "wasm_chromium_1t": wasm(*warm, "--runtime", "chromium"),
+        # The threaded build on one thread in Chromium: what its N threads gain over its own one,
+        # fused multiply-adds on both sides (the page's one-thread build has none).
+        "wasm_chromium_1t_relaxed": wasm(*warm, "--runtime", "chromium", "--threads", "1"),
         "wasm_chromium_nt": wasm(*warm, "--runtime", "chromium", "--threads", str(n)),
         "torch_1t": lambda model, x, y, tmp, batch: torch_speed(model, x, y, 1, batch, warmup=not args.cold),
         "torch_nt": lambda model, x, y, tmp, batch: torch_speed(model, x, y, n, batch, warmup=not args.cold),
@@ -157,8 +161,9 @@ def main() -> None:
     console = Console()
     table = Table(title=f"local training, samples/s (SGD, one epoch, best of {args.repeat}; N = {n} threads)")
     for col in ("model", "batch", "wasm node 1t", "wasm node 1t relaxed", "wasm node Nt", "wasm chromium 1t",
-                "wasm chromium Nt", "torch 1t", "torch Nt", "node 1t / torch 1t", "node 1t relaxed / torch 1t",
-                "node Nt / torch Nt", "chromium Nt / 1t"):  # fmt: skip
+                "wasm chromium 1t relaxed", "wasm chromium Nt", "torch 1t", "torch Nt", "node 1t / torch 1t",
+                "node 1t relaxed / torch 1t", "node Nt / torch Nt", "chromium Nt / 1t",
+                "chromium Nt / 1t relaxed"):  # fmt: skip
         table.add_column(col, justify="right")
     figures: dict[str, dict[str, dict[str, float]]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -174,7 +179,8 @@ def main() -> None:
                         best[name] = max(best[name], speed(model, x, y, tmp, batch))
                 b = best
                 ratios = (b["wasm_1t"] / b["torch_1t"], b["wasm_1t_relaxed"] / b["torch_1t"],
-                          b["wasm_nt"] / b["torch_nt"], b["wasm_chromium_nt"] / b["wasm_chromium_1t"])  # fmt: skip
+                          b["wasm_nt"] / b["torch_nt"], b["wasm_chromium_nt"] / b["wasm_chromium_1t"],
+                          b["wasm_chromium_nt"] / b["wasm_chromium_1t_relaxed"])  # fmt: skip
                 table.add_row(model, str(batch), *(f"{v:,.0f}" for v in b.values()), *(f"{r:.2f}" for r in ratios))
                 figures.setdefault(model, {})[str(batch)] = {**best, "flop_per_sample": flop}
     console.print(table)

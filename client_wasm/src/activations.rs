@@ -12,6 +12,7 @@ use burn::tensor::module::{
 };
 use burn::tensor::{DType, Int, Tensor};
 
+use crate::cpu_pool_op;
 use crate::layer_spec::{Approximate, LayerSpec, Pool};
 
 #[derive(Debug, Clone)]
@@ -230,7 +231,11 @@ pub fn apply<B: Backend>(
         }
         LayerSpec::Maxpool2d(p) => {
             let (k, s, pad) = pool_args(p, 2);
-            Act::D4(max_pool2d(x.d4(), to(&k), to(&s), to(&pad), [1, 1], false))
+            let (x, k, s, pad) = (x.d4(), to(&k), to(&s), to(&pad));
+            match cpu_pool_op::max_pool2d(&x, k, s, pad) {
+                Some(y) => Act::D4(y),
+                None => Act::D4(max_pool2d(x, k, s, pad, [1, 1], false)),
+            }
         }
         LayerSpec::Avgpool2d(p) => {
             let (k, s, pad) = pool_args(p, 2);

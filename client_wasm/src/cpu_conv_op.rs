@@ -7,26 +7,22 @@
 //! 31, 36 and 44 ms for the forward pass, the input gradient and the weight gradient, where the
 //! products alone take 26 ms each in `gemm` (README).
 //!
-//! The model stays generic over Burn's backends: `conv2d` recognises burn-flex (with or without
-//! autodiff) by type and answers `None` for every other backend, which keeps Burn's kernels.
+//! `conv2d` recognises burn-flex (with or without autodiff) through `flex_backend` and answers
+//! `None` for every other backend, which keeps Burn's kernels.
 
-use std::any::Any;
-
+use burn::backend::Flex;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::FlexTensor;
-use burn::backend::{Autodiff, Flex};
 use burn::tensor::backend::Backend;
 use burn::tensor::ops::ConvOptions;
-use burn::tensor::{DType, Tensor, TensorData, TensorPrimitive};
+use burn::tensor::{DType, Tensor, TensorPrimitive};
 
 use crate::cpu_conv::{self, Geometry};
-
-type Ad = Autodiff<Flex>;
-type AdTensor = burn::tensor::ops::FloatTensor<Ad>;
+use crate::flex_backend::{Ad, AdTensor, back, cast, flex, float};
 
 /// `x` `[N, C_in, H, W]` convolved with `weight` `[C_out, C_in, kh, kw]` plus `bias` `[C_out]`,
 /// as Burn's `conv2d`, by `cpu_conv`'s kernels; `None` where they do not apply: a backend other
@@ -57,28 +53,6 @@ pub fn conv2d<B: Backend>(
     None
 }
 
-/// The tensors as backend `T`'s, if `B` is `T`.
-fn cast<B: Backend, T: Backend, const D: usize, const N: usize>(
-    tensors: [&Tensor<B, D>; N],
-) -> Option<[Tensor<T, D>; N]> {
-    let each = tensors.map(|t| (t as &dyn Any).downcast_ref::<Tensor<T, D>>().cloned());
-    each.iter()
-        .all(Option::is_some)
-        .then(|| each.map(Option::unwrap))
-}
-
-fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
-    t.into_primitive().tensor()
-}
-
-/// The result, as the caller's backend type (which it is: `conv2d` matched it).
-fn back<T: 'static, B: Backend>(y: T) -> Option<Tensor<B, 4>> {
-    (Box::new(y) as Box<dyn Any>)
-        .downcast::<Tensor<B, 4>>()
-        .ok()
-        .map(|y| *y)
-}
-
 fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Geometry) -> FlexTensor {
     let (x, w, bias) = (
         x.to_contiguous(),
@@ -92,10 +66,6 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Geomet
         bias.as_ref().map(|b| b.storage()),
     );
     flex(y, &[g.batch, g.c_out, g.h_out, g.w_out])
-}
-
-fn flex(values: Vec<f32>, shape: &[usize]) -> FlexTensor {
-    FlexTensor::from_data(TensorData::new(values, shape.to_vec()))
 }
 
 /// The forward pass as a node of Burn's autodiff graph, keeping `x` and the weight for the
