@@ -14,6 +14,7 @@ pub mod conv_gemm;
 pub mod cpu_conv;
 pub mod cpu_conv_op;
 pub mod cpu_gemm;
+pub mod cpu_linear_op;
 pub mod cpu_pool;
 pub mod cpu_pool_op;
 pub mod data;

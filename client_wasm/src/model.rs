@@ -19,6 +19,7 @@ use burn::tensor::{DType, Tensor};
 use crate::activations::{Act, apply, each, reshaped};
 use crate::conv_gemm;
 use crate::cpu_conv_op;
+use crate::cpu_linear_op;
 use crate::encoder::EncoderLayer;
 use crate::layer_spec::LayerSpec;
 use crate::norm::{BatchNorm, Norm};
@@ -217,7 +218,16 @@ fn run<B: Backend>(
     }
     let x = inputs.swap_remove(0).cast(precision::compute_dtype(layer));
     match layer {
-        Layer::Linear(l) => each!(x, |t| l.forward(t)),
+        Layer::Linear(l) => match x {
+            Act::D2(x) => {
+                let bias = l.bias.as_ref().map(|b| b.val());
+                match cpu_linear_op::linear(&x, &l.weight.val(), bias.as_ref()) {
+                    Some(y) => Act::D2(y),
+                    None => Act::D2(l.forward(x)),
+                }
+            }
+            x => each!(x, |t| l.forward(t)),
+        },
         Layer::Conv1d(c) => Act::D3(c.forward(x.d3())),
         Layer::Conv2d(c) => {
             let LayerSpec::Conv2d(spec) = &node.layer else {

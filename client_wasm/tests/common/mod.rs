@@ -1,4 +1,6 @@
-//! What the convolution tests share.
+//! What the CPU operations' tests share.
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
 
 use burn::backend::{Autodiff, Flex};
 use burn::tensor::ops::ConvOptions;
