@@ -140,8 +140,10 @@ impl<B: AutodiffBackend> Learner<B> {
             config.batch_size = memory::largest_batch(&self.spec, slots, budget, data.len())?;
         }
         let config = &config;
-        let bytes = memory::training_bytes(&self.spec, config.batch_size.min(data.len()), slots);
-        memory::ensure(bytes, "a training step")?;
+        let batch = config.batch_size.min(data.len());
+        let bytes = memory::training_bytes(&self.spec, batch, slots);
+        let piece = memory::largest_tensor_bytes(&self.spec, batch);
+        memory::reserve(bytes, piece, "a training step")?;
         let mut checkpoints = checkpoints
             .map(|c| self.checkpointing(data, config, c))
             .transpose()?;

@@ -10,7 +10,7 @@ use pollen_trainer::cpu_conv_op;
 use pollen_trainer::cpu_gemm::{Mat, gemm};
 
 mod common;
-use common::{case, gap};
+use common::{assert_close, case, gap};
 
 type B = Autodiff<Flex>;
 
@@ -62,12 +62,7 @@ fn the_cpu_convolution_matches_burns_output_and_gradients() {
                 ));
             }
             let (theirs, ours) = (results.remove(0), results.remove(0));
-            assert!(gap(theirs.0, ours.0) < 1e-5, "output, {case}");
-            assert!(gap(theirs.1, ours.1) < 1e-5, "input gradient, {case}");
-            assert!(gap(theirs.2, ours.2) < 1e-5, "weight gradient, {case}");
-            if let (Some(theirs), Some(ours)) = (theirs.3, ours.3) {
-                assert!(gap(theirs, ours) < 1e-5, "bias gradient, {case}");
-            }
+            assert_close(theirs, ours, &case);
 
             // Without autodiff (evaluation runs the inner backend).
             let (x, w, b) = (x0.clone().inner(), w0.clone().inner(), b0.clone().inner());

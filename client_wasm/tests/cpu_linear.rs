@@ -9,7 +9,7 @@ use burn::tensor::{DType, Distribution, Tensor};
 use pollen_trainer::cpu_linear_op;
 
 mod common;
-use common::gap;
+use common::{assert_close, gap};
 
 type B = Autodiff<Flex>;
 
@@ -64,12 +64,7 @@ fn the_cpu_linear_layer_matches_burns_output_and_gradients() {
                 ));
             }
             let (theirs, ours) = (results.remove(0), results.remove(0));
-            assert!(gap(theirs.0, ours.0) < 1e-5, "output, {case}");
-            assert!(gap(theirs.1, ours.1) < 1e-5, "input gradient, {case}");
-            assert!(gap(theirs.2, ours.2) < 1e-5, "weight gradient, {case}");
-            if let (Some(theirs), Some(ours)) = (theirs.3, ours.3) {
-                assert!(gap(theirs, ours) < 1e-5, "bias gradient, {case}");
-            }
+            assert_close(theirs, ours, &case);
             // Without autodiff (evaluation runs the inner backend).
             let (x, w, b) = (x0.clone().inner(), w0.clone().inner(), b0.clone().inner());
             let bias = with_bias.then_some(b);

@@ -29,3 +29,25 @@ pub fn gap<const D: usize>(a: Tensor<Flex, D>, b: Tensor<Flex, D>) -> f32 {
     let scale = a.clone().abs().max().into_scalar();
     (a - b).abs().max().into_scalar() / scale.max(1e-6)
 }
+
+/// A layer's output and its input, weight and bias gradients, from one side of a comparison.
+pub type Results<const D: usize, const W: usize> = (
+    Tensor<Flex, D>,
+    Tensor<Flex, D>,
+    Tensor<Flex, W>,
+    Option<Tensor<Flex, 1>>,
+);
+
+/// Assert that each of `ours` is within 1e-5 of `theirs`, relative to its largest value.
+pub fn assert_close<const D: usize, const W: usize>(
+    theirs: Results<D, W>,
+    ours: Results<D, W>,
+    case: &str,
+) {
+    assert!(gap(theirs.0, ours.0) < 1e-5, "output, {case}");
+    assert!(gap(theirs.1, ours.1) < 1e-5, "input gradient, {case}");
+    assert!(gap(theirs.2, ours.2) < 1e-5, "weight gradient, {case}");
+    if let (Some(theirs), Some(ours)) = (theirs.3, ours.3) {
+        assert!(gap(theirs, ours) < 1e-5, "bias gradient, {case}");
+    }
+}
