@@ -71,35 +71,32 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>, g: &Geomet
 /// The forward pass as a node of Burn's autodiff graph, keeping `x` and the weight for the
 /// backward pass.
 fn tracked(x: AdTensor, w: AdTensor, bias: Option<AdTensor>, g: Geometry) -> AdTensor {
-    let Some(b) = bias else {
-        return match ConvBackward
-            .prepare::<NoCheckpointing>([x.node.clone(), w.node.clone()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
-                prep.finish(state, forward(&x.primitive, &w.primitive, None, &g))
+    let y = forward(
+        &x.primitive,
+        &w.primitive,
+        bias.as_ref().map(|b| &b.primitive),
+        &g,
+    );
+    // One arm per parent count (the array's length is the op's type); Burn's node type, which
+    // `prepare` takes, is not public, so a function cannot be generic over it.
+    macro_rules! node {
+        ($parents:expr) => {
+            match ConvBackward
+                .prepare::<NoCheckpointing>($parents)
+                .compute_bound()
+                .stateful()
+            {
+                OpsKind::Tracked(mut prep) => {
+                    let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
+                    prep.finish(state, y)
+                }
+                OpsKind::UnTracked(prep) => prep.finish(y),
             }
-            OpsKind::UnTracked(prep) => prep.finish(forward(&x.primitive, &w.primitive, None, &g)),
         };
-    };
-    let parents = [x.node.clone(), w.node.clone(), b.node.clone()];
-    match ConvBackward
-        .prepare::<NoCheckpointing>(parents)
-        .compute_bound()
-        .stateful()
-    {
-        OpsKind::Tracked(mut prep) => {
-            let state = (prep.checkpoint(&x), prep.checkpoint(&w), g);
-            prep.finish(
-                state,
-                forward(&x.primitive, &w.primitive, Some(&b.primitive), &g),
-            )
-        }
-        OpsKind::UnTracked(prep) => {
-            prep.finish(forward(&x.primitive, &w.primitive, Some(&b.primitive), &g))
-        }
+    }
+    match &bias {
+        Some(b) => node!([x.node.clone(), w.node.clone(), b.node.clone()]),
+        None => node!([x.node.clone(), w.node.clone()]),
     }
 }
 

@@ -81,13 +81,11 @@ impl Pool2d {
                 for ow in 0..self.w_out {
                     let j = 2 * ow;
                     let mut best = (r0[j], row + j);
-                    for (v, i) in [(r0[j + 1], row + j + 1), (r1[j], row + w + j)] {
+                    let rest = [(r0[j + 1], 1), (r1[j], w), (r1[j + 1], w + 1)];
+                    for (v, d) in rest {
                         if v > best.0 {
-                            best = (v, i);
+                            best = (v, row + j + d);
                         }
-                    }
-                    if r1[j + 1] > best.0 {
-                        best = (r1[j + 1], row + w + j + 1);
                     }
                     out[oh * self.w_out + ow] = best.0;
                     at[oh * self.w_out + ow] = (base + best.1) as u32;

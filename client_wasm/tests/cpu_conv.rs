@@ -10,7 +10,7 @@ use pollen_trainer::cpu_conv_op;
 use pollen_trainer::cpu_gemm::{Mat, gemm};
 
 mod common;
-use common::{assert_close, case, gap};
+use common::{assert_close, case, gap, run};
 
 type B = Autodiff<Flex>;
 
@@ -38,30 +38,14 @@ fn the_cpu_convolution_matches_burns_output_and_gradients() {
             let case = format!(
                 "{shape:?} {cout}x{kh}x{kw} s{stride:?} p{padding:?} d{dilation:?} bias {with_bias}"
             );
-            let mut results = Vec::new();
-            for ours in [false, true] {
-                let (x, w, b) = (
-                    x0.clone().require_grad(),
-                    w0.clone().require_grad(),
-                    b0.clone().require_grad(),
-                );
-                let bias = with_bias.then_some(b.clone());
-                let y = if ours {
-                    cpu_conv_op::conv2d(&x, &w, bias.as_ref(), &options)
-                        .expect("burn-flex, float32, ungrouped")
-                } else {
-                    conv2d(x.clone(), w.clone(), bias, options.clone())
-                };
-                let grads = (y.clone() * weights.clone()).sum().backward();
-                let db = with_bias.then(|| b.grad(&grads).unwrap());
-                results.push((
-                    y.inner(),
-                    x.grad(&grads).unwrap(),
-                    w.grad(&grads).unwrap(),
-                    db,
-                ));
-            }
-            let (theirs, ours) = (results.remove(0), results.remove(0));
+            let tensors = (&x0, &w0, &b0);
+            let [theirs, ours] = [false, true].map(|ours| {
+                run(tensors, with_bias, &weights, |x, w, b| match ours {
+                    true => cpu_conv_op::conv2d(&x, &w, b.as_ref(), &options)
+                        .expect("burn-flex, float32, ungrouped"),
+                    false => conv2d(x, w, b, options.clone()),
+                })
+            });
             assert_close(theirs, ours, &case);
 
             // Without autodiff (evaluation runs the inner backend).

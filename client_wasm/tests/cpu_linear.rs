@@ -9,7 +9,7 @@ use burn::tensor::{DType, Distribution, Tensor};
 use pollen_trainer::cpu_linear_op;
 
 mod common;
-use common::{assert_close, gap};
+use common::{assert_close, gap, run};
 
 type B = Autodiff<Flex>;
 
@@ -42,28 +42,13 @@ fn the_cpu_linear_layer_matches_burns_output_and_gradients() {
                     .to_vec()
             );
             let loss = Tensor::<B, 2>::random([n, out], normal, &device);
-            let mut results = Vec::new();
-            for ours in [false, true] {
-                let (x, w, b) = (
-                    x0.clone().require_grad(),
-                    w0.clone().require_grad(),
-                    b0.clone().require_grad(),
-                );
-                let bias = with_bias.then_some(b.clone());
-                let y = match ours {
-                    true => cpu_linear_op::linear(&x, &w, bias.as_ref()).expect("burn-flex, f32"),
-                    false => linear(x.clone(), w.clone(), bias),
-                };
-                let grads = (y.clone() * loss.clone()).sum().backward();
-                let db = with_bias.then(|| b.grad(&grads).unwrap());
-                results.push((
-                    y.inner(),
-                    x.grad(&grads).unwrap(),
-                    w.grad(&grads).unwrap(),
-                    db,
-                ));
-            }
-            let (theirs, ours) = (results.remove(0), results.remove(0));
+            let tensors = (&x0, &w0, &b0);
+            let [theirs, ours] = [false, true].map(|ours| {
+                run(tensors, with_bias, &loss, |x, w, b| match ours {
+                    true => cpu_linear_op::linear(&x, &w, b.as_ref()).expect("burn-flex, f32"),
+                    false => linear(x, w, b),
+                })
+            });
             assert_close(theirs, ours, &case);
             // Without autodiff (evaluation runs the inner backend).
             let (x, w, b) = (x0.clone().inner(), w0.clone().inner(), b0.clone().inner());

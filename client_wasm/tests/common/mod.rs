@@ -51,3 +51,27 @@ pub fn assert_close<const D: usize, const W: usize>(
         assert!(gap(theirs, ours) < 1e-5, "bias gradient, {case}");
     }
 }
+
+/// `layer`'s output on `x0`, `w0` and (when `with_bias`) `b0`, and the gradients of a loss
+/// that weighs every output by `weights`, so that misplaced gradients show.
+pub fn run<const D: usize, const W: usize>(
+    (x0, w0, b0): (&Tensor<B, D>, &Tensor<B, W>, &Tensor<B, 1>),
+    with_bias: bool,
+    weights: &Tensor<B, D>,
+    layer: impl Fn(Tensor<B, D>, Tensor<B, W>, Option<Tensor<B, 1>>) -> Tensor<B, D>,
+) -> Results<D, W> {
+    let (x, w, b) = (
+        x0.clone().require_grad(),
+        w0.clone().require_grad(),
+        b0.clone().require_grad(),
+    );
+    let y = layer(x.clone(), w.clone(), with_bias.then_some(b.clone()));
+    let grads = (y.clone() * weights.clone()).sum().backward();
+    let db = with_bias.then(|| b.grad(&grads).unwrap());
+    (
+        y.inner(),
+        x.grad(&grads).unwrap(),
+        w.grad(&grads).unwrap(),
+        db,
+    )
+}
