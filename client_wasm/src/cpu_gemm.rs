@@ -1,18 +1,25 @@
-//! A packed f32 matrix product, `C (+)= A · B`, for the CPU backend's convolutions
-//! (`cpu_conv`).
+//! An f32 matrix product, `C (+)= A · B`, for the CPU backend's convolutions (`cpu_conv`) and
+//! linear layers (`cpu_linear_op`).
 //!
 //! Why not `gemm`, which burn-flex uses: a convolution's three products (forward, input
 //! gradient, weight gradient) read one operand transposed or gathered, which burn-flex meets
 //! with layout copies and, for the weight gradient, a convolution whose "kernel" is the whole
-//! output gradient. Packing here reads any strides directly. And the microkernel is ours, so that
+//! output gradient. This product reads any strides directly. And the microkernel is ours, so that
 //! it can use relaxed SIMD's fused multiply-add where the build has it (`gemm`'s wasm kernel
 //! multiplies, then adds). Timed in Node on this project's 2-core machine (mnist-cnn's second
 //! layer, `[64 × 800] · [800 × 196·N]`): `gemm` 23-25 GFLOP/s, this kernel (a 4 × 8 tile) 27-28
 //! without fused multiply-add and 36-41 with it (2 × 16: 40-42).
 //!
-//! Layout (BLIS's): `B` is packed `KC` rows at a time into panels of `NR` columns, `A` `MC`
-//! rows at a time into panels of `MR` rows, and the microkernel keeps an `MR × NR` tile of `C`
-//! in registers over a panel pair.
+//! The microkernel keeps an `MR × NR` tile of `C` in registers over `KC` steps of depth. It reads
+//! `A` in place, one value of each of its `MR` rows per step, whatever `A`'s strides. It reads
+//! `B`'s `NR` columns as vectors: in place where `B`'s rows are contiguous, else from a panel
+//! packed `KC` rows at a time (BLIS's layout), as is a last panel narrower than `NR`. A training
+//! step at batch 10 is made of thin products (ten rows of a linear layer, one example of a
+//! convolution) where packing every operand cost more than multiplying: profiled in mnist-cnn
+//! under Node on one thread (`node --cpu-prof`, a build that keeps its names), packing `B` took
+//! 15% of the samples and packing `A` 1%, seven tenths of the first the linear layers' weights.
+//! Where `B` would have to be packed whole and `Aᵀ` would not, the product is computed
+//! transposed instead, `Cᵀ = Bᵀ · Aᵀ` (see `transposed_pays`).
 
 use crate::simd_lanes::{self as lanes, LANES, V};
 
@@ -22,10 +29,12 @@ const MR: usize = 2;
 /// Columns of `C` per microkernel tile, in vectors.
 const NV: usize = 4;
 const NR: usize = NV * LANES;
-/// Depth of one packed block: `KC × NR` floats of `B` (16 KiB) and `MC × KC` of `A` (64 KiB)
-/// stay in the first two cache levels.
+/// Depth of one block: `KC × NR` floats of `B` (16 KiB) stay in the first cache level while the
+/// tiles of every row of `A` pass over them.
 const KC: usize = 256;
-const MC: usize = 64;
+/// What packing one value of `B` costs, in vector multiply-adds of the microkernel: a scalar
+/// read and write to a strided place (the choice between the two orientations hinges on it).
+const PACK_COST: usize = 4;
 
 /// A read-only matrix view: element `(i, j)` is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy, Debug)]
@@ -51,6 +60,15 @@ impl<'a> Mat<'a> {
             data,
             rs: 1,
             cs: cols,
+        }
+    }
+
+    /// This matrix transposed (the same values).
+    fn t(self) -> Self {
+        Mat {
+            data: self.data,
+            rs: self.cs,
+            cs: self.rs,
         }
     }
 
@@ -96,86 +114,132 @@ pub fn gemm(
         }
         return;
     }
+    let (problem, out) = match transposed_pays(m, n, k, a, b) {
+        false => ((m, n, a, b), Out { rs: ldc, cs: 1 }),
+        true => ((n, m, b.t(), a.t()), Out { rs: 1, cs: ldc }),
+    };
+    PACKED.with_borrow_mut(|bp| blocked(problem, k, c, out, accumulate, bp));
+}
+
+/// Whether computing `Cᵀ = Bᵀ · Aᵀ` costs less than `C = A · B`: the microkernel's work, counting
+/// the columns a last narrow panel pads, plus the values of the right operand that need packing
+/// (all of them when its rows are not contiguous) and, transposed, the scattered writes of `C`.
+fn transposed_pays(m: usize, n: usize, k: usize, a: Mat, b: Mat) -> bool {
+    let cost = |m: usize, n: usize, right: Mat, scattered: usize| {
+        let work = m.next_multiple_of(MR) * n.next_multiple_of(NR) / LANES * k;
+        let packed = match right.cs == 1 {
+            true => usize::from(!n.is_multiple_of(NR)) * NR * k,
+            false => n * k,
+        };
+        work + PACK_COST * packed + scattered
+    };
+    cost(n, m, a.t(), m * n) < cost(m, n, b, 0)
+}
+
+thread_local! {
+    /// Each thread's buffer for packed panels of `B`, kept between products: fresh zeroed ones
+    /// cost a memset each. Packing writes every value the kernel reads, so what the buffer held
+    /// before never matters.
+    static PACKED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Where `C` lies: element `(i, j)` at `c[i * rs + j * cs]` (transposed when `rs` is 1).
+#[derive(Clone, Copy)]
+struct Out {
+    rs: usize,
+    cs: usize,
+}
+
+/// The loops over blocks of depth, panels of `B` and tiles of rows of `A`.
+fn blocked(
+    (m, n, a, b): (usize, usize, Mat, Mat),
+    k: usize,
+    c: &mut [f32],
+    out: Out,
+    accumulate: bool,
+    bp: &mut Vec<f32>,
+) {
     let panels = n.div_ceil(NR);
-    let mut bp = vec![0.0f32; KC.min(k) * panels * NR];
-    let mut ap = vec![0.0f32; MC * KC.min(k)];
+    // In place: every full panel when B's rows are contiguous; packed: the others.
+    let in_place = |j: usize| b.cs == 1 && (j + 1) * NR <= n;
+    let packed_panels = (0..panels).filter(|&j| !in_place(j)).count();
+    if bp.len() < packed_panels * NR * KC.min(k) {
+        bp.resize(packed_panels * NR * KC.min(k), 0.0);
+    }
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
-        pack_b(b, pc, kc, n, &mut bp);
-        for ic in (0..m).step_by(MC) {
-            let mc = MC.min(m - ic);
-            pack_a(a, ic, mc, pc, kc, &mut ap);
-            for j in 0..panels {
-                let nr = NR.min(n - j * NR);
-                for i in 0..mc.div_ceil(MR) {
-                    let mr = MR.min(mc - i * MR);
-                    let tile = Tile {
-                        row: ic + i * MR,
-                        col: j * NR,
-                        mr,
-                        nr,
-                        ldc,
-                    };
-                    let add = accumulate || pc > 0;
-                    kernel(
-                        kc,
-                        &ap[i * MR * kc..][..MR * kc],
-                        &bp[j * NR * kc..][..NR * kc],
-                        c,
-                        tile,
-                        add,
-                    );
+        let mut slot = 0;
+        for j in 0..panels {
+            let nr = NR.min(n - j * NR);
+            let panel = match in_place(j) {
+                true => Panel {
+                    data: &b.data[pc * b.rs + j * NR..][..(kc - 1) * b.rs + NR],
+                    rs: b.rs,
+                },
+                false => {
+                    let data = &mut bp[slot * NR * kc..][..NR * kc];
+                    slot += 1;
+                    pack_b(b, pc, kc, j * NR, nr, data);
+                    Panel {
+                        data: &*data,
+                        rs: NR,
+                    }
                 }
+            };
+            for row in (0..m).step_by(MR) {
+                let mr = MR.min(m - row);
+                // A's rows for this tile, from column pc; a missing last row repeats the first
+                // (its results are not stored).
+                let rows: [&[f32]; MR] = std::array::from_fn(|r| {
+                    let i = row + if r < mr { r } else { 0 };
+                    &a.data[i * a.rs + pc * a.cs..][..(kc - 1) * a.cs + 1]
+                });
+                let tile = Tile {
+                    row,
+                    col: j * NR,
+                    mr,
+                    nr,
+                };
+                let add = accumulate || pc > 0;
+                kernel(kc, rows, a.cs, panel, c, out, tile, add);
             }
         }
     }
 }
 
-/// `B`'s rows `pc..pc + kc` as panels of `NR` columns, each `kc × NR` row-major, zero-padded.
-fn pack_b(b: Mat, pc: usize, kc: usize, n: usize, bp: &mut [f32]) {
-    for (j, panel) in bp
-        .chunks_exact_mut(NR * kc)
-        .take(n.div_ceil(NR))
-        .enumerate()
-    {
-        let nr = NR.min(n - j * NR);
+/// Columns `col..col + nr` of `B`'s rows `pc..pc + kc` as a `kc × NR` row-major panel,
+/// zero-padded. The source is read along its contiguous axis: a transposed `B` column by column
+/// into the panel, which stays in cache, instead of one strided value at a time.
+fn pack_b(b: Mat, pc: usize, kc: usize, col: usize, nr: usize, panel: &mut [f32]) {
+    if b.cs == 1 {
         for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
-            if b.cs == 1 {
-                let start = (pc + kk) * b.rs + j * NR;
-                row[..nr].copy_from_slice(&b.data[start..start + nr]);
-            } else {
-                (0..nr).for_each(|c| row[c] = b.at(pc + kk, j * NR + c));
-            }
-            row[nr..].fill(0.0);
+            let start = (pc + kk) * b.rs + col;
+            row[..nr].copy_from_slice(&b.data[start..start + nr]);
         }
+    } else if b.rs == 1 {
+        for c in 0..nr {
+            let column = &b.data[(col + c) * b.cs + pc..][..kc];
+            for (row, &v) in panel.chunks_exact_mut(NR).zip(column) {
+                row[c] = v;
+            }
+        }
+    } else {
+        for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+            (0..nr).for_each(|c| row[c] = b.at(pc + kk, col + c));
+        }
+    }
+    if nr < NR {
+        panel
+            .chunks_exact_mut(NR)
+            .for_each(|row| row[nr..].fill(0.0));
     }
 }
 
-/// `A`'s rows `ic..ic + mc`, columns `pc..pc + kc`, as panels of `MR` rows, each `kc × MR`
-/// (column by column), zero-padded.
-fn pack_a(a: Mat, ic: usize, mc: usize, pc: usize, kc: usize, ap: &mut [f32]) {
-    for (i, panel) in ap
-        .chunks_exact_mut(MR * kc)
-        .take(mc.div_ceil(MR))
-        .enumerate()
-    {
-        let mr = MR.min(mc - i * MR);
-        for r in 0..MR {
-            if r < mr {
-                let row = ic + i * MR + r;
-                if a.cs == 1 {
-                    let src = &a.data[row * a.rs + pc..][..kc];
-                    src.iter()
-                        .enumerate()
-                        .for_each(|(kk, &v)| panel[kk * MR + r] = v);
-                } else {
-                    (0..kc).for_each(|kk| panel[kk * MR + r] = a.at(row, pc + kk));
-                }
-            } else {
-                (0..kc).for_each(|kk| panel[kk * MR + r] = 0.0);
-            }
-        }
-    }
+/// `kc` rows of `NR` columns of `B`, row `kk` at `data[kk * rs..][..NR]`.
+#[derive(Clone, Copy)]
+struct Panel<'a> {
+    data: &'a [f32],
+    rs: usize,
 }
 
 /// Where a microkernel's tile lands in `C`: `mr × nr` of it are real (edges are partial).
@@ -185,37 +249,77 @@ struct Tile {
     col: usize,
     mr: usize,
     nr: usize,
-    ldc: usize,
 }
 
-/// One `MR × NR` tile of `C` from packed panels `ap` (`kc × MR`) and `bp` (`kc × NR`).
+/// One `MR × NR` tile of `C`: `Σ_kk a[r][kk · acs] · panel[kk]` for each of the tile's rows.
+#[allow(clippy::too_many_arguments)] // the operands, the output and where the tile lands in it
 #[inline(always)]
-fn kernel(kc: usize, ap: &[f32], bp: &[f32], c: &mut [f32], t: Tile, accumulate: bool) {
-    debug_assert!(ap.len() >= kc * MR && bp.len() >= kc * NR);
+fn kernel(
+    kc: usize,
+    a: [&[f32]; MR],
+    acs: usize,
+    b: Panel,
+    c: &mut [f32],
+    out: Out,
+    t: Tile,
+    accumulate: bool,
+) {
+    assert!(a.iter().all(|row| row.len() > (kc - 1) * acs));
+    assert!(b.data.len() >= (kc - 1) * b.rs + NR);
+    // A whole tile of a row-major C is read and written as vectors, and a sum goes on from C's
+    // own values: at the depth of a linear layer's weight gradient (the batch, 10), copying each
+    // tile through a buffer took as long as computing it.
+    let whole = out.cs == 1 && t.mr == MR && t.nr == NR;
+    let at = |r: usize| (t.row + r) * out.rs + t.col * out.cs;
     let mut acc = [[lanes::zero(); NV]; MR];
-    let (ap, bp) = (ap.as_ptr(), bp.as_ptr());
+    if whole && accumulate {
+        for (r, row) in acc.iter_mut().enumerate() {
+            let src = &c[at(r)..][..NR];
+            // SAFETY: src holds NR = NV · LANES floats.
+            *row = std::array::from_fn(|v| unsafe { lanes::load(src.as_ptr().add(v * LANES)) });
+        }
+    }
+    let rows = a.map(<[f32]>::as_ptr);
+    let bp = b.data.as_ptr();
     for kk in 0..kc {
-        // SAFETY: kk < kc, and the panels hold kc × MR and kc × NR floats (asserted above).
+        // SAFETY: kk < kc, and each row holds (kc - 1) · acs + 1 floats and the panel
+        // (kc - 1) · rs + NR (asserted above).
         unsafe {
-            let b: [V; NV] = std::array::from_fn(|v| lanes::load(bp.add(kk * NR + v * LANES)));
-            for (r, row) in acc.iter_mut().enumerate() {
-                let a = lanes::splat(*ap.add(kk * MR + r));
-                for (v, x) in row.iter_mut().enumerate() {
-                    *x = lanes::madd(a, b[v], *x);
+            let bv: [V; NV] = std::array::from_fn(|v| lanes::load(bp.add(kk * b.rs + v * LANES)));
+            for (row, ap) in acc.iter_mut().zip(rows) {
+                let av = lanes::splat(*ap.add(kk * acs));
+                for (x, bv) in row.iter_mut().zip(bv) {
+                    *x = lanes::madd(av, bv, *x);
                 }
             }
         }
     }
-    let mut out = [0.0f32; NR];
+    if whole {
+        for (r, row) in acc.iter().enumerate() {
+            let dst = &mut c[at(r)..][..NR];
+            for (v, x) in row.iter().enumerate() {
+                lanes::store(&mut dst[v * LANES..][..LANES], *x);
+            }
+        }
+        return;
+    }
+    let mut tile = [0.0f32; NR];
     for (r, row) in acc.iter().enumerate().take(t.mr) {
         for (v, x) in row.iter().enumerate() {
-            lanes::store(&mut out[v * LANES..][..LANES], *x);
+            lanes::store(&mut tile[v * LANES..][..LANES], *x);
         }
-        let dst = &mut c[(t.row + r) * t.ldc + t.col..][..t.nr];
-        if accumulate {
-            dst.iter_mut().zip(&out).for_each(|(d, s)| *d += s);
+        let start = at(r);
+        if out.cs == 1 {
+            let dst = &mut c[start..][..t.nr];
+            match accumulate {
+                true => dst.iter_mut().zip(&tile).for_each(|(d, s)| *d += s),
+                false => dst.copy_from_slice(&tile[..t.nr]),
+            }
         } else {
-            dst.copy_from_slice(&out[..t.nr]);
+            for (q, s) in tile[..t.nr].iter().enumerate() {
+                let d = &mut c[start + q * out.cs];
+                *d = if accumulate { *d + s } else { *s };
+            }
         }
     }
 }

@@ -92,18 +92,31 @@ fn forward(x: &FlexTensor, w: &FlexTensor, bias: Option<&FlexTensor>) -> FlexTen
         y.chunks_exact_mut(out)
             .for_each(|row| row.copy_from_slice(bias.storage()));
     }
-    gemm(
-        n,
-        out,
-        inner,
-        view(&x),
-        view(&w),
-        &mut y,
-        out,
-        bias.is_some(),
-    );
+    let (xv, wv, accumulate) = (view(&x), view(&w), bias.is_some());
+    let rows = |first: usize, y: &mut [f32]| {
+        let xs = Mat {
+            data: &xv.data[first * xv.rs..],
+            ..xv
+        };
+        gemm(y.len() / out, out, inner, xs, wv, y, out, accumulate);
+    };
+    // The threaded build splits a training step's batch over its threads (`batch_split`), but
+    // not an evaluation's forward pass: that one spreads its rows here.
+    #[cfg(feature = "threads")]
+    if n >= 2 * ROWS_PER_TASK {
+        use rayon::prelude::*;
+        y.par_chunks_mut(ROWS_PER_TASK * out)
+            .enumerate()
+            .for_each(|(t, y)| rows(t * ROWS_PER_TASK, y));
+        return flex(y, &[n, out]);
+    }
+    rows(0, &mut y);
     flex(y, &[n, out])
 }
+
+/// Rows of a product one thread takes when a large batch is split (evaluation's).
+#[cfg(feature = "threads")]
+const ROWS_PER_TASK: usize = 32;
 
 /// The forward pass as a node of Burn's autodiff graph, keeping `x` and the weight for the
 /// backward pass.

@@ -94,6 +94,10 @@ fn naive(m: usize, n: usize, k: usize, a: Mat, b: Mat, c: &[f32], accumulate: bo
         .collect()
 }
 
+fn twice(v: &[f32]) -> Vec<f32> {
+    v.iter().flat_map(|&x| [x, x]).collect()
+}
+
 #[test]
 fn the_matrix_product_matches_a_naive_one_over_layouts_and_edges() {
     // Shapes around the tile (2 × 16) and block (64 rows, depth 256) edges.
@@ -113,8 +117,26 @@ fn the_matrix_product_matches_a_naive_one_over_layouts_and_edges() {
             .map(|i| ((i * 5 % 11) as f32 - 5.0) / 5.0)
             .collect();
         let c0: Vec<f32> = (0..m * n).map(|i| (i % 3) as f32).collect();
-        let a_views = [Mat::rows(&a, k), Mat::transposed(&a, m)];
-        let b_views = [Mat::rows(&b, n), Mat::transposed(&b, k)];
+        // Every value twice over: a view whose strides are both above 1 reads every other one.
+        let (a2, b2) = (twice(&a), twice(&b));
+        let a_views = [
+            Mat::rows(&a, k),
+            Mat::transposed(&a, m),
+            Mat {
+                data: &a2,
+                rs: 2 * k,
+                cs: 2,
+            },
+        ];
+        let b_views = [
+            Mat::rows(&b, n),
+            Mat::transposed(&b, k),
+            Mat {
+                data: &b2,
+                rs: 2,
+                cs: 2 * k,
+            },
+        ];
         for (av, bv) in a_views
             .iter()
             .flat_map(|a| b_views.iter().map(move |b| (*a, *b)))
