@@ -30,8 +30,10 @@ const MR: usize = 2;
 const NV: usize = 4;
 const NR: usize = NV * LANES;
 /// Depth of one block: `KC × NR` floats of `B` (16 KiB) stay in the first cache level while the
-/// tiles of every row of `A` pass over them.
+/// tiles of `MC` rows of `A` pass over them, and `MC × KC` of `A` (64 KiB) in the second while
+/// every panel of `B` passes over them.
 const KC: usize = 256;
+const MC: usize = 64;
 /// What packing one value of `B` costs, in vector multiply-adds of the microkernel: a scalar
 /// read and write to a strided place (the choice between the two orientations hinges on it).
 const PACK_COST: usize = 4;
@@ -150,7 +152,7 @@ struct Out {
     cs: usize,
 }
 
-/// The loops over blocks of depth, panels of `B` and tiles of rows of `A`.
+/// The loops over blocks of depth, blocks of rows of `A`, panels of `B` and tiles of rows.
 fn blocked(
     (m, n, a, b): (usize, usize, Mat, Mat),
     k: usize,
@@ -168,40 +170,43 @@ fn blocked(
     }
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
-        let mut slot = 0;
-        for j in 0..panels {
-            let nr = NR.min(n - j * NR);
-            let panel = match in_place(j) {
+        let packed = (0..panels).filter(|&j| !in_place(j));
+        for (j, slot) in packed.zip(bp.chunks_exact_mut(NR * kc)) {
+            pack_b(b, pc, kc, j * NR, NR.min(n - j * NR), slot);
+        }
+        let mut slots = bp.chunks_exact(NR * kc);
+        let panel: Vec<Panel> = (0..panels)
+            .map(|j| match in_place(j) {
                 true => Panel {
                     data: &b.data[pc * b.rs + j * NR..][..(kc - 1) * b.rs + NR],
                     rs: b.rs,
                 },
-                false => {
-                    let data = &mut bp[slot * NR * kc..][..NR * kc];
-                    slot += 1;
-                    pack_b(b, pc, kc, j * NR, nr, data);
-                    Panel {
-                        data: &*data,
-                        rs: NR,
-                    }
+                false => Panel {
+                    data: slots.next().expect("a slot for each packed panel"),
+                    rs: NR,
+                },
+            })
+            .collect();
+        // MC rows of A at a time, so that they stay in cache while every panel passes over them.
+        for ic in (0..m).step_by(MC) {
+            for (j, &panel) in panel.iter().enumerate() {
+                for row in (ic..m.min(ic + MC)).step_by(MR) {
+                    let mr = MR.min(m - row);
+                    // A's rows for this tile, from column pc; a missing last row repeats the
+                    // first (its results are not stored).
+                    let rows: [&[f32]; MR] = std::array::from_fn(|r| {
+                        let i = row + if r < mr { r } else { 0 };
+                        &a.data[i * a.rs + pc * a.cs..][..(kc - 1) * a.cs + 1]
+                    });
+                    let nr = NR.min(n - j * NR);
+                    let tile = Tile {
+                        row,
+                        col: j * NR,
+                        mr,
+                        nr,
+                    };
+                    kernel(kc, rows, a.cs, panel, c, out, tile, accumulate || pc > 0);
                 }
-            };
-            for row in (0..m).step_by(MR) {
-                let mr = MR.min(m - row);
-                // A's rows for this tile, from column pc; a missing last row repeats the first
-                // (its results are not stored).
-                let rows: [&[f32]; MR] = std::array::from_fn(|r| {
-                    let i = row + if r < mr { r } else { 0 };
-                    &a.data[i * a.rs + pc * a.cs..][..(kc - 1) * a.cs + 1]
-                });
-                let tile = Tile {
-                    row,
-                    col: j * NR,
-                    mr,
-                    nr,
-                };
-                let add = accumulate || pc > 0;
-                kernel(kc, rows, a.cs, panel, c, out, tile, add);
             }
         }
     }
