@@ -162,34 +162,34 @@ fn blocked(
     bp: &mut Vec<f32>,
 ) {
     let panels = n.div_ceil(NR);
-    // In place: every full panel when B's rows are contiguous; packed: the others.
+    // In place: every full panel when B's rows are contiguous. Packed: the others, which are the
+    // last panel alone (slot 0) or every panel (slot j).
     let in_place = |j: usize| b.cs == 1 && (j + 1) * NR <= n;
+    let slot = |j: usize| if b.cs == 1 { 0 } else { j };
     let packed_panels = (0..panels).filter(|&j| !in_place(j)).count();
     if bp.len() < packed_panels * NR * KC.min(k) {
         bp.resize(packed_panels * NR * KC.min(k), 0.0);
     }
     for pc in (0..k).step_by(KC) {
         let kc = KC.min(k - pc);
-        let packed = (0..panels).filter(|&j| !in_place(j));
-        for (j, slot) in packed.zip(bp.chunks_exact_mut(NR * kc)) {
-            pack_b(b, pc, kc, j * NR, NR.min(n - j * NR), slot);
+        for j in (0..panels).filter(|&j| !in_place(j)) {
+            let into = &mut bp[slot(j) * NR * kc..][..NR * kc];
+            pack_b(b, pc, kc, j * NR, NR.min(n - j * NR), into);
         }
-        let mut slots = bp.chunks_exact(NR * kc);
-        let panel: Vec<Panel> = (0..panels)
-            .map(|j| match in_place(j) {
-                true => Panel {
-                    data: &b.data[pc * b.rs + j * NR..][..(kc - 1) * b.rs + NR],
-                    rs: b.rs,
-                },
-                false => Panel {
-                    data: slots.next().expect("a slot for each packed panel"),
-                    rs: NR,
-                },
-            })
-            .collect();
+        let panel = |j: usize| match in_place(j) {
+            true => Panel {
+                data: &b.data[pc * b.rs + j * NR..][..(kc - 1) * b.rs + NR],
+                rs: b.rs,
+            },
+            false => Panel {
+                data: &bp[slot(j) * NR * kc..][..NR * kc],
+                rs: NR,
+            },
+        };
         // MC rows of A at a time, so that they stay in cache while every panel passes over them.
         for ic in (0..m).step_by(MC) {
-            for (j, &panel) in panel.iter().enumerate() {
+            for j in 0..panels {
+                let panel = panel(j);
                 for row in (ic..m.min(ic + MC)).step_by(MR) {
                     let mr = MR.min(m - row);
                     // A's rows for this tile, from column pc; a missing last row repeats the
