@@ -8,6 +8,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 
 from coordinator.server.inbound import READ_BYTES, SMALL_BYTES, InboundBudget, Reader
+from coordinator.server.payloads import SPARES, Payload
 from coordinator.server.transport import FlowControlledWebSocket
 
 MB = 1 << 20
@@ -261,3 +262,33 @@ def test_a_message_counts_against_the_budget_until_the_app_asks_for_the_next() -
         assert held[-2:] == [0, 0]
 
     asyncio.run(exchange())
+
+
+def test_a_large_upload_is_kept_for_the_next_within_half_the_budget_and_taken_only_where_it_fits() -> None:
+    # Large spares sit outside what the budget counts until taken, so they are capped at half of it.
+    ws = object.__new__(FlowControlledWebSocket)
+    ws._reader = SimpleNamespace(counted=lambda headroom: 0)  # type: ignore[assignment]
+    ws.bytes = bytearray()
+    ws.read_paused = False
+    ws.transport = SimpleNamespace(resume_reading=lambda: None)  # type: ignore[assignment]
+
+    async def exchange(limit: int) -> int:
+        ws.inbound = SimpleNamespace(hold=lambda reader, n: None, limit=limit, total=0)  # type: ignore[assignment]
+        ws.queue = asyncio.Queue()
+        ws.queue.put_nowait({"type": "websocket.receive", "bytes": Payload.of_size(2 * MB)})  # type: ignore[typeddict-item]
+        ws.queue.put_nowait({"type": "websocket.disconnect", "code": 1000})
+        await ws.receive()  # the app folds the upload and lets go of it...
+        await ws.receive()  # ...and asks for the next message
+        return SPARES.bytes
+
+    SPARES.clear()
+    try:
+        assert asyncio.run(exchange(limit=3 * MB)) == 0
+        assert asyncio.run(exchange(limit=4 * MB)) == 2 * MB
+        assert ws._room(4 * MB) and not ws._room(4 * MB + 1)
+        ws.inbound.total = 1  # type: ignore[union-attr]
+        assert not ws._room(4 * MB)
+        ws.inbound = None
+        assert not ws._room(1)
+    finally:
+        SPARES.clear()

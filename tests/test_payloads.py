@@ -17,6 +17,7 @@ from websockets.streams import StreamReader
 from coordinator.server.payloads import (
     OWN_ABOVE_BYTES,
     POPULATE_BYTES,
+    SPARES,
     Payload,
     PayloadReader,
     Spares,
@@ -181,3 +182,38 @@ async def test_spares_in_use_stay_while_they_are_taken() -> None:
         spares.give(taken)
         del taken
     assert spares.bytes == 8192
+
+
+async def test_a_large_payload_is_kept_only_within_the_callers_cap() -> None:
+    spares = Spares(limit=16 * POPULATE_BYTES, idle_seconds=60)
+    size = 2 * POPULATE_BYTES
+    assert not spares.give(Payload.of_size(size))  # no cap: no budget to count it against
+    assert spares.give(Payload.of_size(size), cap=3 * POPULATE_BYTES)
+    assert not spares.give(Payload.of_size(size), cap=3 * POPULATE_BYTES)  # 4 MiB would pass the cap
+    assert spares.give(Payload.of_size(size), cap=4 * POPULATE_BYTES)
+    assert spares.bytes == 2 * size
+
+
+async def test_a_large_payload_goes_into_a_spare_only_when_the_budget_has_room_and_then_counts_whole() -> None:
+    # A spare's pages are resident before its bytes arrive: counted as it arrives, a thousand parked uploads
+    # could each hold a whole resident model that the budget sees as a read.
+    size = 2 * POPULATE_BYTES
+    SPARES.clear()
+    try:
+        for room in (False, True):
+            spare = Payload.of_size(size)
+            assert SPARES.give(spare, cap=size)
+            protocol, reader = _server()
+            reader.room = lambda n, room=room: room  # type: ignore[method-assign,misc]
+            data = os.urandom(size)
+            frame = _masked(data)
+            protocol.receive_data(frame[:1000])
+            assert reader.counted(POPULATE_BYTES) == (size if room else 1000 - 14 + POPULATE_BYTES)
+            assert (SPARES.bytes == 0) is room
+            protocol.receive_data(frame[1000:])
+            (got,) = [e.data for e in protocol.events_received() if isinstance(e, Frame)]
+            assert (got is spare) is room and bytes(got) == data  # type: ignore[comparison-overlap]
+            del got, spare
+            SPARES.clear()
+    finally:
+        SPARES.clear()

@@ -50,34 +50,39 @@ class Payload(mmap.mmap):
 
     A payload of up to `POPULATE_BYTES` is counted whole by the inbound budget from its header on,
     so its pages are all taken at once, in one call (`MAP_POPULATE`): 2.2 times faster than one
-    fault each, for a mnist-mlp delta. Better still, a small payload the app is done with is kept
+    fault each, for a mnist-mlp delta. Better still, a payload the app is done with is kept
     (`SPARES`) and the next one of its size is received into it, its pages taken already.
     """
 
+    reused = False  # a spare, received into before: all of its pages are resident
+
     @classmethod
-    def of_size(cls, n: int) -> Payload:
-        """A payload of `n` bytes: a spare one of that size if there is one, else a new mapping."""
-        spare = SPARES.take(n)
-        if spare is not None:
-            return spare
+    def of_size(cls, n: int, *, spare: bool = True) -> Payload:
+        """A payload of `n` bytes: a spare one of that size if `spare` and there is one, else a new mapping."""
+        kept = SPARES.take(n) if spare else None
+        if kept is not None:
+            return kept
         populate = _POPULATE if n <= POPULATE_BYTES else 0
         return cls(-1, n, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | populate)
 
 
 class Spares:
-    """Small payloads the app is done with, kept (up to `limit` bytes in all) to receive the next ones into.
+    """Payloads the app is done with, kept (up to `limit` bytes in all) to receive the next ones into.
 
     Every client of a run sends deltas of the same size, so the next payload of that size comes
     soon. Received into a spare, it takes no page faults: at K = 100 on mnist-mlp, making each
-    payload's pages took 19% of the coordinator's time (py-spy). Only payloads of up to
-    `POPULATE_BYTES` are kept: the inbound budget counts those whole from their header, so a
-    spare's pages, all resident from the start, are memory the budget allows for. A large one
-    is counted as it arrives, and its pages are taken as it arrives.
+    payload's pages took 19% of the coordinator's time (py-spy), and on mnist-cnn filling fresh
+    pages was the largest single cost of a round. A spare's pages are all resident from the
+    start, so the inbound budget must count it whole. A payload of up to `POPULATE_BYTES` is
+    counted whole from its header on anyway. A larger one is counted as it arrives, so it is
+    kept only within `cap` (the caller's share of its budget) and received into a spare only
+    when the budget has room to count it whole (see `PayloadReader.room`).
 
-    A payload is made only when no spare of its size is left, so the spares never outnumber the
-    payloads the budget let in at once: they add nothing to a round's peak beyond what the budget
-    already allowed. They serve a round's burst of replies: once none was taken for
-    `SPARE_SECONDS`, all go back to the system, so memory between rounds is as without them.
+    A small payload is made only when no spare of its size is left, so small spares never
+    outnumber the payloads the budget let in at once: they add nothing to a round's peak beyond
+    what the budget already allowed. Large ones add at most `cap`. They serve a round's burst of
+    replies: once none was taken for `SPARE_SECONDS`, all go back to the system, so memory
+    between rounds is as without them.
 
     A spare is whole-overwritten before it is handed over again (the reader hands over a payload
     only once all of it has arrived), so nothing of one client's payload reaches another's.
@@ -101,20 +106,25 @@ class Spares:
                 return None
             self.bytes -= n
             self._taken = True
-            return kept.pop()
+            payload = kept.pop()
+        payload.reused = True
+        return payload
 
-    def give(self, payload: Payload) -> bool:
-        """Keep `payload` if it is small, there is room, and nothing but the caller's one reference holds it.
+    def give(self, payload: Payload, cap: int = 0) -> bool:
+        """Keep `payload` if there is room and nothing but the caller's one reference holds it.
 
-        The caller passes its only reference, and drops it after: a payload still referenced
-        elsewhere (a numpy view, a decoded tensor) is in use, and is left alone. Called on an
-        event loop, which then lets the spares go once they are no longer taken.
+        Room: the spares stay within `limit` in all, and with a payload larger than
+        `POPULATE_BYTES`, within `cap` too. The caller passes its only reference, and drops it
+        after: a payload still referenced elsewhere (a numpy view, a decoded tensor) is in use,
+        and is left alone. Called on an event loop, which then lets the spares go once they are
+        no longer taken.
         """
         # Three references: the caller's, this parameter, and getrefcount's own argument.
-        if len(payload) > POPULATE_BYTES or payload.closed or sys.getrefcount(payload) > 3:
+        if payload.closed or sys.getrefcount(payload) > 3:
             return False
         with self._lock:
-            if self.bytes + len(payload) > self.limit:
+            bound = self.limit if len(payload) <= POPULATE_BYTES else min(self.limit, cap)
+            if self.bytes + len(payload) > bound:
                 return False
             self._by_size.setdefault(len(payload), []).append(payload)
             self.bytes += len(payload)
@@ -153,10 +163,19 @@ class PayloadReader(StreamReader):
     and no buffer grows read by read (reallocations that leave a trail of freed blocks, which a
     thousand uploads turn into memory the allocator keeps). Its pages are taken as bytes arrive
     (`pending`); `expected` counts the whole payload from the moment its header announces it.
+
+    A large payload is received into a spare (see `Spares`) only if `room` says the budget can
+    count all of it now; the reader's owner sets `room`. Such a payload counts whole from the
+    start, since its pages are.
     """
 
     _payload: Payload | None = None  # the large payload being received
     _filled = 0  # how much of it has arrived
+
+    @staticmethod
+    def room(n: int) -> bool:
+        """Whether `n` bytes more, resident at once, fit what this reader's budget allows now."""
+        return False
 
     @property
     def pending(self) -> int:
@@ -169,14 +188,18 @@ class PayloadReader(StreamReader):
         return len(self.buffer) + (len(self._payload) if self._payload is not None else 0)
 
     def counted(self, headroom: int) -> int:
-        """What arrived, and up to `headroom` bytes more of a payload under way (what a budget charges)."""
+        """What arrived, and up to `headroom` bytes more of a payload under way (what a budget charges).
+
+        A payload received into a spare counts whole: its pages are resident already."""
+        if self._payload is not None and self._payload.reused:
+            return self.expected
         return self.pending + min(self.expected - self.pending, headroom)
 
     def read_exact(self, n: int) -> Generator[None, None, Any]:
         """Read `n` bytes: a copy of them if `n` is small, else a `Payload` they were received into."""
         if n < OWN_ABOVE_BYTES:
             return (yield from super().read_exact(n))
-        payload = Payload.of_size(n)
+        payload = Payload.of_size(n, spare=n <= POPULATE_BYTES or self.room(n))
         taken = min(len(self.buffer), n)
         with memoryview(self.buffer) as view, memoryview(payload) as into:
             into[:taken] = view[:taken]

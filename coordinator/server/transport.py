@@ -124,7 +124,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     _parked = False
     _queued = 0  # bytes of received messages the app has not taken yet
     _in_app = 0  # bytes of the message the app took last: it holds them until it asks for the next
-    _handed: Payload | None = None  # that message, if it is a small payload: a spare once the app is done
+    _handed: Payload | None = None  # that message, if it is a payload: a spare once the app is done
     last_read = 0.0  # time.monotonic() when bytes last arrived
     received = 0  # bytes that arrived, in all
     _pace_from = (0.0, 0)  # (time, bytes received then) since which the message under way is timed
@@ -134,6 +134,7 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._reader = take_payloads(self.conn.reader)
+        self._reader.room = self._room  # type: ignore[method-assign]
         # The parser reads each frame's limit from `max_message_size` when the frame starts, and
         # `recv_frame` runs before the next one starts: lifting the limit there covers frame two on.
         full, self.conn.max_message_size = self.conn.max_message_size, FIRST_MESSAGE_MAX_BYTES
@@ -177,6 +178,10 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
         if self.inbound is not None and not self._gone:
             counted = self._reader.counted(ANNOUNCED_HEADROOM_BYTES)
             self.inbound.hold(self, counted + len(self.bytes) + self._queued + self._in_app)
+
+    def _room(self, n: int) -> bool:
+        """Whether the budget can count `n` bytes more now (a large payload received into a spare)."""
+        return self.inbound is not None and self.inbound.total + n <= self.inbound.limit
 
     def fileno(self) -> int:
         sock = None if self.transport.is_closing() else self.transport.get_extra_info("socket")
@@ -257,13 +262,15 @@ class FlowControlledWebSocket(WebSocketsSansIOProtocol):
             self._account()
         done, self._handed = self._handed, None
         if done is not None:
-            SPARES.give(done)
+            # Large spares: up to half the budget, so that what the budget lets in and what waits as
+            # spares stay within one and a half budgets. Without a budget, none.
+            SPARES.give(done, 0 if self.inbound is None else self.inbound.limit // 2)
         del done
         message = await self.queue.get()
         data: Any = message.get("bytes") if message["type"] == "websocket.receive" else None
         self._queued -= len(data) if data else 0
         self._in_app = len(data) if data else 0
-        if type(data) is Payload and len(data) <= POPULATE_BYTES:
+        if type(data) is Payload:
             self._handed = data
         if self.read_paused and self.queue.empty():
             self.read_paused = False
