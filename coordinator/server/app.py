@@ -2,9 +2,9 @@
 
 `Coordinator` builds the store, the client registry, the live status and the
 Prometheus metrics; it runs the current `RunLoop` in a thread of its own, with a
-`RunRecorder` as its sink, and serves the routes (`/ws`, the read-only API, the
-admin API, the page). The routes reach it through narrow interfaces: a connection
-through `RunHost`, the admin API through `RunAdmin`.
+`RunRecorder` as its sink (written behind the rounds: `WriteBehind`), and serves the
+routes (`/ws`, the read-only API, the admin API, the page). The routes reach it through
+narrow interfaces: a connection through `RunHost`, the admin API through `RunAdmin`.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from coordinator.server.recorder import RunRecorder
 from coordinator.server.routes import api_routes
 from coordinator.server.web import IsolationHeaders, web_routes
 from coordinator.server.websocket import serve_connection
+from coordinator.server.write_behind import WriteBehind
 from coordinator.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -56,7 +57,8 @@ class Coordinator:
         self.metrics.track_clients(self.nodes.count)
         if self.gateways is not None:
             self.metrics.track_gateways(self.gateways.describe)
-        self.recorder = RunRecorder(self.store, self.status, self.metrics, self.nodes)
+        # Rounds are committed while the next one runs (see `write_behind`).
+        self.recorder = WriteBehind(RunRecorder(self.store, self.status, self.metrics, self.nodes))
         self.run_loop = RunLoop(settings, self.store, self.nodes, self.status, self.recorder)
         # How to serve never changes after start; what to train comes from each run.
         self.settings = self.run_loop.settings
