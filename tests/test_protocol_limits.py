@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from coordinator.protocol import Error, ProtocolError, decode, decode_tensors, encode, encode_tensors
-from coordinator.protocol.limits import MAX_ERROR_MESSAGE_CHARS
+from coordinator.protocol.limits import MAX_ERROR_MESSAGE_CHARS, MAX_SAFE_INTEGER, JsonLimits, load_json
 
 
 def raw_frame(header_json: str) -> bytes:
@@ -90,3 +90,41 @@ def test_error_messages_are_cut_to_the_schema_limit_on_encode() -> None:
 def test_an_error_message_over_the_limit_is_refused_on_decode() -> None:
     header = {"type": "error", "code": "internal", "message": "z" * 1025, "reply_to": None, "fatal": False}
     assert refused(raw_frame(json.dumps(header))).code == "invalid_message"
+
+
+# The bounded reader on its own: a frame's schema refuses most of these too, which would hide a bound that broke.
+SMALL = JsonLimits(max_string_chars=8, max_key_chars=4, max_array_items=3, max_object_keys=2, max_depth=3)
+
+
+@pytest.mark.parametrize("value", [MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER, 0, -1])
+def test_integers_within_2_53_are_read(value: int) -> None:
+    assert load_json(f"[{value}]") == [value]
+
+
+@pytest.mark.parametrize("token", [str(MAX_SAFE_INTEGER + 1), str(-MAX_SAFE_INTEGER - 1), "-" + "9" * 17, "9" * 17])
+def test_integers_outside_2_53_are_refused(token: str) -> None:
+    with pytest.raises(ProtocolError, match="2\\^53"):
+        load_json(f"[{token}]")
+
+
+@pytest.mark.parametrize(
+    ("text", "what"),
+    [
+        ('{"a": [[["x"]]]}', "nested deeper"),  # lists count towards the depth
+        ('{"a": {"b": {"c": {}}}}', "nested deeper"),
+        ('[["123456789"]]', "a string of 9"),  # strings inside lists are measured
+        ('{"a": ["123456789"]}', "a string of 9"),
+        ('{"a": "123456789"}', "a string of 9"),
+        ("[[1, 2, 3, 4]]", "an array of 4"),
+        ('[{"a": 1, "b": 2, "c": 3}]', "an object of 3"),
+        ('[{"abcde": 1}]', "key"),
+    ],
+)
+def test_each_bound_of_the_json_reader_holds_wherever_it_is_broken(text: str, what: str) -> None:
+    with pytest.raises(ProtocolError, match=what):
+        load_json(text, SMALL)
+
+
+def test_a_document_at_every_bound_is_read() -> None:
+    text = '{"abcd": [["12345678", 1, true]], "b": null}'
+    assert load_json(text, SMALL) == {"abcd": [["12345678", 1, True]], "b": None}

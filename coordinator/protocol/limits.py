@@ -33,11 +33,17 @@ HEADER_LIMITS = JsonLimits()
 CANONICAL_EXPONENT_FROM = 1e21  # RFC 8785 (as ECMAScript) writes numbers this large with an exponent
 
 
+_SAFE_DIGITS = len(str(MAX_SAFE_INTEGER))
+
+
 def _parse_int(token: str) -> int:
     # Refuse by length first: int() on thousands of digits costs time, and CPython refuses over 4300 with ValueError.
-    if len(token.lstrip("-")) > len(str(MAX_SAFE_INTEGER)) or abs(int(token)) > MAX_SAFE_INTEGER:
-        raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"integer {quote(token)} is outside ±(2^53 − 1)")
-    return int(token)
+    # (Called for every integer of every header: one int() and no string copies.)
+    if len(token) <= _SAFE_DIGITS or len(token) - (token[0] == "-") <= _SAFE_DIGITS:
+        value = int(token)
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return value
+    raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"integer {quote(token)} is outside ±(2^53 − 1)")
 
 
 def _parse_float(token: str) -> float:
@@ -56,25 +62,28 @@ def _parse_constant(token: str) -> Any:
 
 
 def _check_shape(value: Any, limits: JsonLimits) -> None:
+    # json.loads makes exactly these types (no subclasses), so `type(...) is` decides; numbers, booleans
+    # and null need no check and are never pushed. This runs on every header a peer sends.
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, str):
+        kind = type(node)
+        if kind is str:
             if len(node) > limits.max_string_chars:
                 raise ProtocolError(
                     ErrorCode.INVALID_MESSAGE, f"a string of {len(node)} characters exceeds {limits.max_string_chars}"
                 )
             continue
-        if not isinstance(node, list | dict):
+        if kind is not list and kind is not dict:
             continue
         if depth > limits.max_depth:
             raise ProtocolError(ErrorCode.INVALID_MESSAGE, f"JSON nested deeper than {limits.max_depth} levels")
-        if isinstance(node, list):
+        if kind is list:
             if len(node) > limits.max_array_items:
                 raise ProtocolError(
                     ErrorCode.INVALID_MESSAGE, f"an array of {len(node)} items exceeds {limits.max_array_items}"
                 )
-            stack.extend((item, depth + 1) for item in node)
+            stack.extend((item, depth + 1) for item in node if type(item) in _CONTAINERS)
             continue
         if len(node) > limits.max_object_keys:
             raise ProtocolError(
@@ -85,7 +94,11 @@ def _check_shape(value: Any, limits: JsonLimits) -> None:
                 raise ProtocolError(
                     ErrorCode.INVALID_MESSAGE, f"key {quote(key)} is longer than {limits.max_key_chars} characters"
                 )
-            stack.append((item, depth + 1))
+            if type(item) in _CONTAINERS:
+                stack.append((item, depth + 1))
+
+
+_CONTAINERS = frozenset({str, list, dict})  # what `_check_shape` looks into
 
 
 def load_json(text: str, limits: JsonLimits = HEADER_LIMITS) -> Any:
