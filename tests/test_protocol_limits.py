@@ -128,3 +128,26 @@ def test_each_bound_of_the_json_reader_holds_wherever_it_is_broken(text: str, wh
 def test_a_document_at_every_bound_is_read() -> None:
     text = '{"abcd": [["12345678", 1, true]], "b": null}'
     assert load_json(text, SMALL) == {"abcd": [["12345678", 1, True]], "b": None}
+
+
+def test_a_checked_tensors_header_is_kept_and_every_file_is_still_checked_whole() -> None:
+    # Honest replies share one header: its layout is kept. What differs per file is checked every time.
+    from coordinator.protocol import tensors
+
+    tensors._kept_layout.cache_clear()
+    good = encode_tensors({"w": np.arange(6, dtype=np.float32).reshape(2, 3)})
+    assert decode_tensors(good, {"w": (2, 3)})["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert decode_tensors(good, {"w": (2, 3)})["w"].tolist() == [[0, 1, 2], [3, 4, 5]]
+    assert tensors._kept_layout.cache_info().hits == 1
+    with pytest.raises(ProtocolError, match="cover 24 bytes of a data section of 20"):
+        decode_tensors(good[:-4])  # same header, short body
+    with pytest.raises(ProtocolError, match="shape"):
+        decode_tensors(good, {"w": (3, 2)})  # same header, another model
+    bad = safetensors("F32", [2, 3], b"\0" * 20)  # 24 bytes announced, 20 sent
+    for _ in range(2):
+        with pytest.raises(ProtocolError, match="needs 24 bytes"):
+            decode_tensors(bad)
+    assert tensors._kept_layout.cache_info().currsize == 1  # a failed check is not kept
+    big = {f"t{i:05d}" + "x" * 200: np.zeros(1, np.float32) for i in range(300)}  # a header over 64 KiB
+    assert len(decode_tensors(encode_tensors(big))) == 300
+    assert tensors._kept_layout.cache_info().currsize == 1
