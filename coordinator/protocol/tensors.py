@@ -110,7 +110,7 @@ def _is_int(value: Any) -> bool:
     return type(value) is int
 
 
-def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], list[int]]:
+def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], tuple[int, ...]]:
     """One header entry, checked: (start, end, dtype, shape)."""
     if not isinstance(info, dict) or set(info) != {"dtype", "shape", "data_offsets"}:
         raise _invalid(f"{_shown(name)}: an entry holds exactly dtype, shape and data_offsets")
@@ -131,7 +131,7 @@ def _entry(name: str, info: Any) -> tuple[int, int, np.dtype[Any], list[int]]:
     need = math.prod(shape) * WIRE_DTYPES[dtype].itemsize
     if end - start != need:
         raise _invalid(f"{_shown(name)}: shape {shape} needs {need} bytes, data_offsets hold {end - start}")
-    return start, end, WIRE_DTYPES[dtype], shape
+    return start, end, WIRE_DTYPES[dtype], tuple(shape)
 
 
 def decode_tensors(data: bytes | memoryview, expected: Mapping[str, tuple[int, ...]] | None = None) -> Tensors:
@@ -186,7 +186,7 @@ def _layout(header: bytes) -> Layout:
             what = "overlaps the previous tensor" if start < covered else "leaves a gap before it"
             raise _invalid(f"{_shown(name)}: data_offsets start at {start}, which {what} (expected {covered})")
         covered = end
-    return tuple((start, end, dtype, tuple(shape), name) for start, end, dtype, shape, name in entries), covered
+    return tuple(entries), covered
 
 
 # Every honest client of a run sends the same header bytes (same model, same encoding), so a checked
