@@ -7,12 +7,12 @@ runs a module's code unoptimised until it is hot and then compiles it in the bac
 mnist-mlp's small batches made a first epoch up to 3x slower, and in Chromium kept the epoch after a
 first mnist-cnn one at 0.7x on two threads; a participant trains many.
 Each figure is the best of --repeat runs, interleaved, because a shared machine's speed drifts.
-The WASM trainer runs on one thread (the single-threaded build) and on N threads (the threaded
-build, N = this machine's cores), under Node and in headless Chromium (the page's builds,
-`train-once.mjs --runtime chromium`, in a worker when threaded); PyTorch at 1 and N threads.
-The threaded build runs its relaxed-SIMD variant (fused multiply-add) where the engine has
-relaxed SIMD, as the page does; "1t relaxed" is that variant on one thread (no pool), under Node
-and in Chromium, so that "chromium Nt / 1t relaxed" is what the threads alone gain.
+The WASM trainer runs on one thread and on N threads (the threaded build, N = this machine's
+cores), under Node and in headless Chromium (the page's builds, `train-once.mjs --runtime
+chromium`, in a worker when threaded); PyTorch at 1 and N threads. Where the engine has relaxed
+SIMD, the page and Node run builds with its fused multiply-add: the threaded build's variant, and
+on one thread the CPU-only relaxed build ("1t relaxed"). "1t" is the single-threaded build without
+it, what engines lacking relaxed SIMD run, and "chromium Nt / 1t relaxed" is what threads alone gain.
 Prints samples/s, the ratios WASM / PyTorch at 1 and at N threads, each WASM runtime's N-thread
 speed over its 1-thread speed, and the size of the optimised .wasm (raw and gzip). It also prints
 the arithmetic rate each contender reached, in GFLOP/s: samples/s × the floating-point operations
@@ -51,6 +51,7 @@ from coordinator.models.torch_model import build_module, wire_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 WASM = ROOT / "client_wasm" / "pkg" / "web" / "pollen_trainer_bg.wasm"
+WASM_RELAXED = ROOT / "client_wasm" / "pkg" / "web-relaxed" / "pollen_trainer_bg.wasm"
 WASM_THREADS = ROOT / "client_wasm" / "pkg" / "web-threads" / "pollen_trainer_bg.wasm"
 WASM_THREADS_RELAXED = ROOT / "client_wasm" / "pkg" / "web-threads-relaxed" / "pollen_trainer_bg.wasm"
 
@@ -145,14 +146,11 @@ def main() -> None:
     n = os.cpu_count() or 1
     warm = () if args.cold else ("--warmup",)
     contenders = {
-        "wasm_1t": wasm(*warm),
-        # The threaded build on one thread, no pool: its relaxed-SIMD variant where Node has it.
-        "wasm_1t_relaxed": wasm(*warm, "--threads", "1"),
+        "wasm_1t": wasm(*warm, "--no-relaxed-simd"),
+        "wasm_1t_relaxed": wasm(*warm),
         "wasm_nt": wasm(*warm, "--threads", str(n)),
-        "wasm_chromium_1t": wasm(*warm, "--runtime", "chromium"),
-        # The threaded build on one thread in Chromium: what its N threads gain over its own one,
-        # fused multiply-adds on both sides (the page's one-thread build has none).
-        "wasm_chromium_1t_relaxed": wasm(*warm, "--runtime", "chromium", "--threads", "1"),
+        "wasm_chromium_1t": wasm(*warm, "--runtime", "chromium", "--no-relaxed-simd"),
+        "wasm_chromium_1t_relaxed": wasm(*warm, "--runtime", "chromium"),
         "wasm_chromium_nt": wasm(*warm, "--runtime", "chromium", "--threads", str(n)),
         "torch_1t": lambda model, x, y, tmp, batch: torch_speed(model, x, y, 1, batch, warmup=not args.cold),
         "torch_nt": lambda model, x, y, tmp, batch: torch_speed(model, x, y, n, batch, warmup=not args.cold),
@@ -193,7 +191,7 @@ def main() -> None:
             rates.add_row(model, batch, f"{per_sample / 1e6:.1f}",
                           *(f"{f[name] * per_sample / 1e9:.1f}" for name in contenders))  # fmt: skip
     console.print(rates)
-    for build in (WASM, WASM_THREADS, WASM_THREADS_RELAXED):
+    for build in (WASM, WASM_RELAXED, WASM_THREADS, WASM_THREADS_RELAXED):
         raw = build.read_bytes()
         console.print(
             f"wasm size: {len(raw):,} bytes raw, {len(gzip.compress(raw, 9)):,} bytes gzip ({build.relative_to(ROOT)})"

@@ -5,7 +5,8 @@
 # (-Zbuild-std): with Debian's rustc-web where it is installed, else rustup's rust-src. Outputs: client_wasm/pkg/{web,node} and
 # pkg/{web,node}-threads. The first carries the CPU backend and Burn's WebGPU backend, and picks
 # at run time. POLLEN_WASM_FEATURES= (empty) builds it CPU-only: about 30 minutes less on two
-# cores the first time, and 0.6 MB gzip instead of 2.7 MB. The second is CPU-only, with atomics
+# cores the first time, and 0.6 MB gzip instead of 2.7 MB. pkg/{web,node}-relaxed is the CPU
+# backend alone with relaxed SIMD, on one thread. The threaded build is CPU-only, with atomics
 # and shared memory, and runs the CPU backend on a pool of workers (src/threads.rs); it is built
 # twice, plain and with relaxed SIMD (pkg/{web,node}-threads-relaxed).
 set -euo pipefail
@@ -34,9 +35,10 @@ debian_wasm() { [ -x /usr/bin/rustc ] && [ -d /usr/lib/rustlib/src/rust/library 
 # pkg/node$SUFFIX. Link arguments and the path remapping go to the trainer's own compile only
 # (`cargo rustc`), not into RUSTFLAGS, where any change would rebuild every dependency.
 build() {
-  local suffix=$1 features=$2 extra=$3 out key relaxed=
+  local suffix=$1 features=$2 extra=$3 out key relaxed= atomics=
   shift 3
   [[ $extra == *relaxed-simd* ]] && relaxed=1
+  [[ $extra == *atomics* ]] && atomics=1
   # The trainer's own paths (in its panic messages) are named relative to the crate, so that a
   # build from another clone of the same commit is the same bytes, and wasm-opt's output is
   # found in its cache instead of taking minutes again (a CI run builds from a fresh clone).
@@ -65,7 +67,7 @@ build() {
     key=$( { cat "$out/pollen_trainer_bg.wasm"; "$OPT" --version; echo "$OPT_FLAGS${extra:+ $extra}"; } | sha256sum | cut -c1-32)
     if [ ! -f "$OPT_CACHE/$key.wasm" ]; then
       # shellcheck disable=SC2086 # OPT_FLAGS is a list of flags
-      "$OPT" $OPT_FLAGS ${extra:+--enable-threads} ${relaxed:+--enable-relaxed-simd} "$out/pollen_trainer_bg.wasm" \
+      "$OPT" $OPT_FLAGS ${atomics:+--enable-threads} ${relaxed:+--enable-relaxed-simd} "$out/pollen_trainer_bg.wasm" \
         -o "$OPT_CACHE/$key.tmp"
       mv "$OPT_CACHE/$key.tmp" "$OPT_CACHE/$key.wasm"
     fi
@@ -74,6 +76,10 @@ build() {
 }
 
 build "" "$FEATURES" ""
+# The CPU backend alone with relaxed SIMD, on one thread: what a page that is not cross-origin
+# isolated (no shared memory, so no pool) runs on the CPU where the engine has relaxed SIMD, and
+# Node's one-thread jobs. CPU-only, so its compile is the threaded builds' size, not the WebGPU one's.
+build -relaxed "" ",+relaxed-simd"
 # The CPU backend on several threads, for pages that are cross-origin isolated and for Node
 # (src/threads.rs): shared memory, up to 4 GiB like the single-threaded build.
 # wasm-ld makes the memory shared and imported, with the thread-local storage symbols that
@@ -95,7 +101,7 @@ ls -t "$OPT_CACHE"/*.wasm | tail -n +19 | xargs -r rm -f
 raw=$(stat -c %s pkg/web/pollen_trainer_bg.wasm)
 gz=$(gzip -9 -c pkg/web/pollen_trainer_bg.wasm | wc -c)
 echo "pollen_trainer_bg.wasm (features: ${FEATURES:-none}): $raw bytes raw, $gz bytes gzip"
-for suffix in threads threads-relaxed; do
+for suffix in relaxed threads threads-relaxed; do
   echo "pollen_trainer_bg.wasm ($suffix): $(stat -c %s pkg/web-$suffix/pollen_trainer_bg.wasm) bytes raw," \
     "$(gzip -9 -c pkg/web-$suffix/pollen_trainer_bg.wasm | wc -c) bytes gzip"
 done

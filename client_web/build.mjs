@@ -23,6 +23,8 @@ await esbuild.build({
 for (const f of ["index.html", "dashboard.html", "styles.css"]) copyFileSync(f, `${out}/${f}`);
 copyFileSync("node_modules/uplot/dist/uPlot.min.css", `${out}/uPlot.min.css`);
 copyFileSync("../client_wasm/pkg/web/pollen_trainer_bg.wasm", `${out}/pollen_trainer_bg.wasm`);
+// The CPU backend alone with relaxed SIMD, for one-thread jobs where the browser has it.
+copyFileSync("../client_wasm/pkg/web-relaxed/pollen_trainer_bg.wasm", `${out}/pollen_trainer_relaxed_bg.wasm`);
 copyFileSync("../client_wasm/pkg/web-threads/pollen_trainer_bg.wasm", `${out}/pollen_trainer_threads_bg.wasm`);
 // The same threaded build with relaxed SIMD's fused multiply-add, for browsers that have it; its
 // JavaScript glue is the plain build's (build.sh checks), so only the module differs.

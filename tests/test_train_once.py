@@ -39,31 +39,35 @@ def test_the_page_build_in_chromium_trains_exactly_as_the_node_build(tmp_path: P
     assert node["steps"] == page["steps"] == 6 and node["examples"] == page["examples"] == 96
     assert node["loss"] == page["loss"]
     assert (tmp_path / "node.safetensors").read_bytes() == (tmp_path / "page.safetensors").read_bytes()
+    # Both have relaxed SIMD, so that was the CPU-only relaxed build; the plain one, for engines without it:
+    assert (node["relaxedSimd"], page["relaxedSimd"]) == (True, True)
+    plain = ("--no-relaxed-simd",)
+    node = report(train_once(tmp_path, "node-plain.safetensors", *plain))
+    page = report(train_once(tmp_path, "page-plain.safetensors", "--runtime", "chromium", *plain))
+    assert (node["relaxedSimd"], page["relaxedSimd"], node["loss"]) == (False, False, page["loss"])
+    assert (tmp_path / "node-plain.safetensors").read_bytes() == (tmp_path / "page-plain.safetensors").read_bytes()
 
 
 def test_the_threaded_build_trains_on_two_threads_as_on_one(tmp_path: Path) -> None:
     """Under Node (worker_threads) and in Chromium (a worker with nested workers, the page's way).
     Two threads split each step's batch in two and add the halves' gradients (client_wasm's
-    batch_split), so the CNN's delta moves by rounding only. Both runtimes have relaxed SIMD, so the
-    threaded build runs its fused multiply-add variant, whose rounding differs too; asked not to,
-    the plain one."""
+    batch_split), so the CNN's delta moves by rounding only. Both runtimes have relaxed SIMD, so
+    each build runs its fused multiply-add variant, whose rounding differs too; asked not to, the
+    plain one (the single-threaded build's, on one thread)."""
     train = load_split("train")
     write_job("mnist-cnn", train.x[:32], train.y[:32], tmp_path)
-    one = report(train_once(tmp_path, "one.safetensors"))
+    one = report(train_once(tmp_path, "one.safetensors", "--no-relaxed-simd"))
+    fused = report(train_once(tmp_path, "fused.safetensors"))
     node = report(train_once(tmp_path, "node2.safetensors", "--threads", "2"))
     page = report(train_once(tmp_path, "page2.safetensors", "--threads", "2", "--runtime", "chromium"))
     plain = report(train_once(tmp_path, "plain2.safetensors", "--threads", "2", "--no-relaxed-simd"))
-    assert (one["threads"], node["threads"], page["threads"], plain["threads"]) == (1, 2, 2, 2)
-    assert (one["batchParts"], node["batchParts"], page["batchParts"]) == (1, 2, 2)
-    assert (one["relaxedSimd"], node["relaxedSimd"], page["relaxedSimd"], plain["relaxedSimd"]) == (
-        False,
-        True,
-        True,
-        False,
-    )
-    assert one["steps"] == node["steps"] == page["steps"] == 2
+    assert (one["threads"], fused["threads"], node["threads"], page["threads"], plain["threads"]) == (1, 1, 2, 2, 2)
+    assert (one["batchParts"], fused["batchParts"], node["batchParts"], page["batchParts"]) == (1, 1, 2, 2)
+    relaxed = (one["relaxedSimd"], fused["relaxedSimd"], node["relaxedSimd"], page["relaxedSimd"])
+    assert relaxed == (False, True, True, True) and plain["relaxedSimd"] is False
+    assert one["steps"] == fused["steps"] == node["steps"] == page["steps"] == 2
     theirs = load_file(str(tmp_path / "one.safetensors"))
-    for out in ("node2.safetensors", "page2.safetensors", "plain2.safetensors"):
+    for out in ("fused.safetensors", "node2.safetensors", "page2.safetensors", "plain2.safetensors"):
         ours = load_file(str(tmp_path / out))
         for name, delta in theirs.items():
             np.testing.assert_allclose(ours[name], delta, atol=1e-6, err_msg=f"{out}: {name}")

@@ -110,6 +110,7 @@ try {
         backend: window.pollen.backend,
         reason: window.pollen.backendReason,
         threads: window.pollen.threads,
+        relaxedSimd: window.pollen.relaxedSimd ?? null,
         rounds: window.pollen.rounds,
         events: [...new Set(window.pollen.events)],
         ownData: window.pollen.ownData ?? null,

@@ -3,14 +3,15 @@
 // `pollen simulate --backend wasm`:
 //   node client_web/bin/join.mjs ws://127.0.0.1:8080/ws --data shard.safetensors [--token T] [--give-up-after S]
 //     [--threads N|auto] [--quiet]
-// --threads trains on the threaded build with N CPU threads (auto: one per core); unset, one thread.
+// --threads trains on the threaded build with N CPU threads (auto: one per core); unset, one thread
+// (the relaxed-SIMD build where Node has relaxed SIMD).
 // The data file holds `x` (float32 [N, ...]) and `y` (int64 [N]); `pollen shard` writes MNIST shards.
 import { parseArgs } from "node:util";
 
 import WebSocket from "ws";
 
 import { runClient } from "../src/client.js";
-import { loadThreadedTrainerModule, loadTrainerModule, readDataFile, threadCount } from "./trainer.mjs";
+import { loadCpuTrainerModule, loadThreadedTrainerModule, readDataFile, threadCount } from "./trainer.mjs";
 
 const OPTIONS = {
   data: { type: "string" },
@@ -25,7 +26,7 @@ async function main() {
   const [url] = positionals;
   if (!url || !a.data) throw new Error("usage: join.mjs URL --data FILE [--token T]");
   const { Trainer } =
-    a.threads === undefined ? loadTrainerModule() : await loadThreadedTrainerModule(threadCount(a.threads));
+    a.threads === undefined ? loadCpuTrainerModule() : await loadThreadedTrainerModule(threadCount(a.threads));
   const data = readDataFile(a.data);
   const log = (e) => {
     if (a.quiet && !["coordinator-error", "task-failed", "gave-up"].includes(e.type)) return;

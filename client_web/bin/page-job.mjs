@@ -12,11 +12,16 @@ import { launchChromium } from "./chromium.mjs";
 // The job, as a module that runs in the page or, with threads, in a worker (a trainer thread
 // waits for its pool, which a page's main thread may not).
 const JOB = `import init, { Trainer } from "/client_wasm/pkg/web/pollen_trainer.js";
+import * as single from "/client_wasm/pkg/web-relaxed/pollen_trainer.js";
 import * as threaded from "/client_wasm/pkg/web-threads/pollen_trainer.js";
 import { relaxedSimd, threadedTrainer } from "/client_web/src/cpu-pool.js";
 import { decodeDataFile } from "/client_web/src/data-file.js";
 const bytes = async (path) => new Uint8Array(await (await fetch(path)).arrayBuffer());
-async function trainerClass(threads, relaxed) {
+async function trainerClass(backend, threads, relaxed) {
+  if (!threads && backend === "cpu" && relaxed && relaxedSimd()) {
+    await single.default();
+    return single.Trainer;
+  }
   if (!threads) {
     await init();
     return Trainer;
@@ -27,7 +32,7 @@ async function trainerClass(threads, relaxed) {
 }
 export async function runJob({ backend, options, warmup, clip, threads, relaxed }) {
   try {
-    const T = await trainerClass(threads, relaxed);
+    const T = await trainerClass(backend, threads, relaxed);
     const trainer = await T.create(await (await fetch("/cases/spec.json")).text(), backend);
     const weights = await bytes("/cases/weights.safetensors");
     trainer.loadWeights(weights);
@@ -78,8 +83,9 @@ if (job.threads) {
  * Train once in Chromium: `files` = {spec, weights, data} paths, `options` the trainer's train
  * options, `backend` "cpu" or "webgpu"; `warmup` (seconds) trains untimed epochs first, at least one
  * and until that long has passed (see train-once.mjs); `clip` bounds the
- * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many, in its
- * relaxed-SIMD variant where the browser has relaxed SIMD and `relaxed` is true. Resolves to
+ * delta's norm; `threads` (CPU) runs the threaded build in a worker with a pool of that many, and
+ * without it a CPU job runs on one thread on the page; either in its relaxed-SIMD variant where the
+ * browser has relaxed SIMD and `relaxed` is true. Resolves to
  * {report, delta}: the job's report (loss, steps, examples, batchParts, seconds, samplesPerSecond,
  * norm, clipped, backend, wasmBytes, threads, relaxedSimd) and the delta's safetensors bytes; rejects
  * with the page's error or on timeout.

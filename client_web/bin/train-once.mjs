@@ -8,9 +8,9 @@
 // shader-f16); the report's `precision` says what ran. --eval (Node) reports the trained model's
 // loss and accuracy on a second data file. On WebGPU, `gpuPeakBytes` is the most GPU memory Burn's
 // allocator held during the timed job.
-// --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core),
-// in its relaxed-SIMD variant (fused multiply-add) where the engine has relaxed SIMD, unless
-// --no-relaxed-simd; the report's `relaxedSimd` says which ran.
+// --threads runs the CPU backend on the threaded build with a pool of N workers (auto: one per core);
+// without it, a CPU job runs on one thread. Either runs its relaxed-SIMD variant (fused multiply-add)
+// where the engine has relaxed SIMD, unless --no-relaxed-simd; the report's `relaxedSimd` says which ran.
 // --warmup trains untimed epochs first, at least one and until WARMUP_SECONDS have passed, then
 // reloads the weights: WebGPU compiles and tunes its kernels for each shape once per session, and
 // V8 compiles a module's hot functions with its optimising compiler in the background once they
@@ -24,7 +24,13 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 
 import { installDawn } from "./dawn.mjs";
-import { loadThreadedTrainerModule, loadTrainerModule, readDataFile, threadCount } from "./trainer.mjs";
+import {
+  loadCpuTrainerModule,
+  loadThreadedTrainerModule,
+  loadTrainerModule,
+  readDataFile,
+  threadCount,
+} from "./trainer.mjs";
 
 // The least time --warmup trains for (see the top of this file).
 const WARMUP_SECONDS = 3;
@@ -91,7 +97,11 @@ async function main() {
   if (a.runtime && a.runtime !== "node") throw new Error(`--runtime is node or chromium, not ${a.runtime}`);
   const adapter = backend === "webgpu" ? await installDawn() : null;
   const relaxed = a["no-relaxed-simd"] ? { relaxed: false } : {};
-  const pkg = threads ? await loadThreadedTrainerModule(threads, relaxed) : loadTrainerModule();
+  const pkg = threads
+    ? await loadThreadedTrainerModule(threads, relaxed)
+    : backend === "cpu"
+      ? loadCpuTrainerModule(relaxed)
+      : loadTrainerModule();
   const { Trainer } = pkg;
   const spec = readFileSync(a.spec, "utf8");
   const trainer = backend === "webgpu" ? await Trainer.create(spec, "webgpu") : new Trainer(spec, "cpu");

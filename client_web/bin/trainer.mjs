@@ -28,9 +28,18 @@ function load(build) {
   }
 }
 
-/** The wasm-bindgen module built by client_wasm/build.sh (target nodejs), on one thread. */
+/** The wasm-bindgen module built by client_wasm/build.sh (target nodejs), on one thread: WebGPU and the CPU. */
 export function loadTrainerModule() {
   return load("node");
+}
+
+/**
+ * The trainer for CPU jobs on one thread: the CPU-only build with relaxed SIMD's fused multiply-add
+ * (`node-relaxed`) where this engine runs relaxed SIMD and `relaxed` is not false, else the
+ * single-threaded build. Both train to the same weights but for the rounding of fused products.
+ */
+export function loadCpuTrainerModule({ relaxed = relaxedSimd() } = {}) {
+  return load(relaxed && relaxedSimd() ? "node-relaxed" : "node");
 }
 
 /** How many CPU threads `--threads` asks for: a positive count, or "auto" (this machine's cores). */

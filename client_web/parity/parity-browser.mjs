@@ -10,6 +10,7 @@ import { launchChromium } from "../bin/chromium.mjs";
 const ROOT = resolve(import.meta.dirname, "../..");
 const SERVED = [
   "client_wasm/pkg/web/",
+  "client_wasm/pkg/web-relaxed/",
   "client_wasm/pkg/web-threads/",
   "client_wasm/pkg/web-threads-relaxed/",
   "client_web/parity/",

@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 
-import { loadThreadedTrainerModule, loadTrainerModule, threadCount } from "../bin/trainer.mjs";
+import { loadCpuTrainerModule, loadThreadedTrainerModule, loadTrainerModule, threadCount } from "../bin/trainer.mjs";
 import { poolSize, relaxedSimd, whyNoThreads } from "../src/cpu-pool.js";
 import { readSafetensors, writeSafetensors } from "../src/protocol/safetensors.js";
 
@@ -103,6 +103,17 @@ test("the threaded build trains on its pool to the single-threaded build's weigh
     one.some((v) => v !== 0),
     "training moved the weights",
   );
+});
+
+test("one-thread CPU jobs run the relaxed-SIMD build where Node has it, and train to the plain build's weights", async () => {
+  const fused = loadCpuTrainerModule().Trainer;
+  assert.equal(fused.relaxedSimd(), true);
+  assert.equal(loadCpuTrainerModule({ relaxed: false }), loadTrainerModule());
+  const [one, two] = [await delta(loadTrainerModule().Trainer), await delta(fused)];
+  assert.equal(one.length, two.length);
+  let worst = 0;
+  for (let i = 0; i < one.length; i++) worst = Math.max(worst, Math.abs(one[i] - two[i]));
+  assert.ok(worst < 1e-5 && worst > 0, `largest difference ${worst}: fused products round differently, by little`);
 });
 
 /** Run `body` in a fresh Node process, with `pkg` the threaded build on `threads` threads: its exit. */

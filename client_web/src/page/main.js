@@ -46,7 +46,9 @@ function onEvent(e) {
       window.pollen.backend = e.backend;
       window.pollen.backendReason = e.reason;
       window.pollen.threads = e.threads ?? null;
-      $("backend").textContent = e.backend === "webgpu" ? "WebGPU" : `CPU (WebAssembly SIMD) — ${e.reason}`;
+      window.pollen.relaxedSimd = e.relaxedSimd ?? null;
+      $("backend").textContent =
+        e.backend === "webgpu" ? "WebGPU" : `CPU (WebAssembly ${e.relaxedSimd ? "relaxed " : ""}SIMD) — ${e.reason}`;
       break;
     case "connected":
       setConnection("connected");
