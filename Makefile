@@ -11,7 +11,7 @@ test: setup lint
 	cd client_web && npm test
 	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --lib --tests
 	# The CPU operations again with the threaded build's row and example splits (rayon, natively).
-	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --features threads --test cpu_conv --test cpu_linear
+	cd client_wasm && CARGO_TARGET_DIR=$${POLLEN_CACHE:-$$HOME/.cache/pollen}/cargo-target cargo test --features threads --test cpu_conv --test cpu_linear --test on_pool
 	.venv/bin/pytest -ra --durations=25
 
 lint:

@@ -288,13 +288,16 @@ impl<B: AutodiffBackend> Job<'_, B> {
             true => self.parts,
             false => batch_split::parts(self.spec, idx.len(), batch_split::threads()),
         };
-        let (mut value, mut grads) = batch_split::gradients(
-            model,
-            Part { x, y, mixed },
-            parts,
-            &loss,
-            anchor.is_some().then_some(&proximal),
-        );
+        let parallel = batch_split::parallel(self.spec, idx.len(), parts);
+        let (mut value, mut grads) = batch_split::on_pool(parallel, || {
+            batch_split::gradients(
+                model,
+                Part { x, y, mixed },
+                parts,
+                &loss,
+                anchor.is_some().then_some(&proximal),
+            )
+        });
         let overflow = match scale {
             Some(s) => {
                 value = value.div_scalar(s);
