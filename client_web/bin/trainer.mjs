@@ -38,7 +38,7 @@ export function loadTrainerModule() {
  * (`node-relaxed`) where this engine runs relaxed SIMD and `relaxed` is not false, else the
  * single-threaded build. Both train to the same weights but for the rounding of fused products.
  */
-export function loadCpuTrainerModule({ relaxed = relaxedSimd() } = {}) {
+export function loadCpuTrainerModule({ relaxed = true } = {}) {
   return load(relaxed && relaxedSimd() ? "node-relaxed" : "node");
 }
 
