@@ -5,7 +5,7 @@
 //! five dims with the batch, or integer ids for an embedding — and `each!` applies a rank-generic
 //! expression to whichever it holds.
 
-use burn::tensor::activation::{leaky_relu, log_softmax, relu, sigmoid, softmax, tanh};
+use burn::tensor::activation::{leaky_relu, log_softmax, sigmoid, softmax, tanh};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{
     adaptive_avg_pool1d, adaptive_avg_pool2d, avg_pool1d, avg_pool2d, max_pool1d, max_pool2d,
@@ -13,6 +13,7 @@ use burn::tensor::module::{
 use burn::tensor::{DType, Int, Tensor};
 
 use crate::cpu_pool_op;
+use crate::cpu_relu_op;
 use crate::layer_spec::{Approximate, LayerSpec, Pool};
 
 #[derive(Debug, Clone)]
@@ -206,7 +207,7 @@ pub fn apply<B: Backend>(
     match spec {
         LayerSpec::Flatten { .. } | LayerSpec::Reshape { .. } => x.shaped(n, out),
         LayerSpec::Permute { dims } => each!(x, |t| t.permute(to(dims))),
-        LayerSpec::Relu {} => each!(x, |t| relu(t)),
+        LayerSpec::Relu {} => each!(x, |t| cpu_relu_op::relu(t)),
         LayerSpec::Gelu { approximate } => match approximate {
             Approximate::None => each!(x, |t| gelu(t)),
             Approximate::Tanh => each!(x, |t| gelu_tanh(t)),

@@ -7,10 +7,11 @@
 use burn::module::Module;
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::tensor::Tensor;
-use burn::tensor::activation::{relu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::Backend;
 
 use crate::activations::gelu;
+use crate::cpu_relu_op::relu;
 use crate::layer_spec::{Activation, Encoder};
 use crate::norm::Norm;
 

@@ -1,5 +1,5 @@
 //! Recognising burn-flex behind the model's generic backend, for the operations the trainer
-//! runs with its own CPU kernels (`cpu_conv_op`, `cpu_pool_op`).
+//! runs with its own CPU kernels (`cpu_conv_op`, `cpu_pool_op`, `cpu_linear_op`, `cpu_relu_op`).
 //!
 //! The model stays generic over Burn's backends: an operation asks `cast` whether its tensors
 //! are burn-flex's, with or without autodiff, by type through `Any` (no unsafe code, no bounds

@@ -17,6 +17,7 @@ pub mod cpu_gemm;
 pub mod cpu_linear_op;
 pub mod cpu_pool;
 pub mod cpu_pool_op;
+pub mod cpu_relu_op;
 pub mod data;
 pub mod encoder;
 pub mod encoding;

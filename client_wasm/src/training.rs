@@ -186,9 +186,10 @@ impl<B: AutodiffBackend> Job<'_, B> {
                     .then(|| seeded(mix(seed ^ AUGMENT_STREAM, steps)));
                 let augment = augment_rng.as_mut().map(|rng| (&config.augment, rng));
                 let at = (steps, all_steps);
-                let (loss, overflow) = self
-                    .step(&mut model, &mut optim, idx, augment, anchor.as_ref(), at)
+                let (stepped, loss, overflow) = self
+                    .step(model, &mut optim, idx, augment, anchor.as_ref(), at)
                     .await?;
+                model = stepped;
                 unread.push(Unread {
                     epoch,
                     batch,
@@ -249,17 +250,22 @@ impl<B: AutodiffBackend> Job<'_, B> {
         ))
     }
 
-    /// One optimizer step on the batch `idx` at step `at.0` of `at.1`; its loss, not yet read, and
-    /// under mixed precision whether its gradients overflowed (1 or 0, not yet read either).
+    /// One optimizer step on the batch `idx` at step `at.0` of `at.1`: the stepped model, its loss,
+    /// not yet read, and under mixed precision whether its gradients overflowed (1 or 0, not yet
+    /// read either).
+    ///
+    /// The model is taken, not borrowed, so that the optimizer holds its weights' only reference
+    /// and burn-flex updates them in place: with a copy kept for the caller, SGD's `w - lr·g`
+    /// wrote each weight into a fresh buffer, 5% of a mnist-cnn step at batch 10 on one thread.
     async fn step<O: StateParts<B::InnerBackend>>(
         &self,
-        model: &mut Model<B>,
+        mut model: Model<B>,
         optim: &mut OptimizerAdaptor<O, Model<B>, B>,
         idx: &[usize],
         augment: Option<(&crate::augment::Augment, &mut rand::rngs::StdRng)>,
         anchor: Option<&Model<B>>,
         (steps, all_steps): (usize, usize),
-    ) -> Result<(Tensor<B, 1>, Option<Tensor<B::InnerBackend, 1>>)> {
+    ) -> Result<(Model<B>, Tensor<B, 1>, Option<Tensor<B::InnerBackend, 1>>)> {
         let (config, device, goal) = (self.config, self.device, &self.spec.loss);
         let (x, y, mixed) = self.data.augmented_batch::<B>(idx, device, augment);
         let scale = self.scale.borrow().as_ref().map(|s| s.scale);
@@ -291,7 +297,7 @@ impl<B: AutodiffBackend> Job<'_, B> {
         let parallel = batch_split::parallel(self.spec, idx.len(), parts);
         let (mut value, mut grads) = batch_split::on_pool(parallel, || {
             batch_split::gradients(
-                model,
+                &model,
                 Part { x, y, mixed },
                 parts,
                 &loss,
@@ -301,16 +307,15 @@ impl<B: AutodiffBackend> Job<'_, B> {
         let overflow = match scale {
             Some(s) => {
                 value = value.div_scalar(s);
-                params::unscale_grads(model, &mut grads, s)
+                params::unscale_grads(&mut model, &mut grads, s)
             }
             None => None,
         };
         if let Some(max_norm) = config.grad_clip_norm {
-            params::clip_grad_norm(model, &mut grads, max_norm);
+            params::clip_grad_norm(&mut model, &mut grads, max_norm);
         }
         let lr = config.schedule.lr(config.lr, steps, all_steps);
-        *model = optim.step(lr, model.clone(), grads);
-        Ok((value, overflow))
+        Ok((optim.step(lr, model, grads), value, overflow))
     }
 }
 
