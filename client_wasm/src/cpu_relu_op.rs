@@ -21,7 +21,7 @@ use burn::backend::flex::FlexTensor;
 use burn::tensor::backend::Backend;
 use burn::tensor::{DType, Tensor, TensorPrimitive};
 
-use crate::flex_backend::{Ad, AdTensor, back, float};
+use crate::flex_backend::{Ad, AdTensor, back, float, take};
 
 /// `max(x, 0)` elementwise, as Burn's `relu`.
 pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
@@ -44,17 +44,6 @@ pub fn relu<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
         )))
         .expect("B is Flex"),
         Err(x) => burn::tensor::activation::relu(x),
-    }
-}
-
-/// `x` as backend `T`'s tensor if `B` is `T`, else `x` back.
-fn take<B: Backend, T: Backend, const D: usize>(
-    x: Tensor<B, D>,
-) -> Result<Tensor<T, D>, Tensor<B, D>> {
-    let boxed: Box<dyn std::any::Any> = Box::new(x);
-    match boxed.downcast::<Tensor<T, D>>() {
-        Ok(t) => Ok(*t),
-        Err(other) => Err(*other.downcast::<Tensor<B, D>>().expect("the tensor put in")),
     }
 }
 

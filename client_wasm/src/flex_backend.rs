@@ -27,6 +27,18 @@ pub fn cast<B: Backend, T: Backend, const D: usize, const N: usize>(
         .then(|| each.map(Option::unwrap))
 }
 
+/// `x` as backend `T`'s tensor if `B` is `T`, else `x` back: `cast` by value, for an operation
+/// that writes in place, which `cast`'s clone would make a second holder of the storage.
+pub fn take<B: Backend, T: Backend, const D: usize>(
+    x: Tensor<B, D>,
+) -> Result<Tensor<T, D>, Tensor<B, D>> {
+    let boxed: Box<dyn Any> = Box::new(x);
+    match boxed.downcast::<Tensor<T, D>>() {
+        Ok(t) => Ok(*t),
+        Err(other) => Err(*other.downcast::<Tensor<B, D>>().expect("the tensor put in")),
+    }
+}
+
 /// The tensor's float primitive.
 pub fn float<B: Backend, const D: usize>(t: Tensor<B, D>) -> burn::tensor::ops::FloatTensor<B> {
     t.into_primitive().tensor()
